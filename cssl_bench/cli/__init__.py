@@ -1,0 +1,54 @@
+"""``cssl-bench`` command line. Thin commands: parse, call one function below, print with rich.
+
+Errors caused by input (``UserError``, bad options) print one line and exit non-zero (2 for unknown
+names and option values); ``--debug`` shows the traceback of unexpected errors.
+"""
+from __future__ import annotations
+
+import os
+import sys
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch is imported anywhere
+
+import click  # noqa: E402
+
+from cssl_bench import UserError  # noqa: E402
+from cssl_bench.cli.app import app  # noqa: E402
+from cssl_bench.cli import commands  # noqa: E402,F401  (registers the commands)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in args
+    if debug:
+        args.remove("--debug")
+    try:
+        rv = app(args=args, prog_name="cssl-bench", standalone_mode=False)
+    except UserError as e:
+        if debug:
+            raise
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(e.exit_code)
+    except click.exceptions.NoArgsIsHelpError as e:
+        print(e.ctx.get_help() if e.ctx else str(e))
+        sys.exit(0)
+    except click.exceptions.UsageError as e:
+        msg = e.format_message().replace("\n", " ")
+        print(f"error: {msg} (see 'cssl-bench {e.ctx.command_path.split(' ', 1)[1] + ' ' if e.ctx and ' ' in e.ctx.command_path else ''}--help')", file=sys.stderr)
+        sys.exit(2)
+    except click.exceptions.ClickException as e:
+        print(f"error: {e.format_message()}", file=sys.stderr)
+        sys.exit(e.exit_code)
+    except (click.exceptions.Abort, KeyboardInterrupt):
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)
+    except click.exceptions.Exit as e:
+        sys.exit(e.exit_code)
+    except Exception as e:  # noqa: BLE001
+        if debug:
+            raise
+        first = str(e).splitlines()[0][:200] if str(e) else ""
+        print(f"error: {type(e).__name__}: {first} (run with --debug for the traceback)", file=sys.stderr)
+        sys.exit(1)
+    if isinstance(rv, int) and rv:
+        sys.exit(rv)

@@ -1,0 +1,81 @@
+"""``cssl-bench info`` and ``cssl-bench demo``."""
+from __future__ import annotations
+
+import os
+import platform
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.table import Table
+
+from cssl_bench.cli.app import ResultsOpt, app, console, err
+
+
+@app.command()
+def info():
+    """Versions, thread settings, whether ffcv imports, and the accelerator."""
+    import torch
+    import torchvision
+
+    from cssl_bench import __version__
+
+    t = Table(title="cssl-bench info", show_header=False)
+    t.add_row("cssl-bench", __version__)
+    t.add_row("python", platform.python_version())
+    t.add_row("torch", torch.__version__)
+    t.add_row("torchvision", torchvision.__version__)
+    for mod in ("timm", "ffcv", "lightly", "pycocotools", "imagecorruptions", "sklearn"):
+        try:
+            m = __import__(mod)
+            t.add_row(mod, getattr(m, "__version__", "installed"))
+        except Exception as e:  # noqa: BLE001
+            t.add_row(mod, f"not available ({type(e).__name__})")
+    t.add_row("torch threads", str(torch.get_num_threads()))
+    t.add_row("OMP_WAIT_POLICY", os.environ.get("OMP_WAIT_POLICY", "(unset)"))
+    t.add_row("cpu cores", str(os.cpu_count()))
+    if torch.cuda.is_available():
+        t.add_row("accelerator", f"{torch.cuda.device_count()} x {torch.cuda.get_device_name(0)}")
+    else:
+        t.add_row("accelerator", "none (CPU only: fp32)")
+    console.print(t)
+
+
+@app.command()
+def demo(results: Optional[Path] = ResultsOpt, out: Path = typer.Option(Path("runs/demo"), help="folder for the demo's runs"),
+         epochs: int = typer.Option(2, help="pretraining epochs per method")):
+    """The main job at tiny scale: SimCLR and MoCo v2 on the embedded dataset -> kNN + linear -> methods table."""
+    from cssl_bench.config import load_recipe
+    from cssl_bench.eval.features import load_run
+    from cssl_bench.eval.linear import get_protocol
+    from cssl_bench.eval.probes import probe_knn, probe_linear
+    from cssl_bench.results import tables
+    from cssl_bench.results.store import ResultsStore
+    from cssl_bench.train.loop import pretrain
+
+    results = results or out / "results"
+    st = ResultsStore(results)
+    budgets = sorted(e for e in tables.EPOCH_BUDGETS["tiny"].values() if e <= epochs)
+    summary = Table(title="demo: kNN top-1 on the embedded test split")
+    summary.add_column("run")
+    summary.add_column("epochs", justify="right")
+    summary.add_column("kNN top-1", justify="right")
+    baseline = load_recipe("moco-v2", "tiny", {"train": {"epochs": 0}})
+    runs = [("random init", baseline)]
+    for m in ("simclr", "moco-v2"):
+        runs.append((m, load_recipe(m, "tiny", {"train": {"epochs": epochs, "save_epochs": budgets}})))
+    for label, recipe in runs:
+        run_dir = out / f"{recipe.method}-e{recipe.train.epochs}-{recipe.hash()}"
+        if not (run_dir / "run.json").exists() or '"complete"' not in (run_dir / "run.json").read_text():
+            err.print(f"[bold]pretrain {label}[/] -> {run_dir}")
+            pretrain(recipe, run_dir, resume=(run_dir / "config.yaml").exists(), console=err)
+        for e in (budgets if recipe.train.epochs else [None]):
+            run = load_run(run_dir, e if e != recipe.train.epochs else None)
+            knn = probe_knn(run, "embedded")
+            summary.add_row(label, str(run.epoch), f"{knn[0]['value']:.1f}")
+            if recipe.train.epochs:
+                lin, _ = probe_linear(run, "embedded", get_protocol("moco").with_overrides(augment=False))
+                st.append(knn + lin)
+    console.print(summary)
+    rendered = tables.build("methods", st.read(), "tiny")
+    console.print(tables.render(rendered, "md"), markup=False)

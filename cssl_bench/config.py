@@ -1,0 +1,250 @@
+"""Typed recipes: every hyperparameter lives in ``recipes/*.yaml``, none in code.
+
+A run's recipe is built in layers, later layers winning:
+``recipes/scales.yaml[scale]`` -> ``recipes/METHOD.yaml`` (top level) -> ``recipes/METHOD.yaml: scales[scale]``
+-> CLI options -> ``--set section.key=value`` overrides. Unknown keys and wrongly typed values are
+errors naming the key. ``Recipe.hash()`` is a stable hash of everything that changes the result (it
+excludes purely operational settings such as the number of loader workers), used for provenance and
+to skip work already in the results store.
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import hashlib
+import json
+import typing
+from dataclasses import dataclass, field
+from importlib import resources
+from typing import Any, Optional
+
+import yaml
+
+from cssl_bench import UserError
+
+SCALES = ("tiny", "small", "paper")
+
+
+@dataclass
+class ModelCfg:
+    backbone: str = "resnet50"
+    cifar_stem: Optional[bool] = None  # None: automatic (CIFAR stem for images of 64 px and less)
+    zero_init_residual: bool = False
+    channels_last: bool = True
+
+
+@dataclass
+class DataCfg:
+    dataset: str = "embedded"
+    image_size: int = 224
+    embedded_size: int = 32
+    embedded_train: int = 10000
+    embedded_test: int = 2000
+    embedded_seed: int = 0
+    workers: int = 2
+    loader: str = "auto"  # auto | torchvision | ffcv
+    skip_bad: bool = False
+
+
+@dataclass
+class AugmentCfg:
+    """The SSL augmentation (PROTOCOLS.md 1). ``views``: two | multicrop | looc | single."""
+
+    views: str = "two"
+    crop_scale: list[float] = field(default_factory=lambda: [0.2, 1.0])
+    color: dict = field(default_factory=lambda: {"brightness": 0.4, "contrast": 0.4, "saturation": 0.4, "hue": 0.1, "p": 0.8, "p_gray": 0.2})
+    blur_p: float = 0.5
+    blur_p2: Optional[float] = None  # BYOL's asymmetric pair: the second view's blur probability
+    solarize_p: float = 0.0
+    solarize_p2: Optional[float] = None
+    rotation: str = "none"  # none | independent | same (MoCo + Rotation rows of LooC Table 1)
+    # multi-crop (SwAV)
+    n_large: int = 2
+    n_small: int = 6
+    small_size: int = 96
+    small_crop_scale: list[float] = field(default_factory=lambda: [0.05, 0.14])
+    large_crop_scale: list[float] = field(default_factory=lambda: [0.14, 1.0])
+    # LooC leave-one-out
+    looc_augment: list[str] = field(default_factory=lambda: ["color", "rotation"])
+    texture_transfer: str = "procedural"
+    texture_p: float = 0.8
+
+
+@dataclass
+class OptimCfg:
+    name: str = "sgd"  # sgd | lars | adamw
+    base_lr: float = 0.05  # lr = base_lr * batch / 256 when lr_scaling is "linear"
+    lr_scaling: str = "linear"  # linear | none
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    schedule: str = "cosine"  # cosine | multistep | constant
+    warmup_epochs: float = 0.0
+    milestones: list[float] = field(default_factory=list)  # epochs, for multistep
+    gamma: float = 0.1
+    exclude_bn_bias: bool = False  # BYOL/SimCLR: no weight decay and no LARS adaptation for BN and bias
+    fixed_lr: list[str] = field(default_factory=list)  # parameter-name prefixes whose lr stays fixed (SimSiam predictor)
+    lars_trust: float = 0.001
+
+
+@dataclass
+class TrainCfg:
+    epochs: int = 200
+    batch_size: int = 256
+    seed: int = 0
+    precision: str = "fp32"  # fp32 | bf16 | fp16
+    compile: bool = False
+    save_epochs: list[int] = field(default_factory=list)  # extra checkpoints kept (epoch budgets of the methods table)
+    log_every: int = 10
+    checkpoint_every: int = 0  # also checkpoint every N steps inside an epoch (0 = at epoch ends only)
+
+
+@dataclass
+class Recipe:
+    method: str
+    scale: str
+    model: ModelCfg = field(default_factory=ModelCfg)
+    data: DataCfg = field(default_factory=DataCfg)
+    augment: AugmentCfg = field(default_factory=AugmentCfg)
+    optim: OptimCfg = field(default_factory=OptimCfg)
+    train: TrainCfg = field(default_factory=TrainCfg)
+    params: dict = field(default_factory=dict)  # method hyperparameters, validated by the method
+
+    # keys that do not change results (excluded from the hash)
+    OPERATIONAL = {("data", "workers"), ("data", "loader"), ("train", "log_every"), ("train", "compile"), ("data", "skip_bad")}
+
+    @property
+    def lr(self) -> float:
+        if self.optim.lr_scaling == "linear":
+            return self.optim.base_lr * self.train.batch_size / 256
+        return self.optim.base_lr
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def hash(self) -> str:
+        d = self.to_dict()
+        for sec, key in self.OPERATIONAL:
+            d[sec].pop(key, None)
+        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
+
+    def dump(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+
+SECTIONS = {"model": ModelCfg, "data": DataCfg, "augment": AugmentCfg, "optim": OptimCfg, "train": TrainCfg}
+
+
+def _check_type(value: Any, tp: Any, where: str) -> Any:
+    origin = typing.get_origin(tp)
+    if origin is typing.Union:
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if value is None:
+            return None
+        return _check_type(value, args[0], where)
+    if tp is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if tp is float and isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            pass
+    if origin is list:
+        if not isinstance(value, (list, tuple)):
+            raise UserError(f"recipe key {where}: expected a list, got {value!r}")
+        (inner,) = typing.get_args(tp) or (Any,)
+        return [_check_type(v, inner, where) for v in value] if inner is not Any else list(value)
+    if tp in (int, float, str, bool, dict):
+        if tp is int and isinstance(value, bool) or not isinstance(value, tp):
+            raise UserError(f"recipe key {where}: expected {tp.__name__}, got {value!r}")
+    return value
+
+
+def _apply(section_obj: Any, values: dict, where: str) -> None:
+    hints = typing.get_type_hints(type(section_obj))
+    names = {f.name for f in dataclasses.fields(section_obj)}
+    for k, v in values.items():
+        if k not in names:
+            raise UserError(f"unknown recipe key {where}.{k}; valid keys: {', '.join(sorted(names))}", exit_code=2)
+        setattr(section_obj, k, _check_type(v, hints[k], f"{where}.{k}"))
+
+
+def _load_yaml(name: str) -> dict:
+    path = resources.files("cssl_bench") / "recipes" / f"{name}.yaml"
+    if not path.is_file():
+        raise UserError(f"no recipe {name}")
+    return yaml.safe_load(path.read_text()) or {}
+
+
+def available_methods() -> list[str]:
+    base = resources.files("cssl_bench") / "recipes"
+    return sorted(p.name[:-5] for p in base.iterdir() if p.name.endswith(".yaml") and p.name != "scales.yaml")
+
+
+def _merge_layer(recipe: Recipe, layer: dict, where: str) -> None:
+    for sec, values in layer.items():
+        if sec in ("scales", "description", "paper", "impl"):
+            continue
+        if sec == "params":
+            recipe.params.update(copy.deepcopy(values or {}))
+        elif sec in SECTIONS:
+            if not isinstance(values, dict):
+                raise UserError(f"recipe section {where}.{sec} must be a mapping")
+            _apply(getattr(recipe, sec), values, f"{sec}")
+        else:
+            raise UserError(f"unknown recipe section {sec!r} in {where}; valid: {', '.join(list(SECTIONS) + ['params'])}", exit_code=2)
+
+
+def parse_override(text: str) -> tuple[str, str, Any]:
+    """``section.key=value`` (value parsed as YAML) -> (section, key, value)."""
+    if "=" not in text or "." not in text.split("=", 1)[0]:
+        raise UserError(f"override {text!r} must look like section.key=value (e.g. optim.base_lr=0.1)", exit_code=2)
+    lhs, rhs = text.split("=", 1)
+    sec, key = lhs.split(".", 1)
+    return sec, key, yaml.safe_load(rhs)
+
+
+def load_recipe(method: str, scale: str = "tiny", overrides: dict | None = None, sets: list[str] | None = None) -> Recipe:
+    """Build the recipe of ``method`` at ``scale``; ``overrides`` is {section: {key: value}}."""
+    if scale not in SCALES:
+        raise UserError(f"unknown scale {scale!r}; choose from {', '.join(SCALES)}", exit_code=2)
+    methods = available_methods()
+    if method not in methods:
+        raise UserError(f"unknown method {method!r}; choose from {', '.join(methods)}", exit_code=2)
+    recipe = Recipe(method=method, scale=scale)
+    _merge_layer(recipe, _load_yaml("scales").get(scale, {}), f"scales.yaml:{scale}")
+    m = _load_yaml(method)
+    _merge_layer(recipe, m, f"{method}.yaml")
+    _merge_layer(recipe, (m.get("scales") or {}).get(scale, {}), f"{method}.yaml:scales.{scale}")
+    layer: dict = copy.deepcopy(overrides or {})
+    for s in sets or []:
+        sec, key, value = parse_override(s)
+        layer.setdefault(sec, {})[key] = value
+    _merge_layer(recipe, layer, "overrides")
+    validate(recipe)
+    return recipe
+
+
+def recipe_from_dict(d: dict) -> Recipe:
+    r = Recipe(method=d["method"], scale=d["scale"])
+    _merge_layer(r, {k: v for k, v in d.items() if k not in ("method", "scale")}, "config.yaml")
+    return r
+
+
+def validate(r: Recipe) -> None:
+    if r.train.epochs < 0:
+        raise UserError(f"epochs must be >= 0, got {r.train.epochs}", exit_code=2)
+    if r.train.batch_size <= 0:
+        raise UserError(f"batch size must be > 0, got {r.train.batch_size}", exit_code=2)
+    if r.data.image_size <= 0:
+        raise UserError(f"image size must be > 0, got {r.data.image_size}", exit_code=2)
+    choices = {("optim", "name"): ("sgd", "lars", "adamw"), ("optim", "schedule"): ("cosine", "multistep", "constant"),
+               ("train", "precision"): ("fp32", "bf16", "fp16"), ("data", "loader"): ("auto", "torchvision", "ffcv"),
+               ("augment", "views"): ("two", "multicrop", "looc", "single"), ("augment", "rotation"): ("none", "independent", "same"),
+               ("optim", "lr_scaling"): ("linear", "none")}
+    for (sec, key), valid in choices.items():
+        v = getattr(getattr(r, sec), key)
+        if v not in valid:
+            raise UserError(f"{sec}.{key} must be one of {', '.join(valid)}, got {v!r}", exit_code=2)
+    for a in r.augment.looc_augment:
+        if a not in ("color", "rotation", "texture"):
+            raise UserError(f"unknown LooC augmentation {a!r}; choose from color, rotation, texture", exit_code=2)

@@ -1,0 +1,168 @@
+"""The embedded dataset: procedurally rendered shapes, generated in the package, no files shipped.
+
+Each image shows one object whose *class is its shape* (10 shapes, each with a canonical upright
+orientation, so a 4-way rotation is predictable from content). The object's colour comes from a
+palette of 10, its surface carries one of 6 procedural textures, it sits at a random position and
+scale on a low-contrast noisy background. Every image keeps its attributes (class, colour, texture,
+position, scale, style), from which derived tasks are built:
+
+- ``embedded``        shape classification (the ImageNet-100 stand-in);
+- ``embedded-color``  colour classification on the same images (fine-grained stand-in);
+- ``embedded-shift``  train on the normal ``filled`` style, test on a held-out ``outline`` style
+                      (the ObjectNet stand-in: same classes, shifted rendering).
+
+Generation is deterministic from ``seed`` and cached as one ``.npz`` per (size, counts, seed, version)
+in the cache directory (``$CSSL_BENCH_CACHE`` or ``~/.cache/cssl_bench``).
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+from cssl_bench.data.textures import TEXTURES, pattern, sample_texture_params
+
+GENERATOR_VERSION = 1
+
+
+def _arc(cx: float, cy: float, r: float, a0: float, a1: float, n: int = 12) -> list[tuple[float, float]]:
+    return [(cx + r * np.cos(t), cy + r * np.sin(t)) for t in np.linspace(a0, a1, n)]
+
+
+def _heart() -> list[tuple[float, float]]:
+    t = np.linspace(0, 2 * np.pi, 40, endpoint=False)
+    x = 16 * np.sin(t) ** 3
+    y = 13 * np.cos(t) - 5 * np.cos(2 * t) - 2 * np.cos(3 * t) - np.cos(4 * t)
+    return [(float(a) / 17.0, float(-b) / 17.0 + 0.1) for a, b in zip(x, y)]
+
+
+# Polygons in a [-1, 1] box, image coordinates (y points down); all upright and not 90-degree symmetric.
+SHAPES: dict[str, list[tuple[float, float]]] = {
+    "triangle": [(0, -0.95), (0.9, 0.8), (-0.9, 0.8)],
+    "arrow": [(0, -1), (0.8, -0.1), (0.28, -0.1), (0.28, 1), (-0.28, 1), (-0.28, -0.1), (-0.8, -0.1)],
+    "tee": [(-0.9, -0.9), (0.9, -0.9), (0.9, -0.45), (0.25, -0.45), (0.25, 0.95), (-0.25, 0.95), (-0.25, -0.45), (-0.9, -0.45)],
+    "ell": [(-0.7, -0.95), (-0.2, -0.95), (-0.2, 0.45), (0.8, 0.45), (0.8, 0.95), (-0.7, 0.95)],
+    "house": [(0, -0.95), (0.95, -0.15), (0.7, -0.15), (0.7, 0.95), (-0.7, 0.95), (-0.7, -0.15), (-0.95, -0.15)],
+    "mushroom": _arc(0, 0.05, 0.95, np.pi, 2 * np.pi) + [(0.25, 0.05), (0.25, 0.95), (-0.25, 0.95), (-0.25, 0.05)],
+    "eff": [(-0.6, -0.95), (0.8, -0.95), (0.8, -0.55), (-0.15, -0.55), (-0.15, -0.15), (0.5, -0.15), (0.5, 0.25), (-0.15, 0.25), (-0.15, 0.95), (-0.6, 0.95)],
+    "trapezoid": [(-0.3, -0.9), (0.3, -0.9), (0.95, 0.9), (-0.95, 0.9)],
+    "heart": _heart(),
+    "cup": [(-0.9, -0.9), (-0.5, -0.9), (-0.5, 0.45), (0.5, 0.45), (0.5, -0.9), (0.9, -0.9), (0.9, 0.9), (-0.9, 0.9)],
+}
+CLASSES = tuple(SHAPES)
+PALETTE = {
+    "red": (220, 40, 40), "green": (40, 180, 60), "blue": (40, 80, 220), "yellow": (230, 210, 40),
+    "magenta": (210, 50, 200), "cyan": (40, 200, 210), "orange": (240, 140, 30), "purple": (120, 50, 170),
+    "white": (235, 235, 235), "brown": (130, 80, 40),
+}
+COLORS = tuple(PALETTE)
+STYLES = ("filled", "outline")
+ATTRIBUTES = ("label", "color", "texture", "cx", "cy", "scale", "style")
+
+
+@dataclass(frozen=True)
+class EmbeddedSpec:
+    size: int = 32
+    n_train: int = 10000
+    n_test: int = 2000
+    seed: int = 0
+
+    def key(self) -> str:
+        return f"embedded-v{GENERATOR_VERSION}-s{self.size}-{self.n_train}-{self.n_test}-seed{self.seed}"
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("CSSL_BENCH_CACHE", Path.home() / ".cache" / "cssl_bench"))
+
+
+def render(label: int, color: int, texture: int, cx: float, cy: float, scale: float, style: str,
+           size: int, rng: np.random.Generator) -> np.ndarray:
+    """Render one [size, size, 3] uint8 image; ``rng`` draws only the nuisance details (tilt, texture phase, background)."""
+    ss = 4  # supersampling factor for anti-aliased edges
+    big = size * ss
+    tilt = rng.uniform(-0.2, 0.2)  # small tilt keeps the canonical orientation
+    c, s = np.cos(tilt), np.sin(tilt)
+    pts = [((cx + scale * (c * x - s * y)) * big, (cy + scale * (s * x + c * y)) * big) for x, y in SHAPES[CLASSES[label]]]
+    mask_img = Image.new("L", (big, big), 0)
+    draw = ImageDraw.Draw(mask_img)
+    if style == "filled":
+        draw.polygon(pts, fill=255)
+    else:
+        draw.line(pts + [pts[0]], fill=255, width=max(2, int(0.09 * big)), joint="curve")
+    alpha = np.asarray(mask_img.resize((size, size), Image.BOX), dtype=np.float32)[..., None] / 255.0
+
+    tex = pattern(TEXTURES[texture], sample_texture_params(rng), size, size)[..., None]
+    fg = np.asarray(PALETTE[COLORS[color]], np.float32) * (0.55 + 0.45 * tex)
+    bg_level = rng.uniform(60, 160)
+    bg = bg_level + rng.uniform(-12, 12, size=3) + rng.normal(0, 10, size=(size, size, 1))
+    img = bg * (1 - alpha) + fg * alpha
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
+def _generate_split(n: int, size: int, seed: int, split: str, style: str) -> dict[str, np.ndarray]:
+    digest = int(hashlib.sha256(f"{seed}/{split}/{style}".encode()).hexdigest()[:8], 16)
+    rng = np.random.default_rng(digest)
+    labels = np.arange(n) % len(CLASSES)
+    rng.shuffle(labels)
+    colors = rng.integers(0, len(COLORS), n)
+    textures = rng.integers(0, len(TEXTURES), n)
+    scales = rng.uniform(0.22, 0.4, n)
+    cxs = rng.uniform(scales + 0.03, 1 - scales - 0.03)
+    cys = rng.uniform(scales + 0.03, 1 - scales - 0.03)
+    images = np.empty((n, size, size, 3), np.uint8)
+    for i in range(n):
+        images[i] = render(int(labels[i]), int(colors[i]), int(textures[i]), cxs[i], cys[i], scales[i], style, size, rng)
+    return {
+        "images": images, "label": labels.astype(np.int64), "color": colors.astype(np.int64),
+        "texture": textures.astype(np.int64), "cx": cxs.astype(np.float32), "cy": cys.astype(np.float32),
+        "scale": scales.astype(np.float32), "style": np.full(n, STYLES.index(style), np.int64),
+    }
+
+
+def generate(spec: EmbeddedSpec) -> dict[str, dict[str, np.ndarray]]:
+    """Generate the three splits (``train``, ``test``, ``shift`` = test in the held-out style)."""
+    return {
+        "train": _generate_split(spec.n_train, spec.size, spec.seed, "train", "filled"),
+        "test": _generate_split(spec.n_test, spec.size, spec.seed, "test", "filled"),
+        "shift": _generate_split(spec.n_test, spec.size, spec.seed, "shift", "outline"),
+    }
+
+
+def load(spec: EmbeddedSpec = EmbeddedSpec()) -> dict[str, dict[str, np.ndarray]]:
+    """Load the embedded dataset from the cache, generating (and atomically caching) it the first time."""
+    path = cache_dir() / f"{spec.key()}.npz"
+    if path.exists():
+        try:
+            with np.load(path) as z:
+                out: dict[str, dict[str, np.ndarray]] = {}
+                for k in z.files:
+                    split, field = k.split("/", 1)
+                    out.setdefault(split, {})[field] = z[k]
+                return out
+        except Exception:
+            pass  # a damaged cache file is regenerated below
+    data = generate(spec)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".tmp{os.getpid()}.npz")
+    np.savez(tmp, **{f"{s}/{k}": v for s, d in data.items() for k, v in d.items()})
+    os.replace(tmp, path)
+    return data
+
+
+def export_imagefolder(spec: EmbeddedSpec, out: Path, task: str = "label") -> int:
+    """Write the dataset as ``out/{train,test}/{class}/{index}.png``; returns the number of images written."""
+    data = load(spec)
+    names = {"label": CLASSES, "color": COLORS}[task]
+    count = 0
+    for split in ("train", "test"):
+        d = data[split]
+        for name in names:
+            (out / split / name).mkdir(parents=True, exist_ok=True)
+        for i, (img, y) in enumerate(zip(d["images"], d[task])):
+            Image.fromarray(img).save(out / split / names[int(y)] / f"{i:06d}.png")
+            count += 1
+    return count

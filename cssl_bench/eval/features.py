@@ -1,0 +1,115 @@
+"""Frozen features of a finished (or partial) run, extracted once and cached.
+
+``load_run`` rebuilds the method of a run directory from its ``config.yaml`` and loads a checkpoint
+into it (refusing checkpoints of another method or backbone). ``extract`` computes features of a
+dataset split in evaluation mode with a deterministic transform; the result is cached under
+``RUN/features/`` keyed by checkpoint step, dataset, split, feature kind and transform, so a probe on
+cached features takes seconds.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from cssl_bench import UserError
+from cssl_bench.config import Recipe, recipe_from_dict
+from cssl_bench.data.augment import CenterResize
+from cssl_bench.data.datasets import ImageSource, get_source
+from cssl_bench.data.loaders import eval_loader, to_input
+from cssl_bench.methods import build_method
+from cssl_bench.train.checkpoint import load_checkpoint, read_run
+from cssl_bench.train.loop import dataset_options
+
+
+@dataclass
+class LoadedRun:
+    run_dir: Path
+    recipe: Recipe
+    method: torch.nn.Module
+    checkpoint: Path
+    epoch: int
+    step: int
+    info: dict
+
+    @property
+    def default_feature(self) -> str:
+        f = getattr(self.method, "default_feature", None)
+        return f() if f else "backbone"
+
+
+def checkpoint_path(run_dir: Path, epoch: int | None = None) -> Path:
+    name = "last.pt" if epoch is None else f"epoch_{epoch}.pt"
+    return Path(run_dir) / "checkpoints" / name
+
+
+def load_run(run_dir: Path, epoch: int | None = None) -> LoadedRun:
+    run_dir = Path(run_dir)
+    cfg, info = read_run(run_dir)
+    recipe = recipe_from_dict(cfg)
+    path = checkpoint_path(run_dir, epoch)
+    if not path.exists() and epoch is None and (run_dir / "checkpoints" / "prev.pt").exists():
+        path = run_dir / "checkpoints" / "prev.pt"
+    state = load_checkpoint(path)
+    if state.get("method") != recipe.method or state.get("backbone") != recipe.model.backbone:
+        raise UserError(f"checkpoint {path} is of {state.get('method')}/{state.get('backbone')}, but the run is {recipe.method}/{recipe.model.backbone}")
+    n_classes = state["model"]["classifier.weight"].shape[0] if "classifier.weight" in state["model"] else 10
+    method = build_method(recipe, num_classes=n_classes)
+    try:
+        method.load_state_dict(state["model"])
+    except RuntimeError as e:
+        raise UserError(f"checkpoint {path} does not match the run's model ({str(e).splitlines()[0][:160]})") from None
+    method.eval()
+    return LoadedRun(run_dir, recipe, method, path, int(state["epoch"]), int(state["step"]), info)
+
+
+def eval_transform(image_size: int, crop_frac: float | None = None) -> CenterResize:
+    """Resize + centre crop. Default crop fraction: 224/256 for large images, 1 (no crop) at 64 px and less."""
+    if crop_frac is None:
+        crop_frac = 1.0 if image_size <= 64 else 0.875
+    return CenterResize(image_size, crop_frac)
+
+
+@torch.no_grad()
+def compute_features(method, source: ImageSource, kind: str, image_size: int, channels_last: bool = True,
+                     batch_size: int = 256, transform=None, workers: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    method.eval()
+    transform = transform or eval_transform(image_size)
+    feats, labels = [], []
+    for x, y in eval_loader(source, transform, batch_size, workers):
+        feats.append(method.features(to_input(x, channels_last), kind).float())
+        labels.append(y)
+    return torch.cat(feats), torch.cat(labels)
+
+
+def _cache_key(run: LoadedRun, dataset: str, split: str, kind: str, extra: dict) -> str:
+    blob = json.dumps({"step": run.step, "ckpt": run.checkpoint.name, "dataset": dataset, "split": split, "kind": kind,
+                       "size": run.recipe.data.image_size, **extra}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def features(run: LoadedRun, dataset: str, split: str, kind: str | None = None, source: ImageSource | None = None,
+             transform=None, cache_tag: dict | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Cached features of ``dataset``'s ``split`` (or of ``source``, identified by ``cache_tag``)."""
+    kind = kind or run.default_feature
+    key = _cache_key(run, dataset, split, kind, cache_tag or {})
+    path = run.run_dir / "features" / f"{key}.pt"
+    if path.exists():
+        try:
+            d = torch.load(path, map_location="cpu", weights_only=True)
+            return d["features"], d["labels"]
+        except Exception:
+            path.unlink(missing_ok=True)
+    if source is None:
+        source = get_source(dataset, split, dataset_options(run.recipe))
+    f, y = compute_features(run.method, source, kind, run.recipe.data.image_size, run.recipe.model.channels_last, transform=transform)
+    try:
+        from cssl_bench.train.checkpoint import save_checkpoint
+
+        save_checkpoint({"features": f, "labels": y}, path, keep_previous=False)
+    except OSError:
+        pass  # the cache is an optimisation: a read-only run directory still evaluates
+    return f, y

@@ -1,0 +1,139 @@
+"""Linear probes on frozen features (PROTOCOLS.md 2).
+
+Named protocols:
+- ``moco``: SGD lr 30, momentum 0.9, wd 0, batch 256, 100 epochs, lr x0.1 at 60 and 80;
+- ``simsiam``: LARS, batch 4096, lr 0.1 * B / 256, cosine, 90 epochs, wd 0 (official repo; the paper text says 0.02);
+- ``looc``: SGD lr 30, batch 256, 200 epochs, x0.1 at 120 and 160.
+
+``epochs`` overrides scale the milestones proportionally. With ``augment`` off (the default at the
+CPU scales) the probe trains on cached centre-crop features; with it on, every epoch re-extracts
+features of random-resized-crop + flip views (the paper setting, slow). ``feature_norm``: ``none``
+(the papers) or ``bn`` (standardise features with training statistics; helps badly scaled features).
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from timm.optim import Lars
+
+from cssl_bench import UserError
+from cssl_bench.eval.knn import topk_accuracy
+
+
+@dataclass
+class LinearProtocol:
+    name: str
+    optimizer: str = "sgd"
+    lr: float = 30.0
+    lr_scaling: str = "none"  # none | linear (lr * batch / 256)
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    batch_size: int = 256
+    epochs: int = 100
+    schedule: str = "multistep"
+    milestones: list[float] = field(default_factory=lambda: [60, 80])
+    augment: bool = True
+    feature_norm: str = "none"
+    seed: int = 0
+
+    def with_overrides(self, **kw) -> "LinearProtocol":
+        kw = {k: v for k, v in kw.items() if v is not None}
+        valid = {f.name for f in dataclasses.fields(self)}
+        for k in kw:
+            if k not in valid:
+                raise UserError(f"unknown probe option {k}; valid: {', '.join(sorted(valid))}", exit_code=2)
+        new = dataclasses.replace(self, **kw)
+        if "epochs" in kw and "milestones" not in kw and self.schedule == "multistep":
+            new.milestones = [m * new.epochs / self.epochs for m in self.milestones]
+        return new
+
+    @property
+    def effective_lr(self) -> float:
+        return self.lr * self.batch_size / 256 if self.lr_scaling == "linear" else self.lr
+
+    def record(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+PROTOCOLS = {
+    "moco": LinearProtocol("moco"),
+    "simsiam": LinearProtocol("simsiam", optimizer="lars", lr=0.1, lr_scaling="linear", batch_size=4096, epochs=90,
+                              schedule="cosine", milestones=[]),
+    "looc": LinearProtocol("looc", epochs=200, milestones=[120, 160]),
+}
+
+
+def get_protocol(name: str) -> LinearProtocol:
+    if name not in PROTOCOLS:
+        raise UserError(f"unknown linear protocol {name!r}; choose from {', '.join(PROTOCOLS)}", exit_code=2)
+    return PROTOCOLS[name]
+
+
+def _factor(p: LinearProtocol, epoch: float) -> float:
+    if p.schedule == "cosine":
+        return 0.5 * (1 + math.cos(math.pi * epoch / max(p.epochs, 1)))
+    if p.schedule == "multistep":
+        return 0.1 ** sum(epoch >= m for m in p.milestones)
+    return 1.0
+
+
+class LinearClassifier(torch.nn.Module):
+    """Optional feature standardisation (fixed train statistics) followed by a linear layer."""
+
+    def __init__(self, dim: int, classes: int, mean: torch.Tensor | None = None, std: torch.Tensor | None = None):
+        super().__init__()
+        self.fc = torch.nn.Linear(dim, classes)
+        torch.nn.init.normal_(self.fc.weight, std=0.01)
+        torch.nn.init.zeros_(self.fc.bias)
+        self.register_buffer("mean", mean if mean is not None else torch.zeros(dim))
+        self.register_buffer("std", std if std is not None else torch.ones(dim))
+
+    def forward(self, f):
+        return self.fc((f - self.mean) / self.std)
+
+
+def train_linear(train_batches, dim: int, classes: int, p: LinearProtocol, steps_per_epoch: int,
+                 mean: torch.Tensor | None = None, std: torch.Tensor | None = None) -> LinearClassifier:
+    """Train a linear classifier; ``train_batches(epoch)`` yields (features, labels) batches of one epoch."""
+    torch.manual_seed(p.seed)
+    clf = LinearClassifier(dim, classes, mean, std)
+    if p.optimizer == "lars":
+        opt = Lars(clf.parameters(), lr=p.effective_lr, momentum=p.momentum, weight_decay=p.weight_decay)
+    else:
+        opt = torch.optim.SGD(clf.parameters(), lr=p.effective_lr, momentum=p.momentum, weight_decay=p.weight_decay)
+    for epoch in range(p.epochs):
+        for i, (f, y) in enumerate(train_batches(epoch)):
+            for g in opt.param_groups:
+                g["lr"] = p.effective_lr * _factor(p, epoch + i / max(steps_per_epoch, 1))
+            loss = F.cross_entropy(clf(f), y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+    return clf
+
+
+def linear_probe(train_f: torch.Tensor, train_y: torch.Tensor, test_f: torch.Tensor, test_y: torch.Tensor,
+                 p: LinearProtocol, classes: int | None = None) -> tuple[dict[str, float], LinearClassifier]:
+    """Probe on fixed (cached) features; returns ({linear/top1, linear/top5}, classifier)."""
+    classes = int(classes or int(max(train_y.max(), test_y.max())) + 1)
+    n = train_f.shape[0]
+    bs = min(p.batch_size, n)
+    mean = std = None
+    if p.feature_norm == "bn":
+        mean, std = train_f.mean(0), train_f.std(0) + 1e-6
+    g = torch.Generator().manual_seed(p.seed)
+
+    def batches(epoch):
+        perm = torch.randperm(n, generator=g)
+        for s in range(0, n - bs + 1, bs):
+            idx = perm[s : s + bs]
+            yield train_f[idx], train_y[idx]
+
+    clf = train_linear(batches, train_f.shape[1], classes, p, n // bs, mean, std)
+    with torch.no_grad():
+        acc = topk_accuracy(clf(test_f), test_y)
+    return {"linear/top1": acc[1], "linear/top5": acc[5]}, clf

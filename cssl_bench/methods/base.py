@@ -1,0 +1,152 @@
+"""What every method shares: the ``Method`` interface, parameter validation, momentum pairs (one EMA
+path for every momentum method, after solo-learn's ``momentum_pairs``) and shuffling-BN emulation."""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import math
+import typing
+from typing import Iterable
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from cssl_bench import UserError
+from cssl_bench.config import Recipe
+from cssl_bench.models.backbones import build_backbone
+
+
+def parse_params(cls, values: dict, method: str):
+    """Build the method's parameter dataclass from the recipe's ``params``; unknown keys are errors."""
+    names = {f.name: f for f in dataclasses.fields(cls)}
+    hints = typing.get_type_hints(cls)
+    out = {}
+    for k, v in (values or {}).items():
+        if k not in names:
+            raise UserError(f"unknown parameter params.{k} for {method}; valid: {', '.join(sorted(names))}", exit_code=2)
+        tp = hints[k]
+        if tp is float and isinstance(v, (int, str)) and not isinstance(v, bool):
+            try:
+                v = float(v)
+            except ValueError:
+                raise UserError(f"params.{k} for {method}: expected a number, got {v!r}", exit_code=2) from None
+        elif tp in (int, bool, str) and not isinstance(v, tp):
+            raise UserError(f"params.{k} for {method}: expected {tp.__name__}, got {v!r}", exit_code=2)
+        out[k] = v
+    return cls(**out)
+
+
+class Method(nn.Module):
+    """A self-supervised method. The training loop only uses this interface.
+
+    - ``loss(views, labels) -> dict``: ``loss`` is optimised, other keys are logged (floats or tensors).
+    - ``momentum_pairs``: (online, target) module pairs updated by the loop as
+      target = m * target + (1 - m) * online, with m = ``momentum(progress)``.
+    - ``on_epoch_start(epoch)`` / ``after_backward(epoch)``: hooks for epoch-dependent behaviour.
+    - ``features(x, kind)``: frozen features for evaluations (``backbone`` by default).
+    """
+
+    description = ""
+    paper = ""
+
+    def __init__(self, recipe: Recipe):
+        super().__init__()
+        self.recipe = recipe
+        m = recipe.model
+        self.backbone = build_backbone(m.backbone, recipe.data.image_size, m.cifar_stem, m.zero_init_residual)
+        self.feat_dim = self.backbone.out_dim
+
+    @property
+    def momentum_pairs(self) -> list[tuple[nn.Module, nn.Module]]:
+        return []
+
+    def momentum(self, progress: float) -> float:
+        return 0.999
+
+    def on_epoch_start(self, epoch: int) -> None:
+        pass
+
+    def after_backward(self, epoch: int) -> None:
+        pass
+
+    def loss(self, views: dict[str, torch.Tensor], labels: torch.Tensor) -> dict:
+        raise NotImplementedError
+
+    def forward(self, views: dict[str, torch.Tensor], labels: torch.Tensor) -> dict:
+        return self.loss(views, labels)
+
+    def feature_kinds(self) -> list[str]:
+        return ["backbone"]
+
+    def features(self, x: torch.Tensor, kind: str = "backbone") -> torch.Tensor:
+        if kind != "backbone":
+            raise UserError(f"feature {kind!r} is not available for {self.recipe.method}; choose from {', '.join(self.feature_kinds())}", exit_code=2)
+        return self.backbone(x)
+
+
+def make_target(module: nn.Module) -> nn.Module:
+    """A frozen copy of ``module`` for a momentum pair."""
+    target = copy.deepcopy(module)
+    for p in target.parameters():
+        p.requires_grad_(False)
+    return target
+
+
+@torch.no_grad()
+def update_momentum_pairs(pairs: Iterable[tuple[nn.Module, nn.Module]], m: float) -> None:
+    """EMA for every pair: target = m * target + (1 - m) * online (parameters); buffers are copied."""
+    for online, target in pairs:
+        op, tp = list(online.parameters()), list(target.parameters())
+        torch._foreach_mul_(tp, m)
+        torch._foreach_add_(tp, op, alpha=1 - m)
+        for ob, tb in zip(online.buffers(), target.buffers()):
+            tb.copy_(ob)
+
+
+def cosine_momentum(base: float, progress: float) -> float:
+    """BYOL's schedule: tau = 1 - (1 - base) * (cos(pi * progress) + 1) / 2, from ``base`` at 0 to 1 at the end."""
+    return 1 - (1 - base) * (math.cos(math.pi * progress) + 1) / 2
+
+
+class SplitBatchNorm2d(nn.BatchNorm2d):
+    """BatchNorm whose training statistics are computed separately on ``splits`` groups of the batch.
+
+    Emulates MoCo's per-GPU BN (and, with a shuffled key batch, shuffling BN) on one device. Evaluation
+    uses the shared running statistics; the state dict is that of a plain BatchNorm2d.
+    """
+
+    def __init__(self, num_features: int, splits: int, **kw):
+        super().__init__(num_features, **kw)
+        self.splits = splits
+
+    def forward(self, x):
+        n, c, h, w = x.shape
+        if not self.training or self.splits <= 1 or n % self.splits:
+            return super().forward(x)
+        g = self.splits
+        rm, rv = self.running_mean.repeat(g), self.running_var.repeat(g)
+        out = F.batch_norm(x.reshape(n // g, c * g, h, w), rm, rv, self.weight.repeat(g), self.bias.repeat(g),
+                           True, self.momentum, self.eps).reshape(n, c, h, w)
+        self.running_mean.copy_(rm.view(g, c).mean(0))
+        self.running_var.copy_(rv.view(g, c).mean(0))
+        self.num_batches_tracked += 1
+        return out
+
+
+def split_batchnorm(module: nn.Module, splits: int) -> nn.Module:
+    """Replace every BatchNorm2d in ``module`` by a ``SplitBatchNorm2d`` sharing its parameters."""
+    if splits <= 1:
+        return module
+    for name, child in module.named_children():
+        if type(child) is nn.BatchNorm2d:
+            new = SplitBatchNorm2d(child.num_features, splits, eps=child.eps, momentum=child.momentum)
+            new.load_state_dict(child.state_dict())
+            setattr(module, name, new)
+        else:
+            split_batchnorm(child, splits)
+    return module
+
+
+def normalize(x: torch.Tensor) -> torch.Tensor:
+    return F.normalize(x, dim=1)

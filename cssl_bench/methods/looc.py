@@ -1,0 +1,106 @@
+"""LooC and LooC++ (Xiao et al., What Should Not Be Contrastive in Contrastive Learning, ICLR 2021).
+
+Built on MoCo v2: a query encoder, a momentum key encoder, and n+1 projection heads on the shared
+features V (each an MLP ``hidden``-ReLU-``dim``), with one queue per head filled with that head's k0
+keys. Views: q, k0 and k1..kn (``LeaveOneOut``: k_i shares q's parameters of augmentation i). Z0 is
+invariant to every augmentation (all keys of the image are positives); Z_i varies with augmentation
+i (only k_i is positive; k0 and the other k_j are negatives). Loss: ``losses.looc_loss``.
+
+LooC++ is the same model; its downstream feature is the concatenation of the heads' features
+(``features(x, "concat")``), with the layer chosen by ``concat_layer``: ``hidden`` (after each head's
+first Linear+ReLU, the default), ``out`` (head outputs) or ``hidden+v`` (hidden layers plus V).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from cssl_bench import UserError
+from cssl_bench.methods import losses
+from cssl_bench.methods.base import Method, make_target, parse_params, split_batchnorm
+from cssl_bench.methods.moco import KeyQueue
+from cssl_bench.models.heads import mlp
+
+
+@dataclass
+class LooCParams:
+    dim: int = 128
+    hidden: int = 2048
+    temperature: float = 0.2
+    queue_size: int = 16384
+    momentum: float = 0.999
+    bn_splits: int = 8
+    downstream_feature: str = "backbone"  # LooC: backbone; LooC++: concat
+    concat_layer: str = "hidden"  # hidden | out | hidden+v
+
+
+class LooC(Method):
+    description = "LooC: leave-one-out views, n+1 embedding spaces (one invariant, one variant per augmentation)"
+    paper = "Xiao et al., What Should Not Be Contrastive in Contrastive Learning, ICLR 2021"
+
+    def __init__(self, recipe):
+        super().__init__(recipe)
+        self.p = p = parse_params(LooCParams, recipe.params, recipe.method)
+        self.augmentations = list(recipe.augment.looc_augment)
+        if not self.augmentations:
+            raise UserError("LooC needs at least one augmentation in augment.looc_augment (--augment)", exit_code=2)
+        n = len(self.augmentations)
+        self.heads = nn.ModuleList([mlp([self.feat_dim, p.hidden, p.dim], bn=False) for _ in range(n + 1)])
+        split_batchnorm(self.backbone, p.bn_splits)
+        self.backbone_k = make_target(self.backbone)
+        self.heads_k = make_target(self.heads)
+        self.queues = nn.ModuleList([KeyQueue(p.queue_size, p.dim) for _ in range(n + 1)])
+
+    @property
+    def momentum_pairs(self):
+        return [(self.backbone, self.backbone_k), (self.heads, self.heads_k)]
+
+    def momentum(self, progress: float) -> float:
+        return self.p.momentum
+
+    @torch.no_grad()
+    def _keys(self, key_views: list[torch.Tensor]) -> list[torch.Tensor]:
+        """Every head's keys [n+1 views, N, D]; one key-encoder pass with a shuffled batch (shuffling BN)."""
+        x = torch.cat(key_views)
+        perm = torch.randperm(x.shape[0], device=x.device)
+        v = self.backbone_k(x[perm])[torch.argsort(perm)]
+        return [F.normalize(h(v), dim=1).view(len(key_views), -1, self.p.dim) for h in self.heads_k]
+
+    def loss(self, views, labels):
+        n = len(self.augmentations)
+        v = self.backbone(views["q"])
+        queries = [F.normalize(h(v), dim=1) for h in self.heads]
+        keys = self._keys([views[f"k{i}"] for i in range(n + 1)])
+        queues = [qq.keys.clone() for qq in self.queues]
+        loss = losses.looc_loss(queries, keys, queues, self.p.temperature)
+        for queue, k in zip(self.queues, keys):
+            queue.push(k[0])
+        return {"loss": loss}
+
+    def feature_kinds(self) -> list[str]:
+        n = len(self.heads)
+        return ["backbone", "concat", "concat:out", "concat:hidden+v"] + [f"head:{i}" for i in range(n)] + [f"head:{i}:out" for i in range(n)]
+
+    def default_feature(self) -> str:
+        if self.p.downstream_feature == "concat":
+            return "concat" if self.p.concat_layer == "hidden" else f"concat:{self.p.concat_layer}"
+        return self.p.downstream_feature
+
+    def features(self, x, kind="backbone"):
+        if kind not in self.feature_kinds():
+            raise UserError(f"feature {kind!r} is not available for {self.recipe.method}; choose from {', '.join(self.feature_kinds())}", exit_code=2)
+        v = self.backbone(x)
+        if kind == "backbone":
+            return v
+        if kind.startswith("head:"):
+            parts = kind.split(":")
+            head = self.heads[int(parts[1])]
+            return head(v) if len(parts) == 3 else head[:2](v)
+        layer = kind.split(":", 1)[1] if ":" in kind else "hidden"
+        if layer == "out":
+            return torch.cat([h(v) for h in self.heads], dim=1)
+        hidden = torch.cat([h[:2](v) for h in self.heads], dim=1)
+        return torch.cat([hidden, v], dim=1) if layer == "hidden+v" else hidden

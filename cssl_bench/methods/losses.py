@@ -1,0 +1,139 @@
+"""Losses of every method, as pure functions (no module state). Shapes are stated per function.
+
+All return scalar tensors except ``sinkhorn`` (a code matrix) and ``looc_masks`` (boolean masks).
+"""
+from __future__ import annotations
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+
+
+def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.1) -> torch.Tensor:
+    """SimCLR's NT-Xent (Chen et al. 2020, eq. 1).
+
+    z1, z2: [N, D] projections of the two views (normalised here). Each of the 2N views is an anchor;
+    its positive is the other view of its image, its 2N-2 negatives are every other view in the batch.
+    Returns the mean over the 2N anchors. Pass gathered tensors (``gather_with_grad``) for the
+    multi-rank version.
+    """
+    n = z1.shape[0]
+    z = F.normalize(torch.cat([z1, z2]), dim=1)
+    sim = z @ z.t() / temperature
+    sim = sim.masked_fill(torch.eye(2 * n, dtype=torch.bool, device=z.device), float("-inf"))
+    target = torch.cat([torch.arange(n, 2 * n), torch.arange(0, n)]).to(z.device)
+    return F.cross_entropy(sim, target)
+
+
+def info_nce(q: torch.Tensor, k: torch.Tensor, negatives: torch.Tensor, temperature: float = 0.2) -> torch.Tensor:
+    """MoCo's InfoNCE (He et al. 2020, eq. 1): one positive per query plus shared negatives.
+
+    q, k: [N, D] L2-normalised queries and keys (k is treated as a constant: it is detached);
+    negatives: [K, D] L2-normalised (the queue). Returns the mean cross-entropy with the positive at index 0.
+    """
+    k = k.detach()
+    pos = (q * k).sum(dim=1, keepdim=True)
+    neg = q @ negatives.detach().t()
+    logits = torch.cat([pos, neg], dim=1) / temperature
+    return F.cross_entropy(logits, torch.zeros(q.shape[0], dtype=torch.long, device=q.device))
+
+
+def negative_cosine(p: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+    """SimSiam's D(p, z) = -cos(p, stopgrad(z)), mean over the batch. p, z: [N, D]. Minimum -1."""
+    return -F.cosine_similarity(p, z.detach(), dim=1).mean()
+
+
+def byol_loss(p: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+    """BYOL's 2 - 2 cos(p, stopgrad(z)), mean over the batch (= MSE of the normalised vectors). p, z: [N, D]."""
+    return (2 - 2 * F.cosine_similarity(p, z.detach(), dim=1)).mean()
+
+
+@torch.no_grad()
+def sinkhorn(scores: torch.Tensor, epsilon: float = 0.05, iterations: int = 3, distributed: bool = False) -> torch.Tensor:
+    """SwAV's Sinkhorn-Knopp (Caron et al. 2020, sec. 3.1): equipartitioned soft codes.
+
+    scores: [B, K] prototype scores of B samples. Returns Q: [B, K], each row summing to 1, with the
+    prototypes used equally often over the batch (column sums B/K). With ``distributed`` the sums run
+    over every rank's batch.
+    """
+    q = torch.exp((scores.float() - scores.float().max()) / epsilon).t()  # [K, B]; max-shift for stability
+    world = dist.get_world_size() if distributed and dist.is_initialized() else 1
+    b = q.shape[1] * world
+    k = q.shape[0]
+    total = q.sum()
+    if world > 1:
+        dist.all_reduce(total)
+    q /= total
+    for _ in range(iterations):
+        rows = q.sum(dim=1, keepdim=True)
+        if world > 1:
+            dist.all_reduce(rows)
+        q /= rows
+        q /= k
+        q /= q.sum(dim=0, keepdim=True)
+        q /= b
+    return (q * b).t()
+
+
+def swav_loss(scores_a: torch.Tensor, scores_b: torch.Tensor, codes_a: torch.Tensor, codes_b: torch.Tensor,
+              temperature: float = 0.1) -> torch.Tensor:
+    """SwAV's swapped prediction: predict view a's code from view b's scores and vice versa.
+
+    scores_*: [N, K] prototype scores; codes_*: [N, K] Sinkhorn codes (constants).
+    Returns 0.5 * (H(codes_a, softmax(scores_b / t)) + H(codes_b, softmax(scores_a / t))), mean over N.
+    """
+    la = -(codes_a.detach() * F.log_softmax(scores_b / temperature, dim=1)).sum(dim=1).mean()
+    lb = -(codes_b.detach() * F.log_softmax(scores_a / temperature, dim=1)).sum(dim=1).mean()
+    return 0.5 * (la + lb)
+
+
+def looc_masks(n: int) -> torch.Tensor:
+    """Positive masks of LooC's n+1 embedding spaces over the keys k0..kn of the query's own image.
+
+    Returns a bool tensor [n+1 spaces, n+1 keys]: space 0 (invariant to all) has every key positive;
+    space i (varies with augmentation i) has only k_i positive, the other keys of the image are negatives.
+    """
+    m = torch.zeros(n + 1, n + 1, dtype=torch.bool)
+    m[0] = True
+    for i in range(1, n + 1):
+        m[i, i] = True
+    return m
+
+
+def looc_loss(queries: list[torch.Tensor], keys: list[torch.Tensor], queues: list[torch.Tensor],
+              temperature: float = 0.2) -> torch.Tensor:
+    """LooC (Xiao et al. 2021): one InfoNCE per embedding space, summed over the n+1 spaces.
+
+    queries[s]: [N, D] normalised q embedded by head s; keys[s]: [n+1, N, D] normalised k0..kn embedded
+    by head s's key head; queues[s]: [K, D] head s's queue (other images' keys). In each space, every
+    positive j of ``looc_masks`` gives one InfoNCE term whose negatives are the image's own non-positive
+    keys plus the queue; a space with several positives (Z0) averages its terms.
+    """
+    masks = looc_masks(len(queries) - 1)
+    total = queries[0].new_zeros(())
+    for s, (q, k, queue) in enumerate(zip(queries, keys, queues)):
+        k = k.detach()
+        own = torch.einsum("nd,vnd->nv", q, k) / temperature  # [N, n+1]
+        other = q @ queue.detach().t() / temperature  # [N, K]
+        pos_idx = masks[s].nonzero().flatten().tolist()
+        neg_idx = (~masks[s]).nonzero().flatten().tolist()
+        terms = []
+        for j in pos_idx:
+            logits = torch.cat([own[:, j : j + 1], own[:, neg_idx], other], dim=1)
+            terms.append(F.cross_entropy(logits, torch.zeros(q.shape[0], dtype=torch.long, device=q.device)))
+        total = total + torch.stack(terms).mean()
+    return total
+
+
+def swav_multicrop_loss(scores: list[torch.Tensor], codes: list[torch.Tensor], temperature: float = 0.1) -> torch.Tensor:
+    """SwAV with multi-crop: the codes of each large crop (``codes[i]``, i < len(codes)) are predicted
+    from every other crop's scores; mean over code crops and their partner crops.
+
+    scores: one [N, K] tensor per crop (large crops first); codes: one [N, K] tensor per large crop.
+    With two crops this equals ``swav_loss``.
+    """
+    total = scores[0].new_zeros(())
+    for i, q in enumerate(codes):
+        others = [s for v, s in enumerate(scores) if v != i]
+        total = total + sum(-(q.detach() * F.log_softmax(s / temperature, dim=1)).sum(1).mean() for s in others) / len(others)
+    return total / len(codes)

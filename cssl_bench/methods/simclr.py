@@ -1,0 +1,39 @@
+"""SimCLR (Chen et al., ICML 2020): NT-Xent over the 2N views of the (global) batch.
+
+Projector: ``proj_layers`` Linear layers with BN+ReLU between (SimSiam's reproduction uses 3), to
+``dim``. Across ranks the projections are all-gathered with gradients, so every view sees the
+2N_global - 2 negatives.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from cssl_bench.methods import losses
+from cssl_bench.methods.base import Method, parse_params
+from cssl_bench.models.heads import mlp
+from cssl_bench.train import distributed as D
+
+
+@dataclass
+class SimCLRParams:
+    dim: int = 128
+    hidden: int = 2048
+    proj_layers: int = 3
+    temperature: float = 0.1
+
+
+class SimCLR(Method):
+    description = "SimCLR: NT-Xent over all 2N views, negatives from every rank"
+    paper = "Chen et al., A Simple Framework for Contrastive Learning, ICML 2020"
+
+    def __init__(self, recipe):
+        super().__init__(recipe)
+        self.p = p = parse_params(SimCLRParams, recipe.params, recipe.method)
+        dims = [self.feat_dim] + [p.hidden] * (p.proj_layers - 1) + [p.dim]
+        self.projector = mlp(dims, bn=True)
+
+    def loss(self, views, labels):
+        z1 = self.projector(self.backbone(views["v1"]))
+        z2 = self.projector(self.backbone(views["v2"]))
+        loss = losses.nt_xent(D.gather_with_grad(z1), D.gather_with_grad(z2), self.p.temperature)
+        return {"loss": loss}

@@ -1,0 +1,120 @@
+"""Atomic checkpoints and run directories.
+
+A run directory holds ``config.yaml`` (the full recipe), ``checkpoints/last.pt`` (and ``prev.pt``, the
+previous good one; ``epoch_N.pt`` for kept budgets), ``log.csv`` and ``run.json``. Checkpoints are
+written to a temporary file, fsynced, then renamed over the old one, so a kill at any moment leaves a
+loadable checkpoint. They are loaded with ``weights_only=True``: a pickle that would run code is refused.
+"""
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+from cssl_bench import UserError, __version__
+
+FORMAT = "cssl-bench/1"
+
+
+def fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    fsync_dir(path.parent)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode())
+
+
+def save_checkpoint(state: dict, path: Path, keep_previous: bool = True) -> None:
+    """Write ``state`` atomically to ``path``; the checkpoint it replaces becomes ``prev.pt``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(state, f)
+            f.flush()
+            os.fsync(f.fileno())
+        if keep_previous and path.exists():
+            os.replace(path, path.with_name("prev.pt"))
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    fsync_dir(path.parent)
+
+
+def load_checkpoint(path: Path) -> dict:
+    """Load a cssl-bench checkpoint safely; every failure is a one-line ``UserError``."""
+    if not path.exists():
+        raise UserError(f"checkpoint {path} does not exist")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise UserError(f"checkpoint {path} was refused: it is not a plain weights file ({str(e).splitlines()[0][:120]})") from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as e:
+        raise UserError(f"checkpoint {path} is corrupted or truncated ({type(e).__name__})") from None
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise UserError(f"{path} is not a cssl-bench checkpoint")
+    return state
+
+
+def find_resume_checkpoint(run_dir: Path) -> Path | None:
+    """``last.pt`` if it loads, else ``prev.pt`` (a kill between the two renames leaves only prev)."""
+    for name in ("last.pt", "prev.pt"):
+        p = run_dir / "checkpoints" / name
+        if p.exists():
+            try:
+                load_checkpoint(p)
+                return p
+            except UserError:
+                continue
+    return None
+
+
+def write_run_json(run_dir: Path, info: dict[str, Any]) -> None:
+    atomic_write_text(run_dir / "run.json", json.dumps({"cssl_bench_version": __version__, **info}, indent=2))
+
+
+def read_run(run_dir: Path) -> tuple[dict, dict]:
+    """(recipe dict, run.json) of a run directory, with one-line errors when it is not one."""
+    run_dir = Path(run_dir)
+    if not run_dir.exists():
+        raise UserError(f"run directory {run_dir} does not exist")
+    cfg = run_dir / "config.yaml"
+    if not cfg.exists():
+        raise UserError(f"{run_dir} is not a cssl-bench run directory (no config.yaml)")
+    try:
+        recipe = yaml.safe_load(cfg.read_text())
+        info = json.loads((run_dir / "run.json").read_text()) if (run_dir / "run.json").exists() else {}
+    except (yaml.YAMLError, json.JSONDecodeError) as e:
+        raise UserError(f"{run_dir}: unreadable run files ({type(e).__name__})") from None
+    return recipe, info

@@ -1,0 +1,40 @@
+import os
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch is imported
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _isolated_env(tmp_path_factory):
+    """Caches and results go to temporary folders: tests never touch committed files or ~/.cache."""
+    root = tmp_path_factory.mktemp("cssl")
+    os.environ["CSSL_BENCH_CACHE"] = str(root / "cache")
+    os.environ["CSSL_BENCH_RESULTS"] = str(root / "results")
+    yield
+
+
+# Small embedded dataset for fast tests: 640 training / 200 test images at 32 px.
+SMALL = ["--set", "data.embedded_train=640", "--set", "data.embedded_test=200", "--set", "data.workers=0"]
+
+
+def run_cli(*args, cwd=None, env=None, timeout=600):
+    """Run the real console entry point in a subprocess; returns CompletedProcess (text)."""
+    e = dict(os.environ)
+    e.update(env or {})
+    return subprocess.run([sys.executable, "-m", "cssl_bench", *map(str, args)], capture_output=True, text=True,
+                          cwd=cwd, env=e, timeout=timeout)
+
+
+@pytest.fixture
+def cli():
+    return run_cli
+
+
+@pytest.fixture
+def small_args():
+    return list(SMALL)

@@ -1,0 +1,66 @@
+import numpy as np
+import pytest
+
+from cssl_bench.data import embedded as emb
+from cssl_bench.data.datasets import get_source, DatasetOptions
+
+
+def test_generation_is_deterministic_and_seed_dependent():
+    a = emb.generate(emb.EmbeddedSpec(32, 60, 20, seed=3))
+    b = emb.generate(emb.EmbeddedSpec(32, 60, 20, seed=3))
+    c = emb.generate(emb.EmbeddedSpec(32, 60, 20, seed=4))
+    for split in ("train", "test", "shift"):
+        for k in a[split]:
+            np.testing.assert_array_equal(a[split][k], b[split][k])
+    assert not np.array_equal(a["train"]["images"], c["train"]["images"])
+
+
+def test_images_and_attributes():
+    d = emb.generate(emb.EmbeddedSpec(32, 200, 50, seed=0))
+    tr = d["train"]
+    assert tr["images"].shape == (200, 32, 32, 3) and tr["images"].dtype == np.uint8
+    assert len(emb.CLASSES) >= 10 and len(emb.PALETTE) >= 8 and len(emb.TEXTURES) >= 4
+    assert set(np.unique(tr["label"])) == set(range(len(emb.CLASSES)))  # balanced cycle of classes
+    assert tr["color"].max() < len(emb.COLORS) and tr["texture"].max() < len(emb.TEXTURES)
+    assert (tr["scale"] > 0).all() and (tr["cx"] > 0).all() and (tr["cx"] < 1).all()
+    assert (d["shift"]["style"] == emb.STYLES.index("outline")).all()
+    assert (tr["style"] == emb.STYLES.index("filled")).all()
+
+
+def test_object_colour_is_visible():
+    """The object's pixels carry its palette colour: the mean colour under a large red object is red-dominant."""
+    rng = np.random.default_rng(0)
+    img = emb.render(0, emb.COLORS.index("red"), emb.TEXTURES.index("flat"), 0.5, 0.5, 0.4, "filled", 32, rng)
+    centre = img[12:24, 12:20].reshape(-1, 3).mean(0)
+    assert centre[0] > centre[1] + 50 and centre[0] > centre[2] + 50
+
+
+def test_64px_option_and_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("CSSL_BENCH_CACHE", str(tmp_path))
+    spec = emb.EmbeddedSpec(64, 30, 10, seed=1)
+    first = emb.load(spec)
+    assert first["train"]["images"].shape[1:] == (64, 64, 3)
+    assert len(list(tmp_path.glob("*.npz"))) == 1
+    again = emb.load(spec)
+    np.testing.assert_array_equal(first["test"]["images"], again["test"]["images"])
+
+
+def test_derived_tasks():
+    o = DatasetOptions(embedded_train=100, embedded_test=40)
+    shape = get_source("embedded", "train", o)
+    color = get_source("embedded-color", "train", o)
+    shift = get_source("embedded-shift", "test", o)
+    assert len(shape.classes) == 10 and len(color.classes) == 10
+    np.testing.assert_array_equal(color.labels, shape.attributes["color"])
+    assert (shift.attributes["style"] == 1).all()
+    img, y = shape[0]
+    assert img.shape == (3, 32, 32) and img.dtype.is_floating_point is False
+
+
+def test_export_imagefolder_roundtrip(tmp_path):
+    n = emb.export_imagefolder(emb.EmbeddedSpec(32, 30, 10, 0), tmp_path / "out")
+    assert n == 40
+    src = get_source(f"imagefolder:{tmp_path / 'out'}", "train")
+    assert len(src) == 30 and src.classes == sorted(emb.CLASSES)
+    img, _ = src[0]
+    assert img.shape == (3, 32, 32)
