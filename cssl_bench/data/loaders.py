@@ -54,6 +54,12 @@ def train_loader(source: ImageSource, view_recipe, batch_size: int, seed: int, e
                                        persistent_workers=False, prefetch_factor=4 if workers else None)
 
 
+def make_train_loader(recipe, source: ImageSource, view_recipe, epoch: int, start_batch: int = 0, rank: int = 0, world: int = 1):
+    """The training loader the recipe asks for (``data.loader``: auto | torchvision | ffcv), batch contract above."""
+    return train_loader(source, view_recipe, recipe.train.batch_size, recipe.train.seed, epoch, start_batch,
+                        recipe.data.workers, rank, world)
+
+
 def eval_loader(source: ImageSource, transform, batch_size: int = 256, workers: int = 0):
     """Deterministic single-view loader: ``transform(img) -> img`` (e.g. ``CenterResize``)."""
 

@@ -19,7 +19,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from cssl_bench import UserError, __version__
 from cssl_bench.config import Recipe, recipe_from_dict
 from cssl_bench.data.datasets import DatasetOptions, get_source
-from cssl_bench.data.loaders import steps_per_epoch, to_input, train_loader
+from cssl_bench.data.loaders import make_train_loader, steps_per_epoch, to_input
 from cssl_bench.data.views import build_view_recipe
 from cssl_bench.methods import build_method
 from cssl_bench.methods.base import update_momentum_pairs
@@ -189,8 +189,7 @@ def pretrain(recipe: Recipe, out_dir: Path, resume: bool = False, show_progress:
         task = progress.add_task("pretrain", total=total_steps, completed=global_step, name=recipe.method, epoch=epoch, loss=float("nan"), ips=0.0)
         while epoch < recipe.train.epochs:
             method.on_epoch_start(epoch)
-            loader = train_loader(source, view_recipe, recipe.train.batch_size, recipe.train.seed, epoch, step_in_epoch,
-                                  recipe.data.workers, rank, world)
+            loader = make_train_loader(recipe, source, view_recipe, epoch, step_in_epoch, rank, world)
             method.train()
             t_last, n_last = time.time(), 0
             for views, labels, _ in loader:
