@@ -16,6 +16,7 @@ from cssl_bench.train.loop import dataset_options
 
 def records_for(run: LoadedRun, dataset: str, feature: str, protocol: dict, metrics: dict[str, float], extra: dict | None = None) -> list[dict]:
     r = run.recipe
+    extra = {**({"augment": list(r.augment.looc_augment)} if r.augment.views == "looc" else {}), **(extra or {})}
     return [make_record(run_id=run.run_dir.name, method=r.method, dataset=dataset, pretrain_dataset=r.data.dataset, scale=r.scale,
                         backbone=r.model.backbone, epochs=run.epoch, batch=r.train.batch_size, seed=r.train.seed, feature=feature,
                         protocol=protocol, metric=m, value=v, config_hash=r.hash(), extra=extra) for m, v in metrics.items()]
