@@ -32,5 +32,5 @@ def print_records(records: list[dict], as_json: bool, title: str = "results") ->
     for col in ("method", "dataset", "epochs", "feature", "metric", "value"):
         t.add_column(col, justify="right" if col in ("epochs", "value") else "left")
     for r in records:
-        t.add_row(r["method"], r["dataset"], str(r["epochs"]), str(r.get("feature", "")), r["metric"], f"{r['value']:.2f}")
+        t.add_row(r["method"], r["dataset"], str(r["epochs"]), str(r.get("feature", "")), r["metric"], f"{r['value']:.2f}" + (f" (±{r['ci95']:.2f})" if r.get("ci95") is not None else ""))
     console.print(t)

@@ -116,10 +116,8 @@ def train_linear(train_batches, dim: int, classes: int, p: LinearProtocol, steps
     return clf
 
 
-def linear_probe(train_f: torch.Tensor, train_y: torch.Tensor, test_f: torch.Tensor, test_y: torch.Tensor,
-                 p: LinearProtocol, classes: int | None = None) -> tuple[dict[str, float], LinearClassifier]:
-    """Probe on fixed (cached) features; returns ({linear/top1, linear/top5}, classifier)."""
-    classes = int(classes or int(max(train_y.max(), test_y.max())) + 1)
+def fit_linear(train_f: torch.Tensor, train_y: torch.Tensor, p: LinearProtocol, classes: int) -> LinearClassifier:
+    """Train a linear classifier on fixed (cached) features [N, D] with labels [N] in 0..classes-1."""
     n = train_f.shape[0]
     bs = min(p.batch_size, n)
     mean = std = None
@@ -133,7 +131,14 @@ def linear_probe(train_f: torch.Tensor, train_y: torch.Tensor, test_f: torch.Ten
             idx = perm[s : s + bs]
             yield train_f[idx], train_y[idx]
 
-    clf = train_linear(batches, train_f.shape[1], classes, p, n // bs, mean, std)
+    return train_linear(batches, train_f.shape[1], classes, p, n // bs, mean, std).eval()
+
+
+def linear_probe(train_f: torch.Tensor, train_y: torch.Tensor, test_f: torch.Tensor, test_y: torch.Tensor,
+                 p: LinearProtocol, classes: int | None = None) -> tuple[dict[str, float], LinearClassifier]:
+    """Probe on fixed (cached) features; returns ({linear/top1, linear/top5}, classifier)."""
+    classes = int(classes or int(max(train_y.max(), test_y.max())) + 1)
+    clf = fit_linear(train_f, train_y, p, classes)
     with torch.no_grad():
         acc = topk_accuracy(clf(test_f), test_y)
     return {"linear/top1": acc[1], "linear/top5": acc[5]}, clf

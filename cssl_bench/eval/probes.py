@@ -1,25 +1,109 @@
-"""Command-level probes: each loads a run, evaluates, and returns result records (not yet stored)."""
+"""Command-level probes: each loads a run, evaluates, and returns result records (not yet stored).
+
+Shared pieces for every probe module: ``records_for`` (the record layout of docs/records.md),
+``source_of`` / ``subset`` (dataset splits, optionally a seeded subset), and ``linear_classifier``
+(a linear probe trained once per run, dataset, feature and protocol and kept under
+``RUN/features/``, so ``probe corruption`` and ``probe objectnet`` reuse the IN-100 probe that
+``probe linear`` trained).
+"""
 from __future__ import annotations
 
+import hashlib
+import json
+
+import numpy as np
 import torch
 
-from cssl_bench.data.augment import HFlip, Pipeline, ResizedCrop
-from cssl_bench.data.datasets import ViewDataset, get_source
-from cssl_bench.data.augment import SingleView
+from cssl_bench import UserError
+from cssl_bench.data.augment import HFlip, Pipeline, ResizedCrop, SingleView
+from cssl_bench.data.datasets import ImageSource, ViewDataset, get_source
 from cssl_bench.data.loaders import to_input
 from cssl_bench.eval.features import LoadedRun, features
 from cssl_bench.eval.knn import knn_eval, topk_accuracy
-from cssl_bench.eval.linear import LinearProtocol, linear_probe, train_linear
+from cssl_bench.eval.linear import LinearClassifier, LinearProtocol, fit_linear, get_protocol, train_linear
 from cssl_bench.results.store import make_record
 from cssl_bench.train.loop import dataset_options
 
 
-def records_for(run: LoadedRun, dataset: str, feature: str, protocol: dict, metrics: dict[str, float], extra: dict | None = None) -> list[dict]:
+def records_for(run: LoadedRun, dataset: str, feature: str, protocol: dict, metrics: dict[str, float], extra: dict | None = None,
+                ci95: dict[str, float] | None = None) -> list[dict]:
+    """One record per metric; ``ci95`` gives the 95% half-width of the metrics that have one (few-shot)."""
     r = run.recipe
     extra = {**({"augment": list(r.augment.looc_augment)} if r.augment.views == "looc" else {}), **(extra or {})}
-    return [make_record(run_id=run.run_dir.name, method=r.method, dataset=dataset, pretrain_dataset=r.data.dataset, scale=r.scale,
-                        backbone=r.model.backbone, epochs=run.epoch, batch=r.train.batch_size, seed=r.train.seed, feature=feature,
-                        protocol=protocol, metric=m, value=v, config_hash=r.hash(), extra=extra) for m, v in metrics.items()]
+    out = []
+    for m, v in metrics.items():
+        ex = dict(extra)
+        if ci95 and m in ci95:
+            ex["ci95"] = round(float(ci95[m]), 4)
+        out.append(make_record(run_id=run.run_dir.name, method=r.method, dataset=dataset, pretrain_dataset=r.data.dataset, scale=r.scale,
+                               backbone=r.model.backbone, epochs=run.epoch, batch=r.train.batch_size, seed=r.train.seed, feature=feature,
+                               protocol=protocol, metric=m, value=v, config_hash=r.hash(), extra=ex))
+    return out
+
+
+def resolve_protocol(run: LoadedRun, protocol: LinearProtocol | str | None, default: str = "looc") -> LinearProtocol:
+    """A protocol object as given, or the named protocol (``default`` when None) with augmentation on at
+    paper scale only: the CPU scales train probes on cached centre-crop features."""
+    if isinstance(protocol, LinearProtocol):
+        return protocol
+    return get_protocol(protocol or default).with_overrides(augment=run.recipe.scale == "paper")
+
+
+def source_of(run: LoadedRun, dataset: str, split: str) -> ImageSource:
+    return get_source(dataset, split, dataset_options(run.recipe))
+
+
+class SubsetSource(ImageSource):
+    """The images ``indices`` of ``source`` (labels and classes follow)."""
+
+    def __init__(self, source: ImageSource, indices: np.ndarray):
+        self.source, self.indices = source, np.asarray(indices, np.int64)
+        self.labels, self.classes = np.asarray(source.labels)[self.indices], source.classes
+        self.name = f"{getattr(source, 'name', 'source')}[{len(self.indices)}]"
+
+    def image(self, i):
+        return self.source.image(int(self.indices[i]))
+
+
+def subset(source: ImageSource, limit: int | None, seed: int = 0) -> ImageSource:
+    """A seeded random subset of ``limit`` images (kept in index order); the whole source when ``limit`` is None or not smaller."""
+    if limit is None or limit >= len(source):
+        return source
+    if limit <= 0:
+        raise UserError(f"--limit must be positive, got {limit}", exit_code=2)
+    idx = np.sort(np.random.default_rng([seed, len(source)]).choice(len(source), size=limit, replace=False))
+    return SubsetSource(source, idx)
+
+
+def class_columns(classes: list[str], target_classes: list[str], aliases: dict[str, str] | None = None) -> list[int]:
+    """For each name in ``classes``, its index in ``target_classes`` (matched by name, or through
+    ``aliases``: name -> target name, used both ways). A class without a match is an error."""
+    index = {c: i for i, c in enumerate(target_classes)}
+    aliases = aliases or {}
+    back = {v: k for k, v in aliases.items()}
+    cols = []
+    for c in classes:
+        for cand in (c, aliases.get(c), back.get(c)):
+            if cand is not None and cand in index:
+                cols.append(index[cand])
+                break
+        else:
+            raise UserError(f"class {c!r} has no counterpart among the probe's {len(target_classes)} classes "
+                            f"(e.g. {', '.join(target_classes[:3])}, ...)")
+    return cols
+
+
+class RelabelledSource(ImageSource):
+    """``source`` with labels re-expressed as indices into ``target_classes`` (matched by class name)."""
+
+    def __init__(self, source: ImageSource, target_classes: list[str], aliases: dict[str, str] | None = None):
+        cols = np.asarray(class_columns(list(source.classes), list(target_classes), aliases), np.int64)
+        self.source, self.classes = source, list(target_classes)
+        self.labels = cols[np.asarray(source.labels, np.int64)] if len(source.labels) else np.asarray(source.labels, np.int64)
+        self.name = getattr(source, "name", "source")
+
+    def image(self, i):
+        return self.source.image(i)
 
 
 def probe_knn(run: LoadedRun, dataset: str, k: int = 200, temperature: float = 0.1, feature: str | None = None) -> list[dict]:
@@ -32,33 +116,90 @@ def probe_knn(run: LoadedRun, dataset: str, k: int = 200, temperature: float = 0
 
 def _augmented_batches(run: LoadedRun, dataset: str, feature: str, p: LinearProtocol):
     """Per-epoch batches of features of random-resized-crop + flip views (the paper's probe training)."""
-    src = get_source(dataset, "train", dataset_options(run.recipe))
+    src = source_of(run, dataset, "train")
     size = run.recipe.data.image_size
     ds = ViewDataset(src, SingleView(Pipeline([ResizedCrop(size, (0.08, 1.0)), HFlip()])), seed=p.seed)
+    bs = min(p.batch_size, len(src))
 
     def batches(epoch):
         ds.set_epoch(epoch)
         g = torch.Generator().manual_seed(p.seed * 1000 + epoch)
-        loader = torch.utils.data.DataLoader(ds, batch_size=p.batch_size, sampler=torch.randperm(len(ds), generator=g).tolist(), drop_last=True)
+        loader = torch.utils.data.DataLoader(ds, batch_size=bs, sampler=torch.randperm(len(ds), generator=g).tolist(), drop_last=True)
         for views, y, _ in loader:
             with torch.no_grad():
                 f = run.method.features(to_input(views["v1"], run.recipe.model.channels_last), feature).float()
             yield f, y
 
-    return batches, len(src) // p.batch_size, len(src.classes)
+    return batches, len(src) // bs, len(src.classes)
 
 
-def probe_linear(run: LoadedRun, dataset: str, protocol: LinearProtocol, feature: str | None = None, metric_prefix: str = "linear") -> tuple[list[dict], object]:
+def _classifier_path(run: LoadedRun, dataset: str, feature: str, p: LinearProtocol):
+    blob = json.dumps({"ckpt": run.checkpoint.name, "step": run.step, "dataset": dataset, "feature": feature,
+                       "size": run.recipe.data.image_size, "protocol": p.record()}, sort_keys=True)
+    return run.run_dir / "features" / f"linear-{hashlib.sha256(blob.encode()).hexdigest()[:16]}.pt"
+
+
+def linear_classifier(run: LoadedRun, dataset: str, p: LinearProtocol, feature: str | None = None) -> LinearClassifier:
+    """The linear probe of ``dataset``'s train split (trained once, then loaded from ``RUN/features/``).
+
+    Its output has one logit per class of the dataset's train split, in the source's class order.
+    """
     feature = feature or run.default_feature
-    vf, vy = features(run, dataset, "test", feature)
-    if protocol.augment:
-        batches, spe, classes = _augmented_batches(run, dataset, feature, protocol)
-        clf = train_linear(batches, vf.shape[1], classes, protocol, spe)
-        with torch.no_grad():
-            acc = topk_accuracy(clf(vf), vy)
-        metrics = {"linear/top1": acc[1], "linear/top5": acc[5]}
+    path = _classifier_path(run, dataset, feature, p)
+    if path.exists():
+        try:
+            sd = torch.load(path, map_location="cpu", weights_only=True)
+            clf = LinearClassifier(sd["fc.weight"].shape[1], sd["fc.weight"].shape[0])
+            clf.load_state_dict(sd)
+            return clf.eval()
+        except Exception:  # noqa: BLE001  (a damaged cache file is retrained below)
+            path.unlink(missing_ok=True)
+    classes = len(source_of(run, dataset, "train").classes)
+    if p.augment:
+        batches, spe, classes = _augmented_batches(run, dataset, feature, p)
+        dim = features(run, dataset, "test", feature)[0].shape[1]
+        clf = train_linear(batches, dim, classes, p, spe)
     else:
         tf, ty = features(run, dataset, "train", feature)
-        metrics, clf = linear_probe(tf, ty, vf, vy, protocol)
-    metrics = {m.replace("linear/", f"{metric_prefix}/"): v for m, v in metrics.items()}
+        if len(tf) == 0:
+            raise UserError(f"{dataset} has no training images")
+        clf = fit_linear(tf, ty, p, classes)
+    clf.eval()
+    try:
+        from cssl_bench.train.checkpoint import save_checkpoint
+
+        save_checkpoint(clf.state_dict(), path, keep_previous=False)
+    except OSError:
+        pass
+    return clf
+
+
+@torch.no_grad()
+def accuracy(clf: LinearClassifier, f: torch.Tensor, y: torch.Tensor) -> dict[int, float]:
+    return topk_accuracy(clf(f), y)
+
+
+def probe_linear(run: LoadedRun, dataset: str, protocol: LinearProtocol | str | None = None, feature: str | None = None,
+                 metric_prefix: str = "linear") -> tuple[list[dict], LinearClassifier]:
+    """Linear probe (PROTOCOLS.md 2): trained on the train split, top-1/top-5 on the test split."""
+    feature = feature or run.default_feature
+    protocol = resolve_protocol(run, protocol, "moco")
+    clf = linear_classifier(run, dataset, protocol, feature)
+    vf, vy = features(run, dataset, "test", feature)
+    acc = accuracy(clf, vf, vy)
+    metrics = {f"{metric_prefix}/top1": acc[1], f"{metric_prefix}/top5": acc[5]}
     return records_for(run, dataset, feature, protocol.record(), metrics), clf
+
+
+# The other probes live in their own modules; they are reachable from here too (``probes.probe_rotation``
+# ...), one place for callers such as ``reproduce``. Lazy, because those modules import this one.
+_PROBE_MODULES = {"probe_rotation": "rotation", "probe_fewshot": "fewshot", "probe_corruption": "corruption",
+                  "probe_objectnet": "objectnet", "probe_finegrained": "finegrained"}
+
+
+def __getattr__(name: str):
+    if name in _PROBE_MODULES:
+        import importlib
+
+        return getattr(importlib.import_module(f"cssl_bench.eval.{_PROBE_MODULES[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,0 +1,108 @@
+"""Few-shot linear classification on frozen features (LooC Table 2/5, Flowers-102 5- and 10-shot).
+
+Per trial, ``sample_kshot`` draws exactly K training images of every class (without replacement) from
+a generator seeded by (seed, K, trial); a scikit-learn ``LogisticRegression`` (L-BFGS, L2 penalty,
+inverse strength ``C``) is fitted on the L2-normalised features of those K x C images and scored on the
+whole test split. Reported: mean top-1 over T trials and the 95% confidence half-width of that mean,
+``t``: t_{0.975, T-1} * s / sqrt(T) with s the sample standard deviation (the default), or ``normal``:
+1.96 * s / sqrt(T). The layout is ``70.9 (±0.3)`` (``format_ci``). Every choice here is [open] in
+PROTOCOLS.md 2 and recorded with the result.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+
+from cssl_bench import UserError
+from cssl_bench.eval.features import LoadedRun, features
+from cssl_bench.eval.probes import records_for
+
+
+@dataclass
+class FewShotProtocol:
+    shots: list[int] = field(default_factory=lambda: [5, 10])
+    trials: int = 10
+    seed: int = 0
+    C: float = 1.0
+    max_iter: int = 1000
+    ci: str = "t"  # t | normal
+
+    def record(self) -> dict:
+        return {"name": "fewshot", "classifier": "logistic-regression", "normalize": "l2", **asdict(self)}
+
+
+def sample_kshot(labels: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
+    """Indices of exactly ``k`` items of every class present in ``labels`` (sorted, no repeats)."""
+    labels = np.asarray(labels)
+    out = []
+    for c in np.unique(labels):
+        idx = np.flatnonzero(labels == c)
+        if len(idx) < k:
+            raise UserError(f"class {int(c)} has only {len(idx)} training images, fewer than {k} shots", exit_code=2)
+        out.append(rng.choice(idx, size=k, replace=False))
+    return np.sort(np.concatenate(out))
+
+
+def mean_ci95(values: list[float] | np.ndarray, method: str = "t") -> tuple[float, float]:
+    """(mean, 95% half-width of the mean); a single value has half-width 0."""
+    v = np.asarray(values, dtype=np.float64)
+    if len(v) < 2:
+        return float(v.mean()), 0.0
+    s = float(v.std(ddof=1))
+    if method == "t":
+        from scipy.stats import t as student_t
+
+        q = float(student_t.ppf(0.975, len(v) - 1))
+    elif method == "normal":
+        q = 1.96
+    else:
+        raise UserError(f"unknown confidence interval {method!r}; choose t or normal", exit_code=2)
+    return float(v.mean()), q * s / math.sqrt(len(v))
+
+
+def format_ci(mean: float, half: float, digits: int = 1) -> str:
+    """The papers' layout: ``70.9 (±0.3)``."""
+    return f"{mean:.{digits}f} (±{half:.{digits}f})"
+
+
+def _l2(f: torch.Tensor) -> np.ndarray:
+    return torch.nn.functional.normalize(f.double(), dim=1).numpy()
+
+
+def fewshot_eval(train_f: torch.Tensor, train_y: torch.Tensor, test_f: torch.Tensor, test_y: torch.Tensor,
+                 p: FewShotProtocol) -> dict[int, list[float]]:
+    """Per shot count K: the T trial accuracies (percent)."""
+    from sklearn.linear_model import LogisticRegression
+
+    if p.trials < 1:
+        raise UserError(f"trials must be >= 1, got {p.trials}", exit_code=2)
+    xtr, xte = _l2(train_f), _l2(test_f)
+    ytr, yte = train_y.numpy(), test_y.numpy()
+    out: dict[int, list[float]] = {}
+    for k in p.shots:
+        if k < 1:
+            raise UserError(f"shots must be >= 1, got {k}", exit_code=2)
+        accs = []
+        for t in range(p.trials):
+            idx = sample_kshot(ytr, k, np.random.default_rng([p.seed, k, t]))
+            clf = LogisticRegression(C=p.C, max_iter=p.max_iter)
+            clf.fit(xtr[idx], ytr[idx])
+            accs.append(100.0 * float((clf.predict(xte) == yte).mean()))
+        out[k] = accs
+    return out
+
+
+def probe_fewshot(run: LoadedRun, dataset: str, p: FewShotProtocol | None = None, feature: str | None = None) -> list[dict]:
+    """``fewshot/{K}shot`` records: value = mean over trials, ``ci95`` = the half-width."""
+    p = p or FewShotProtocol()
+    feature = feature or run.default_feature
+    tf, ty = features(run, dataset, "train", feature)
+    vf, vy = features(run, dataset, "test", feature)
+    accs = fewshot_eval(tf, ty, vf, vy, p)
+    metrics, ci = {}, {}
+    for k, a in accs.items():
+        metrics[f"fewshot/{k}shot"], ci[f"fewshot/{k}shot"] = mean_ci95(a, p.ci)
+    return records_for(run, dataset, feature, p.record(), metrics, ci95=ci)
