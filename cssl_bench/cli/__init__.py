@@ -11,6 +11,18 @@ import sys
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch is imported anywhere
 
 import click  # noqa: E402
+import typer  # noqa: E402
+
+try:  # typer >= 0.20 vendors its own click: catch both families of exceptions
+    from typer._click import exceptions as _tce  # type: ignore
+except ImportError:  # pragma: no cover
+    _tce = click.exceptions
+
+_NoArgs = (click.exceptions.NoArgsIsHelpError, getattr(_tce, "NoArgsIsHelpError", click.exceptions.NoArgsIsHelpError))
+_Usage = (click.exceptions.UsageError, _tce.UsageError)
+_ClickExc = (click.exceptions.ClickException, _tce.ClickException)
+_Abort = (click.exceptions.Abort, typer.Abort, KeyboardInterrupt)
+_Exit = (click.exceptions.Exit, typer.Exit)
 
 from cssl_bench import UserError  # noqa: E402
 from cssl_bench.cli.app import app  # noqa: E402
@@ -29,20 +41,20 @@ def main(argv: list[str] | None = None) -> None:
             raise
         print(f"error: {e}", file=sys.stderr)
         sys.exit(e.exit_code)
-    except click.exceptions.NoArgsIsHelpError as e:
+    except _NoArgs as e:
         print(e.ctx.get_help() if e.ctx else str(e))
         sys.exit(0)
-    except click.exceptions.UsageError as e:
+    except _Usage as e:
         msg = e.format_message().replace("\n", " ")
         print(f"error: {msg} (see 'cssl-bench {e.ctx.command_path.split(' ', 1)[1] + ' ' if e.ctx and ' ' in e.ctx.command_path else ''}--help')", file=sys.stderr)
         sys.exit(2)
-    except click.exceptions.ClickException as e:
+    except _ClickExc as e:
         print(f"error: {e.format_message()}", file=sys.stderr)
         sys.exit(e.exit_code)
-    except (click.exceptions.Abort, KeyboardInterrupt):
+    except _Abort:
         print("interrupted", file=sys.stderr)
         sys.exit(130)
-    except click.exceptions.Exit as e:
+    except _Exit as e:
         sys.exit(e.exit_code)
     except Exception as e:  # noqa: BLE001
         if debug:

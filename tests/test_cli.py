@@ -1,0 +1,126 @@
+"""The foundation pipeline through the real CLI (pretrain -> knn -> linear -> table) and its error cases."""
+import json
+
+import pytest
+
+SMALL = ["--set", "data.embedded_train=640", "--set", "data.embedded_test=200", "--set", "data.workers=0"]
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    from tests.conftest import run_cli
+
+    root = tmp_path_factory.mktemp("pipeline")
+    out = root / "run"
+    p = run_cli("pretrain", "moco-v2", "--epochs", "1", "--batch-size", "64", "--seed", "3", "--out", out, "--quiet", *SMALL)
+    assert p.returncode == 0, p.stderr
+    return root, out, p
+
+
+def test_pretrain_writes_run_directory(tiny_run):
+    root, out, p = tiny_run
+    assert p.stdout.strip().endswith(str(out))
+    for f in ("config.yaml", "checkpoints/last.pt", "log.csv", "run.json"):
+        assert (out / f).exists(), f
+    info = json.loads((out / "run.json").read_text())
+    assert info["status"] == "complete" and info["epochs_done"] == 1 and info["steps_done"] == 10
+    rows = (out / "log.csv").read_text().strip().splitlines()
+    assert rows[0].startswith("epoch,step,loss") and len(rows) >= 2
+
+
+def test_probes_and_table(tiny_run, cli):
+    root, out, _ = tiny_run
+    res = root / "results"
+    p = cli("probe", "knn", out, "--k", "20", "--results", res, "--json")
+    assert p.returncode == 0, p.stderr
+    recs = json.loads(p.stdout)
+    assert {r["metric"] for r in recs} == {"knn/top1", "knn/top5"}
+    for r in recs:
+        assert {"metric", "value", "method", "dataset", "scale", "epochs", "seed", "config_hash", "protocol", "backbone"} <= set(r)
+        assert r["method"] == "moco-v2" and r["scale"] == "tiny" and r["epochs"] == 1 and r["seed"] == 3
+        assert r["protocol"]["k"] == 20 and 0 <= r["value"] <= 100
+    p = cli("probe", "linear", out, "--epochs", "5", "--results", res, "--json")
+    assert p.returncode == 0, p.stderr
+    lin = json.loads(p.stdout)
+    assert {r["metric"] for r in lin} == {"linear/top1", "linear/top5"}
+    assert lin[0]["protocol"]["name"] == "moco" and lin[0]["protocol"]["epochs"] == 5
+    lines = (res / "records.jsonl").read_text().splitlines()
+    assert len(lines) == 4
+    p = cli("table", "methods", "--results", res)
+    assert p.returncode == 0, p.stderr
+    top1 = next(r["value"] for r in lin if r["metric"] == "linear/top1")
+    moco_row = next(line for line in p.stdout.splitlines() if line.startswith("| MoCo v2"))
+    cells = [c.strip() for c in moco_row.strip("|").split("|")]
+    assert f"{top1:.1f}" in cells[4] and "67.4" in cells[4]  # 100-ep column (tiny: 1 epoch): ours beside the paper's
+    assert all("–" in c for c in cells[5:])  # no result at the other budgets
+    simclr_row = next(line for line in p.stdout.splitlines() if line.startswith("| SimCLR"))
+    assert "66.5" in simclr_row and "–" in simclr_row and "tiny" in p.stdout
+    p = cli("table", "simsiam-t4", "--results", res, "--format", "csv")
+    assert p.returncode == 0 and p.stdout.splitlines()[0] == "method,batch size,negative pairs,momentum encoder,100 ep,200 ep,400 ep,800 ep"
+
+
+def test_random_init_baseline_and_resume_refusal(tiny_run, cli):
+    root, out, _ = tiny_run
+    base = root / "init"
+    p = cli("pretrain", "moco-v2", "--epochs", "0", "--out", base, "--quiet", *SMALL)
+    assert p.returncode == 0, p.stderr
+    assert (base / "checkpoints" / "last.pt").exists()
+    p = cli("pretrain", "moco-v2", "--epochs", "1", "--out", base, "--quiet", *SMALL)
+    assert p.returncode != 0 and "already holds a run" in p.stderr and "Traceback" not in p.stderr
+
+
+@pytest.mark.parametrize("args,exit_code,message", [
+    (["pretrain", "mocov9"], 2, "unknown method 'mocov9'; choose from"),
+    (["pretrain", "moco-v2", "--dataset", "cifar1000"], 2, "unknown dataset 'cifar1000'; choose from"),
+    (["pretrain", "moco-v2", "--scale", "huge"], 2, "unknown scale 'huge'; choose from tiny, small, paper"),
+    (["pretrain", "moco-v2", "--precision", "fp8"], 2, "train.precision must be one of fp32, bf16, fp16"),
+    (["pretrain", "moco-v2", "--epochs", "-1"], 2, "epochs must be >= 0"),
+    (["pretrain", "moco-v2", "--batch-size", "0"], 2, "batch size must be > 0"),
+    (["pretrain", "moco-v2", "--set", "optim.nope=1"], 2, "unknown recipe key optim.nope"),
+    (["pretrain", "moco-v2", "--epochs", "ten"], 2, "error:"),
+    (["table", "nosuchtable"], 2, "unknown table 'nosuchtable'; choose from"),
+    (["table", "methods", "--format", "xls"], 2, "unknown format 'xls'"),
+    (["probe", "linear", "DIR", "--protocol", "simclr"], 2, "unknown linear protocol 'simclr'; choose from moco, simsiam, looc"),
+    (["probe", "knn", "/nonexistent/run"], 1, "run directory /nonexistent/run does not exist"),
+    (["pretrain", "moco-v2", "--dataset", "imagefolder:/nonexistent/x"], 1, "does not exist"),
+    (["nosuchcommand"], 2, "error:"),
+])
+def test_errors_are_one_line(cli, tmp_path, args, exit_code, message):
+    args = [str(tmp_path) if a == "DIR" else a for a in args]
+    p = cli(*args, "--out", tmp_path / "o") if args[0] == "pretrain" else cli(*args)
+    assert p.returncode == exit_code, (p.returncode, p.stderr)
+    assert message in p.stderr
+    assert len(p.stderr.strip().splitlines()) == 1 and "Traceback" not in p.stderr
+
+
+def test_empty_folder_and_no_images(cli, tmp_path):
+    (tmp_path / "empty").mkdir()
+    p = cli("pretrain", "moco-v2", "--dataset", f"imagefolder:{tmp_path / 'empty'}", "--out", tmp_path / "o", "--quiet")
+    assert p.returncode == 1 and "no images" in p.stderr and len(p.stderr.strip().splitlines()) == 1
+    (tmp_path / "txt" / "a").mkdir(parents=True)
+    (tmp_path / "txt" / "a" / "notes.txt").write_text("hello")
+    p = cli("pretrain", "moco-v2", "--dataset", f"imagefolder:{tmp_path / 'txt'}", "--out", tmp_path / "o2", "--quiet")
+    assert p.returncode == 1 and "no images" in p.stderr
+
+
+def test_batch_larger_than_dataset(cli, tmp_path):
+    p = cli("pretrain", "moco-v2", "--batch-size", "1000", "--epochs", "1", "--out", tmp_path / "o", "--quiet", *SMALL)
+    assert p.returncode == 2 and "larger than the dataset" in p.stderr
+
+
+def test_debug_shows_traceback(cli, tmp_path):
+    p = cli("--debug", "probe", "knn", tmp_path / "missing")
+    assert p.returncode != 0 and "Traceback" in p.stderr
+
+
+def test_info_and_methods(cli):
+    p = cli("info")
+    assert p.returncode == 0 and "torch" in p.stdout and "OMP_WAIT_POLICY" in p.stdout
+    p = cli("methods")
+    assert p.returncode == 0 and "simclr" in p.stdout and "moco-v2" in p.stdout
+
+
+def test_data_export(cli, tmp_path):
+    p = cli("data", "export", "embedded", tmp_path / "img", "--train", "20", "--test", "10")
+    assert p.returncode == 0, p.stderr
+    assert len(list((tmp_path / "img" / "train").rglob("*.png"))) == 20
