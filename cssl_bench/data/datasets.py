@@ -216,3 +216,4 @@ class ViewDataset(torch.utils.data.Dataset):
         rng = np.random.default_rng([self.seed, self.epoch, int(i)])
         views, _ = self.recipe(img, rng)
         return views, label, i
+from cssl_bench.data import named as _named  # noqa: E402,F401  registers ImageNet, Flowers-102, ... (last: named imports this module)

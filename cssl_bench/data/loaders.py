@@ -54,8 +54,29 @@ def train_loader(source: ImageSource, view_recipe, batch_size: int, seed: int, e
                                        persistent_workers=False, prefetch_factor=4 if workers else None)
 
 
+LOADERS = ("auto", "torchvision", "ffcv")
+
+
 def make_train_loader(recipe, source: ImageSource, view_recipe, epoch: int, start_batch: int = 0, rank: int = 0, world: int = 1):
-    """The training loader the recipe asks for (``data.loader``: auto | torchvision | ffcv), batch contract above."""
+    """The training loader the recipe asks for (``data.loader``), batch contract above.
+
+    ``auto``: FFCV when it is installed and a ``.beton`` of the training split exists
+    (``cssl-bench data convert``), else torchvision. ``ffcv``: FFCV, writing the ``.beton`` first if
+    needed; without ffcv installed, torchvision with a one-line notice. ``torchvision``: always it.
+    Both paths draw the same views (``cssl_bench.data.ffcv_loader``)."""
+    choice = recipe.data.loader
+    if choice not in LOADERS:
+        raise UserError(f"unknown loader {choice!r}; choose from {', '.join(LOADERS)}", exit_code=2)
+    if choice != "torchvision":
+        from cssl_bench.data import ffcv_loader
+        from cssl_bench.data.datasets import DatasetOptions
+
+        d = recipe.data
+        options = DatasetOptions(d.embedded_size, d.embedded_train, d.embedded_test, d.embedded_seed, d.skip_bad)
+        loader = ffcv_loader.ffcv_train_loader(choice, d.dataset, source, options, view_recipe, recipe.train.batch_size,
+                                               recipe.train.seed, epoch, start_batch, d.workers, rank, world)
+        if loader is not None:
+            return loader
     return train_loader(source, view_recipe, recipe.train.batch_size, recipe.train.seed, epoch, start_batch,
                         recipe.data.workers, rank, world)
 
