@@ -50,8 +50,11 @@ def train_loader(source: ImageSource, view_recipe, batch_size: int, seed: int, e
     ds = ViewDataset(source, view_recipe, seed)
     ds.set_epoch(epoch)
     sampler = EpochSampler(len(source), batch_size, seed, epoch, start_batch, rank, world)
+    # its own generator: creating an iterator must not draw from the global RNG, or a resumed run's
+    # random stream (MoCo's shuffle, dropout) would differ from an uninterrupted one
+    gen = torch.Generator().manual_seed(seed * 100003 + epoch)
     return torch.utils.data.DataLoader(ds, batch_size=batch_size, sampler=sampler, num_workers=workers, drop_last=True,
-                                       persistent_workers=False, prefetch_factor=4 if workers else None)
+                                       persistent_workers=False, prefetch_factor=4 if workers else None, generator=gen)
 
 
 LOADERS = ("auto", "torchvision", "ffcv")

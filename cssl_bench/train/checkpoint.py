@@ -7,9 +7,12 @@ loadable checkpoint. They are loaded with ``weights_only=True``: a pickle that w
 """
 from __future__ import annotations
 
+import errno
+import io
 import json
 import os
 import pickle
+import signal
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -20,6 +23,23 @@ import yaml
 from cssl_bench import UserError, __version__
 
 FORMAT = "cssl-bench/1"
+
+# Fault injection for the reliability tests (documented in docs/reliability.md): CSSL_BENCH_FAULT=KIND:N
+# makes the N-th checkpoint write of this process fail: ``kill`` SIGKILLs the process halfway through
+# writing the temporary file, ``enospc`` raises "No space left on device" there.
+_writes = 0
+
+
+def _fault(stage: str) -> None:
+    spec = os.environ.get("CSSL_BENCH_FAULT", "")
+    if ":" not in spec or stage != "mid-write":
+        return
+    kind, n = spec.split(":", 1)
+    if kind not in ("kill", "enospc") or not n.isdigit() or int(n) != _writes:
+        return
+    if kind == "kill":
+        os.kill(os.getpid(), signal.SIGKILL)
+    raise OSError(errno.ENOSPC, "No space left on device")
 
 
 def fsync_dir(path: Path) -> None:
@@ -56,16 +76,26 @@ def atomic_write_text(path: Path, text: str) -> None:
 
 def save_checkpoint(state: dict, path: Path, keep_previous: bool = True) -> None:
     """Write ``state`` atomically to ``path``; the checkpoint it replaces becomes ``prev.pt``."""
+    global _writes
+    _writes += 1
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     try:
         with open(tmp, "wb") as f:
-            torch.save(state, f)
+            buf = io.BytesIO()
+            torch.save(state, buf)
+            data = buf.getbuffer()
+            f.write(data[: len(data) // 2])
+            _fault("mid-write")
+            f.write(data[len(data) // 2 :])
             f.flush()
             os.fsync(f.fileno())
         if keep_previous and path.exists():
             os.replace(path, path.with_name("prev.pt"))
         os.replace(tmp, path)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise UserError(f"could not write checkpoint {path} ({e.strerror or e}); the previous checkpoint is intact") from None
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
