@@ -1,14 +1,21 @@
-"""``cssl-bench table NAME``: render a paper table from the results store."""
+"""``cssl-bench table NAME``, ``cssl-bench reproduce NAME|all`` and ``cssl-bench plot NAME``."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import List, Optional
 
 import typer
 from rich.table import Table
 
-from cssl_bench.cli.app import ResultsOpt, app, console, store
 from cssl_bench import UserError
+from cssl_bench.cli.app import ResultsOpt, app, console, err, store
+
+ScaleOpt = typer.Option(None, help="which scale's records: tiny | small | paper (default: the newest record's)")
+
+
+def _check_scale(scale: Optional[str]) -> None:
+    if scale is not None and scale not in ("tiny", "small", "paper"):
+        raise UserError(f"unknown scale {scale!r}; choose from tiny, small, paper", exit_code=2)
 
 
 @app.command()
@@ -16,9 +23,10 @@ def table(name: Optional[str] = typer.Argument(None, help="table name or alias (
           results: Optional[Path] = ResultsOpt,
           fmt: str = typer.Option("md", "--format", help="md | csv | json"),
           compare: Optional[str] = typer.Option(None, "--compare", help="'paper': paper | ours | delta per cell"),
-          scale: Optional[str] = typer.Option(None, help="which scale's records (default: the newest record's)"),
+          scale: Optional[str] = ScaleOpt,
+          provenance: bool = typer.Option(False, "--provenance", help="list, per cell, the record ids, runs and commands behind it"),
           list_: bool = typer.Option(False, "--list", help="list the tables with their captions")):
-    """Render a paper table in its own layout, our numbers beside the paper's."""
+    """Render a paper table in its own layout from the results store ('–' where no record exists)."""
     from cssl_bench.results import tables
 
     if list_ or name is None:
@@ -33,7 +41,92 @@ def table(name: Optional[str] = typer.Argument(None, help="table name or alias (
         raise UserError(f"unknown format {fmt!r}; choose from md, csv, json", exit_code=2)
     if compare not in (None, "paper"):
         raise UserError(f"unknown --compare {compare!r}; the only choice is 'paper'", exit_code=2)
-    if scale is not None and scale not in ("tiny", "small", "paper"):
-        raise UserError(f"unknown scale {scale!r}; choose from tiny, small, paper", exit_code=2)
+    _check_scale(scale)
+    tables.resolve(name)
     rendered = tables.build(name, store(results).read(), scale)
-    print(tables.render(rendered, fmt, compare == "paper"), end="")
+    print(tables.render(rendered, fmt, compare == "paper", provenance), end="")
+
+
+@app.command()
+def reproduce(name: str = typer.Argument(..., help="table name or alias, or 'all' for the six tables"),
+              scale: str = typer.Option("tiny", help="tiny | small (CPU, embedded stand-ins) | paper (the real datasets)"),
+              dry_run: bool = typer.Option(False, "--dry-run", help="list the runs and probes (and what is already done); run nothing"),
+              results: Optional[Path] = ResultsOpt,
+              runs: Path = typer.Option(Path("runs"), "--runs", help="folder for the run directories"),
+              seeds: int = typer.Option(1, help="seeds per configuration (0..N-1); tables show their mean"),
+              rows: Optional[str] = typer.Option(None, help="only these rows of a single table, 1-based and comma-separated"),
+              sets: List[str] = typer.Option([], "--set", help="recipe override for every pre-training, section.key=value (changes the runs' hashes)"),
+              quiet: bool = typer.Option(False, help="no training progress bars")):
+    """Run every pre-training and probe a table needs (skipping what the store holds), then print it."""
+    from cssl_bench.results import reproduce as R
+    from cssl_bench.results import tables
+
+    names = list(tables.TABLES) if name == "all" else [tables.resolve(name).name]
+    row_list = None
+    if rows:
+        try:
+            row_list = [int(x) for x in rows.split(",") if x.strip()]
+        except ValueError:
+            raise UserError(f"--rows takes row numbers such as 1,3; got {rows!r}", exit_code=2) from None
+    plan = R.plan(names, scale, seeds, results, runs, row_list, sets)
+    if dry_run:
+        _show_plan(plan)
+        return
+    R.execute(plan, err, show_progress=not quiet)
+    written = R.write_outputs(names, scale, plan.results)
+    records = store(plan.results).read()
+    for n in names:
+        print(tables.render(tables.build(n, records, scale), "md", compare=True))
+    err.print("wrote " + ", ".join(str(p) for p in written))
+
+
+def _show_plan(plan) -> None:
+    from rich.markup import escape
+
+    from cssl_bench.results import reproduce as R
+
+    t = Table(title=f"reproduce {', '.join(plan.tables)} at {plan.scale} scale", show_lines=False)
+    for col in ("step", "what", "status", "est. min"):
+        t.add_column(col, justify="right" if col in ("step", "est. min") else "left")
+    i = 0
+    for r in plan.runs:
+        i += 1
+        mins = ""
+        if plan.scale in R.EPOCH_MINUTES and r.status in ("run", "resume", "unavailable"):
+            mins = f"{R.EPOCH_MINUTES[plan.scale] * R.run_cost(r.spec) * (r.spec.epochs - (r.epochs_done if r.status == 'resume' else 0)):.1f}"
+        detail = f"pretrain {r.label}: {r.spec.method}, {r.spec.epochs} epochs"
+        if r.spec.save_epochs:
+            detail += f", checkpoints at {','.join(map(str, r.spec.save_epochs))}"
+        if r.spec.augment is not None:
+            detail += f", augment {','.join(r.spec.augment) or '(none)'}"
+        t.add_row(str(i), escape(detail), escape(r.status + (f": {r.error}" if r.error else "")), mins)
+        for q in plan.probes:
+            if q.run is r:
+                i += 1
+                est = f"{R.PROBE_MINUTES.get(q.kind, 1.0):.1f}" if plan.scale in R.EPOCH_MINUTES and q.status in ("run", "unavailable") else ""
+                t.add_row(str(i), escape("  " + q.describe() + f"  (for {', '.join(q.tables)})"), q.status, est)
+    console.print(t)
+    mins = plan.minutes()
+    console.print(f"{len(plan.runs)} pre-trainings ({len(plan.todo_runs)} to run), {len(plan.probes)} probes "
+                  f"({len(plan.todo_probes)} to run)" + (f"; estimated {mins:.0f} min on 2 CPU cores" if mins is not None else "")
+                  + f"; results -> {plan.results}, runs -> {plan.runs_dir}")
+    for kind, why in plan.missing_probes().items():
+        console.print(f"[yellow]not runnable yet[/]: {escape(why)}")
+    if plan.scale == "paper":
+        for ds, what in sorted(plan.datasets().items()):
+            why = R.dataset_status(ds)
+            console.print(f"dataset {ds} ({', '.join(what)}): " + ("[green]found[/]" if why is None else f"[red]missing[/] ({why})"))
+
+
+@app.command()
+def plot(name: str = typer.Argument(..., help="methods (accuracy vs epochs) or robustness (per-corruption bars)"),
+         results: Optional[Path] = ResultsOpt, scale: Optional[str] = ScaleOpt,
+         out: Optional[Path] = typer.Option(None, help="PNG file (default: RESULTS/plots/NAME.png)")):
+    """Draw a table's figure as a PNG; prints its path."""
+    from cssl_bench.results import plots, tables
+
+    _check_scale(scale)
+    spec = tables.resolve(name)
+    st = store(results)
+    path = plots.plot(spec.name, st.read(), scale, out or st.root / "plots" / f"{spec.name}.png")
+    print(path)

@@ -1,16 +1,27 @@
 """Paper tables as pure functions of the results store and the paper numbers.
 
-A ``TableSpec`` mirrors one CSV of ``results/paper/`` (the papers' layouts, ``group/subcolumn``
-headers): its rows and columns are those of the CSV, in order. Each row says which records it draws
-(method, feature, ...); each metric column says which metric on which dataset role at which epoch
-budget. Label and fixed columns (``batch size``, ``Aug./Color`` ...) are copied from the paper.
-Tables never run anything.
+Six tables, each mirroring one CSV of ``results/paper/`` (copied from the papers; ``group/subcolumn``
+headers are two-row headers): SimSiam (Chen & He, CVPR 2021) Tables 4 and 5, LooC (Xiao et al., ICLR
+2021) Tables 1, 2, 3 and 5. A ``TableSpec`` lists one ``Row`` per CSV row, in order, saying which
+records the row draws (method, the LooC augmentation list, the feature) and which run of the reproduce
+catalogue produces them; each metric column is a ``Cell``: which metric, on which dataset role (mapped
+to a dataset per scale by ``STAND_INS``), at which epoch budget. Label and fixed columns (``batch
+size``, ``Aug./Color`` ...) are copied from the CSV. Tables never run anything; the paper numbers are
+only ever shown as paper numbers (``--compare paper``), never in place of ours.
+
+A cell's value: the records matching row and column, grouped by configuration ("family": the recipe
+without its seed, plus feature and probe protocol); the family ranked first by the column's preferred
+protocol, then by its newest record, is shown: the mean over its seeds (one value per seed, a re-run
+of a seed replaces the older record). Where the paper prints ``mean (±x)`` (few-shot), ours is
+``mean (±x)`` too: x is the record's 95% half-width over trials for one seed, and the Student-t 95%
+half-width across seeds for several.
 """
 from __future__ import annotations
 
 import csv
 import io
 import json
+import math
 import statistics
 from dataclasses import dataclass, field
 from importlib import resources
@@ -18,15 +29,52 @@ from typing import Callable
 
 from cssl_bench import UserError
 
-# Epoch budgets: the paper's epoch columns -> our epochs at each scale.
-EPOCH_BUDGETS = {"tiny": {100: 1, 200: 2, 400: 4, 800: 8}, "small": {100: 5, 200: 10, 400: 20, 800: 40},
+SCALES = ("tiny", "small", "paper")
+# SimSiam's epoch columns (paper pre-training epochs) -> our epochs at each scale. Budgets of the
+# small scale are sized so that `reproduce all --scale small` fits in 3 hours on 2 CPU cores.
+EPOCH_BUDGETS = {"tiny": {100: 1, 200: 2, 400: 4, 800: 8}, "small": {100: 2, 200: 4, 400: 8, 800: 16},
                  "paper": {100: 100, 200: 200, 400: 400, 800: 800}}
-# Dataset roles -> dataset names per scale (the small scales use embedded stand-ins).
+LOOC_PAPER_EPOCHS = 500  # LooC pre-trains every model of its tables for 500 epochs on IN-100
+LOOC_EPOCHS = {"tiny": 2, "small": 10, "paper": LOOC_PAPER_EPOCHS}
+
+# Dataset roles -> the dataset evaluated on, per scale (docs/records.md: the CPU scales use embedded stand-ins).
+_EMB = {"tiny": "embedded", "small": "embedded"}
+_COLOR = {"tiny": "embedded-color", "small": "embedded-color"}
+_DET = {"tiny": "embedded-det", "small": "embedded-det"}
 STAND_INS = {
-    "in100": {"tiny": "embedded", "small": "embedded", "paper": "imagenet100"},
-    "in1k": {"tiny": "embedded", "small": "embedded", "paper": "imagenet"},
+    "in100": {**_EMB, "paper": "imagenet100"},
+    "in1k": {**_EMB, "paper": "imagenet"},
+    "inat": {**_COLOR, "paper": "inat2019"},
+    "cub": {**_COLOR, "paper": "cub200"},
+    "flowers": {**_COLOR, "paper": "flowers102"},
+    "inc100": {**_EMB, "paper": "imagenet-c-100"},
+    "on13": {"tiny": "embedded-shift", "small": "embedded-shift", "paper": "objectnet13"},
+    "voc07": {**_DET, "paper": "voc07"},
+    "voc0712": {**_DET, "paper": "voc0712"},
+    "coco": {**_DET, "paper": "coco"},
 }
+ROLE_NAMES = {"in100": "IN-100", "in1k": "ImageNet", "inat": "iNat-1k", "cub": "CUB-200", "flowers": "Flowers-102",
+              "inc100": "IN-C-100", "on13": "ON-13", "voc07": "VOC 07", "voc0712": "VOC 07+12", "coco": "COCO"}
+# How a stand-in is used, where the dataset name alone does not say it.
+STAND_IN_NOTES = {"inc100": "corrupted on the fly (15 corruptions x 5 severities)"}
+# Metric prefix -> the probe that writes it (docs/records.md).
+PROBE_OF_PREFIX = {"linear": "linear", "knn": "knn", "rotation": "rotation", "finegrained": "finegrained", "fewshot": "fewshot",
+                   "corruption": "corruption", "objectnet": "objectnet", "voc07": "detection", "voc0712": "detection",
+                   "coco": "detection"}
 MISSING = "–"
+
+
+def stand_in(role: str, scale: str) -> str:
+    return STAND_INS[role][scale] if role in STAND_INS else role
+
+
+def our_epochs(paper_epochs: int, scale: str) -> int:
+    """The epochs of our pre-training that stand for ``paper_epochs`` at ``scale``."""
+    if paper_epochs in EPOCH_BUDGETS[scale]:
+        return EPOCH_BUDGETS[scale][paper_epochs]
+    if paper_epochs == LOOC_PAPER_EPOCHS:
+        return LOOC_EPOCHS[scale]
+    raise ValueError(f"no epoch budget for {paper_epochs} paper epochs")
 
 
 def paper_csv(name: str) -> tuple[list[str], list[list[str]]]:
@@ -35,43 +83,203 @@ def paper_csv(name: str) -> tuple[list[str], list[list[str]]]:
     return rows[0], rows[1:]
 
 
-@dataclass
+@dataclass(frozen=True)
 class Cell:
-    """A record query: every key must match the record (``protocol.*`` keys look inside the protocol)."""
+    """A metric column: which metric on which dataset role at which paper epoch budget.
+
+    ``where``: further hard filters (``protocol.*`` keys look inside the record's protocol);
+    ``prefer``: soft filters: among several configurations, those matching are shown first.
+    """
 
     metric: str
     role: str = "in100"
-    budget: int | None = None  # paper epoch column, mapped through EPOCH_BUDGETS
-    where: dict = field(default_factory=dict)
+    budget: int = LOOC_PAPER_EPOCHS
+    where: tuple = ()
+    prefer: tuple = ()
+
+    @property
+    def probe(self) -> str:
+        return PROBE_OF_PREFIX[self.metric.split("/")[0]]
 
 
-@dataclass
+@dataclass(frozen=True)
+class Row:
+    """One CSV row: ``label`` is its first cell; ``query`` filters records (a tuple value means any of
+    them; ``augment`` compares as a set; a ``feature`` ending in ``*`` is a prefix); ``run`` names the
+    reproduce catalogue run that produces it, probed with ``feature``; ``epoch`` fixes the checkpoint
+    epoch (``scratch``: 0) instead of the column's budget."""
+
+    label: str
+    run: str
+    query: tuple
+    feature: str = "backbone"
+    epoch: int | None = None
+
+    @property
+    def q(self) -> dict:
+        return dict(self.query)
+
+
+@dataclass(frozen=True)
 class TableSpec:
     name: str
     csv: str
     caption: str
     aliases: tuple[str, ...]
-    row_query: Callable[[list[str]], dict]  # paper row -> record filter (method, feature, ...)
-    column_cell: Callable[[str], Cell | None]  # header -> query, None for label / fixed columns
+    rows: tuple[Row, ...]
+    column_cell: Callable[[str], Cell | None]  # header -> metric column; None for label / fixed columns
 
 
-def _methods_row(row: list[str]) -> dict:
-    name = row[0]
-    method = {"SimCLR (repro.+)": "simclr", "MoCo v2 (repro.+)": "moco-v2", "BYOL (repro.)": "byol",
-              "SwAV (repro.+)": "swav", "SimSiam": "simsiam"}[name]
-    return {"method": method}
+def _ssl(method: str) -> tuple:
+    return (("method", method), ("feature", "backbone"))
 
 
-def _methods_col(header: str) -> Cell | None:
-    if header.endswith(" ep"):
-        return Cell("linear/top1", role="in1k", budget=int(header.split()[0]))
+def _looc(*augment: str) -> tuple:
+    return (("method", "looc"), ("augment", tuple(augment)), ("feature", "backbone"))
+
+
+def _loocpp(*augment: str) -> tuple:
+    # LooC++ is the LooC model read out through the concatenation of its heads (LooC sec. 3): records of a
+    # `looc` run probed with a concat feature, or of a `looc++` recipe run (whose default feature is concat).
+    return (("method", ("looc", "looc++")), ("augment", tuple(augment)), ("feature", "concat*"))
+
+
+def _looc_key(*augment: str) -> str:
+    return f"looc[{','.join(augment)}]"
+
+
+LOOC_LINEAR = (("protocol.name", "looc"),)
+
+
+def _in100(header: str) -> Cell | None:
+    if header in ("IN-100/top-1", "IN-100/top-5"):
+        return Cell(f"linear/top{header[-1]}", "in100", prefer=LOOC_LINEAR)
     return None
 
 
-TABLES: dict[str, TableSpec] = {
-    "methods": TableSpec("methods", "simsiam_table4",
-                         "SimSiam Table 4: ImageNet linear top-1 by pre-training epochs", ("simsiam-t4",), _methods_row, _methods_col),
-}
+# --- SimSiam Table 4 ---------------------------------------------------------------------------
+def _methods_col(header: str) -> Cell | None:
+    if header.endswith(" ep"):
+        return Cell("linear/top1", "in1k", int(header.split()[0]), prefer=(("protocol.name", "simsiam"),))
+    return None
+
+
+METHODS_ROWS = (
+    Row("SimCLR (repro.+)", "simclr", _ssl("simclr")),
+    Row("MoCo v2 (repro.+)", "moco-v2-sym", _ssl("moco-v2")),
+    Row("BYOL (repro.)", "byol", _ssl("byol")),
+    Row("SwAV (repro.+)", "swav", _ssl("swav")),
+    Row("SimSiam", "simsiam", _ssl("simsiam")),
+)
+
+# --- SimSiam Table 5 ---------------------------------------------------------------------------
+_DET_GROUPS = {"VOC 07 detection": "voc07", "VOC 07+12 detection": "voc0712", "COCO detection": "coco", "COCO instance seg.": "coco"}
+_DET_METRICS = {"AP50": "ap50", "AP": "ap", "AP75": "ap75", "AP50 mask": "ap_mask50", "AP mask": "ap_mask", "AP75 mask": "ap_mask75"}
+
+
+def _transfer_col(header: str) -> Cell | None:
+    if "/" not in header:
+        return None
+    group, sub = header.split("/", 1)
+    role = _DET_GROUPS[group]
+    return Cell(f"{role}/{_DET_METRICS[sub]}", role, 200)  # SimSiam Table 5: 200-epoch pre-trainings
+
+
+TRANSFER_ROWS = (
+    # Random initialisation: any run's epoch-0 checkpoint (the loop writes it before the first step).
+    Row("scratch", "supervised-in1k", (), epoch=0),
+    Row("ImageNet supervised", "supervised-in1k", _ssl("supervised")),
+    Row("SimCLR (repro.+)", "simclr", _ssl("simclr")),
+    Row("MoCo v2 (repro.+)", "moco-v2-sym", _ssl("moco-v2")),
+    Row("BYOL (repro.)", "byol", _ssl("byol")),
+    Row("SwAV (repro.+)", "swav", _ssl("swav")),
+    Row("SimSiam, base", "simsiam", _ssl("simsiam")),
+    Row("SimSiam, optimal", "simsiam-optimal", _ssl("simsiam-optimal")),
+)
+
+# --- LooC Table 1 ------------------------------------------------------------------------------
+def _rotation_col(header: str) -> Cell | None:
+    if header == "Rotation/Acc.":
+        return Cell("rotation/acc", "in100")
+    return _in100(header)
+
+
+ROTATION_ROWS = (
+    Row("Supervised", "supervised", _ssl("supervised")),
+    Row("MoCo", "moco-v2", _ssl("moco-v2")),
+    Row("MoCo + Rotation", "moco-rot", _ssl("moco-rot")),
+    Row("MoCo + Rotation (same for q and k)", "moco-rot-same", _ssl("moco-rot-same")),
+    Row("LooC + Rotation [ours]", _looc_key("rotation"), _looc("rotation")),
+)
+
+# --- LooC Table 2 ------------------------------------------------------------------------------
+def _finegrained_col(header: str) -> Cell | None:
+    group, _, sub = header.partition("/")
+    if group in ("iNat-1k", "CUB-200"):
+        return Cell(f"finegrained/top{sub[-1]}", "inat" if group == "iNat-1k" else "cub")
+    if group == "Flowers-102":
+        return Cell(f"fewshot/{sub.replace('-', '')}", "flowers")
+    return _in100(header)
+
+
+FINEGRAINED_ROWS = (
+    Row("MoCo", "moco-v2", _ssl("moco-v2")),
+    Row("LooC", _looc_key("color"), _looc("color")),
+    Row("LooC", _looc_key("rotation"), _looc("rotation")),
+    Row("LooC", _looc_key("color", "rotation"), _looc("color", "rotation")),
+    Row("LooC++", _looc_key("color", "rotation"), _loocpp("color", "rotation"), feature="concat"),
+)
+
+# --- LooC Table 3 ------------------------------------------------------------------------------
+_CORRUPTION_GROUPS = {"Noise": "noise", "Blur": "blur", "Weather": "weather", "Digital": "digital", "All": "all", "d>3": "d>3"}
+
+
+def _robustness_col(header: str) -> Cell | None:
+    group, _, sub = header.partition("/")
+    if group == "ON-13":
+        return Cell(f"objectnet/top{sub[-1]}", "on13")
+    if group == "IN-C-100 (top-1)":
+        return Cell(f"corruption/{_CORRUPTION_GROUPS[sub]}", "inc100")
+    return _in100(header)
+
+
+ROBUSTNESS_ROWS = (
+    Row("Supervised", "supervised", _ssl("supervised")),
+    Row("MoCo", "moco-v2", _ssl("moco-v2")),
+    Row("LooC", _looc_key("rotation"), _looc("rotation")),
+    Row("LooC", _looc_key("texture"), _looc("texture")),
+    Row("LooC", _looc_key("rotation", "texture"), _looc("rotation", "texture")),
+    Row("LooC++", _looc_key("rotation", "texture"), _loocpp("rotation", "texture"), feature="concat"),
+)
+
+# --- LooC Table 5 ------------------------------------------------------------------------------
+def _heads_col(header: str) -> Cell | None:
+    if header == "IN-C-100/all top-1":
+        return Cell("corruption/all", "inc100")
+    if header.startswith("iNat-1k/"):
+        return Cell(f"finegrained/top{header[-1]}", "inat")
+    if header.startswith("Flowers-102/"):
+        return Cell(f"fewshot/{header.split('/')[1].replace('-', '')}", "flowers")
+    return _in100(header)
+
+
+HEADS_ROWS = tuple(Row("LooC++", _looc_key(*a), _loocpp(*a), feature="concat")
+                   for a in ((), ("color",), ("rotation",), ("texture",), ("color", "rotation", "texture")))
+
+TABLES: dict[str, TableSpec] = {s.name: s for s in (
+    TableSpec("methods", "simsiam_table4", "SimSiam Table 4: ImageNet linear top-1 accuracy (%) by pre-training epochs",
+              ("simsiam-t4",), METHODS_ROWS, _methods_col),
+    TableSpec("transfer", "simsiam_table5", "SimSiam Table 5: transfer to VOC detection and COCO detection / instance "
+              "segmentation, fine-tuned from 200-epoch pre-trainings", ("simsiam-t5",), TRANSFER_ROWS, _transfer_col),
+    TableSpec("rotation", "looc_table1", "LooC Table 1: rotation classification and IN-100 linear accuracy; "
+              "MoCo with rotation augmentation vs LooC", ("looc-t1",), ROTATION_ROWS, _rotation_col),
+    TableSpec("finegrained", "looc_table2", "LooC Table 2: fine-grained (iNat-1k, CUB-200) and few-shot (Flowers-102) "
+              "classification with colour and rotation augmentations", ("looc-t2",), FINEGRAINED_ROWS, _finegrained_col),
+    TableSpec("robustness", "looc_table3", "LooC Table 3: ObjectNet-13 and IN-C-100 corruption robustness with rotation "
+              "and texture augmentations", ("looc-t3",), ROBUSTNESS_ROWS, _robustness_col),
+    TableSpec("heads", "looc_table5", "LooC Table 5: LooC++ with variance heads for colour, rotation and texture",
+              ("looc-t5",), HEADS_ROWS, _heads_col),
+)}
 
 
 def resolve(name: str) -> TableSpec:
@@ -82,14 +290,31 @@ def resolve(name: str) -> TableSpec:
     raise UserError(f"unknown table {name!r}; choose from {', '.join(names)}", exit_code=2)
 
 
+def columns(spec: TableSpec) -> list[tuple[str, Cell | None]]:
+    headers, _ = paper_csv(spec.csv)
+    return [(h, spec.column_cell(h)) for h in headers]
+
+
+# --- selecting records ---------------------------------------------------------------------------
+def _field(rec: dict, key: str):
+    if key.startswith("protocol."):
+        return (rec.get("protocol") or {}).get(key[9:])
+    return rec.get(key)
+
+
+def _matches(rec: dict, key: str, want) -> bool:
+    have = _field(rec, key)
+    if key == "augment":
+        return have is not None and set(have) == set(want)
+    if isinstance(want, tuple):
+        return have in want
+    if isinstance(want, str) and want.endswith("*"):
+        return isinstance(have, str) and have.startswith(want[:-1])
+    return have == want
+
+
 def _match(rec: dict, query: dict) -> bool:
-    for k, v in query.items():
-        if k.startswith("protocol."):
-            if (rec.get("protocol") or {}).get(k[9:]) != v:
-                return False
-        elif rec.get(k) != v:
-            return False
-    return True
+    return all(_matches(rec, k, v) for k, v in query.items())
 
 
 def pick_scale(records: list[dict], scale: str | None) -> str:
@@ -100,27 +325,67 @@ def pick_scale(records: list[dict], scale: str | None) -> str:
     return max(records, key=lambda r: r.get("time", "")).get("scale", "tiny")
 
 
+def family(rec: dict) -> str:
+    """One configuration up to its seed: the recipe without its seed (``config_family``, written by
+    ``reproduce``; else the record fields that identify a configuration), the feature and the probe protocol."""
+    proto = {k: v for k, v in (rec.get("protocol") or {}).items() if k != "seed"}
+    base = rec.get("config_family") or [rec.get(k) for k in ("method", "pretrain_dataset", "backbone", "batch")] + [sorted(rec.get("augment") or [])]
+    return json.dumps([base, rec.get("epochs"), rec.get("feature"), proto], sort_keys=True, default=str)
+
+
 @dataclass
 class Value:
     mean: float
-    std: float | None
-    n: int
+    std: float | None  # across seeds
+    n: int  # seeds
+    pm: float | None  # the 95% half-width shown as (±x) where the paper shows one
     records: list[dict]
+    families: int = 1  # configurations that matched (the first-ranked one is shown)
 
 
-def cell_value(records: list[dict], row_q: dict, cell: Cell, scale: str) -> Value | None:
-    q = {**row_q, **cell.where, "metric": cell.metric, "scale": scale, "dataset": STAND_INS.get(cell.role, {}).get(scale, cell.role)}
-    if cell.budget is not None:
-        q["epochs"] = EPOCH_BUDGETS[scale][cell.budget]
-    hits = [r for r in records if _match(r, q)]
+T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228}
+
+
+def t95(dof: int) -> float:
+    """Student-t 0.975 quantile (two-sided 95%); 1.96 beyond 10 degrees of freedom is within 5%."""
+    return T95.get(dof, 2.0 if dof < 30 else 1.96)
+
+
+def cell_query(row: Row, cell: Cell, scale: str) -> dict:
+    q = {**row.q, **dict(cell.where), "metric": cell.metric, "scale": scale, "dataset": stand_in(cell.role, scale)}
+    q["epochs"] = row.epoch if row.epoch is not None else our_epochs(cell.budget, scale)
+    return q
+
+
+def select(records: list[dict], query: dict, prefer: dict | None = None) -> Value | None:
+    """The value of the records matching ``query`` (see the module docstring for the rules)."""
+    hits = [r for r in records if _match(r, query)]
     if not hits:
         return None
-    latest: dict[tuple, dict] = {}  # one value per seed: a re-run of the same seed replaces the older record
-    for r in sorted(hits, key=lambda r: r.get("time", "")):
-        latest[(r.get("seed"), r.get("config_hash"))] = r
-    vals = [r["value"] for r in latest.values()]
+    groups: dict[str, list[dict]] = {}
+    for r in hits:
+        groups.setdefault(family(r), []).append(r)
+
+    def rank(recs):
+        pref = sum(all(_matches(r, k, v) for k, v in (prefer or {}).items()) for r in recs) > 0
+        return (pref, max(r.get("time", "") for r in recs))
+
+    best = max(groups.values(), key=rank)
+    latest: dict = {}  # one value per seed: a re-run of the same seed replaces the older record
+    for r in sorted(best, key=lambda r: r.get("time", "")):
+        latest[r.get("seed")] = r
+    recs = [latest[s] for s in sorted(latest, key=str)]
+    vals = [r["value"] for r in recs]
     std = statistics.stdev(vals) if len(vals) > 1 else None
-    return Value(statistics.fmean(vals), std, len(vals), list(latest.values()))
+    if len(vals) > 1:
+        pm = t95(len(vals) - 1) * std / math.sqrt(len(vals))
+    else:
+        pm = recs[0].get("ci95")
+    return Value(statistics.fmean(vals), std, len(vals), pm, recs, len(groups))
+
+
+def cell_value(records: list[dict], row: Row, cell: Cell, scale: str) -> Value | None:
+    return select(records, cell_query(row, cell, scale), dict(cell.prefer))
 
 
 def parse_paper(text: str) -> float | None:
@@ -130,11 +395,13 @@ def parse_paper(text: str) -> float | None:
         return None
 
 
+# --- building and rendering ----------------------------------------------------------------------
 @dataclass
 class Rendered:
     headers: list[str]
+    cells: list[Cell | None]
     paper: list[list[str]]
-    ours: list[list[Value | None | str]]
+    ours: list[list[Value | None | str]]  # str: a label or fixed cell copied from the paper
     caption: str
     spec: TableSpec
     scale: str
@@ -143,88 +410,282 @@ class Rendered:
 def build(name: str, records: list[dict], scale: str | None = None) -> Rendered:
     spec = resolve(name)
     headers, paper_rows = paper_csv(spec.csv)
+    if len(paper_rows) != len(spec.rows) or any(p[0] != r.label for p, r in zip(paper_rows, spec.rows)):
+        raise RuntimeError(f"table {spec.name}: rows out of step with {spec.csv}.csv")
     scale = pick_scale(records, scale)
+    if scale not in SCALES:
+        raise UserError(f"unknown scale {scale!r}; choose from {', '.join(SCALES)}", exit_code=2)
     cells = [spec.column_cell(h) for h in headers]
     ours: list[list] = []
     used: list[dict] = []
-    for prow in paper_rows:
-        rq = spec.row_query(prow)
+    for prow, row in zip(paper_rows, spec.rows):
         out_row: list = []
-        for j, (h, c) in enumerate(zip(headers, cells)):
+        for j, c in enumerate(cells):
             if c is None:
                 out_row.append(prow[j])
             else:
-                v = cell_value(records, rq, c, scale)
+                v = cell_value(records, row, c, scale)
                 out_row.append(v)
                 if v:
                     used.extend(v.records)
         ours.append(out_row)
-    return Rendered(headers, paper_rows, ours, caption(spec, scale, used), spec, scale)
+    return Rendered(headers, cells, paper_rows, ours, caption(spec, scale, cells, used), spec, scale)
 
 
-def caption(spec: TableSpec, scale: str, used: list[dict]) -> str:
+def _join(values) -> str:
+    """Distinct values, numbers in numeric order."""
+    return ", ".join(str(v) for v in sorted(set(values), key=lambda v: (0, v, "") if isinstance(v, (int, float)) else (1, 0, str(v))))
+
+
+def caption(spec: TableSpec, scale: str, cells: list[Cell | None], used: list[dict]) -> str:
+    """The table's caption: what it is, the scale and its dataset stand-ins, backbone, epochs and seeds of ours."""
     parts = [spec.caption + "."]
+    _, paper_rows = paper_csv(spec.csv)
+    has_pm = any("±" in p for row in paper_rows for p in row)
+    roles = list(dict.fromkeys(c.role for c in cells if c))
+    budgets = sorted({c.budget for c in cells if c})
     if scale == "paper":
-        parts.append("Scale: paper.")
+        parts.append("Scale: paper (the papers' datasets).")
     else:
-        parts.append(f"Scale: {scale} (CPU); IN-100/ImageNet -> embedded, our epochs per paper column: "
-                     + ", ".join(f"{k}->{v}" for k, v in EPOCH_BUDGETS[scale].items()) + ".")
+        by_target: dict[str, list[str]] = {}
+        for r in roles:
+            by_target.setdefault(stand_in(r, scale) + (f" {STAND_IN_NOTES[r]}" if r in STAND_IN_NOTES else ""), []).append(ROLE_NAMES[r])
+        stand = ", ".join(f"{', '.join(names)} -> {target}" for target, names in by_target.items())
+        parts.append(f"Scale: {scale} (CPU stand-ins: {stand}).")
+    if any(r.epoch == 0 for r in spec.rows):
+        parts.append("scratch = a run's epoch-0 (random-init) checkpoint.")
+    if budgets == [LOOC_PAPER_EPOCHS]:
+        parts.append(f"Pre-training: {our_epochs(LOOC_PAPER_EPOCHS, scale)} epochs (paper: {LOOC_PAPER_EPOCHS}).")
+    else:
+        parts.append("Our epochs per paper epochs: " + ", ".join(f"{b} -> {our_epochs(b, scale)}" for b in budgets) + ".")
     if used:
-        backbones = sorted({r.get("backbone", "?") for r in used})
-        seeds = sorted({r.get("seed") for r in used})
-        batches = sorted({r.get("batch") for r in used})
-        parts.append(f"Ours: backbone {', '.join(backbones)}; batch {', '.join(map(str, batches))}; seeds {', '.join(map(str, seeds))}.")
+        parts.append(f"Ours: backbone {_join(r.get('backbone', '?') for r in used)}; "
+                     f"batch {_join(r.get('batch') for r in used)}; seeds {_join(r.get('seed') for r in used)}; "
+                     f"epochs {_join(r.get('epochs') for r in used)}.")
     else:
-        parts.append("No results yet for this scale.")
-    parts.append("Cells: ours / paper; '–' = no result.")
+        parts.append("No results yet at this scale.")
+    parts.append(f"'{MISSING}' = no result; several seeds: their mean.")
+    if has_pm:
+        parts.append("(±x): 95% half-width over the few-shot trials (one seed) or across seeds (several).")
     return " ".join(parts)
 
 
-def _fmt(v: Value | None, show_std: bool = False) -> str:
+def fmt_value(v: Value | None, paper_cell: str = "") -> str:
     if v is None:
         return MISSING
     s = f"{v.mean:.1f}"
-    if show_std and v.std is not None:
-        s += f" (±{v.std:.1f})"
+    if "±" in paper_cell and v.pm is not None:
+        s += f" (±{v.pm:.1f})"
     return s
 
 
-def to_rows(t: Rendered, compare: bool = False) -> tuple[list[str], list[list[str]]]:
-    """Rows of strings: default cells ``ours / paper``; with ``compare`` three columns per metric."""
-    headers = []
-    for h, c in zip(t.headers, [t.spec.column_cell(h) for h in t.headers]):
+def fmt_delta(v: Value | None, paper_cell: str) -> str:
+    pv = parse_paper(paper_cell)
+    if v is None or pv is None:
+        return MISSING
+    return f"{round(v.mean, 1) - pv:+.1f}"
+
+
+def flat_rows(t: Rendered, compare: bool = False) -> tuple[list[str], list[list[str]]]:
+    """Headers (the CSV's ``group/sub`` names) and rows of strings. Default: the paper's layout with our
+    numbers; with ``compare``, every metric column becomes ``[paper]``, ``[ours]``, ``[delta]``."""
+    headers: list[str] = []
+    for h, c in zip(t.headers, t.cells):
         headers.extend([f"{h} [paper]", f"{h} [ours]", f"{h} [delta]"] if (compare and c) else [h])
     rows = []
     for prow, orow in zip(t.paper, t.ours):
-        out = []
-        for j, (p, o) in enumerate(zip(prow, orow)):
+        out: list[str] = []
+        for p, o in zip(prow, orow):
             if isinstance(o, str):
                 out.append(o)
             elif compare:
-                pv = parse_paper(p)
-                delta = f"{o.mean - pv:+.1f}" if (o is not None and pv is not None) else MISSING
-                out.extend([p, _fmt(o), delta])
+                out.extend([p, fmt_value(o, p), fmt_delta(o, p)])
             else:
-                out.append(f"{_fmt(o, '±' in p)} / {p}")
+                out.append(fmt_value(o, p))
         rows.append(out)
     return headers, rows
 
 
-def render(t: Rendered, fmt: str = "md", compare: bool = False) -> str:
+def _md_headers(t: Rendered, compare: bool) -> list[list[str]]:
+    """One header row, or two where the CSV has ``group/sub`` columns (or in compare mode): a group's name
+    heads its first column only."""
+    top: list[str] = []
+    sub: list[str] = []
+    prev_group = None
+    for h, c in zip(t.headers, t.cells):
+        group, slash, name = h.partition("/")
+        subs = [name] if slash else [""]
+        if compare and c:
+            subs = [f"{s} {k}".strip() for s in subs for k in ("paper", "ours", "Δ")]
+        if not slash:
+            group = h
+        for i, s in enumerate(subs):
+            top.append(group if (i == 0 and (group != prev_group or not slash)) else "")
+            sub.append(s)
+        prev_group = group if slash else None
+    if not any(sub):
+        return [top]
+    return [top, sub]
+
+
+def _md_line(cells: list[str]) -> str:
+    return "| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |"
+
+
+def render(t: Rendered, fmt: str = "md", compare: bool = False, provenance: bool = False) -> str:
     if fmt == "json":
-        out = []
-        for prow, orow in zip(t.paper, t.ours):
-            out.append({h: ({"paper": p, "ours": None if o is None else round(o.mean, 2), "n": 0 if o is None else o.n,
-                             "std": None if o is None else o.std} if not isinstance(o, str) else o)
-                        for h, p, o in zip(t.headers, prow, orow)})
-        return json.dumps({"table": t.spec.name, "scale": t.scale, "caption": t.caption, "rows": out}, indent=2)
-    headers, rows = to_rows(t, compare)
+        return render_json(t, provenance)
+    headers, rows = flat_rows(t, compare)
     if fmt == "csv":
         buf = io.StringIO()
         w = csv.writer(buf, lineterminator="\n")
         w.writerow(headers)
         w.writerows(rows)
+        if provenance:
+            buf.write("\n")
+            w.writerow(["row", "column", "value", "record ids", "runs", "commands"])
+            for p in provenance_items(t):
+                w.writerow([p["row"], p["column"], p["value"], " ".join(p["records"]), " ".join(p["runs"]), " ; ".join(p["commands"])])
         return buf.getvalue()
-    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
-    lines += ["| " + " | ".join(r) + " |" for r in rows]
-    return "\n".join(lines) + "\n\n" + t.caption + "\n"
+    head = _md_headers(t, compare)
+    numeric = [c is not None for c in t.cells]
+    align = []
+    for is_num in numeric:
+        align.extend([("---:" if is_num else ":---")] * (3 if (compare and is_num) else 1))
+    lines = [_md_line(head[0]), "|" + "|".join(align) + "|"]
+    if len(head) > 1:
+        lines.append(_md_line([f"**{s}**" if s else "" for s in head[1]]))
+    lines += [_md_line(r) for r in rows]
+    text = "\n".join(lines) + "\n\n" + t.caption + (" Paper numbers beside ours: Δ = ours − paper." if compare else "") + "\n"
+    if provenance:
+        text += "\nProvenance:\n" + "".join(
+            f"- {p['row']} | {p['column']}: {p['value']} from {len(p['records'])} record(s) {', '.join(p['records'])}; "
+            f"runs {', '.join(p['runs'])}; command: {' ; '.join(p['commands'])}\n" for p in provenance_items(t))
+    return text
+
+
+def row_name(t: Rendered, i: int) -> str:
+    """A row's label plus its fixed cells (the LooC tables repeat 'LooC': the check-marks tell rows apart)."""
+    fixed = [f"{h.split('/')[-1]} {o}" for h, c, o in zip(t.headers[1:], t.cells[1:], t.ours[i][1:]) if c is None]
+    return t.paper[i][0] + (f" ({', '.join(fixed)})" if fixed else "")
+
+
+def provenance_items(t: Rendered) -> list[dict]:
+    out = []
+    for i, orow in enumerate(t.ours):
+        for h, p, o in zip(t.headers, t.paper[i], orow):
+            if isinstance(o, Value):
+                cmds = []
+                for r in o.records:
+                    for c in (r.get("steps") or [r.get("command", "?")]):
+                        if c not in cmds:
+                            cmds.append(c)
+                out.append({"row": row_name(t, i), "column": h, "value": fmt_value(o, p), "records": [r.get("id", "?") for r in o.records],
+                            "runs": list(dict.fromkeys(r.get("run_id", "?") for r in o.records)), "commands": cmds,
+                            "configurations": o.families})
+    return out
+
+
+def render_json(t: Rendered, provenance: bool = False) -> str:
+    rows = []
+    for i, (prow, orow) in enumerate(zip(t.paper, t.ours)):
+        row = {}
+        for h, p, o in zip(t.headers, prow, orow):
+            if isinstance(o, str):
+                row[h] = o
+                continue
+            d = {"paper": p, "ours": None if o is None else round(o.mean, 2), "text": fmt_value(o, p),
+                 "delta": None if o is None or parse_paper(p) is None else round(o.mean - parse_paper(p), 2),
+                 "n": 0 if o is None else o.n, "std": None if o is None or o.std is None else round(o.std, 3),
+                 "pm": None if o is None or o.pm is None else round(o.pm, 3)}
+            if provenance and o is not None:
+                d["records"] = [r.get("id") for r in o.records]
+                d["runs"] = list(dict.fromkeys(r.get("run_id") for r in o.records))
+                d["commands"] = list(dict.fromkeys(c for r in o.records for c in (r.get("steps") or [r.get("command")])))
+            row[h] = d
+        rows.append(row)
+    return json.dumps({"table": t.spec.name, "paper_csv": t.spec.csv, "scale": t.scale, "caption": t.caption,
+                       "headers": t.headers, "rows": rows}, indent=2, ensure_ascii=False) + "\n"
+
+
+# --- the papers' findings, checked on ours -------------------------------------------------------
+@dataclass(frozen=True)
+class Finding:
+    """A claim of a paper as inequalities between cells: each ``(a, b)`` says cell a > cell b, a cell
+    being (row index, header). ``agrees`` when every inequality holds on our numbers."""
+
+    table: str
+    text: str
+    greater: tuple[tuple[tuple[int, str], tuple[int, str]], ...]
+
+
+def _best(rows: range | tuple, col: str, winner: int) -> tuple:
+    return tuple(((winner, col), (r, col)) for r in rows if r != winner)
+
+
+FINDINGS = (
+    Finding("rotation", "Adding rotation to MoCo's augmentations lowers rotation accuracy",
+            (((1, "Rotation/Acc."), (2, "Rotation/Acc.")),)),
+    Finding("rotation", "Sharing the rotation between q and k does not restore it",
+            (((1, "Rotation/Acc."), (3, "Rotation/Acc.")),)),
+    Finding("rotation", "LooC with rotation restores rotation accuracy (above MoCo and MoCo + Rotation)",
+            (((4, "Rotation/Acc."), (1, "Rotation/Acc.")), ((4, "Rotation/Acc."), (2, "Rotation/Acc.")))),
+    Finding("rotation", "LooC + Rotation keeps more IN-100 accuracy than MoCo + Rotation",
+            (((4, "IN-100/top-1"), (2, "IN-100/top-1")),)),
+    Finding("finegrained", "LooC with colour beats MoCo on fine-grained iNat-1k",
+            (((1, "iNat-1k/top-1"), (0, "iNat-1k/top-1")),)),
+    Finding("finegrained", "LooC++ is best on iNat-1k", _best(range(5), "iNat-1k/top-1", 4)),
+    Finding("finegrained", "LooC with colour and rotation is best on Flowers-102 few-shot",
+            _best(range(5), "Flowers-102/5-shot", 3) + _best(range(5), "Flowers-102/10-shot", 3)),
+    Finding("robustness", "Rotation helps ObjectNet-13 (LooC with rotation above MoCo)",
+            (((2, "ON-13/top-1"), (1, "ON-13/top-1")),)),
+    Finding("robustness", "Texture helps corruption robustness (LooC with texture above MoCo on IN-C-100 All)",
+            (((3, "IN-C-100 (top-1)/All"), (1, "IN-C-100 (top-1)/All")),)),
+    Finding("heads", "Concatenating all heads is best on IN-100, iNat-1k and Flowers-102 few-shot",
+            _best(range(5), "IN-100/top-1", 4) + _best(range(5), "iNat-1k/top-1", 4) + _best(range(5), "Flowers-102/5-shot", 4)),
+    Finding("methods", "SimSiam is the best at 100 epochs", _best(range(5), "100 ep", 4)),
+    Finding("methods", "Every method improves with longer pre-training (100 -> 800 epochs)",
+            tuple(((r, "800 ep"), (r, "100 ep")) for r in range(5))),
+    Finding("transfer", "Every pre-training beats scratch on VOC 07 AP",
+            tuple(((r, "VOC 07 detection/AP"), (0, "VOC 07 detection/AP")) for r in range(1, 8))),
+    Finding("transfer", "MoCo v2 beats ImageNet supervised on VOC 07 AP",
+            (((3, "VOC 07 detection/AP"), (1, "VOC 07 detection/AP")),)),
+    Finding("transfer", "SimSiam's optimal recipe beats its base recipe on VOC 07 AP",
+            (((7, "VOC 07 detection/AP"), (6, "VOC 07 detection/AP")),)),
+)
+
+
+def check_finding(f: Finding, t: Rendered) -> dict:
+    """``{"paper": True|False, "ours": True|False|None, "numbers": ...}``; ours is None where a cell is missing."""
+    col = {h: j for j, h in enumerate(t.headers)}
+
+    def paper(c):
+        return parse_paper(t.paper[c[0]][col[c[1]]])
+
+    def ours(c):
+        v = t.ours[c[0]][col[c[1]]]
+        return round(v.mean, 1) if isinstance(v, Value) else None
+
+    def label(c):
+        return f"{row_name(t, c[0])} {c[1]}"
+
+    pv = all(paper(a) > paper(b) for a, b in f.greater)
+    vals = [(ours(a), ours(b)) for a, b in f.greater]
+    ov = None if any(x is None or y is None for x, y in vals) else all(x > y for x, y in vals)
+    cells = list(dict.fromkeys(c for pair in f.greater for c in pair))
+    numbers = "; ".join(f"{label(c)}: {ours(c) if ours(c) is not None else MISSING} (paper {paper(c)})" for c in cells)
+    return {"table": f.table, "finding": f.text, "paper": pv, "ours": ov, "numbers": numbers}
+
+
+def findings_markdown(records: list[dict], scale: str, tables: list[str] | None = None) -> str:
+    """A markdown table: each finding, whether our numbers at ``scale`` agree, and the numbers."""
+    names = tables or list(TABLES)
+    built = {n: build(n, records, scale) for n in names}
+    lines = [f"| table | finding | ours at {scale} scale | numbers: ours (paper) |", "|:---|:---|:---|:---|"]
+    for f in FINDINGS:
+        if f.table not in built:
+            continue
+        c = check_finding(f, built[f.table])
+        verdict = {True: "agrees", False: "disagrees", None: "no data"}[c["ours"]]
+        lines.append(_md_line([f.table, f.text, verdict, c["numbers"]]))
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,539 @@
+"""``cssl-bench reproduce``: every pre-training and probe a paper table needs, then the table.
+
+The plan is derived from the table specs (``tables.py``): each row names a run of the catalogue below
+and a feature, each metric column a probe (by its metric's prefix), a dataset role and an epoch
+budget. Probes are deduplicated (at the CPU scales iNat-1k and CUB-200 share the stand-in
+``embedded-color``, so one fine-grained probe serves both columns), and runs are deduplicated by
+recipe hash, so a run shared by several tables is made once: one MoCo run serves LooC Tables 1-3, one
+run per method with checkpoints kept at every epoch budget (``train.save_epochs``) serves all epoch
+columns of SimSiam Table 4 and the 200-epoch column of Table 5. Every catalogue run has the same
+recipe whichever tables asked for it, so ``reproduce rotation`` followed by ``reproduce all`` reuses.
+
+A probe is skipped when the store already holds its records (same config hash, checkpoint epoch,
+dataset, feature, metric prefix and protocol); a pre-training is skipped when none of its probes is
+left, reused when its run directory is complete, and resumed when it is partial. Each probe's records
+are appended as soon as it finishes, so a killed ``reproduce`` continues where it stopped.
+Everything runs in-process through the library functions (``train.loop.pretrain``, the probes of
+``eval.probes``, the detection transfer), never by shelling out.
+"""
+from __future__ import annotations
+
+import hashlib
+import importlib
+import inspect
+import json
+import shlex
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from cssl_bench import UserError
+from cssl_bench.results import tables as T
+
+# --- the run catalogue -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One pre-training: ``method`` (a recipe) at the scale's settings plus these overrides."""
+
+    key: str
+    method: str
+    epochs: int
+    save_epochs: tuple[int, ...] = ()
+    role: str = "in100"  # the pre-training dataset's role (SimSiam: ImageNet; LooC: IN-100)
+    augment: tuple[str, ...] | None = None  # LooC's atomic augmentations (augment.looc_augment)
+    sets: tuple[str, ...] = ()  # further section.key=value overrides
+
+
+SSL_METHODS = ("simclr", "byol", "swav", "simsiam")  # SimSiam Table 4 rows, pre-trained on ImageNet
+
+
+def run_spec(key: str, scale: str) -> RunSpec:
+    """The catalogue: the same key gives the same recipe whichever table asks for it."""
+    b = T.EPOCH_BUDGETS[scale]
+    looc = T.LOOC_EPOCHS[scale]
+    top = b[800]
+    saves = tuple(sorted({b[100], b[200], b[400]} - {top}))
+    if key in SSL_METHODS:
+        return RunSpec(key, key, top, saves, role="in1k")
+    if key == "moco-v2-sym":  # SimSiam's MoCo v2 reproduction uses the symmetrised loss (PROTOCOLS.md 1)
+        return RunSpec(key, "moco-v2", top, saves, role="in1k", sets=("params.symmetric=true",))
+    if key == "simsiam-optimal":  # only SimSiam Table 5 needs it: 200-epoch pre-training
+        return RunSpec(key, "simsiam-optimal", b[200], role="in1k")
+    if key in ("supervised", "supervised-in1k"):
+        # LooC Tables 1, 3 (IN-100) and SimSiam Table 5 (ImageNet; its 200-epoch checkpoint, and epoch 0 = scratch).
+        # At the CPU scales both roles are `embedded`, so the two keys are one run.
+        epochs = max(looc, b[200])
+        return RunSpec(key, "supervised", epochs, tuple(sorted({0, b[200]} - {epochs})), role="in1k" if key.endswith("in1k") else "in100")
+    if key in ("moco-v2", "moco-rot", "moco-rot-same"):
+        return RunSpec(key, key, looc)
+    if key.startswith("looc[") and key.endswith("]"):
+        augment = tuple(a for a in key[5:-1].split(",") if a)
+        return RunSpec(key, "looc", looc, augment=augment)
+    raise UserError(f"no catalogue run {key!r}")
+
+
+def recipe_of(spec: RunSpec, scale: str, seed: int, sets: tuple[str, ...] = ()):
+    """The recipe of catalogue run ``spec``; ``sets``: the user's overrides, applied to every run (they change its hash)."""
+    from cssl_bench.config import load_recipe
+
+    ov: dict = {"train": {"epochs": spec.epochs, "save_epochs": list(spec.save_epochs), "seed": seed},
+                "data": {"dataset": T.stand_in(spec.role, scale)}}
+    if spec.augment is not None:
+        ov["augment"] = {"looc_augment": list(spec.augment)}
+    return load_recipe(spec.method, scale, ov, list(spec.sets) + list(sets))
+
+
+def config_family(recipe) -> str:
+    """The recipe hash without its seed: runs of one configuration under several seeds share it."""
+    d = recipe.to_dict()
+    for sec, key in recipe.OPERATIONAL:
+        d[sec].pop(key, None)
+    d["train"].pop("seed", None)
+    return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def _slug(key: str) -> str:
+    return key.replace("[", "-").replace("]", "").replace(",", "-").replace("+", "p").rstrip("-")
+
+
+# --- probes ------------------------------------------------------------------------------------------
+# kind -> (module, function). The evaluation and detection issues provide them; a missing one is
+# reported before anything runs.
+PROBE_FUNCTIONS = {
+    "linear": ("cssl_bench.eval.probes", "probe_linear"),
+    "knn": ("cssl_bench.eval.probes", "probe_knn"),
+    "rotation": ("cssl_bench.eval.probes", "probe_rotation"),
+    "finegrained": ("cssl_bench.eval.probes", "probe_finegrained"),
+    "fewshot": ("cssl_bench.eval.probes", "probe_fewshot"),
+    "corruption": ("cssl_bench.eval.probes", "probe_corruption"),
+    "objectnet": ("cssl_bench.eval.probes", "probe_objectnet"),
+    "detection": ("cssl_bench.eval.detection", "transfer_detection"),
+}
+METRIC_PREFIXES = {"detection": ("voc07/", "voc0712/", "coco/")}
+
+
+def metric_prefixes(kind: str) -> tuple[str, ...]:
+    return METRIC_PREFIXES.get(kind, (f"{kind}/",))
+
+
+def probe_function(kind: str):
+    """The library function of probe ``kind``; a UserError naming it when this version lacks it."""
+    mod_name, fn_name = PROBE_FUNCTIONS[kind]
+    try:
+        mod = importlib.import_module(mod_name)
+    except ImportError as e:
+        raise UserError(f"probe '{kind}' is not available in this version ({mod_name} does not import: {e})") from None
+    try:
+        return getattr(mod, fn_name)
+    except (AttributeError, ImportError):  # a lazily imported probe module may be missing too
+        raise UserError(f"probe '{kind}' is not available in this version ({mod_name}.{fn_name} is missing)") from None
+
+
+def _call(fn, run, dataset: str, **kw) -> list[dict]:
+    """Call a probe with the keyword options it accepts; probes return records or (records, extra)."""
+    params = inspect.signature(fn).parameters
+    if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        kw = {k: v for k, v in kw.items() if k in params}
+    out = fn(run, dataset, **kw)
+    return list(out[0] if isinstance(out, tuple) else out)
+
+
+def run_probe(kind: str, run, dataset: str, feature: str, protocol: str | None, scale: str) -> list[dict]:
+    fn = probe_function(kind)
+    if kind == "linear":
+        from cssl_bench.eval.linear import get_protocol
+
+        # The CPU scales train the probe on cached centre-crop features (the `probe linear` default there).
+        p = get_protocol(protocol or "moco").with_overrides(augment=scale == "paper")
+        return _call(fn, run, dataset, protocol=p, feature=feature)
+    if kind == "detection":
+        return _call(fn, run, dataset)
+    return _call(fn, run, dataset, feature=feature)
+
+
+# --- the plan -----------------------------------------------------------------------------------------
+
+
+@dataclass(eq=False)  # identity: one object per run, shared by its probes
+class RunStep:
+    keys: list[str]
+    spec: RunSpec
+    seed: int
+    recipe: object | None
+    error: str | None
+    run_dir: Path
+    sets: tuple[str, ...] = ()
+    status: str = "run"  # run | resume | reuse | skip (every probe already in the store) | unavailable
+    epochs_done: int = 0
+
+    @property
+    def label(self) -> str:
+        return f"{'='.join(self.keys)} seed {self.seed}"
+
+    def command(self, scale: str) -> str:
+        s = self.spec
+        parts = ["cssl-bench", "pretrain", s.method, "--scale", scale, "--epochs", str(s.epochs), "--seed", str(self.seed)]
+        if s.save_epochs:
+            parts += ["--save-epochs", ",".join(map(str, s.save_epochs))]
+        if s.augment is not None:
+            parts += ["--augment", ",".join(s.augment)]
+        if self.recipe is not None and T.stand_in(s.role, scale) != "embedded":
+            parts += ["--dataset", T.stand_in(s.role, scale)]
+        for x in s.sets + self.sets:
+            parts += ["--set", x]
+        parts += ["--out", str(self.run_dir)]
+        return shlex.join(parts)
+
+
+@dataclass(eq=False)
+class ProbeStep:
+    run: RunStep
+    kind: str
+    dataset: str
+    feature: str
+    epoch: int
+    protocol: str | None
+    tables: list[str] = field(default_factory=list)
+    status: str = "run"  # run | done | unavailable
+
+    @property
+    def checkpoint_epoch(self) -> int | None:
+        """None: the run's last checkpoint."""
+        return None if self.epoch == self.run.spec.epochs else self.epoch
+
+    def describe(self) -> str:
+        proto = f" ({self.protocol} protocol)" if self.protocol else ""
+        return f"probe {self.kind}{proto} {self.run.label} epoch {self.epoch} on {self.dataset} [{self.feature}]"
+
+    def command(self) -> str:
+        ep = [] if self.checkpoint_epoch is None else ["--epoch", str(self.epoch)]
+        if self.kind == "detection":
+            return shlex.join(["cssl-bench", "transfer", "detection", str(self.run.run_dir), "--dataset", self.dataset, *ep])
+        parts = ["cssl-bench", "probe", self.kind, str(self.run.run_dir), "--dataset", self.dataset, "--feature", self.feature, *ep]
+        if self.protocol:
+            parts += ["--protocol", self.protocol]
+        return shlex.join(parts)
+
+    def done_in(self, records: list[dict]) -> bool:
+        r = self.run.recipe
+        if r is None:
+            return False
+        h = r.hash()
+        prefixes = metric_prefixes(self.kind)
+        for rec in records:
+            if (rec.get("config_hash") == h and rec.get("epochs") == self.epoch and rec.get("dataset") == self.dataset
+                    and str(rec.get("metric", "")).startswith(prefixes)
+                    and (self.kind == "detection" or rec.get("feature") == self.feature)
+                    and (self.protocol is None or (rec.get("protocol") or {}).get("name") == self.protocol)):
+                return True
+        return False
+
+
+@dataclass
+class Plan:
+    tables: list[str]
+    scale: str
+    runs: list[RunStep]
+    probes: list[ProbeStep]
+    results: Path
+    runs_dir: Path
+
+    def describe(self) -> list[str]:
+        """One line per step, in execution order: pre-trainings, each followed by its probes."""
+        out = []
+        for r in self.runs:
+            s = r.spec
+            extra = (f", checkpoints at {','.join(map(str, s.save_epochs))}" if s.save_epochs else "")
+            extra += f", augment {','.join(s.augment) or '(none)'}" if s.augment is not None else ""
+            out.append(f"pretrain {r.label}: {s.method} {s.epochs} epochs{extra} [{r.status}]")
+            out += [f"  {p.describe()} [{p.status}]" for p in self.probes if p.run is r]
+        return out
+
+    @property
+    def todo_runs(self) -> list[RunStep]:
+        """Pre-trainings still to run (including those whose recipe this version lacks)."""
+        return [r for r in self.runs if r.status in ("run", "resume", "unavailable")]
+
+    @property
+    def todo_probes(self) -> list[ProbeStep]:
+        return [p for p in self.probes if p.status in ("run", "unavailable")]
+
+    def datasets(self) -> dict[str, list[str]]:
+        """Dataset -> what needs it (pre-training, probe kinds)."""
+        need: dict[str, list[str]] = {}
+        for r in self.runs:
+            need.setdefault(T.stand_in(r.spec.role, self.scale), []).append("pre-training")
+        for p in self.probes:
+            need.setdefault(p.dataset, []).append(p.kind)
+        return {k: sorted(set(v)) for k, v in need.items()}
+
+    def missing_probes(self) -> dict[str, str]:
+        out = {}
+        for kind in sorted({p.kind for p in self.todo_probes}):
+            try:
+                probe_function(kind)
+            except UserError as e:
+                out[kind] = str(e)
+        return out
+
+    def minutes(self) -> float | None:
+        return estimate_minutes(self)
+
+
+def plan(names: list[str], scale: str, seeds: int = 1, results: Path | None = None, runs_dir: Path | None = None,
+         rows: list[int] | None = None, sets: list[str] | None = None) -> Plan:
+    """The steps that reproduce tables ``names`` at ``scale`` (``rows``: 1-based rows of a single table;
+    ``sets``: ``section.key=value`` overrides for every pre-training, e.g. ``data.workers=0``)."""
+    from cssl_bench.results.store import ResultsStore
+
+    if scale not in T.SCALES:
+        raise UserError(f"unknown scale {scale!r}; choose from {', '.join(T.SCALES)}", exit_code=2)
+    if seeds < 1:
+        raise UserError(f"--seeds must be at least 1, got {seeds}", exit_code=2)
+    specs = [T.resolve(n) for n in names]
+    if rows is not None:
+        if len(specs) != 1:
+            raise UserError("--rows needs a single table", exit_code=2)
+        bad = [i for i in rows if not 1 <= i <= len(specs[0].rows)]
+        if bad:
+            raise UserError(f"table {specs[0].name} has rows 1..{len(specs[0].rows)}; got {bad[0]}", exit_code=2)
+    store = ResultsStore(results)
+    records = store.read()
+    runs_dir = Path(runs_dir or "runs")
+    by_id: dict[tuple, RunStep] = {}
+    probes: dict[tuple, ProbeStep] = {}
+    for spec in specs:
+        for i, row in enumerate(spec.rows, 1):
+            if rows is not None and i not in rows:
+                continue
+            for seed in range(seeds):
+                step = _run_step(row.run, scale, seed, runs_dir, by_id, tuple(sets or ()))
+                for h, cell in T.columns(spec):
+                    if cell is None:
+                        continue
+                    epoch = row.epoch if row.epoch is not None else T.our_epochs(cell.budget, scale)
+                    protocol = dict(cell.where + cell.prefer).get("protocol.name") if cell.probe == "linear" else None
+                    feature = "backbone" if cell.probe == "detection" else row.feature
+                    key = (id(step), cell.probe, T.stand_in(cell.role, scale), feature, epoch, protocol)
+                    if key not in probes:
+                        probes[key] = ProbeStep(step, cell.probe, T.stand_in(cell.role, scale), feature, epoch, protocol)
+                    if spec.name not in probes[key].tables:
+                        probes[key].tables.append(spec.name)
+    run_steps = list(dict.fromkeys(by_id.values()))
+    probe_steps = [p for r in run_steps for p in probes.values() if p.run is r]
+    for p in probe_steps:
+        if p.run.error:
+            p.status = "unavailable"
+        elif p.done_in(records):
+            p.status = "done"
+    for r in run_steps:
+        _set_run_status(r, [p for p in probe_steps if p.run is r])
+    return Plan([s.name for s in specs], scale, run_steps, probe_steps, store.root, runs_dir)
+
+
+def _run_step(key: str, scale: str, seed: int, runs_dir: Path, by_id: dict, sets: tuple[str, ...] = ()) -> RunStep:
+    spec = run_spec(key, scale)
+    # The recipe is a function of these (two catalogue keys may give one recipe at the CPU scales).
+    ident = (spec.method, spec.epochs, spec.save_epochs, T.stand_in(spec.role, scale), spec.augment, spec.sets, seed, sets)
+    try:
+        recipe, error = recipe_of(spec, scale, seed, sets), None
+    except UserError as e:  # a recipe this version lacks: shown in the plan, refused before running
+        recipe, error = None, str(e)
+    if ident in by_id:
+        step = by_id[ident]
+        if key not in step.keys:
+            step.keys.append(key)
+        return step
+    # Named by recipe, not catalogue key: two keys with one recipe (supervised, supervised-in1k at the CPU scales) share a folder.
+    what = spec.method + (f"[{','.join(spec.augment) or 'none'}]" if spec.augment is not None else "")
+    name = f"{_slug(what)}-{scale}-{recipe.hash() if recipe else 'norecipe'}-s{seed}"
+    step = RunStep([key], spec, seed, recipe, error, runs_dir / name, sets, status="unavailable" if error else "run")
+    by_id[ident] = step
+    return step
+
+
+def _read_run_json(run_dir: Path) -> dict:
+    try:
+        return json.loads((run_dir / "run.json").read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _set_run_status(r: RunStep, probes: list[ProbeStep]) -> None:
+    if r.error:
+        r.status = "unavailable"
+        return
+    info = _read_run_json(r.run_dir)
+    complete = info.get("status") == "complete" and info.get("config_hash") == r.recipe.hash()
+    r.epochs_done = int(info.get("epochs_done", 0)) if info.get("config_hash") == r.recipe.hash() else 0
+    if not any(p.status == "run" for p in probes):
+        r.status = "skip"
+    elif complete:
+        r.status = "reuse"
+    elif (r.run_dir / "config.yaml").exists():
+        r.status = "resume"
+    else:
+        r.status = "run"
+
+
+# --- cost estimate (2 CPU cores) --------------------------------------------------------------------
+# Minutes per pre-training epoch on the CPU scales (10,000 embedded images at 32 px, ResNet-18 at
+# quarter width, batch 128, 2 cores), relative to MoCo v2 (one query view with backward, one key view
+# forward only). The others scale with the views they push through the network: SimCLR, SimSiam and
+# BYOL back-propagate both views (BYOL and SimSiam symmetrised), SwAV adds six small crops, LooC one
+# key view per atomic augmentation, supervised has a single view.
+EPOCH_MINUTES = {"tiny": 0.5, "small": 0.5}
+METHOD_COST = {"moco-v1": 1.0, "moco-v2": 1.0, "moco-rot": 1.0, "moco-rot-same": 1.0, "simclr": 1.3, "byol": 1.6, "simsiam": 1.5,
+               "simsiam-optimal": 1.5, "swav": 1.8, "supervised": 0.6}
+LOOC_COST_PER_AUGMENT = 0.3
+SYMMETRIC_COST = 1.6  # MoCo v2 with the symmetrised loss: both views are queries and keys
+# Minutes per probe at the CPU scales (feature extraction of 12,000 images plus the classifier or
+# fine-tune). Rotation extracts four rotated copies; corruption 75 corrupted test sets; detection
+# fine-tunes a detector on embedded-det.
+PROBE_MINUTES = {"linear": 0.5, "knn": 0.2, "rotation": 1.5, "finegrained": 0.5, "fewshot": 0.5, "corruption": 5.0,
+                 "objectnet": 0.5, "detection": 4.0}
+
+
+def run_cost(spec: RunSpec) -> float:
+    if spec.method == "looc":
+        return 1.0 + LOOC_COST_PER_AUGMENT * len(spec.augment or ())
+    if "params.symmetric=true" in spec.sets:
+        return SYMMETRIC_COST
+    return METHOD_COST.get(spec.method, 1.5)
+
+
+def estimate_minutes(p: Plan) -> float | None:
+    if p.scale not in EPOCH_MINUTES:
+        return None
+    m = sum(EPOCH_MINUTES[p.scale] * run_cost(r.spec) * max(r.spec.epochs - (r.epochs_done if r.status == "resume" else 0), 0)
+            for r in p.todo_runs)
+    return m + sum(PROBE_MINUTES.get(q.kind, 1.0) for q in p.todo_probes)
+
+
+# --- paper-scale datasets ---------------------------------------------------------------------------
+
+
+def dataset_status(name: str) -> str | None:
+    """None when ``name`` loads (train split), else why not."""
+    from cssl_bench.data.datasets import REGISTRY, get_source
+
+    if name.startswith("embedded"):
+        return None
+    if name not in REGISTRY:
+        return "not known to this version"
+    try:
+        get_source(name, "train")
+    except (UserError, OSError) as e:
+        return str(e).splitlines()[0]
+    return None
+
+
+def check_datasets(p: Plan) -> None:
+    if p.scale != "paper":
+        return
+    need = p.datasets()
+    missing = {n: why for n in need if (why := dataset_status(n))}
+    if missing:
+        raise UserError("paper scale needs the real datasets " + ", ".join(f"{n} ({'/'.join(need[n])})" for n in sorted(need))
+                        + "; missing: " + "; ".join(f"{n}: {why}" for n, why in sorted(missing.items()))
+                        + " (see 'cssl-bench data --help' for their roots)")
+
+
+# --- running -------------------------------------------------------------------------------------------
+
+
+def execute(p: Plan, console=None, show_progress: bool = True) -> None:
+    """Run the plan's pre-trainings and probes; each probe's records go to the store as it finishes."""
+    from rich.console import Console
+    from rich.markup import escape
+
+    from cssl_bench.eval.features import load_run
+    from cssl_bench.results.store import ResultsStore, current_command
+    from cssl_bench.train.loop import pretrain
+
+    console = console or Console(stderr=True)
+    unavailable = sorted({r.error for r in p.runs if r.status == "unavailable" and r.error})
+    if unavailable:
+        raise UserError("cannot reproduce: " + "; ".join(unavailable))
+    missing = p.missing_probes()
+    if missing:
+        raise UserError("cannot reproduce yet: " + "; ".join(missing.values()))
+    check_datasets(p)
+    store = ResultsStore(p.results)
+    total = len(p.todo_runs) + len(p.todo_probes)
+    n = 0
+    t_start = time.time()
+    invocation = current_command()
+    for r in p.runs:
+        mine = [q for q in p.probes if q.run is r and q.status == "run"]
+        if not mine:
+            continue
+        if r.status in ("run", "resume"):
+            n += 1
+            console.rule(escape(f"[{n}/{total}] pretrain {r.label}: {r.spec.method}, {r.spec.epochs} epochs -> {r.run_dir}"))
+            pretrain(r.recipe, r.run_dir, resume=r.status == "resume", show_progress=show_progress, console=console)
+            r.status = "reuse"
+        family = config_family(r.recipe)
+        loaded: dict = {}
+        for q in mine:
+            n += 1
+            t0 = time.time()
+            console.print(f"[bold][{n}/{total}][/] {escape(q.describe())}")
+            if q.checkpoint_epoch not in loaded:
+                loaded = {q.checkpoint_epoch: load_run(r.run_dir, q.checkpoint_epoch)}
+            recs = run_probe(q.kind, loaded[q.checkpoint_epoch], q.dataset, q.feature, q.protocol, p.scale)
+            for rec in recs:
+                rec["config_family"] = family
+                rec["steps"] = [r.command(p.scale), q.command()]
+                rec["command"] = invocation
+            store.append(recs)
+            q.status = "done"
+            shown = ", ".join(f"{x['metric']} {x['value']:.1f}" for x in recs[:4]) + (" ..." if len(recs) > 4 else "")
+            console.print(f"      {escape(shown)}  [dim]({time.time() - t0:.0f} s)[/]")
+    console.print(f"[green]reproduce done[/] in {(time.time() - t_start) / 60:.1f} min; records in {store.path}")
+
+
+def regression_diff(name: str, records: list[dict], reference: list[dict], scale: str, rows: list[int] | None = None,
+                    tolerance: float = 2.0) -> list[str]:
+    """Cells of table ``name`` (``rows``: 1-based; default all) where ``records`` and ``reference`` differ by
+    more than ``tolerance`` percentage points, or where either has no value. Empty: they agree."""
+    ours, ref = T.build(name, records, scale), T.build(name, reference, scale)
+    out = []
+    for i in range(len(ours.ours)):
+        if rows is not None and i + 1 not in rows:
+            continue
+        for j, (h, c) in enumerate(zip(ours.headers, ours.cells)):
+            if c is None:
+                continue
+            a, b = ours.ours[i][j], ref.ours[i][j]
+            if a is None or b is None or abs(a.mean - b.mean) > tolerance:
+                out.append(f"{T.row_name(ours, i)} | {h}: reproduced {T.fmt_value(a)} vs committed {T.fmt_value(b)}")
+    return out
+
+
+def write_outputs(names: list[str], scale: str, results: Path) -> list[Path]:
+    """Each table as markdown (ours; and paper | ours | delta) and CSV, the findings, and the plots, under ``results``."""
+    from cssl_bench.results.store import ResultsStore
+    from cssl_bench.train.checkpoint import atomic_write_text
+
+    records = ResultsStore(results).read()
+    out = []
+    for name in names:
+        t = T.build(name, records, scale)
+        for suffix, text in ((".md", T.render(t, "md")), (".csv", T.render(t, "csv")),
+                             ("-compare.md", T.render(t, "md", compare=True, provenance=True))):
+            path = Path(results) / "tables" / f"{name}{suffix}"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(path, text)
+            out.append(path)
+    path = Path(results) / "findings.md"
+    atomic_write_text(path, f"# Paper findings at {scale} scale\n\n" + T.findings_markdown(records, scale))
+    out.append(path)
+    from cssl_bench.results import plots
+
+    for name in names:
+        if name in plots.PLOTS:
+            out.append(plots.plot(name, records, scale, Path(results) / "plots" / f"{name}.png"))
+    return out

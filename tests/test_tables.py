@@ -1,0 +1,349 @@
+"""The six paper tables on a hand-written fixture store: layouts against the papers' CSVs, golden
+markdown / CSV renderings, seed averaging, ± cells, --compare deltas, provenance, plots and findings.
+
+The fixture is written out literally below (method, metric, value per record), independent of the
+table specs, with distractors the tables must ignore (another scale, another feature, an older re-run
+of a seed, a non-preferred protocol). Regenerate the golden files after an intended change with
+``CSSL_UPDATE_GOLDEN=1 pytest tests/test_tables.py`` and review the diff.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from cssl_bench import UserError
+from cssl_bench.results import tables as T
+
+GOLDEN = Path(__file__).parent / "golden"
+UPDATE = os.environ.get("CSSL_UPDATE_GOLDEN") == "1"
+PAPER = Path(T.__file__).parent / "paper"
+
+
+class Fixture:
+    """Builds records like the probes write them (docs/records.md), with deterministic ids and times."""
+
+    def __init__(self):
+        self.records: list[dict] = []
+
+    def add(self, method, metrics: dict, *, dataset="embedded", epochs=10, seed=0, feature="backbone", protocol="looc",
+            augment=None, scale="small", time="2025-01-01T00:00:00", ci95: dict | None = None, run=None):
+        for metric, value in metrics.items():
+            n = len(self.records)
+            rec = {"id": f"rec{n:03d}", "run_id": run or f"{method}-{scale}-s{seed}", "method": method, "dataset": dataset,
+                   "pretrain_dataset": "embedded", "scale": scale, "backbone": "resnet18-w0.25", "epochs": epochs, "batch": 128,
+                   "seed": seed, "feature": feature, "protocol": {"name": protocol}, "metric": metric, "value": value,
+                   "config_hash": f"h-{method}-{seed}", "command": f"cssl-bench probe x {method}", "time": time}
+            if augment is not None:
+                rec["augment"] = list(augment)
+            if ci95 and metric in ci95:
+                rec["ci95"] = ci95[metric]
+            self.records.append(rec)
+        return self
+
+
+def lin(top1, top5=None):
+    return {"linear/top1": top1, **({"linear/top5": top5} if top5 is not None else {})}
+
+
+def fixture_records() -> list[dict]:
+    f = Fixture()
+    # --- SimSiam Table 4 (simsiam protocol; small budgets 100->2, 200->4, 400->8, 800->16) ---
+    for ep, v in ((2, 30.11), (4, 35.22), (8, 40.33), (16, 45.44)):
+        f.add("simclr", lin(v), epochs=ep, protocol="simsiam")
+    for ep, v in ((2, 31.5), (4, 36.5), (8, 41.5)):
+        f.add("moco-v2", lin(v), epochs=ep, protocol="simsiam", run="moco-v2-sym")
+    f.add("moco-v2", lin(11.1), epochs=8, protocol="moco", time="2025-06-01T00:00:00")  # newer, not the preferred protocol
+    f.add("moco-v2", lin(39.9), epochs=16, protocol="moco")  # the only one at 800: shown although not preferred
+    f.add("byol", lin(42.0), epochs=8, protocol="simsiam", seed=0)
+    f.add("byol", lin(43.2), epochs=8, protocol="simsiam", seed=1)  # two seeds: mean 42.6
+    for ep, v in ((2, 33.3), (4, 38.8), (8, 44.4)):
+        f.add("simsiam", lin(v), epochs=ep, protocol="simsiam")
+    f.add("simsiam", lin(10.0), epochs=16, protocol="simsiam", time="2024-01-01T00:00:00")  # older run of seed 0 ...
+    f.add("simsiam", lin(47.7), epochs=16, protocol="simsiam", time="2025-02-01T00:00:00")  # ... replaced by this one
+    # --- SimSiam Table 5 (embedded-det, 200-epoch budget -> 4; scratch = epoch 0) ---
+    det = ["voc07/ap50", "voc07/ap", "voc07/ap75", "voc0712/ap50", "voc0712/ap", "voc0712/ap75",
+           "coco/ap50", "coco/ap", "coco/ap75", "coco/ap_mask50", "coco/ap_mask", "coco/ap_mask75"]
+    f.add("supervised", {m: 10.0 + i for i, m in enumerate(det)}, dataset="embedded-det", epochs=0, protocol="detection")
+    f.add("supervised", {m: 20.0 + i for i, m in enumerate(det)}, dataset="embedded-det", epochs=4, protocol="detection")
+    f.add("simclr", {m: 30.05 + i for i, m in enumerate(det[:6])}, dataset="embedded-det", epochs=4, protocol="detection")
+    f.add("moco-v2", {"voc07/ap": 44.44}, dataset="embedded-det", epochs=4, protocol="detection")
+    f.add("simsiam-optimal", {"voc07/ap": 40.0, "coco/ap_mask75": 21.21}, dataset="embedded-det", epochs=4, protocol="detection")
+    f.add("simsiam", {"voc07/ap": 39.0}, dataset="embedded-det", epochs=16, protocol="detection")  # wrong budget: not shown
+    # --- LooC Table 1 (small: 10 epochs; IN-100 = embedded, looc linear protocol) ---
+    f.add("supervised", {"rotation/acc": 70.04}, protocol="rotation")
+    f.add("supervised", lin(80.12, 95.55))
+    f.add("moco-v2", {"rotation/acc": 60.0}, protocol="rotation", seed=0)
+    f.add("moco-v2", {"rotation/acc": 62.6}, protocol="rotation", seed=1)
+    f.add("moco-v2", lin(78.9, 94.1))
+    f.add("moco-v2", {"rotation/acc": 12.0}, protocol="rotation", scale="tiny", epochs=2)  # another scale
+    f.add("moco-rot", {"rotation/acc": 43.21}, protocol="rotation")
+    f.add("moco-rot", lin(77.0))
+    f.add("moco-rot-same", {"rotation/acc": 45.45}, protocol="rotation")
+    f.add("looc", {"rotation/acc": 65.0}, protocol="rotation", augment=["rotation"])
+    f.add("looc", lin(79.9, 95.0), augment=["rotation"])
+    f.add("looc", {"rotation/acc": 99.0}, protocol="rotation", augment=["rotation"], feature="head:0")  # another feature
+    # --- LooC Table 2 (iNat-1k, CUB-200, Flowers-102 -> embedded-color) ---
+    fs = {"fewshot/5shot": 0.44, "fewshot/10shot": 0.12}
+    f.add("moco-v2", {"finegrained/top1": 36.0, "finegrained/top5": 60.0}, dataset="embedded-color", protocol="finegrained")
+    f.add("moco-v2", {"fewshot/5shot": 67.0, "fewshot/10shot": 77.0}, dataset="embedded-color", protocol="fewshot", ci95=fs)
+    f.add("looc", {"finegrained/top1": 41.0, "finegrained/top5": 66.0}, dataset="embedded-color", protocol="finegrained", augment=["color"])
+    f.add("looc", lin(81.1, 95.3), augment=["color"])
+    f.add("looc", {"finegrained/top1": 40.0}, dataset="embedded-color", protocol="finegrained", augment=["rotation"])
+    f.add("looc", {"fewshot/5shot": 70.1, "fewshot/10shot": 79.3}, dataset="embedded-color", protocol="fewshot",
+          augment=["rotation"], ci95={"fewshot/5shot": 0.36})
+    f.add("looc", {"finegrained/top1": 44.0, "finegrained/top5": 69.3}, dataset="embedded-color", protocol="finegrained",
+          augment=["rotation", "color"])  # order of the list does not matter
+    f.add("looc", {"finegrained/top1": 46.1}, dataset="embedded-color", protocol="finegrained", augment=["color", "rotation"], feature="concat")
+    f.add("looc", {"fewshot/5shot": 68.0}, dataset="embedded-color", protocol="fewshot", augment=["color", "rotation"],
+          feature="concat", seed=0, ci95={"fewshot/5shot": 0.5})
+    f.add("looc", {"fewshot/5shot": 69.0}, dataset="embedded-color", protocol="fewshot", augment=["color", "rotation"],
+          feature="concat", seed=1, ci95={"fewshot/5shot": 0.5})  # two seeds: 68.5, ± from the seeds
+    # --- LooC Table 3 (ON-13 -> embedded-shift, IN-C-100 -> embedded) ---
+    groups = ["corruption/noise", "corruption/blur", "corruption/weather", "corruption/digital", "corruption/all", "corruption/d>3"]
+    f.add("supervised", {"objectnet/top1": 30.9, "objectnet/top5": 54.8}, dataset="embedded-shift", protocol="objectnet")
+    f.add("supervised", {g: 28.0 + 3 * i for i, g in enumerate(groups)}, protocol="corruption")
+    f.add("moco-v2", {g: 37.0 + 2 * i for i, g in enumerate(groups)}, protocol="corruption")
+    f.add("looc", {"objectnet/top1": 34.2}, dataset="embedded-shift", protocol="objectnet", augment=["rotation"])
+    f.add("looc", {"corruption/all": 51.3}, protocol="corruption", augment=["texture"])
+    f.add("looc", lin(80.2), augment=["rotation", "texture"])
+    f.add("looc++", {"objectnet/top1": 32.6, "corruption/all": 48.8}, dataset="embedded", protocol="x", augment=["rotation", "texture"],
+          feature="concat")  # objectnet on the wrong dataset: not shown; corruption/all shown
+    # corruption details for the plot
+    for k in range(1, 6):
+        f.add("moco-v2", {f"corruption/gaussian_noise/s{k}": 60.0 - 5 * k, f"corruption/fog/s{k}": 50.0 - 2 * k}, protocol="corruption")
+        f.add("supervised", {f"corruption/gaussian_noise/s{k}": 40.0 - 5 * k}, protocol="corruption")
+    # --- LooC Table 5 (LooC++ = concat features, rows by variance heads) ---
+    f.add("looc", lin(78.5, 94.3), augment=[], feature="concat")
+    f.add("looc", {"corruption/all": 48.0}, augment=[], feature="concat", protocol="corruption")
+    f.add("looc", lin(79.7), augment=["color"], feature="concat")
+    f.add("looc", lin(81.5), augment=["rotation"], feature="concat")
+    f.add("looc", {"fewshot/10shot": 80.5}, dataset="embedded-color", protocol="fewshot", augment=["texture"], feature="concat",
+          ci95={"fewshot/10shot": 0.2})
+    f.add("looc", lin(82.2, 95.3), augment=["color", "rotation", "texture"], feature="concat")
+    f.add("looc", lin(82.9), augment=["color", "rotation", "texture"], feature="concat:out",
+          time="2024-06-01T00:00:00")  # another concat layer, older: not shown
+    return f.records
+
+
+RECORDS = fixture_records()
+NAMES = ["methods", "transfer", "rotation", "finegrained", "robustness", "heads"]
+
+
+def check_golden(name: str, text: str) -> None:
+    path = GOLDEN / name
+    if UPDATE:
+        path.parent.mkdir(exist_ok=True)
+        path.write_text(text)
+    assert path.exists(), f"missing golden file {path}; run with CSSL_UPDATE_GOLDEN=1 and review it"
+    assert text == path.read_text(), f"{name} differs from its golden file"
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_golden_markdown_and_csv(name):
+    t = T.build(name, RECORDS, "small")
+    check_golden(f"{name}.md", T.render(t, "md"))
+    check_golden(f"{name}.csv", T.render(t, "csv"))
+
+
+def test_golden_compare_and_provenance():
+    t = T.build("rotation", RECORDS, "small")
+    check_golden("rotation-compare.md", T.render(t, "md", compare=True))
+    check_golden("rotation-compare.csv", T.render(t, "csv", compare=True))
+    check_golden("finegrained-provenance.md", T.render(T.build("finegrained", RECORDS, "small"), "md", provenance=True))
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_layout_matches_paper_csv(name):
+    """Our CSV has the paper CSV's header, rows, labels and fixed (check-mark) cells, in order."""
+    spec = T.resolve(name)
+    paper = list(csv.reader((PAPER / f"{spec.csv}.csv").read_text().splitlines()))
+    for records in ([], RECORDS):
+        ours = list(csv.reader(io.StringIO(T.render(T.build(name, records, "small"), "csv"))))
+        assert ours[0] == paper[0]
+        assert len(ours) == len(paper)
+        for prow, orow in zip(paper[1:], ours[1:]):
+            assert len(orow) == len(prow)
+            for h, p, o in zip(paper[0], prow, orow):
+                if spec.column_cell(h) is None:
+                    assert o == p, (name, h)
+                else:
+                    assert o == T.MISSING or T.parse_paper(o) is not None
+    md = T.render(T.build(name, [], "small"), "md").splitlines()
+    grouped = any("/" in h for h in paper[0])
+    # two header rows where the CSV has group/sub headers: group names, separator, bold sub-columns
+    assert md[1].startswith("|:---")
+    if grouped:
+        subs = [h.split("/", 1)[1] for h in paper[0] if "/" in h]
+        assert [c.strip().strip("*") for c in md[2].strip("|").split("|") if c.strip()] == subs
+    assert sum(1 for line in md if line.startswith("| ")) == len(paper) + (1 if grouped else 0)
+
+
+ABBREV = {"Color": "color", "Col.": "color", "Rotation": "rotation", "Rot.": "rotation", "Tex.": "texture"}
+
+
+@pytest.mark.parametrize("name", ["finegrained", "robustness", "heads"])
+def test_looc_rows_agree_with_their_check_marks(name):
+    """A LooC row's augmentation list is exactly the set of its 'yes' columns (Aug. / Variance head)."""
+    spec = T.resolve(name)
+    headers, rows = T.paper_csv(spec.csv)
+    for prow, row in zip(rows, spec.rows):
+        q = row.q
+        if "augment" not in q:
+            continue
+        yes = {ABBREV[h.split("/")[1]] for h, v in zip(headers, prow) if v == "yes"}
+        assert set(q["augment"]) == yes, (name, prow)
+        assert row.run == f"looc[{','.join(q['augment'])}]"
+        assert (row.feature == "concat") == (prow[0] == "LooC++")
+
+
+def cell(name, row, header, records=RECORDS, scale="small"):
+    t = T.build(name, records, scale)
+    return t, t.ours[row][t.headers.index(header)]
+
+
+def test_seed_mean_and_plus_minus():
+    _, v = cell("rotation", 1, "Rotation/Acc.")
+    assert v.n == 2 and v.mean == pytest.approx(61.3) and v.std == pytest.approx(1.8385, abs=1e-4)
+    # one seed of few-shot: the record's own 95% half-width
+    t, v = cell("finegrained", 0, "Flowers-102/5-shot")
+    assert T.fmt_value(v, t.paper[0][t.headers.index("Flowers-102/5-shot")]) == "67.0 (±0.4)"
+    # two seeds: Student t with 1 dof: 12.706 * sd / sqrt(2) = 12.706 * 0.7071 / 1.4142 = 6.353
+    t, v = cell("finegrained", 4, "Flowers-102/5-shot")
+    assert v.mean == pytest.approx(68.5) and v.pm == pytest.approx(6.353, abs=1e-3)
+    assert T.fmt_value(v, "68.1 (±0.4)") == "68.5 (±6.4)"
+    # no ± where the paper prints none, even with several seeds
+    assert T.fmt_value(cell("methods", 2, "400 ep")[1], "73.2") == "42.6"
+
+
+def test_three_seeds_half_width():
+    recs = Fixture()
+    for s, v in enumerate((70.0, 71.0, 72.0)):
+        recs.add("moco-v2", {"fewshot/5shot": v}, dataset="embedded-color", protocol="fewshot", seed=s)
+    t, v = cell("finegrained", 0, "Flowers-102/5-shot", recs.records)
+    assert (v.mean, v.n) == (71.0, 3)
+    assert v.pm == pytest.approx(4.303 / 3 ** 0.5)  # sd 1
+    assert T.fmt_value(v, "67.9 (±0.5)") == "71.0 (±2.5)"
+
+
+def test_selection_rules():
+    # newer re-run of the same seed replaces the older one
+    assert cell("methods", 4, "800 ep")[1].mean == 47.7
+    # preferred protocol wins over a newer record of another protocol ...
+    assert cell("methods", 1, "400 ep")[1].mean == 41.5
+    # ... which is still shown where it is the only one
+    v = cell("methods", 1, "800 ep")[1]
+    assert v.mean == 39.9 and v.records[0]["protocol"]["name"] == "moco"
+    # other feature, scale, dataset or epochs are never picked
+    assert cell("rotation", 4, "Rotation/Acc.")[1].mean == 65.0
+    assert cell("rotation", 1, "Rotation/Acc.", scale="tiny")[1].mean == 12.0
+    assert cell("robustness", 5, "ON-13/top-1")[1] is None
+    assert cell("transfer", 6, "VOC 07 detection/AP")[1] is None
+    # scratch: any run's epoch-0 checkpoint
+    assert cell("transfer", 0, "VOC 07 detection/AP")[1].mean == 11.0
+    # LooC++ reads records of `looc` runs probed with concat, or of the `looc++` recipe
+    assert cell("finegrained", 4, "iNat-1k/top-1")[1].mean == 46.1
+    assert cell("robustness", 5, "IN-C-100 (top-1)/All")[1].mean == 48.8
+    # two concat layers of one run are two configurations: the newest is shown, the count is kept
+    v = cell("heads", 4, "IN-100/top-1")[1]
+    assert v.mean == 82.2 and v.families == 2
+    # iNat-1k and CUB-200 share the embedded-color stand-in at the CPU scales
+    assert cell("finegrained", 3, "CUB-200/top-1")[1].mean == cell("finegrained", 3, "iNat-1k/top-1")[1].mean == 44.0
+
+
+def test_compare_deltas():
+    t = T.build("rotation", RECORDS, "small")
+    headers, rows = T.flat_rows(t, compare=True)
+    assert headers[:4] == ["model", "Rotation/Acc. [paper]", "Rotation/Acc. [ours]", "Rotation/Acc. [delta]"]
+    # MoCo: ours 61.3 (seeds 60.0, 62.6), paper 61.1 -> +0.2; MoCo + Rotation: 43.2 vs 43.3 -> -0.1
+    assert rows[1][1:4] == ["61.1", "61.3", "+0.2"]
+    assert rows[2][1:4] == ["43.3", "43.2", "-0.1"]
+    # no record: ours and delta are '–', the paper number stays
+    assert rows[3][4:7] == ["78.1", T.MISSING, T.MISSING]
+    js = json.loads(T.render(t, "json"))
+    assert js["rows"][1]["Rotation/Acc."]["delta"] == pytest.approx(0.2)
+    assert js["rows"][1]["Rotation/Acc."]["paper"] == "61.1" and js["rows"][1]["model"] == "MoCo"
+
+
+def test_json_provenance_lists_records_and_commands():
+    js = json.loads(T.render(T.build("rotation", RECORDS, "small"), "json", provenance=True))
+    c = js["rows"][1]["Rotation/Acc."]
+    want = [r["id"] for r in RECORDS if r["method"] == "moco-v2" and r["metric"] == "rotation/acc" and r["scale"] == "small"]
+    assert len(want) == 2 and sorted(c["records"]) == sorted(want)
+    assert c["commands"] == ["cssl-bench probe x moco-v2"]
+    assert c["n"] == 2 and js["scale"] == "small"
+
+
+def test_caption_states_scale_stand_ins_backbone_epochs_seeds():
+    t = T.build("robustness", RECORDS, "small")
+    assert "Scale: small" in t.caption
+    assert "ON-13 -> embedded-shift" in t.caption and "IN-C-100 -> embedded corrupted on the fly" in t.caption
+    assert "backbone resnet18-w0.25" in t.caption and "Pre-training: 10 epochs (paper: 500)" in t.caption
+    assert "seeds 0" in t.caption
+    t = T.build("methods", [], "paper")
+    assert "Scale: paper" in t.caption and "No results yet" in t.caption and "100 -> 100" in t.caption
+
+
+def test_resolve_aliases_and_unknown():
+    for name, alias in zip(NAMES, ["simsiam-t4", "simsiam-t5", "looc-t1", "looc-t2", "looc-t3", "looc-t5"]):
+        assert T.resolve(alias).name == name
+    with pytest.raises(UserError) as e:
+        T.resolve("table9")
+    assert e.value.exit_code == 2
+
+
+def test_findings_hold_on_the_paper_numbers_and_are_checked_on_ours():
+    for name in NAMES:
+        t = T.build(name, RECORDS, "small")
+        for f in T.FINDINGS:
+            if f.table == name:
+                c = T.check_finding(f, t)
+                assert c["paper"] is True, f.text  # each finding is a claim the paper's own numbers support
+    t = T.build("rotation", RECORDS, "small")
+    by = {f.text: T.check_finding(f, t) for f in T.FINDINGS if f.table == "rotation"}
+    assert by["Adding rotation to MoCo's augmentations lowers rotation accuracy"]["ours"] is True  # 61.3 > 43.2
+    assert by["LooC + Rotation keeps more IN-100 accuracy than MoCo + Rotation"]["ours"] is True  # 79.9 > 77.0
+    # a reversed store disagrees
+    flipped = [dict(r, value=100 - r["value"]) for r in RECORDS]
+    t2 = T.build("rotation", flipped, "small")
+    assert T.check_finding(T.FINDINGS[0], t2)["ours"] is False
+    md = T.findings_markdown(RECORDS, "small", ["rotation"])
+    assert "| rotation | Adding rotation to MoCo's augmentations lowers rotation accuracy | agrees |" in md
+    assert "Sharing the rotation between q and k does not restore it | agrees" in md
+
+
+def test_plots_write_pngs(tmp_path):
+    from cssl_bench.results import plots
+
+    s = plots.methods_series(RECORDS, "small")
+    assert s["ours"]["SimCLR (repro.+)"] == [(2, 30.11), (4, 35.22), (8, 40.33), (16, 45.44)]
+    assert s["paper"]["SimSiam"] == [(100, 68.1), (200, 70.0), (400, 70.8), (800, 71.3)]
+    names, rows = plots.corruption_bars(RECORDS, "small")
+    assert names == ["gaussian_noise", "fog"]
+    # mean over severities 1..5: 60 - 5 * 3 = 45 and 50 - 2 * 3 = 44; the supervised row lacks fog
+    assert dict(rows)["MoCo (Rot. no, Tex. no)"] == [45.0, 44.0]
+    assert dict(rows)["Supervised (Rot. no, Tex. no)"] == [25.0, None]
+    for name in ("methods", "robustness"):
+        out = plots.plot(name, RECORDS, "small", tmp_path / f"{name}.png")
+        assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with pytest.raises(UserError):
+        plots.plot("rotation", RECORDS, "small", tmp_path / "x.png")
+    with pytest.raises(UserError):
+        plots.plot("methods", [], "small", tmp_path / "y.png")
+
+
+def test_cli_table(cli, tmp_path):
+    from cssl_bench.results.store import ResultsStore
+
+    ResultsStore(tmp_path).append(RECORDS)
+    r = cli("table", "looc-t1", "--results", tmp_path, "--scale", "small")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == (GOLDEN / "rotation.md").read_text()
+    r = cli("table", "--list")
+    assert r.returncode == 0 and all(n in r.stdout for n in NAMES + ["looc-t5"])
+    r = cli("table", "heads", "--results", tmp_path, "--format", "xml")
+    assert r.returncode == 2 and r.stderr.startswith("error: unknown format") and len(r.stderr.splitlines()) == 1
