@@ -30,6 +30,7 @@ import os
 import re
 import sys
 import threading
+import weakref
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -279,20 +280,22 @@ class Beton:
         return [t[j, : h[j] * w[j] * 3].view(int(h[j]), int(w[j]), 3).permute(2, 0, 1) for j in range(len(idx))]
 
 
-_OPEN: dict[tuple, Beton] = {}
+_OPEN: "weakref.WeakKeyDictionary[ImageSource, dict]" = weakref.WeakKeyDictionary()
 _OPEN_LOCK = threading.Lock()
 
 
 def open_checked(path: Path, source: ImageSource, dataset: str, split: str) -> Beton:
-    """``Beton(path)`` checked against ``source``; kept open for the process (keyed by path, size and mtime)."""
+    """``Beton(path)`` checked against ``source``; kept open while ``source`` lives (the training loop
+    asks again every epoch), and checked again if the file changes."""
     st = Path(path).stat() if Path(path).exists() else None
-    key = (str(path), st.st_size if st else None, st.st_mtime_ns if st else None, dataset, split, len(source))
+    key = (str(path), st.st_size if st else None, st.st_mtime_ns if st else None, dataset, split)
     with _OPEN_LOCK:
-        if key not in _OPEN:
+        known = _OPEN.setdefault(source, {})
+        if key not in known:
             b = Beton(path)
             b.check(source, dataset, split)
-            _OPEN[key] = b
-        return _OPEN[key]
+            known[key] = b
+        return known[key]
 
 
 # ----------------------------------------------------------------------------------------------
