@@ -28,8 +28,17 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 # 2. the Python package (the `ffcv` extra of cssl-bench)
-if "$PY" -c "import ffcv, numba" >/dev/null 2>&1; then
-  echo "ffcv already installed: $("$PY" -c 'import ffcv; print(ffcv.__file__)')"
+# (checked without importing ffcv, which takes seconds: the package, its compiled extension and numba)
+have_ffcv() {
+  "$PY" - <<'PY'
+import glob, importlib.util, os, sys
+s = importlib.util.find_spec("ffcv")
+ok = s is not None and importlib.util.find_spec("numba") is not None and glob.glob(os.path.join(list(s.submodule_search_locations)[0], "_libffcv*.so"))
+sys.exit(0 if ok else 1)
+PY
+}
+if have_ffcv; then
+  echo "ffcv already installed in $BIN"
 else
   "$BIN/pip" install -q "ffcv==1.0.2" "numba>=0.58"
   "$PY" -c "import ffcv, numba; print('ffcv installed:', ffcv.__file__)"
