@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from cssl_bench import UserError
 from cssl_bench.config import Recipe
 from cssl_bench.models.backbones import build_backbone
+from cssl_bench.train import distributed as D
 
 
 def parse_params(cls, values: dict, method: str):
@@ -95,7 +96,11 @@ def make_target(module: nn.Module) -> nn.Module:
 
 @torch.no_grad()
 def update_momentum_pairs(pairs: Iterable[tuple[nn.Module, nn.Module]], m: float) -> None:
-    """EMA for every pair: target = m * target + (1 - m) * online (parameters); buffers are copied."""
+    """EMA for every pair: target = m * target + (1 - m) * online (parameters); buffers are copied.
+
+    Copying buffers (BN running statistics) only matters if a target is ever used in eval mode; the
+    targets run in train mode, where BN uses the batch statistics, as in MoCo and BYOL.
+    """
     for online, target in pairs:
         op, tp = list(online.parameters()), list(target.parameters())
         torch._foreach_mul_(tp, m)
@@ -109,10 +114,33 @@ def cosine_momentum(base: float, progress: float) -> float:
     return 1 - (1 - base) * (math.cos(math.pi * progress) + 1) / 2
 
 
+@torch.no_grad()
+def shuffled_forward(fn, x: torch.Tensor) -> torch.Tensor:
+    """``fn(x)`` computed on a shuffled batch and returned in the original order (MoCo's shuffling BN).
+
+    fn maps [N, ...] -> [N, D] sample by sample except for BN. On one device the batch is permuted so
+    that, with ``SplitBatchNorm2d``, a key falls in a different BN group from its query (He et al.
+    2020, sec. 3.3). Across ranks (torch.distributed) the global batch is gathered, permuted with a
+    permutation broadcast from rank 0, each rank encodes its slice, and the results are un-permuted.
+    """
+    if D.is_dist():
+        world, rank, n = D.world_size(), D.rank(), x.shape[0]
+        x_all = D.concat_all_gather(x)
+        perm = torch.randperm(x_all.shape[0], device=x.device)
+        torch.distributed.broadcast(perm, 0)
+        out_all = D.concat_all_gather(fn(x_all[perm.view(world, n)[rank]]))  # out_all[j] = fn(x_all[perm[j]])
+        return out_all[torch.argsort(perm)].view(world, n, -1)[rank]
+    perm = torch.randperm(x.shape[0], device=x.device)
+    return fn(x[perm])[torch.argsort(perm)]
+
+
 class SplitBatchNorm2d(nn.BatchNorm2d):
     """BatchNorm whose training statistics are computed separately on ``splits`` groups of the batch.
 
-    Emulates MoCo's per-GPU BN (and, with a shuffled key batch, shuffling BN) on one device. Evaluation
+    Emulates MoCo's per-GPU BN (and, with a shuffled key batch, shuffling BN) on one device. Group g
+    holds the samples x[g::splits] (the layout of ``x.view(N / splits, C * splits, H, W)``); each
+    group is normalised with its own mean and variance, and the running statistics are updated with
+    the mean over the groups. A batch not divisible by ``splits`` falls back to plain BN. Evaluation
     uses the shared running statistics; the state dict is that of a plain BatchNorm2d.
     """
 

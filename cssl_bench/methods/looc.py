@@ -20,7 +20,7 @@ import torch.nn.functional as F
 
 from cssl_bench import UserError
 from cssl_bench.methods import losses
-from cssl_bench.methods.base import Method, make_target, parse_params, split_batchnorm
+from cssl_bench.methods.base import Method, make_target, parse_params, shuffled_forward, split_batchnorm
 from cssl_bench.methods.moco import KeyQueue
 from cssl_bench.models.heads import mlp
 
@@ -47,12 +47,19 @@ class LooC(Method):
         self.augmentations = list(recipe.augment.looc_augment)
         if not self.augmentations:
             raise UserError("LooC needs at least one augmentation in augment.looc_augment (--augment)", exit_code=2)
+        if len(set(self.augmentations)) != len(self.augmentations):
+            raise UserError(f"augment.looc_augment lists an augmentation twice: {self.augmentations}", exit_code=2)
+        if p.concat_layer not in ("hidden", "out", "hidden+v"):
+            raise UserError(f"params.concat_layer must be hidden, out or hidden+v, got {p.concat_layer!r}", exit_code=2)
         n = len(self.augmentations)
         self.heads = nn.ModuleList([mlp([self.feat_dim, p.hidden, p.dim], bn=False) for _ in range(n + 1)])
         split_batchnorm(self.backbone, p.bn_splits)
         self.backbone_k = make_target(self.backbone)
         self.heads_k = make_target(self.heads)
         self.queues = nn.ModuleList([KeyQueue(p.queue_size, p.dim) for _ in range(n + 1)])
+        if p.downstream_feature not in ("backbone", "concat") and p.downstream_feature not in self.feature_kinds():
+            raise UserError(f"params.downstream_feature must be backbone, concat or one of {', '.join(self.feature_kinds())}; "
+                            f"got {p.downstream_feature!r}", exit_code=2)
 
     @property
     def momentum_pairs(self):
@@ -63,10 +70,9 @@ class LooC(Method):
 
     @torch.no_grad()
     def _keys(self, key_views: list[torch.Tensor]) -> list[torch.Tensor]:
-        """Every head's keys [n+1 views, N, D]; one key-encoder pass with a shuffled batch (shuffling BN)."""
-        x = torch.cat(key_views)
-        perm = torch.randperm(x.shape[0], device=x.device)
-        v = self.backbone_k(x[perm])[torch.argsort(perm)]
+        """Every key head's keys, one [n+1 views, N, D] tensor per head: one key-encoder pass over all
+        key views with a shuffled batch (shuffling BN, ``shuffled_forward``)."""
+        v = shuffled_forward(self.backbone_k, torch.cat(key_views))
         return [F.normalize(h(v), dim=1).view(len(key_views), -1, self.p.dim) for h in self.heads_k]
 
     def loss(self, views, labels):

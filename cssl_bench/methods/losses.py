@@ -39,38 +39,52 @@ def info_nce(q: torch.Tensor, k: torch.Tensor, negatives: torch.Tensor, temperat
 
 
 def negative_cosine(p: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-    """SimSiam's D(p, z) = -cos(p, stopgrad(z)), mean over the batch. p, z: [N, D]. Minimum -1."""
+    """SimSiam's D(p, z) = -cos(p, stopgrad(z)) (Chen & He 2021, eq. 1 and 3), mean over the batch.
+
+    p: [N, D] predictions, z: [N, D] target projections (detached here; neither needs to be normalised).
+    Returns a scalar in [-1, 1]; -1 when every p is parallel to its z.
+    """
     return -F.cosine_similarity(p, z.detach(), dim=1).mean()
 
 
 def byol_loss(p: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-    """BYOL's 2 - 2 cos(p, stopgrad(z)), mean over the batch (= MSE of the normalised vectors). p, z: [N, D]."""
+    """BYOL's loss (Grill et al. 2020, eq. 2): 2 - 2 cos(p, stopgrad(z)) = ||p/|p| - z/|z|||^2, mean over the batch.
+
+    p: [N, D] online predictions, z: [N, D] target projections (detached here). Returns a scalar in [0, 4].
+    """
     return (2 - 2 * F.cosine_similarity(p, z.detach(), dim=1)).mean()
 
 
 @torch.no_grad()
 def sinkhorn(scores: torch.Tensor, epsilon: float = 0.05, iterations: int = 3, distributed: bool = False) -> torch.Tensor:
-    """SwAV's Sinkhorn-Knopp (Caron et al. 2020, sec. 3.1): equipartitioned soft codes.
+    """SwAV's Sinkhorn-Knopp (Caron et al. 2020, sec. 3.1 and Algorithm 1): equipartitioned soft codes.
 
-    scores: [B, K] prototype scores of B samples. Returns Q: [B, K], each row summing to 1, with the
-    prototypes used equally often over the batch (column sums B/K). With ``distributed`` the sums run
-    over every rank's batch.
+    scores: [B, K] prototype scores (cosine similarities) of B samples. Returns Q: [B, K] (float32),
+    each row summing to 1, with every prototype used equally often over the batch (column sums B/K).
+    The codes are ``exp(scores / epsilon)`` rescaled by ``iterations`` alternating normalisations, so
+    after 3 iterations rows sum to exactly 1 and columns approximately to B/K. With ``distributed`` the
+    sums and B run over every rank's batch (one global transport problem).
     """
-    q = torch.exp((scores.float() - scores.float().max()) / epsilon).t()  # [K, B]; max-shift for stability
-    world = dist.get_world_size() if distributed and dist.is_initialized() else 1
-    b = q.shape[1] * world
-    k = q.shape[0]
+    s = scores.float()
+    world = dist.get_world_size() if distributed and dist.is_available() and dist.is_initialized() else 1
+    # Subtracting a constant only rescales Q, which the first normalisation undoes; it must be the same
+    # constant on every rank, otherwise the ranks' codes are scaled differently before the shared sums.
+    shift = s.max()
+    if world > 1:
+        dist.all_reduce(shift, op=dist.ReduceOp.MAX)
+    q = torch.exp((s - shift) / epsilon).t()  # [K, B]
+    k, b = q.shape[0], q.shape[1] * world
     total = q.sum()
     if world > 1:
         dist.all_reduce(total)
     q /= total
     for _ in range(iterations):
-        rows = q.sum(dim=1, keepdim=True)
+        rows = q.sum(dim=1, keepdim=True)  # [K, 1]: mass of each prototype over the (global) batch
         if world > 1:
             dist.all_reduce(rows)
         q /= rows
         q /= k
-        q /= q.sum(dim=0, keepdim=True)
+        q /= q.sum(dim=0, keepdim=True)  # [1, B]: each sample's mass
         q /= b
     return (q * b).t()
 
@@ -93,6 +107,8 @@ def looc_masks(n: int) -> torch.Tensor:
     Returns a bool tensor [n+1 spaces, n+1 keys]: space 0 (invariant to all) has every key positive;
     space i (varies with augmentation i) has only k_i positive, the other keys of the image are negatives.
     """
+    if n < 1:
+        raise ValueError(f"LooC needs at least one atomic augmentation, got n={n}")
     m = torch.zeros(n + 1, n + 1, dtype=torch.bool)
     m[0] = True
     for i in range(1, n + 1):
@@ -104,10 +120,13 @@ def looc_loss(queries: list[torch.Tensor], keys: list[torch.Tensor], queues: lis
               temperature: float = 0.2) -> torch.Tensor:
     """LooC (Xiao et al. 2021): one InfoNCE per embedding space, summed over the n+1 spaces.
 
-    queries[s]: [N, D] normalised q embedded by head s; keys[s]: [n+1, N, D] normalised k0..kn embedded
-    by head s's key head; queues[s]: [K, D] head s's queue (other images' keys). In each space, every
-    positive j of ``looc_masks`` gives one InfoNCE term whose negatives are the image's own non-positive
-    keys plus the queue; a space with several positives (Z0) averages its terms.
+    queries[s]: [N, D] normalised q embedded by head s (s = 0..n); keys[s]: [n+1, N, D] normalised
+    k0..kn embedded by head s's key head (keys are constants: detached); queues[s]: [K_s, D] head s's
+    queue (other images' keys). In space s, every positive j of ``looc_masks(n)[s]`` gives one InfoNCE
+    term with logits [q.k_j, q.(the image's own keys that are negatives in s), q.queue] / t: in Z_i the
+    negatives are k0 and every k_j (j != i) of the same image plus the queue; in Z0 (n+1 positives, no
+    own negatives) the other positives stay out of the denominator and the n+1 terms are averaged
+    [open: PROTOCOLS.md 1]. Returns the sum over the n+1 spaces (a scalar).
     """
     masks = looc_masks(len(queries) - 1)
     total = queries[0].new_zeros(())
@@ -129,8 +148,10 @@ def swav_multicrop_loss(scores: list[torch.Tensor], codes: list[torch.Tensor], t
     """SwAV with multi-crop: the codes of each large crop (``codes[i]``, i < len(codes)) are predicted
     from every other crop's scores; mean over code crops and their partner crops.
 
-    scores: one [N, K] tensor per crop (large crops first); codes: one [N, K] tensor per large crop.
-    With two crops this equals ``swav_loss``.
+    scores: one [N, K] tensor (prototype scores) per crop, the code crops first; codes: one [N, K]
+    Sinkhorn code matrix per code crop (SwAV: the two large crops), codes[i] belonging to scores[i].
+    Returns sum_i mean_{v != i} H(codes[i], softmax(scores[v] / t)) / len(codes). With two crops and
+    two code crops this equals ``swav_loss``.
     """
     total = scores[0].new_zeros(())
     for i, q in enumerate(codes):

@@ -15,8 +15,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from cssl_bench import UserError
 from cssl_bench.methods import losses
-from cssl_bench.methods.base import Method, make_target, parse_params, split_batchnorm
+from cssl_bench.methods.base import Method, make_target, parse_params, shuffled_forward, split_batchnorm
 from cssl_bench.models.heads import mlp
 from cssl_bench.train import distributed as D
 
@@ -34,7 +35,13 @@ class MoCoParams:
 
 
 class KeyQueue(nn.Module):
-    """A FIFO of L2-normalised keys [K, D]; ``push`` writes the newest keys over the oldest (wrapping)."""
+    """MoCo's dictionary: a FIFO of L2-normalised keys ``keys`` [K, D] with a write pointer ``ptr``.
+
+    ``push(k)`` (k: [N, D], all-gathered across ranks first) writes k over the oldest N entries,
+    wrapping around the end, so after any number of pushes the queue holds exactly the last K keys
+    pushed (the initial random unit vectors until K keys have been pushed). Both are buffers: they
+    are checkpointed and resumed with the model.
+    """
 
     def __init__(self, size: int, dim: int):
         super().__init__()
@@ -55,6 +62,9 @@ class KeyQueue(nn.Module):
 
 
 def build_moco_head(p: MoCoParams, in_dim: int) -> nn.Module:
+    """v1: Linear(in_dim, dim); v2: Linear(in_dim, mlp_hidden) - ReLU - Linear(mlp_hidden, dim)."""
+    if p.version not in (1, 2):
+        raise UserError(f"params.version must be 1 or 2 for MoCo, got {p.version}", exit_code=2)
     if p.version == 1:
         return nn.Linear(in_dim, p.dim)
     return mlp([in_dim, p.mlp_hidden, p.dim], bn=False)
@@ -85,20 +95,8 @@ class MoCo(Method):
 
     @torch.no_grad()
     def key(self, x):
-        """Keys with shuffled BN: shuffle the batch (across ranks when distributed), encode, unshuffle."""
-        if D.is_dist():
-            x_all = D.concat_all_gather(x)
-            perm = torch.randperm(x_all.shape[0], device=x.device)
-            torch.distributed.broadcast(perm, 0)
-            n = x.shape[0]
-            mine = perm.view(D.world_size(), n)[D.rank()]
-            k = F.normalize(self.head_k(self.backbone_k(x_all[mine])), dim=1)
-            k_all = D.concat_all_gather(k)
-            inv = torch.argsort(perm)
-            return k_all[inv].view(D.world_size(), n, -1)[D.rank()]
-        perm = torch.randperm(x.shape[0], device=x.device)
-        k = F.normalize(self.head_k(self.backbone_k(x[perm])), dim=1)
-        return k[torch.argsort(perm)]
+        """Keys [N, D] of the momentum encoder with shuffled BN (``shuffled_forward``)."""
+        return shuffled_forward(lambda v: F.normalize(self.head_k(self.backbone_k(v)), dim=1), x)
 
     def loss(self, views, labels):
         v1, v2 = views["v1"], views["v2"]

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import torch
 
+from cssl_bench import UserError
 from cssl_bench.methods import losses
 from cssl_bench.methods.base import Method, parse_params
 from cssl_bench.models.heads import mlp
@@ -21,6 +22,7 @@ class SimSiamParams:
     dim: int = 2048
     pred_hidden: int = 512
     proj_layers: int = 3
+    hidden: int = 0  # projector hidden width; 0 = the backbone's feature width (2048 for ResNet-50, as the paper)
 
 
 class SimSiam(Method):
@@ -30,8 +32,10 @@ class SimSiam(Method):
     def __init__(self, recipe):
         super().__init__(recipe)
         self.p = p = parse_params(SimSiamParams, recipe.params, recipe.method)
-        # hidden widths follow the backbone's feature width (2048 for ResNet-50), the output is ``dim``
-        dims = [self.feat_dim] * p.proj_layers + [p.dim]
+        if p.proj_layers < 1:
+            raise UserError(f"params.proj_layers must be >= 1, got {p.proj_layers}", exit_code=2)
+        # [V, hidden x (proj_layers - 1), dim]: 2048-2048-2048-2048 for ResNet-50
+        dims = [self.feat_dim] + [p.hidden or self.feat_dim] * (p.proj_layers - 1) + [p.dim]
         self.projector = mlp(dims, bn=True, bias=False, last_bn=True, last_bn_affine=False)
         self.predictor = mlp([p.dim, p.pred_hidden, p.dim], bn=True)
 

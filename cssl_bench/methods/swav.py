@@ -31,6 +31,13 @@ class SwAVParams:
     queue_start: int = 15
 
 
+def _crop_order(names) -> tuple[list[str], list[str]]:
+    """MultiCrop's view names: large crops ``g0, g1, ...`` and small crops ``l0, l1, ...``, each in index order."""
+    large = sorted((k for k in names if k.startswith("g")), key=lambda k: int(k[1:]))
+    small = sorted((k for k in names if k.startswith("l")), key=lambda k: int(k[1:]))
+    return large, small
+
+
 class SwAV(Method):
     description = "SwAV: swapped prediction of Sinkhorn-Knopp codes over prototypes, multi-crop"
     paper = "Caron et al., Unsupervised Learning of Visual Features by Contrasting Cluster Assignments, NeurIPS 2020"
@@ -40,18 +47,26 @@ class SwAV(Method):
         self.p = p = parse_params(SwAVParams, recipe.params, recipe.method)
         self.projector = mlp([self.feat_dim, p.hidden, p.dim])
         self.prototypes = nn.Linear(p.dim, p.n_prototypes, bias=False)
-        self.register_buffer("queue", torch.zeros(2, p.queue_length, p.dim))
+        self.n_code_crops = recipe.augment.n_large if recipe.augment.views == "multicrop" else 2
+        # queue[i]: past projections [queue_length, D] of code crop i, newest first; all-zero rows are unfilled
+        self.register_buffer("queue", torch.zeros(self.n_code_crops, p.queue_length, p.dim))
         self.epoch = 0
 
     def on_epoch_start(self, epoch: int) -> None:
         self.epoch = epoch
 
     def after_backward(self, epoch: int) -> None:
+        # SwAV freezes the prototypes during the first iterations (one epoch at our scale): dropping the
+        # gradient makes the optimiser skip them entirely (no momentum, no weight decay)
         if epoch < self.p.freeze_prototypes_epochs:
             self.prototypes.weight.grad = None
 
+    @torch.no_grad()
+    def normalize_prototypes(self) -> None:
+        self.prototypes.weight.copy_(F.normalize(self.prototypes.weight, dim=1))
+
     def _embed(self, crops: list[torch.Tensor]) -> list[torch.Tensor]:
-        """Project crops, one backbone pass per resolution."""
+        """L2-normalised projections [N, dim] of every crop; one backbone pass per run of equal resolution."""
         out: list[torch.Tensor] = []
         i = 0
         while i < len(crops):
@@ -64,21 +79,28 @@ class SwAV(Method):
         return out
 
     def loss(self, views, labels):
-        with torch.no_grad():
-            self.prototypes.weight.copy_(F.normalize(self.prototypes.weight, dim=1))
-        names = sorted(k for k in views if k.startswith("g")) + sorted(k for k in views if k.startswith("l"))
+        self.normalize_prototypes()
+        if "v1" in views:  # two-view recipes (SimSiam Table 4 compares on 2 x 224 views)
+            names = ["v1", "v2"]
+        else:
+            large, small = _crop_order(views)
+            names = large + small
         zs = self._embed([views[k] for k in names])
         scores = [self.prototypes(z) for z in zs]
         n = zs[0].shape[0]
+        n_codes = min(self.n_code_crops, len(zs))
         use_queue = self.p.queue_length > 0 and self.epoch >= self.p.queue_start
         codes = []
         with torch.no_grad():
-            for i in range(2):
+            for i in range(n_codes):
                 s = scores[i].detach()
+                # the queue joins the Sinkhorn problem once it is full (SwAV's main_swav.py); its codes are dropped
                 if use_queue and bool(self.queue[i, -1].abs().sum() > 0):
                     s = torch.cat([s, self.prototypes(self.queue[i])])
                 codes.append(losses.sinkhorn(s, self.p.epsilon, self.p.sinkhorn_iterations, distributed=True)[:n])
             if use_queue:
-                self.queue[:, n:] = self.queue[:, :-n].clone()
-                self.queue[0, :n], self.queue[1, :n] = zs[0].detach()[: self.p.queue_length], zs[1].detach()[: self.p.queue_length]
+                m = min(n, self.p.queue_length)
+                self.queue[:, m:] = self.queue[:, :-m].clone()
+                for i in range(n_codes):
+                    self.queue[i, :m] = zs[i].detach()[:m]
         return {"loss": losses.swav_multicrop_loss(scores, codes, self.p.temperature)}
