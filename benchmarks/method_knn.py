@@ -1,0 +1,84 @@
+"""Per-method tiny-scale quality and speed: kNN top-1 after pretraining vs random init, and images/s.
+
+For each method: ``cssl-bench pretrain NAME --scale SCALE --out OUT/NAME`` (skipped when complete),
+the same recipe with ``--epochs 0`` (random init of the same backbone), ``cssl-bench probe knn`` on
+both, and the median pretraining throughput from ``OUT/NAME/log.csv``. Runs one training at a time
+(the CPU is shared). Prints a markdown table and writes ``OUT/summary.json``.
+
+    python benchmarks/method_knn.py --out /tmp/mknn                    # every method at tiny scale
+    python benchmarks/method_knn.py --out /tmp/mknn moco-v2 simclr     # some methods
+    python benchmarks/method_knn.py --out /tmp/mknn moco-v2 -- --set augment.crop_scale=[0.5,1]
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+METHODS = ["simclr", "moco-v1", "moco-v2", "moco-rot", "moco-rot-same", "byol", "swav", "simsiam", "simsiam-optimal",
+           "looc", "looc++", "supervised"]
+
+
+def cli(*args: str) -> str:
+    r = subprocess.run([sys.executable, "-m", "cssl_bench", *args], capture_output=True, text=True)
+    if r.returncode:
+        raise SystemExit(f"cssl-bench {' '.join(args)} failed:\n{r.stderr[-2000:]}")
+    return r.stdout
+
+
+def knn_top1(run_dir: Path, results: Path) -> float:
+    recs = json.loads(cli("probe", "knn", str(run_dir), "--json", "--results", str(results)))
+    return next(r["value"] for r in recs if r["metric"] == "knn/top1")
+
+
+def images_per_s(run_dir: Path) -> float:
+    with open(run_dir / "log.csv") as f:
+        rows = [float(r["images_per_s"]) for r in csv.DictReader(f)]
+    return statistics.median(rows[1:] if len(rows) > 1 else rows) if rows else float("nan")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("methods", nargs="*", default=METHODS)
+    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--scale", default="tiny")
+    ap.add_argument("--tag", default="", help="suffix of the run folders (to compare recipe variants)")
+    ap.add_argument("--no-baseline", action="store_true", help="skip the random-init runs")
+    args, extra = ap.parse_known_args()
+    extra = [a for a in extra if a != "--"]
+    results = args.out / "results"
+    rows = []
+    for m in args.methods:
+        run = args.out / f"{m.replace('+', 'p')}{args.tag}"
+        t0 = time.time()
+        if not (run / "run.json").exists() or '"complete"' not in (run / "run.json").read_text():
+            cli("pretrain", m, "--scale", args.scale, "--out", str(run), "--quiet", *(["--resume"] if (run / "config.yaml").exists() else []), *extra)
+        wall = time.time() - t0
+        trained = knn_top1(run, results)
+        rand = None
+        if not args.no_baseline:
+            base = args.out / f"{m.replace('+', 'p')}{args.tag}-init"
+            if not (base / "run.json").exists():
+                cli("pretrain", m, "--scale", args.scale, "--epochs", "0", "--out", str(base), "--quiet", *extra)
+            rand = knn_top1(base, results)
+        row = {"method": m, "knn_trained": trained, "knn_random_init": rand, "images_per_s": images_per_s(run), "pretrain_wall_s": round(wall, 1)}
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / f"summary{args.tag}.json").write_text(json.dumps(rows, indent=1))
+    print("\n| method | kNN top-1 trained | kNN top-1 random init | images/s | pretrain wall s |\n|---|---|---|---|---|")
+    for r in rows:
+        rand = "–" if r["knn_random_init"] is None else f"{r['knn_random_init']:.1f}"
+        print(f"| {r['method']} | {r['knn_trained']:.1f} | {rand} | {r['images_per_s']:.0f} | {r['pretrain_wall_s']:.0f} |")
+
+
+if __name__ == "__main__":
+    main()

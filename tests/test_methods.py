@@ -1,0 +1,448 @@
+"""Method details that make each implementation faithful (PROTOCOLS.md 1), checked against analytic values
+and hand-written references: the shared momentum path, MoCo's queue and shuffling BN, BYOL's tau schedule
+and LARS exclusions, SwAV's prototypes, SimSiam's heads and fixed predictor lr, and that every method's
+loss goes down and every recipe pretrains through the CLI."""
+import copy
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from cssl_bench.config import available_methods, load_recipe
+from cssl_bench.data.datasets import get_source
+from cssl_bench.data.loaders import to_input
+from cssl_bench.data.views import build_view_recipe
+from cssl_bench.methods import build_method, losses
+from cssl_bench.methods.base import (SplitBatchNorm2d, cosine_momentum, make_target, shuffled_forward, split_batchnorm,
+                                     update_momentum_pairs)
+from cssl_bench.methods.moco import KeyQueue
+from cssl_bench.train.loop import dataset_options
+from cssl_bench.train.optim import build_optimizer, lr_factor, param_groups, set_lr
+
+METHODS = ["simclr", "moco-v1", "moco-v2", "moco-rot", "moco-rot-same", "byol", "swav", "simsiam", "simsiam-optimal",
+           "looc", "looc++", "supervised"]
+SMALL = ["data.embedded_train=640", "data.embedded_test=200", "data.workers=0"]
+
+
+def test_every_recipe_is_listed_and_described(cli):
+    assert sorted(METHODS) == available_methods()
+    p = cli("methods")
+    assert p.returncode == 0, p.stderr
+    for m in METHODS:
+        assert m in p.stdout
+    for m in METHODS:
+        for scale in ("tiny", "small", "paper"):
+            r = load_recipe(m, scale)
+            if scale == "paper":
+                assert r.model.backbone == "resnet50"
+            else:
+                assert r.model.backbone == "resnet18-w0.25" and r.data.image_size == 32
+
+
+def batch_of_views(recipe, n=16, seed=0):
+    """Views of the first ``n`` embedded training images, normalised, plus their labels."""
+    src = get_source(recipe.data.dataset, "train", dataset_options(recipe))
+    vr = build_view_recipe(recipe)
+    items = [vr(src[i][0], np.random.default_rng([seed, 0, i]))[0] for i in range(n)]
+    views = {k: to_input(torch.stack([it[k] for it in items]), False) for k in items[0]}
+    return views, torch.tensor([int(src[i][1]) for i in range(n)])
+
+
+# --------------------------------------------------------------------------------------------------
+# the shared momentum path
+
+
+def test_momentum_update_is_an_ema_of_parameters_and_copies_buffers():
+    torch.manual_seed(0)
+    online = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4))
+    target = make_target(online)
+    assert all(not p.requires_grad for p in target.parameters())
+    with torch.no_grad():
+        for p in online.parameters():
+            p.add_(torch.randn_like(p))
+    online(torch.randn(8, 3))  # moves the BN running statistics
+    t0 = [p.clone() for p in target.parameters()]
+    update_momentum_pairs([(online, target)], 0.9)
+    for p_t, p_0, p_o in zip(target.parameters(), t0, online.parameters()):
+        assert torch.allclose(p_t, 0.9 * p_0 + 0.1 * p_o, atol=1e-7)
+    for b_t, b_o in zip(target.buffers(), online.buffers()):
+        assert torch.equal(b_t, b_o)
+    update_momentum_pairs([(online, target)], 0.0)  # m = 0: a copy
+    assert all(torch.equal(a, b) for a, b in zip(target.parameters(), online.parameters()))
+
+
+def test_every_momentum_method_declares_its_pairs():
+    for name in ("moco-v1", "moco-v2", "moco-rot", "byol", "looc"):
+        m = build_method(load_recipe(name, "tiny"))
+        pairs = m.momentum_pairs
+        assert pairs and all(isinstance(o, nn.Module) and isinstance(t, nn.Module) for o, t in pairs)
+        targets = {id(p) for _, t in pairs for p in t.parameters()}
+        assert all(not p.requires_grad for _, t in pairs for p in t.parameters())
+        assert not targets & {id(p) for o, _ in pairs for p in o.parameters()}
+    for name in ("simclr", "swav", "simsiam", "supervised"):
+        assert build_method(load_recipe(name, "tiny")).momentum_pairs == []
+
+
+def test_byol_tau_schedule():
+    assert cosine_momentum(0.996, 0.0) == pytest.approx(0.996)
+    assert cosine_momentum(0.996, 1.0) == pytest.approx(1.0)
+    assert cosine_momentum(0.996, 0.5) == pytest.approx(0.998)
+    taus = [cosine_momentum(0.996, t / 20) for t in range(21)]
+    assert all(a <= b for a, b in zip(taus, taus[1:]))
+    m = build_method(load_recipe("byol", "paper"))
+    assert m.p.tau_base == 0.996
+    assert m.momentum(0.0) == pytest.approx(0.996) and m.momentum(1.0) == pytest.approx(1.0)
+    assert build_method(load_recipe("moco-v2", "paper")).momentum(0.7) == 0.999
+
+
+# --------------------------------------------------------------------------------------------------
+# MoCo
+
+
+def test_queue_holds_exactly_the_last_k_keys():
+    k_size, n, d = 10, 4, 3
+    q = KeyQueue(k_size, d)
+    assert torch.allclose(q.keys.norm(dim=1), torch.ones(k_size))  # initial keys: random unit vectors
+    pushed = []
+    for step in range(7):  # 28 keys: wraps around the end of the buffer twice
+        k = torch.arange(step * n, (step + 1) * n, dtype=torch.float32)[:, None].repeat(1, d)
+        q.push(k)
+        pushed.extend(range(step * n, (step + 1) * n))
+        if len(pushed) >= k_size:
+            assert sorted(q.keys[:, 0].tolist()) == [float(x) for x in pushed[-k_size:]]
+        assert int(q.ptr) == len(pushed) % k_size
+    # FIFO positions: key number j sits at slot j mod K
+    for j in pushed[-k_size:]:
+        assert q.keys[j % k_size, 0].item() == j
+    big = torch.arange(100, 125, dtype=torch.float32)[:, None].repeat(1, d)  # more keys than slots: the newest K
+    q.push(big)
+    assert sorted(q.keys[:, 0].tolist()) == list(map(float, range(115, 125)))
+
+
+def test_split_batchnorm_matches_per_group_batchnorm():
+    torch.manual_seed(0)
+    g, n, c = 4, 16, 3
+    x = torch.randn(n, c, 5, 5) * 3 + 1
+    sbn = SplitBatchNorm2d(c, g)
+    with torch.no_grad():
+        sbn.weight.copy_(torch.tensor([1.0, 2.0, 0.5]))
+        sbn.bias.copy_(torch.tensor([0.0, -1.0, 0.3]))
+    out = sbn(x)
+    ref = torch.empty_like(x)
+    means, vars_ = [], []
+    for grp in range(g):  # group grp holds samples grp, grp + g, ...
+        xs = x[grp::g]
+        mu, var = xs.mean((0, 2, 3)), xs.var((0, 2, 3), unbiased=False)
+        ref[grp::g] = (xs - mu[None, :, None, None]) / torch.sqrt(var[None, :, None, None] + sbn.eps) * sbn.weight[None, :, None, None] + sbn.bias[None, :, None, None]
+        means.append(mu)
+        vars_.append(xs.var((0, 2, 3), unbiased=True))
+    assert torch.allclose(out, ref, atol=1e-5)
+    assert torch.allclose(sbn.running_mean, 0.1 * torch.stack(means).mean(0), atol=1e-6)
+    assert torch.allclose(sbn.running_var, 0.9 + 0.1 * torch.stack(vars_).mean(0), atol=1e-5)
+    # channels-last input, evaluation mode and the state dict behave like a plain BatchNorm2d
+    assert torch.allclose(sbn.train()(x.contiguous(memory_format=torch.channels_last)), sbn(x), atol=1e-5)
+    plain = nn.BatchNorm2d(c)
+    plain.load_state_dict(sbn.state_dict())
+    assert torch.allclose(sbn.eval()(x), plain.eval()(x), atol=1e-6)
+
+
+def test_shuffled_forward_restores_the_order_but_mixes_bn_groups():
+    torch.manual_seed(0)
+    x = torch.randn(16, 3)
+    assert torch.equal(shuffled_forward(lambda v: v * 2, x), x * 2)
+    seen = []
+    shuffled_forward(lambda v: seen.append(v.clone()) or v, x)
+    assert not torch.equal(seen[0], x) and torch.equal(seen[0].sort(0).values, x.sort(0).values)
+    # with per-group BN the result depends on which samples share a group: shuffling changes it
+    net = split_batchnorm(nn.Sequential(nn.Conv2d(3, 4, 1), nn.BatchNorm2d(4)), 4)
+    assert isinstance(net[1], SplitBatchNorm2d)
+    imgs = torch.randn(16, 3, 2, 2)
+    with torch.no_grad():
+        assert not torch.allclose(shuffled_forward(net, imgs), net(imgs))
+
+
+def test_moco_versions_heads_and_recipes():
+    v1 = build_method(load_recipe("moco-v1", "paper"))
+    assert isinstance(v1.head, nn.Linear) and v1.head.out_features == 128 and v1.p.temperature == 0.07
+    assert v1.p.queue_size == 65536 and v1.p.momentum == 0.999
+    r1 = load_recipe("moco-v1", "paper")
+    assert r1.optim.schedule == "multistep" and r1.optim.milestones == [120, 160] and r1.train.epochs == 200
+    assert r1.lr == pytest.approx(0.03)
+    assert lr_factor(r1, 119.9) == 1.0 and lr_factor(r1, 130) == pytest.approx(0.1) and lr_factor(r1, 170) == pytest.approx(0.01)
+    assert r1.augment.blur_p == 0.0 and r1.augment.color["hue"] == 0.4
+    v2 = build_method(load_recipe("moco-v2", "paper"))
+    linears = [m for m in v2.head if isinstance(m, nn.Linear)]
+    assert [(l.in_features, l.out_features) for l in linears] == [(2048, 2048), (2048, 128)]
+    assert v2.p.temperature == 0.2 and load_recipe("moco-v2", "paper").optim.schedule == "cosine"
+    assert load_recipe("moco-v2", "paper").augment.blur_p == 0.5
+    bns = [m for m in v2.backbone.modules() if isinstance(m, nn.BatchNorm2d)]
+    assert bns and all(isinstance(m, SplitBatchNorm2d) and m.splits == 8 for m in bns)
+    assert all(isinstance(m, SplitBatchNorm2d) for m in v2.backbone_k.modules() if isinstance(m, nn.BatchNorm2d))
+    assert load_recipe("moco-rot", "tiny").augment.rotation == "independent"
+    assert load_recipe("moco-rot-same", "tiny").augment.rotation == "same"
+
+
+@pytest.mark.parametrize("symmetric", [False, True])
+def test_moco_loss_and_queue_update(symmetric):
+    torch.manual_seed(0)
+    recipe = load_recipe("moco-v2", "tiny", sets=SMALL + ["params.bn_splits=1", "params.queue_size=40", f"params.symmetric={str(symmetric).lower()}"])
+    m = build_method(recipe)
+    views, labels = batch_of_views(recipe, 16)
+    queue0 = m.queue.keys.clone()
+    with torch.no_grad():  # plain BN is permutation-equivariant: keys do not depend on the shuffle
+        q1, q2 = m.query(views["v1"]), m.query(views["v2"])
+        k1 = F.normalize(m.head_k(m.backbone_k(views["v1"])), dim=1)
+        k2 = F.normalize(m.head_k(m.backbone_k(views["v2"])), dim=1)
+    expected = losses.info_nce(q1, k2, queue0, 0.2)
+    if symmetric:
+        expected = 0.5 * (expected + losses.info_nce(q2, k1, queue0, 0.2))
+    out = m.loss(views, labels)
+    assert out["loss"].item() == pytest.approx(expected.item(), rel=1e-4)
+    pushed = torch.cat([k2, k1]) if symmetric else k2
+    assert torch.allclose(m.queue.keys[: len(pushed)], pushed, atol=1e-5)
+    assert torch.equal(m.queue.keys[len(pushed):], queue0[len(pushed):])
+    out["loss"].backward()
+    assert m.head[0].weight.grad is not None and all(p.grad is None for p in m.head_k.parameters())
+
+
+# --------------------------------------------------------------------------------------------------
+# BYOL
+
+
+def test_byol_heads_recipe_and_lars_exclusions():
+    r = load_recipe("byol", "paper")
+    m = build_method(r)
+    for net in (m.projector, m.predictor):
+        kinds = [type(x).__name__ for x in net]
+        assert kinds == ["Linear", "BatchNorm1d", "ReLU", "Linear"]
+        assert net[0].out_features == 4096 and net[3].out_features == 256
+    assert r.optim.name == "lars" and r.optim.exclude_bn_bias and r.optim.weight_decay == 1.5e-6
+    assert r.lr == pytest.approx(0.2 * 4096 / 256)
+    a = r.augment
+    assert (a.blur_p, a.blur_p2, a.solarize_p, a.solarize_p2) == (1.0, 0.1, 0.0, 0.2)
+    vr = build_view_recipe(load_recipe("byol", "tiny", sets=["augment.blur_p=1.0", "augment.blur_p2=0.1", "augment.solarize_p2=0.2"]))
+    assert [s.name for s in vr.first.steps][-1] == "blur" and vr.first.steps[-1].p == 1.0
+    assert [(s.name, s.p) for s in vr.second.steps[-2:]] == [("blur", 0.1), ("solarize", 0.2)]
+    # BN and bias: no weight decay, and timm's LARS skips the trust ratio for groups without weight decay
+    groups = param_groups(m, r)
+    for g in groups:
+        assert all((p.ndim <= 1) == (g["weight_decay"] == 0.0) for p in g["params"])
+    torch.manual_seed(0)
+    tiny = nn.Sequential(nn.Linear(3, 2), nn.BatchNorm1d(2))
+    opt = build_optimizer(tiny, r)
+    for p in tiny.parameters():
+        p.grad = torch.full_like(p, 0.5)
+    before = {n: p.clone() for n, p in tiny.named_parameters()}
+    opt.step()
+    lr = r.lr
+    for name, p in tiny.named_parameters():
+        delta = before[name] - p
+        if p.ndim <= 1:  # plain SGD step: lr * grad
+            assert torch.allclose(delta, torch.full_like(p, lr * 0.5), atol=1e-5), name
+        else:  # adapted: trust * |w| / (|g| + wd |w|) scales the step
+            w, g = before[name].norm(), torch.full_like(p, 0.5).norm()
+            trust = 0.001 * w / (g + 1.5e-6 * w)
+            assert torch.allclose(delta, lr * trust * (0.5 + 1.5e-6 * before[name]), rtol=1e-4), name
+
+
+def test_byol_target_does_not_get_gradients():
+    recipe = load_recipe("byol", "tiny", sets=SMALL)
+    m = build_method(recipe)
+    views, labels = batch_of_views(recipe, 8)
+    m.loss(views, labels)["loss"].backward()
+    assert m.predictor[0].weight.grad is not None
+    assert all(p.grad is None for p in list(m.backbone_t.parameters()) + list(m.projector_t.parameters()))
+
+
+# --------------------------------------------------------------------------------------------------
+# SwAV
+
+
+def swav(sets=()):
+    recipe = load_recipe("swav", "tiny", sets=SMALL + list(sets))
+    return recipe, build_method(recipe)
+
+
+def test_swav_prototypes_normalised_and_frozen_in_the_first_epoch():
+    torch.manual_seed(0)
+    recipe, m = swav()
+    with torch.no_grad():
+        m.prototypes.weight.mul_(3.0)
+    views, labels = batch_of_views(recipe, 16)
+    opt = build_optimizer(m, recipe)
+    set_lr(opt, recipe, 0.0)
+    for epoch in (0, 1):
+        m.on_epoch_start(epoch)
+        out = m.loss(views, labels)
+        assert torch.allclose(m.prototypes.weight.norm(dim=1), torch.ones(m.p.n_prototypes), atol=1e-5)
+        before = m.prototypes.weight.detach().clone()
+        head_before = m.projector[0].weight.detach().clone()
+        opt.zero_grad()
+        out["loss"].backward()
+        m.after_backward(epoch)
+        opt.step()
+        assert not torch.equal(m.projector[0].weight, head_before)  # the rest learns in both epochs
+        if epoch == 0:
+            assert torch.equal(m.prototypes.weight, before)  # frozen
+        else:
+            assert not torch.equal(m.prototypes.weight, before)
+
+
+def test_swav_codes_from_the_large_crops_only(monkeypatch):
+    torch.manual_seed(0)
+    recipe, m = swav()
+    views, labels = batch_of_views(recipe, 8)
+    assert sorted(views) == ["g0", "g1", "l0", "l1", "l2", "l3", "l4", "l5"]
+    assert views["g0"].shape[-1] == 32 and views["l0"].shape[-1] == 14
+    calls, seen = [], {}
+    real_sinkhorn, real_loss = losses.sinkhorn, losses.swav_multicrop_loss
+    monkeypatch.setattr(losses, "sinkhorn", lambda s, *a, **k: calls.append(s.clone()) or real_sinkhorn(s, *a, **k))
+    monkeypatch.setattr(losses, "swav_multicrop_loss", lambda sc, co, t: seen.update(scores=sc, codes=co) or real_loss(sc, co, t))
+    m.loss(views, labels)
+    assert len(calls) == 2 and len(seen["codes"]) == 2 and len(seen["scores"]) == 8
+    with torch.no_grad():  # the codes are those of g0 and g1, in that order
+        for i, name in enumerate(["g0", "g1"]):
+            z = F.normalize(m.projector(m.backbone(torch.cat([views["g0"], views["g1"]]))), dim=1).chunk(2)[i]
+            assert torch.allclose(calls[i], m.prototypes(z), atol=1e-4)
+
+
+def test_swav_queue_joins_from_its_epoch(monkeypatch):
+    torch.manual_seed(0)
+    recipe, m = swav(["params.queue_length=16", "params.queue_start=1"])
+    views, labels = batch_of_views(recipe, 8)
+    sizes = []
+    real = losses.sinkhorn
+    monkeypatch.setattr(losses, "sinkhorn", lambda s, *a, **k: sizes.append(s.shape[0]) or real(s, *a, **k))
+    m.on_epoch_start(0)
+    m.loss(views, labels)
+    assert m.queue.abs().sum() == 0 and sizes == [8, 8]  # before queue_start: no queue
+    m.on_epoch_start(1)
+    sizes.clear()
+    m.loss(views, labels)
+    m.loss(views, labels)  # the queue (16) fills after two batches of 8 ...
+    assert sizes == [8, 8, 8, 8] and bool((m.queue[:, -1].abs().sum(1) > 0).all())
+    sizes.clear()
+    m.loss(views, labels)  # ... and then joins the Sinkhorn step
+    assert sizes == [24, 24]
+
+
+# --------------------------------------------------------------------------------------------------
+# SimSiam
+
+
+def test_simsiam_heads():
+    m = build_method(load_recipe("simsiam", "paper"))
+    proj = [type(x).__name__ for x in m.projector]
+    assert proj == ["Linear", "BatchNorm1d", "ReLU"] * 2 + ["Linear", "BatchNorm1d"]
+    linears = [x for x in m.projector if isinstance(x, nn.Linear)]
+    assert [(l.in_features, l.out_features) for l in linears] == [(2048, 2048)] * 3
+    assert all(l.bias is None for l in linears)
+    assert not m.projector[-1].affine and all(b.affine for b in m.projector if isinstance(b, nn.BatchNorm1d) and b is not m.projector[-1])
+    assert [type(x).__name__ for x in m.predictor] == ["Linear", "BatchNorm1d", "ReLU", "Linear"]
+    assert (m.predictor[0].in_features, m.predictor[0].out_features, m.predictor[3].out_features) == (2048, 512, 2048)
+    assert m.predictor[3].bias is not None
+    # zero-init residual: the last BN of every residual block starts at 0
+    last_bns = [blk.bn3.weight for layer in (m.backbone.layer1, m.backbone.layer4) for blk in layer]
+    assert all(torch.count_nonzero(w) == 0 for w in last_bns)
+
+
+def test_simsiam_stop_gradient_and_loss_value():
+    torch.manual_seed(0)
+    recipe = load_recipe("simsiam", "tiny", sets=SMALL)
+    m = build_method(recipe)
+    views, labels = batch_of_views(recipe, 8)
+    z1 = m.projector(m.backbone(views["v1"]))
+    z2 = m.projector(m.backbone(views["v2"]))
+    p1, p2 = m.predictor(z1), m.predictor(z2)
+    ref = -0.5 * (F.cosine_similarity(p1, z2.detach()).mean() + F.cosine_similarity(p2, z1.detach()).mean())
+    out = m.loss(views, labels)
+    assert out["loss"].item() == pytest.approx(ref.item(), rel=1e-5) and -1 <= out["loss"].item() <= 1
+
+
+def test_simsiam_predictor_lr_fixed_and_weight_decay_on_all():
+    r = load_recipe("simsiam", "paper")
+    assert r.model.zero_init_residual and r.optim.fixed_lr == ["predictor"] and r.lr == pytest.approx(0.05)
+    m = build_method(load_recipe("simsiam", "tiny"))
+    rt = load_recipe("simsiam", "tiny")
+    opt = build_optimizer(m, rt)
+    assert all(g["weight_decay"] == 1e-4 for g in opt.param_groups)
+    pred = {id(p) for p in m.predictor.parameters()}
+    for epoch in (0.0, 0.5, 1.0, 1.7):
+        set_lr(opt, rt, epoch)
+        for g in opt.param_groups:
+            ids = {id(p) for p in g["params"]}
+            if ids <= pred:
+                assert g["lr"] == pytest.approx(rt.lr)
+            else:
+                assert not ids & pred
+                assert g["lr"] == pytest.approx(rt.lr * 0.5 * (1 + math.cos(math.pi * epoch / rt.train.epochs)))
+    opt_r = load_recipe("simsiam-optimal", "paper")
+    assert opt_r.optim.base_lr == 0.5 and opt_r.optim.weight_decay == 1e-5 and opt_r.optim.fixed_lr == ["predictor"]
+
+
+# --------------------------------------------------------------------------------------------------
+# every method learns
+
+
+def restore_buffers(method, saved):
+    """Put back the buffers that a loss call changes (queues), so two evaluations see the same negatives."""
+    for name, b in method.named_buffers():
+        if name in saved:
+            b.copy_(saved[name])
+
+
+@pytest.mark.parametrize("name", METHODS)
+def test_loss_decreases_over_a_few_steps(name):
+    torch.manual_seed(0)
+    recipe = load_recipe(name, "tiny", sets=SMALL)
+    m = build_method(recipe)
+    views, labels = batch_of_views(recipe, 32)
+    opt = torch.optim.SGD([p for p in m.parameters() if p.requires_grad], lr=0.05, momentum=0.9)
+    queues = {n: b.clone() for n, b in m.named_buffers() if "queue" in n}
+
+    def evaluate():
+        restore_buffers(m, queues)
+        torch.manual_seed(1)  # the same key shuffle
+        with torch.no_grad():
+            value = m.loss(views, labels)["loss"].item()
+        restore_buffers(m, queues)
+        return value
+
+    first = evaluate()
+    for _ in range(8):
+        out = m.loss(views, labels)
+        opt.zero_grad()
+        out["loss"].backward()
+        m.after_backward(1)  # past SwAV's frozen first epoch
+        opt.step()
+        if m.momentum_pairs:
+            update_momentum_pairs(m.momentum_pairs, 0.9)
+        restore_buffers(m, queues)
+    last = evaluate()
+    assert math.isfinite(last) and last < first - 0.01 * abs(first), (first, last)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", METHODS)
+def test_every_method_pretrains_through_the_cli(name, cli, tmp_path, small_args):
+    out = tmp_path / "run"
+    p = cli("pretrain", name, "--epochs", "1", "--batch-size", "64", "--out", out, "--quiet", *small_args)
+    assert p.returncode == 0, p.stderr[-2000:]
+    info = json.loads((out / "run.json").read_text())
+    assert info["status"] == "complete" and info["method"] == name and info["steps_done"] == 10
+    assert (out / "checkpoints" / "last.pt").exists()
+    p = cli("probe", "knn", out, "--json", "--results", tmp_path / "res")
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert 0 <= json.loads(p.stdout)[0]["value"] <= 100
+
+
+def test_one_method_pretrains_through_the_cli(cli, tmp_path, small_args):
+    """The fast guard of the slow test above: LooC (the most involved method) through the CLI."""
+    out = tmp_path / "run"
+    p = cli("pretrain", "looc++", "--epochs", "1", "--batch-size", "64", "--out", out, "--quiet", *small_args)
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert json.loads((out / "run.json").read_text())["status"] == "complete"
