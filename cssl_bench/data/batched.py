@@ -196,16 +196,16 @@ _JIT = None
 
 
 def jit_kernels():
-    """The numba colour kernels (``cssl_bench.data._jit_color``), or None when numba is not installed."""
+    """The numba kernels (``cssl_bench.data._jit_views``), or None when numba is not installed."""
     global _JIT
     if _JIT is None:
         try:
             from cssl_bench.data.ffcv_loader import _prepare_numba
 
             _prepare_numba()
-            from cssl_bench.data import _jit_color
+            from cssl_bench.data import _jit_views
 
-            _JIT = _jit_color
+            _JIT = _jit_views
         except ImportError:
             _JIT = False
     return _JIT or None
@@ -251,7 +251,7 @@ def _gauss1d(k: int, sigma: float) -> torch.Tensor:
     return torch.softmax(x.div(sigma).pow(2).neg(), dim=0)
 
 
-def blur(x: torch.Tensor, ps: list[Params]) -> torch.Tensor:
+def blur(x: torch.Tensor, ps: list[Params], use_jit: bool | None = None) -> torch.Tensor:
     """``Blur.apply`` for a batch: separable Gaussian per item (its own sigma), reflect padding, rounded."""
     idx = [i for i, p in enumerate(ps) if p["apply"]]
     if not idx:
@@ -259,6 +259,11 @@ def blur(x: torch.Tensor, ps: list[Params]) -> torch.Tensor:
     b, c, h, w = len(idx), x.shape[1], x.shape[2], x.shape[3]
     k = max(3, int(0.1 * w) // 2 * 2 + 1)
     kern = torch.stack([_gauss1d(k, ps[i]["sigma"]) for i in idx])  # [b, k]
+    jit = jit_kernels() if use_jit is not False else None
+    if jit is not None and k // 2 < min(h, w):
+        out = x.contiguous().clone()
+        jit.blur_batch(out.numpy(), np.asarray(idx, np.int64), kern.numpy())
+        return out
     kern = kern.repeat_interleave(c, dim=0)  # [b*c, k]
     y = x[idx].float().reshape(1, b * c, h, w)
     y = F.pad(y, [k // 2] * 4, mode="reflect")
@@ -295,8 +300,27 @@ def _stack_if_equal(imgs: list[torch.Tensor]):
     return torch.stack(imgs) if len({tuple(t.shape) for t in imgs}) == 1 else None
 
 
+def resized_crop(step: ResizedCrop, x, ps: list[Params]) -> torch.Tensor:
+    """``ResizedCrop.apply`` for a batch of images of any sizes (list of [3,H_i,W_i] or [B,3,H,W]) -> [B,3,S,S]."""
+    jit = jit_kernels()
+    imgs = list(x)
+    if jit is None:
+        return torch.stack([step.apply(img, p) for img, p in zip(imgs, ps)])
+    hw = np.array([t.shape[-2:] for t in imgs], np.int64)
+    buf = np.empty((len(imgs), int((hw[:, 0] * hw[:, 1]).max()) * 3), np.uint8)
+    for j, t in enumerate(imgs):  # HWC bytes, as decoded (a view, no copy, when they come from the decoder)
+        buf[j, : hw[j, 0] * hw[j, 1] * 3] = t.permute(1, 2, 0).reshape(-1).numpy()
+    crop = np.array([[p["top"], p["left"], p["h"], p["w"]] for p in ps], np.int64)
+    out = torch.empty(len(imgs), 3, step.size, step.size, dtype=torch.uint8)
+    jit.resized_crop_batch(buf, hw[:, 0].copy(), hw[:, 1].copy(), crop[:, 0].copy(), crop[:, 1].copy(), crop[:, 2].copy(),
+                           crop[:, 3].copy(), out.numpy())
+    return out
+
+
 def apply_step(step: Atomic, x, ps: list[Params]):
     """Apply one step to a batch (``x``: uint8 [B,3,H,W], or a list of [3,H_i,W_i] before the first resize)."""
+    if type(step) is ResizedCrop:
+        return resized_crop(step, x, ps)
     if isinstance(x, list):
         stacked = None if isinstance(step, (ResizedCrop, CenterResize)) else _stack_if_equal(x)
         if stacked is None:  # sizes differ (or a resize is next): the step's own apply, item by item
