@@ -30,8 +30,9 @@ class Fixture:
     def __init__(self):
         self.records: list[dict] = []
 
-    def add(self, method, metrics: dict, *, dataset="embedded", epochs=10, seed=0, feature="backbone", protocol="looc",
+    def add(self, method, metrics: dict, *, dataset="embedded", epochs=None, seed=0, feature="backbone", protocol="looc",
             augment=None, scale="small", time="2025-01-01T00:00:00", ci95: dict | None = None, run=None):
+        epochs = L if epochs is None else epochs
         for metric, value in metrics.items():
             n = len(self.records)
             rec = {"id": f"rec{n:03d}", "run_id": run or f"{method}-{scale}-s{seed}", "method": method, "dataset": dataset,
@@ -46,35 +47,39 @@ class Fixture:
         return self
 
 
+B = T.EPOCH_BUDGETS["small"]  # SimSiam's epoch columns at the small scale
+L = T.LOOC_EPOCHS["small"]  # LooC's 500 epochs at the small scale
+
+
 def lin(top1, top5=None):
     return {"linear/top1": top1, **({"linear/top5": top5} if top5 is not None else {})}
 
 
 def fixture_records() -> list[dict]:
     f = Fixture()
-    # --- SimSiam Table 4 (simsiam protocol; small budgets 100->2, 200->4, 400->8, 800->16) ---
-    for ep, v in ((2, 30.11), (4, 35.22), (8, 40.33), (16, 45.44)):
+    # --- SimSiam Table 4 (simsiam protocol; the small scale's budgets for 100, 200, 400, 800 epochs) ---
+    for ep, v in ((B[100], 30.11), (B[200], 35.22), (B[400], 40.33), (B[800], 45.44)):
         f.add("simclr", lin(v), epochs=ep, protocol="simsiam")
-    for ep, v in ((2, 31.5), (4, 36.5), (8, 41.5)):
+    for ep, v in ((B[100], 31.5), (B[200], 36.5), (B[400], 41.5)):
         f.add("moco-v2", lin(v), epochs=ep, protocol="simsiam", run="moco-v2-sym")
-    f.add("moco-v2", lin(11.1), epochs=8, protocol="moco", time="2025-06-01T00:00:00")  # newer, not the preferred protocol
-    f.add("moco-v2", lin(39.9), epochs=16, protocol="moco")  # the only one at 800: shown although not preferred
-    f.add("byol", lin(42.0), epochs=8, protocol="simsiam", seed=0)
-    f.add("byol", lin(43.2), epochs=8, protocol="simsiam", seed=1)  # two seeds: mean 42.6
-    for ep, v in ((2, 33.3), (4, 38.8), (8, 44.4)):
+    f.add("moco-v2", lin(11.1), epochs=B[400], protocol="moco", time="2025-06-01T00:00:00")  # newer, not the preferred protocol
+    f.add("moco-v2", lin(39.9), epochs=B[800], protocol="moco")  # the only one at 800: shown although not preferred
+    f.add("byol", lin(42.0), epochs=B[400], protocol="simsiam", seed=0)
+    f.add("byol", lin(43.2), epochs=B[400], protocol="simsiam", seed=1)  # two seeds: mean 42.6
+    for ep, v in ((B[100], 33.3), (B[200], 38.8), (B[400], 44.4)):
         f.add("simsiam", lin(v), epochs=ep, protocol="simsiam")
-    f.add("simsiam", lin(10.0), epochs=16, protocol="simsiam", time="2024-01-01T00:00:00")  # older run of seed 0 ...
-    f.add("simsiam", lin(47.7), epochs=16, protocol="simsiam", time="2025-02-01T00:00:00")  # ... replaced by this one
-    # --- SimSiam Table 5 (embedded-det, 200-epoch budget -> 4; scratch = epoch 0) ---
+    f.add("simsiam", lin(10.0), epochs=B[800], protocol="simsiam", time="2024-01-01T00:00:00")  # older run of seed 0 ...
+    f.add("simsiam", lin(47.7), epochs=B[800], protocol="simsiam", time="2025-02-01T00:00:00")  # ... replaced by this one
+    # --- SimSiam Table 5 (embedded-det, the 200-epoch budget; scratch = epoch 0) ---
     det = ["voc07/ap50", "voc07/ap", "voc07/ap75", "voc0712/ap50", "voc0712/ap", "voc0712/ap75",
            "coco/ap50", "coco/ap", "coco/ap75", "coco/ap_mask50", "coco/ap_mask", "coco/ap_mask75"]
     f.add("supervised", {m: 10.0 + i for i, m in enumerate(det)}, dataset="embedded-det", epochs=0, protocol="detection")
-    f.add("supervised", {m: 20.0 + i for i, m in enumerate(det)}, dataset="embedded-det", epochs=4, protocol="detection")
-    f.add("simclr", {m: 30.05 + i for i, m in enumerate(det[:6])}, dataset="embedded-det", epochs=4, protocol="detection")
-    f.add("moco-v2", {"voc07/ap": 44.44}, dataset="embedded-det", epochs=4, protocol="detection")
-    f.add("simsiam-optimal", {"voc07/ap": 40.0, "coco/ap_mask75": 21.21}, dataset="embedded-det", epochs=4, protocol="detection")
-    f.add("simsiam", {"voc07/ap": 39.0}, dataset="embedded-det", epochs=16, protocol="detection")  # wrong budget: not shown
-    # --- LooC Table 1 (small: 10 epochs; IN-100 = embedded, looc linear protocol) ---
+    f.add("supervised", {m: 20.0 + i for i, m in enumerate(det)}, dataset="embedded-det", epochs=B[200], protocol="detection")
+    f.add("simclr", {m: 30.05 + i for i, m in enumerate(det[:6])}, dataset="embedded-det", epochs=B[200], protocol="detection")
+    f.add("moco-v2", {"voc07/ap": 44.44}, dataset="embedded-det", epochs=B[200], protocol="detection")
+    f.add("simsiam-optimal", {"voc07/ap": 40.0, "coco/ap_mask75": 21.21}, dataset="embedded-det", epochs=B[200], protocol="detection")
+    f.add("simsiam", {"voc07/ap": 39.0}, dataset="embedded-det", epochs=B[800], protocol="detection")  # wrong budget: not shown
+    # --- LooC Table 1 (the small scale's LooC epochs; IN-100 = embedded, looc linear protocol) ---
     f.add("supervised", {"rotation/acc": 70.04}, protocol="rotation")
     f.add("supervised", lin(80.12, 95.55))
     f.add("moco-v2", {"rotation/acc": 60.0}, protocol="rotation", seed=0)
@@ -282,7 +287,7 @@ def test_caption_states_scale_stand_ins_backbone_epochs_seeds():
     t = T.build("robustness", RECORDS, "small")
     assert "Scale: small" in t.caption
     assert "ON-13 -> embedded-shift" in t.caption and "IN-C-100 -> embedded corrupted on the fly" in t.caption
-    assert "backbone resnet18-w0.25" in t.caption and "Pre-training: 10 epochs (paper: 500)" in t.caption
+    assert "backbone resnet18-w0.25" in t.caption and f"Pre-training: {L} epochs (paper: 500)" in t.caption
     assert "seeds 0" in t.caption
     t = T.build("methods", [], "paper")
     assert "Scale: paper" in t.caption and "No results yet" in t.caption and "100 -> 100" in t.caption
@@ -320,7 +325,7 @@ def test_plots_write_pngs(tmp_path):
     from cssl_bench.results import plots
 
     s = plots.methods_series(RECORDS, "small")
-    assert s["ours"]["SimCLR (repro.+)"] == [(2, 30.11), (4, 35.22), (8, 40.33), (16, 45.44)]
+    assert s["ours"]["SimCLR (repro.+)"] == [(B[100], 30.11), (B[200], 35.22), (B[400], 40.33), (B[800], 45.44)]
     assert s["paper"]["SimSiam"] == [(100, 68.1), (200, 70.0), (400, 70.8), (800, 71.3)]
     names, rows = plots.corruption_bars(RECORDS, "small")
     assert names == ["gaussian_noise", "fog"]

@@ -91,9 +91,8 @@ def _show_plan(plan) -> None:
     i = 0
     for r in plan.runs:
         i += 1
-        mins = ""
-        if plan.scale in R.EPOCH_MINUTES and r.status in ("run", "resume", "unavailable"):
-            mins = f"{R.EPOCH_MINUTES[plan.scale] * R.run_cost(r.spec) * (r.spec.epochs - (r.epochs_done if r.status == 'resume' else 0)):.1f}"
+        cpu = plan.scale in R.CPU_SCALES
+        mins = f"{R.run_minutes(r, plan.scale):.1f}" if cpu and r.status in ("run", "resume", "unavailable") else ""
         detail = f"pretrain {r.label}: {r.spec.method}, {r.spec.epochs} epochs"
         if r.spec.save_epochs:
             detail += f", checkpoints at {','.join(map(str, r.spec.save_epochs))}"
@@ -103,12 +102,14 @@ def _show_plan(plan) -> None:
         for q in plan.probes:
             if q.run is r:
                 i += 1
-                est = f"{R.PROBE_MINUTES.get(q.kind, 1.0):.1f}" if plan.scale in R.EPOCH_MINUTES and q.status in ("run", "unavailable") else ""
+                est = f"{R.probe_minutes(q, plan.scale):.1f}" if cpu and q.status in ("run", "unavailable") else ""
                 t.add_row(str(i), escape("  " + q.describe() + f"  (for {', '.join(q.tables)})"), q.status, est)
     console.print(t)
     mins = plan.minutes()
     console.print(f"{len(plan.runs)} pre-trainings ({len(plan.todo_runs)} to run), {len(plan.probes)} probes "
                   f"({len(plan.todo_probes)} to run)" + (f"; estimated {mins:.0f} min on 2 CPU cores" if mins is not None else "")
+                  + " (measured costs; the first corruption probe also renders the corrupted test images once)"
+                  * (mins is not None and any(q.kind == "corruption" for q in plan.todo_probes))
                   + f"; results -> {plan.results}, runs -> {plan.runs_dir}")
     for kind, why in plan.missing_probes().items():
         console.print(f"[yellow]not runnable yet[/]: {escape(why)}")

@@ -109,13 +109,18 @@ PROBE_FUNCTIONS = {
     "fewshot": ("cssl_bench.eval.probes", "probe_fewshot"),
     "corruption": ("cssl_bench.eval.probes", "probe_corruption"),
     "objectnet": ("cssl_bench.eval.probes", "probe_objectnet"),
-    "detection": ("cssl_bench.eval.detection", "transfer_detection"),
+    "detection": ("cssl_bench.eval.detection.finetune", "transfer_detection"),
 }
-METRIC_PREFIXES = {"detection": ("voc07/", "voc0712/", "coco/")}
+# The linear protocol of the classifier behind the LooC tables' probes (rotation, fine-grained, corruption,
+# ObjectNet), as `evaluate --suite looc` uses it.
+LOOC_PROTOCOL = "looc"
 
 
-def metric_prefixes(kind: str) -> tuple[str, ...]:
-    return METRIC_PREFIXES.get(kind, (f"{kind}/",))
+def metric_prefixes(kind: str, protocol: str | None = None) -> tuple[str, ...]:
+    """The metric names a probe writes start with these; detection writes ``voc07/``, ``voc0712/`` or ``coco/``."""
+    if kind == "detection":
+        return (f"{protocol}/",) if protocol else ("voc07/", "voc0712/", "coco/")
+    return (f"{kind}/",)
 
 
 def probe_function(kind: str):
@@ -131,17 +136,20 @@ def probe_function(kind: str):
         raise UserError(f"probe '{kind}' is not available in this version ({mod_name}.{fn_name} is missing)") from None
 
 
-def _call(fn, run, dataset: str, **kw) -> list[dict]:
+def _call(fn, run, dataset: str, *args, **kw) -> list[dict]:
     """Call a probe with the keyword options it accepts; probes return records or (records, extra)."""
     params = inspect.signature(fn).parameters
     if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
         kw = {k: v for k, v in kw.items() if k in params}
-    out = fn(run, dataset, **kw)
+    out = fn(run, dataset, *args, **kw)
     return list(out[0] if isinstance(out, tuple) else out)
 
 
-def run_probe(kind: str, run, dataset: str, feature: str, protocol: str | None, scale: str) -> list[dict]:
+def run_probe(kind: str, run, dataset: str, feature: str, protocol: str | None, scale: str, log=None) -> list[dict]:
+    """Run one probe in-process with the options ``evaluate`` / ``transfer detection`` use by default, plus
+    the scale's ``PROBE_OPTIONS``."""
     fn = probe_function(kind)
+    extra = PROBE_OPTIONS.get(scale, {}).get(kind, {})
     if kind == "linear":
         from cssl_bench.eval.linear import get_protocol
 
@@ -149,8 +157,14 @@ def run_probe(kind: str, run, dataset: str, feature: str, protocol: str | None, 
         p = get_protocol(protocol or "moco").with_overrides(augment=scale == "paper")
         return _call(fn, run, dataset, protocol=p, feature=feature)
     if kind == "detection":
-        return _call(fn, run, dataset)
-    return _call(fn, run, dataset, feature=feature)
+        from cssl_bench.eval.detection.finetune import get_protocol as detection_protocol
+
+        # embedded-det stands in for every column group: `protocol` names the one (voc07, voc0712, coco).
+        p = detection_protocol(dataset, protocol if dataset == "embedded-det" else None)
+        return _call(fn, run, dataset, p, log=log)
+    if kind in ("rotation", "finegrained", "corruption", "objectnet"):
+        return _call(fn, run, dataset, protocol=LOOC_PROTOCOL, feature=feature, **extra)
+    return _call(fn, run, dataset, feature=feature, **extra)
 
 
 # --- the plan -----------------------------------------------------------------------------------------
@@ -205,15 +219,22 @@ class ProbeStep:
 
     def describe(self) -> str:
         proto = f" ({self.protocol} protocol)" if self.protocol else ""
+        if self.kind == "detection":
+            proto = f" (as {self.protocol})" if self.protocol and self.dataset == "embedded-det" else ""
         return f"probe {self.kind}{proto} {self.run.label} epoch {self.epoch} on {self.dataset} [{self.feature}]"
 
     def command(self) -> str:
         ep = [] if self.checkpoint_epoch is None else ["--epoch", str(self.epoch)]
         if self.kind == "detection":
-            return shlex.join(["cssl-bench", "transfer", "detection", str(self.run.run_dir), "--dataset", self.dataset, *ep])
+            as_ = ["--protocol", self.protocol] if self.protocol and self.dataset == "embedded-det" else []
+            return shlex.join(["cssl-bench", "transfer", "detection", str(self.run.run_dir), "--dataset", self.dataset, *as_, *ep])
         parts = ["cssl-bench", "probe", self.kind, str(self.run.run_dir), "--dataset", self.dataset, "--feature", self.feature, *ep]
         if self.protocol:
             parts += ["--protocol", self.protocol]
+        elif self.kind in ("rotation", "finegrained", "corruption", "objectnet"):
+            parts += ["--protocol", LOOC_PROTOCOL]
+        for k, v in PROBE_OPTIONS.get(self.run.recipe.scale if self.run.recipe else "paper", {}).get(self.kind, {}).items():
+            parts += [f"--{k}", str(v)]
         return shlex.join(parts)
 
     def done_in(self, records: list[dict]) -> bool:
@@ -221,7 +242,7 @@ class ProbeStep:
         if r is None:
             return False
         h = r.hash()
-        prefixes = metric_prefixes(self.kind)
+        prefixes = metric_prefixes(self.kind, self.protocol)
         for rec in records:
             if (rec.get("config_hash") == h and rec.get("epochs") == self.epoch and rec.get("dataset") == self.dataset
                     and str(rec.get("metric", "")).startswith(prefixes)
@@ -315,6 +336,8 @@ def plan(names: list[str], scale: str, seeds: int = 1, results: Path | None = No
                         continue
                     epoch = row.epoch if row.epoch is not None else T.our_epochs(cell.budget, scale)
                     protocol = dict(cell.where + cell.prefer).get("protocol.name") if cell.probe == "linear" else None
+                    if cell.probe == "detection":
+                        protocol = cell.role  # voc07 | voc0712 | coco: on embedded-det, the column group it stands in for
                     feature = "backbone" if cell.probe == "detection" else row.feature
                     key = (id(step), cell.probe, T.stand_in(cell.role, scale), feature, epoch, protocol)
                     if key not in probes:
@@ -379,37 +402,50 @@ def _set_run_status(r: RunStep, probes: list[ProbeStep]) -> None:
 
 
 # --- cost estimate (2 CPU cores) --------------------------------------------------------------------
-# Minutes per pre-training epoch on the CPU scales (10,000 embedded images at 32 px, ResNet-18 at
-# quarter width, batch 128, 2 cores), relative to MoCo v2 (one query view with backward, one key view
-# forward only). The others scale with the views they push through the network: SimCLR, SimSiam and
-# BYOL back-propagate both views (BYOL and SimSiam symmetrised), SwAV adds six small crops, LooC one
-# key view per atomic augmentation, supervised has a single view.
-EPOCH_MINUTES = {"tiny": 0.5, "small": 0.5}
-METHOD_COST = {"moco-v1": 1.0, "moco-v2": 1.0, "moco-rot": 1.0, "moco-rot-same": 1.0, "simclr": 1.3, "byol": 1.6, "simsiam": 1.5,
-               "simsiam-optimal": 1.5, "swav": 1.8, "supervised": 0.6}
-LOOC_COST_PER_AUGMENT = 0.3
-SYMMETRIC_COST = 1.6  # MoCo v2 with the symmetrised loss: both views are queries and keys
-# Minutes per probe at the CPU scales (feature extraction of 12,000 images plus the classifier or
-# fine-tune). Rotation extracts four rotated copies; corruption 75 corrupted test sets; detection
-# fine-tunes a detector on embedded-det.
-PROBE_MINUTES = {"linear": 0.5, "knn": 0.2, "rotation": 1.5, "finegrained": 0.5, "fewshot": 0.5, "corruption": 5.0,
-                 "objectnet": 0.5, "detection": 4.0}
+# Measured with torch's CPU path pinned to 2 cores of an idle Xeon (taskset -c 0,1, 2 threads; 2026-11):
+# minutes per pre-training epoch of the CPU scales (10,000 embedded images at 32 px, ResNet-18 at
+# quarter width, batch 128), and minutes per probe on 10,000 + 2,000 images.
+EPOCH_MINUTES = {"moco-v1": 0.7, "moco-v2": 0.7, "moco-rot": 0.7, "moco-rot-same": 0.7, "simclr": 0.6, "byol": 0.72,
+                 "simsiam": 0.6, "simsiam-optimal": 0.6, "swav": 1.07, "supervised": 0.25}
+SYMMETRIC_EPOCH_MINUTES = 1.03  # MoCo v2 with the symmetrised loss
+LOOC_EPOCH_MINUTES = (0.47, 0.34)  # LooC: base + per atomic augmentation (one more key view each)
+PROBE_MINUTES = {"linear": 0.15, "knn": 0.1, "rotation": 0.25, "finegrained": 0.15, "fewshot": 0.1, "corruption": 0.7,
+                 "objectnet": 0.1, "detection": 1.3}
+# The corrupted test images are rendered once and cached for every run (glass blur dominates): ~19
+# CPU-minutes for 2,000 images x 15 corruptions x 5 severities, proportionally less for a subset.
+CORRUPTION_RENDER_MINUTES_PER_IMAGE = 19.0 / 2000
+# Seeded subsets at the CPU scales, to fit the budgets: rotation (4 angles of every image) and
+# corruption (75 corrupted copies of the test split). Recorded in the probes' protocols.
+PROBE_OPTIONS = {"tiny": {"rotation": {"limit": 2000}, "corruption": {"limit": 500}},
+                 "small": {"corruption": {"limit": 1000}}, "paper": {}}
+CPU_SCALES = ("tiny", "small")
 
 
-def run_cost(spec: RunSpec) -> float:
+def epoch_minutes(spec: RunSpec) -> float:
     if spec.method == "looc":
-        return 1.0 + LOOC_COST_PER_AUGMENT * len(spec.augment or ())
+        return LOOC_EPOCH_MINUTES[0] + LOOC_EPOCH_MINUTES[1] * len(spec.augment or ())
     if "params.symmetric=true" in spec.sets:
-        return SYMMETRIC_COST
-    return METHOD_COST.get(spec.method, 1.5)
+        return SYMMETRIC_EPOCH_MINUTES
+    return EPOCH_MINUTES.get(spec.method, 1.0)
+
+
+def run_minutes(r: RunStep, scale: str) -> float:
+    done = r.epochs_done if r.status == "resume" else 0
+    return epoch_minutes(r.spec) * max(r.spec.epochs - done, 0)
+
+
+def probe_minutes(q: ProbeStep, scale: str) -> float:
+    return PROBE_MINUTES.get(q.kind, 1.0)
 
 
 def estimate_minutes(p: Plan) -> float | None:
-    if p.scale not in EPOCH_MINUTES:
+    """Minutes on 2 CPU cores for what is left of the plan (None at paper scale: GPUs, not estimated)."""
+    if p.scale not in CPU_SCALES:
         return None
-    m = sum(EPOCH_MINUTES[p.scale] * run_cost(r.spec) * max(r.spec.epochs - (r.epochs_done if r.status == "resume" else 0), 0)
-            for r in p.todo_runs)
-    return m + sum(PROBE_MINUTES.get(q.kind, 1.0) for q in p.todo_probes)
+    m = sum(run_minutes(r, p.scale) for r in p.todo_runs) + sum(probe_minutes(q, p.scale) for q in p.todo_probes)
+    if any(q.kind == "corruption" for q in p.todo_probes):
+        m += CORRUPTION_RENDER_MINUTES_PER_IMAGE * PROBE_OPTIONS[p.scale].get("corruption", {}).get("limit", 2000)
+    return m
 
 
 # --- paper-scale datasets ---------------------------------------------------------------------------
@@ -483,7 +519,8 @@ def execute(p: Plan, console=None, show_progress: bool = True) -> None:
             console.print(f"[bold][{n}/{total}][/] {escape(q.describe())}")
             if q.checkpoint_epoch not in loaded:
                 loaded = {q.checkpoint_epoch: load_run(r.run_dir, q.checkpoint_epoch)}
-            recs = run_probe(q.kind, loaded[q.checkpoint_epoch], q.dataset, q.feature, q.protocol, p.scale)
+            log = (lambda s: console.print(s, markup=False, highlight=False)) if show_progress else None
+            recs = run_probe(q.kind, loaded[q.checkpoint_epoch], q.dataset, q.feature, q.protocol, p.scale, log)
             for rec in recs:
                 rec["config_family"] = family
                 rec["steps"] = [r.command(p.scale), q.command()]
