@@ -193,3 +193,16 @@ def test_batched_resized_crop_against_torchvision(size):
     got = B.apply_step(step, imgs, ps)
     d = (got.int() - want.int()).abs()
     assert got.shape == want.shape and d.max() <= 1 and (d > 0).float().mean() < 0.05  # fixed-point vs float weights
+
+
+@pytest.mark.parametrize("size", [24, 64])
+def test_batched_texture_against_the_transfer(size):
+    step = Texture(p=0.8)
+    x = torch.randint(0, 256, (12, 3, size, size), generator=torch.Generator().manual_seed(5), dtype=torch.uint8)
+    rng = np.random.default_rng(6)
+    ps = [step.sample(rng, size, size) for _ in range(len(x))]
+    assert {p["kind"] for p in ps if p["apply"]} >= {"stripes", "noise"} or len({p["kind"] for p in ps}) >= 3
+    want = torch.stack([step.apply(x[i], p) for i, p in enumerate(ps)])
+    got = B.apply_step(step, x, ps)
+    d = (got.int() - want.int()).abs()
+    assert d.max() <= 1 and (d > 0).float().mean() < 0.01  # separable float blur vs 2-D: truncation at integers

@@ -9,11 +9,11 @@ computed:
    per-item generator (seed, epoch, index), in the same order, by calling the same ``Atomic.sample``
    methods. LooC's shared parameters come out identical: ``k_i`` reuses ``q``'s parameters of atomic
    augmentation i. ``tests/test_augment.py`` checks plan == recipe for every recipe type.
-2. ``apply_plan`` applies the drawn parameters to the batch: geometric resizes per item with the
-   recipe's own ``apply`` (images differ in size before the first crop), colour jitter, grayscale,
-   blur, solarisation, flips and rotations as batched tensor operations with per-item parameters
-   (the same arithmetic as torchvision's uint8 kernels; results agree within 1 grey level), and any
-   other augmentation (texture, user-defined ones) per item with its own ``apply``.
+2. ``apply_plan`` applies the drawn parameters to the batch: the first crop + resize (images differ
+   in size before it), colour jitter, grayscale, blur, solarisation, flips, rotations and the procedural texture transfer as batched operations
+   with per-item parameters (numba kernels when numba is installed, else torch; the same arithmetic
+   as torchvision's uint8 kernels within a grey level per operation), and any other augmentation
+   (another texture transfer, user-defined ones) per item with its own ``apply``.
 
 A recipe or augmentation this module does not know is computed item by item with the recipe itself
 (``fallback``), so the meaning never changes, only the speed.
@@ -22,6 +22,7 @@ Shapes: images in are a list of uint8 [3, H_i, W_i]; views out are ``dict[name, 
 """
 from __future__ import annotations
 
+import inspect
 import math
 from dataclasses import dataclass
 from typing import Any, Sequence
@@ -32,8 +33,9 @@ import torch.nn.functional as F
 import torchvision.transforms.v2.functional as TF
 from torchvision.transforms.v2.functional._color import _hsv_to_rgb, _rgb_to_hsv
 
-from cssl_bench.data.augment import (Atomic, Blur, CenterResize, ColorJitter, HFlip, LeaveOneOut, MultiCrop, Pipeline, ResizedCrop,
-                                     Rotation, SingleView, Solarize, Texture, TwoViews)
+from cssl_bench.data.augment import (TEXTURE_TRANSFERS, Atomic, Blur, CenterResize, ColorJitter, HFlip, LeaveOneOut, MultiCrop, Pipeline,
+                                     ResizedCrop, Rotation, SingleView, Solarize, Texture, TwoViews, texture_transfer)
+from cssl_bench.data.textures import pattern
 from cssl_bench.data.views import SharedRotationTwoViews
 
 Params = dict[str, Any]
@@ -274,6 +276,33 @@ def blur(x: torch.Tensor, ps: list[Params], use_jit: bool | None = None) -> torc
     return out
 
 
+def texture(step: Texture, x: torch.Tensor, ps: list[Params]) -> torch.Tensor | None:
+    """``Texture.apply`` for a batch with the procedural transfer (``augment.texture_transfer``):
+    low-pass of each image (one Gaussian for the batch: its sigma depends on the size only, computed
+    separably, as float) times each item's pattern. None for any other transfer (applied per item)."""
+    if TEXTURE_TRANSFERS.get(step.transfer) is not texture_transfer:
+        return None
+    idx = [i for i, p in enumerate(ps) if p["apply"]]
+    if not idx:
+        return x
+    defaults = {k: v.default for k, v in inspect.signature(texture_transfer).parameters.items()}
+    strength, sigma_frac = defaults["strength"], defaults["sigma_frac"]
+    h, w = x.shape[-2:]
+    sigma = max(0.5, sigma_frac * max(h, w))
+    k = int(2 * math.ceil(2 * sigma) + 1)
+    if k // 2 >= min(h, w):  # reflect padding impossible: per item, as the transfer itself does
+        return None
+    g = _gauss1d(k, sigma)
+    y = x[idx].float().reshape(-1, 1, h, w)
+    y = F.pad(y, [k // 2] * 4, mode="reflect")
+    y = F.conv2d(F.conv2d(y, g.view(1, 1, k, 1)), g.view(1, 1, 1, k)).reshape(len(idx), 3, h, w)
+    pats = torch.stack([torch.from_numpy(pattern(ps[i]["kind"], ps[i], h, w)) for i in idx])  # [b, h, w]
+    pats = pats - pats.mean(dim=(1, 2), keepdim=True)
+    out = x.clone()
+    out[idx] = (y * (1 + strength * pats).unsqueeze(1)).clamp(0, 255).to(torch.uint8)
+    return out
+
+
 def solarize(x: torch.Tensor, ps: list[Params], threshold: int) -> torch.Tensor:
     m = torch.tensor([p["apply"] for p in ps], dtype=torch.bool).view(-1, 1, 1, 1)
     return torch.where(m & (x >= threshold), x.bitwise_not(), x)
@@ -338,6 +367,10 @@ def apply_step(step: Atomic, x, ps: list[Params]):
         return solarize(x, ps, step.threshold)
     if isinstance(step, Rotation) and x.shape[-1] == x.shape[-2]:
         return rotate(x, ps)
+    if isinstance(step, Texture):
+        out = texture(step, x, ps)
+        if out is not None:
+            return out
     # per item with the augmentation's own apply: resizes, texture, rotation of non-square images
     out = [step.apply(x[i], p) for i, p in enumerate(ps)]
     stacked = _stack_if_equal(out)
