@@ -64,6 +64,12 @@ def _check_feature(run, feature: Optional[str]) -> None:
         raise UserError(f"feature {feature!r} is not available for {run.recipe.method}; choose from {', '.join(kinds)}", exit_code=2)
 
 
+def _role(role: str, run) -> str:
+    from cssl_bench.eval.suite import dataset_for
+
+    return dataset_for(role, run.recipe.scale)
+
+
 def _finish(recs: list[dict], results: Optional[Path], as_json: bool, title: str) -> None:
     store(results).append(recs)
     print_records(recs, as_json, title)
@@ -127,6 +133,7 @@ def fewshot(run_dir: Path, dataset: Optional[str] = typer.Option(None, help="eva
             trials: int = typer.Option(10, help="trials per K"), seed: int = SeedOpt,
             c: float = typer.Option(1.0, "--C", help="inverse L2 strength of the logistic regression"),
             ci: str = typer.Option("t", help="95% half-width: t (Student t, T-1 dof) | normal (1.96 s / sqrt T)"),
+            pool: str = typer.Option("auto", help="splits the shots are drawn from: train | train+val | auto (train+val where the dataset has a val split)"),
             feature: Optional[str] = FeatureOpt, epoch: Optional[int] = EpochOpt,
             results: Optional[Path] = ResultsOpt, as_json: bool = JsonOpt):
     """K-shot logistic regression on L2-normalised frozen features over T trials: mean (±95% half-width)."""
@@ -142,14 +149,8 @@ def fewshot(run_dir: Path, dataset: Optional[str] = typer.Option(None, help="eva
     run = _load(run_dir, epoch)
     dataset = _dataset(run, dataset, _role("flowers", run))
     _check_feature(run, feature)
-    recs = probe_fewshot(run, dataset, FewShotProtocol(shots=ks, trials=trials, seed=seed, C=c, ci=ci), feature)
+    recs = probe_fewshot(run, dataset, FewShotProtocol(shots=ks, trials=trials, seed=seed, C=c, ci=ci, pool=pool), feature)
     _finish(recs, results, as_json, "few-shot")
-
-
-def _role(role: str, run) -> str:
-    from cssl_bench.eval.suite import dataset_for
-
-    return dataset_for(role, run.recipe.scale)
 
 
 @probe_app.command("corruption")

@@ -13,6 +13,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from cssl_bench import UserError
@@ -91,10 +92,19 @@ def _cache_key(run: LoadedRun, dataset: str, split: str, kind: str, extra: dict)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
+# Derived tasks that show the same images as another dataset's split, with other labels: their features
+# are those of the other split (extracted once), their labels their own.
+SAME_IMAGES = {("embedded-color", "train"): "embedded", ("embedded-color", "test"): "embedded", ("embedded-shift", "train"): "embedded"}
+
+
 def features(run: LoadedRun, dataset: str, split: str, kind: str | None = None, source: ImageSource | None = None,
              transform=None, cache_tag: dict | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Cached features of ``dataset``'s ``split`` (or of ``source``, identified by ``cache_tag``)."""
+    """Cached features [N, D] and labels [N] of ``dataset``'s ``split`` (or of ``source``, identified by ``cache_tag``)."""
     kind = kind or run.default_feature
+    if source is None and transform is None and not cache_tag and (dataset, split) in SAME_IMAGES:
+        f, _ = features(run, SAME_IMAGES[(dataset, split)], split, kind)
+        labels = torch.from_numpy(np.asarray(get_source(dataset, split, dataset_options(run.recipe)).labels, np.int64))
+        return f, labels
     key = _cache_key(run, dataset, split, kind, cache_tag or {})
     path = run.run_dir / "features" / f"{key}.pt"
     if path.exists():

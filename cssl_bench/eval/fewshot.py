@@ -1,7 +1,8 @@
 """Few-shot linear classification on frozen features (LooC Table 2/5, Flowers-102 5- and 10-shot).
 
-Per trial, ``sample_kshot`` draws exactly K training images of every class (without replacement) from
-a generator seeded by (seed, K, trial); a scikit-learn ``LogisticRegression`` (L-BFGS, L2 penalty,
+Per trial, ``sample_kshot`` draws exactly K images of every class (without replacement) from the
+training pool (``pool``: the train split, or train + val where a dataset has one, see ``resolve_pool``)
+with a generator seeded by (seed, K, trial); a scikit-learn ``LogisticRegression`` (L-BFGS, L2 penalty,
 inverse strength ``C``) is fitted on the L2-normalised features of those K x C images and scored on the
 whole test split. Reported: mean top-1 over T trials and the 95% confidence half-width of that mean,
 ``t``: t_{0.975, T-1} * s / sqrt(T) with s the sample standard deviation (the default), or ``normal``:
@@ -29,6 +30,7 @@ class FewShotProtocol:
     C: float = 1.0
     max_iter: int = 1000
     ci: str = "t"  # t | normal
+    pool: str = "auto"  # splits the shots are drawn from: train | train+val | auto (train+val where the dataset has a val split)
 
     def record(self) -> dict:
         return {"name": "fewshot", "classifier": "logistic-regression", "normalize": "l2", **asdict(self)}
@@ -99,10 +101,25 @@ def probe_fewshot(run: LoadedRun, dataset: str, p: FewShotProtocol | None = None
     """``fewshot/{K}shot`` records: value = mean over trials, ``ci95`` = the half-width."""
     p = p or FewShotProtocol()
     feature = feature or run.default_feature
-    tf, ty = features(run, dataset, "train", feature)
+    pool = resolve_pool(dataset, p.pool)
+    parts = [features(run, dataset, split, feature) for split in pool.split("+")]
+    tf, ty = torch.cat([f for f, _ in parts]), torch.cat([y for _, y in parts])
     vf, vy = features(run, dataset, "test", feature)
     accs = fewshot_eval(tf, ty, vf, vy, p)
     metrics, ci = {}, {}
     for k, a in accs.items():
         metrics[f"fewshot/{k}shot"], ci[f"fewshot/{k}shot"] = mean_ci95(a, p.ci)
-    return records_for(run, dataset, feature, p.record(), metrics, ci95=ci)
+    return records_for(run, dataset, feature, {**p.record(), "pool": pool}, metrics, ci95=ci)
+
+
+def resolve_pool(dataset: str, pool: str) -> str:
+    """``auto``: ``train+val`` for datasets with a val split (Flowers-102's train split holds exactly 10
+    images per class, so 10-shot draws from it alone would all be the same), else ``train``."""
+    from cssl_bench.data.datasets import REGISTRY
+
+    if pool == "auto":
+        info = REGISTRY.get(dataset)
+        return "train+val" if info is not None and "val" in info.splits else "train"
+    if pool not in ("train", "train+val"):
+        raise UserError(f"few-shot pool must be train, train+val or auto, got {pool!r}", exit_code=2)
+    return pool
