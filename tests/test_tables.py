@@ -352,3 +352,6 @@ def test_cli_table(cli, tmp_path):
     assert r.returncode == 0 and all(n in r.stdout for n in NAMES + ["looc-t5"])
     r = cli("table", "heads", "--results", tmp_path, "--format", "xml")
     assert r.returncode == 2 and r.stderr.startswith("error: unknown format") and len(r.stderr.splitlines()) == 1
+    r = cli("plot", "simsiam-t4", "--results", tmp_path, "--scale", "small")
+    assert r.returncode == 0, r.stderr
+    assert Path(r.stdout.strip()) == tmp_path / "plots" / "methods.png" and (tmp_path / "plots" / "methods.png").stat().st_size > 1000

@@ -113,6 +113,8 @@ def _show_plan(plan) -> None:
                   + f"; results -> {plan.results}, runs -> {plan.runs_dir}")
     for kind, why in plan.missing_probes().items():
         console.print(f"[yellow]not runnable yet[/]: {escape(why)}")
+    for label, why in R.unavailable_runs(plan):
+        console.print(f"[yellow]will be skipped[/] {escape(label)}: {escape(why)} (its cells stay '–')")
     if plan.scale == "paper":
         for ds, what in sorted(plan.datasets().items()):
             why = R.dataset_status(ds)

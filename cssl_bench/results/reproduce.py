@@ -362,7 +362,8 @@ def _run_step(key: str, scale: str, seed: int, runs_dir: Path, by_id: dict, sets
     ident = (spec.method, spec.epochs, spec.save_epochs, T.stand_in(spec.role, scale), spec.augment, spec.sets, seed, sets)
     try:
         recipe, error = recipe_of(spec, scale, seed, sets), None
-    except UserError as e:  # a recipe this version lacks: shown in the plan, refused before running
+        _check_buildable(recipe)
+    except UserError as e:  # a recipe or model this version lacks or refuses: shown in the plan, skipped when running
         recipe, error = None, str(e)
     if ident in by_id:
         step = by_id[ident]
@@ -375,6 +376,13 @@ def _run_step(key: str, scale: str, seed: int, runs_dir: Path, by_id: dict, sets
     step = RunStep([key], spec, seed, recipe, error, runs_dir / name, sets, status="unavailable" if error else "run")
     by_id[ident] = step
     return step
+
+
+def _check_buildable(recipe) -> None:
+    """Build the recipe's model once (no data): a configuration the method refuses is found before any run starts."""
+    from cssl_bench.methods import build_method
+
+    build_method(recipe)
 
 
 def _read_run_json(run_dir: Path) -> dict:
@@ -490,15 +498,15 @@ def execute(p: Plan, console=None, show_progress: bool = True) -> None:
     from cssl_bench.train.loop import pretrain
 
     console = console or Console(stderr=True)
-    unavailable = sorted({r.error for r in p.runs if r.status == "unavailable" and r.error})
-    if unavailable:
-        raise UserError("cannot reproduce: " + "; ".join(unavailable))
+    skipped = unavailable_runs(p)
+    for label, why in skipped:
+        console.print(f"[yellow]skipped[/] {escape(label)}: {escape(why)} (its cells stay '{T.MISSING}')")
     missing = p.missing_probes()
     if missing:
         raise UserError("cannot reproduce yet: " + "; ".join(missing.values()))
     check_datasets(p)
     store = ResultsStore(p.results)
-    total = len(p.todo_runs) + len(p.todo_probes)
+    total = sum(r.status in ("run", "resume") for r in p.runs) + sum(q.status == "run" for q in p.probes)
     n = 0
     t_start = time.time()
     invocation = current_command()
@@ -530,6 +538,18 @@ def execute(p: Plan, console=None, show_progress: bool = True) -> None:
             shown = ", ".join(f"{x['metric']} {x['value']:.1f}" for x in recs[:4]) + (" ..." if len(recs) > 4 else "")
             console.print(f"      {escape(shown)}  [dim]({time.time() - t0:.0f} s)[/]")
     console.print(f"[green]reproduce done[/] in {(time.time() - t_start) / 60:.1f} min; records in {store.path}")
+    if skipped:
+        console.print(f"[yellow]not reproduced[/] (this version cannot build them): {escape(', '.join(label for label, _ in skipped))}")
+
+
+def unavailable_runs(p: Plan) -> list[tuple[str, str]]:
+    """(run, why) for the plan's runs this version cannot build, with the tables that need them."""
+    out = []
+    for r in p.runs:
+        if r.status == "unavailable":
+            tables = sorted({t for q in p.probes if q.run is r for t in q.tables})
+            out.append((f"{r.label} (for {', '.join(tables)})", r.error or "unavailable"))
+    return out
 
 
 def regression_diff(name: str, records: list[dict], reference: list[dict], scale: str, rows: list[int] | None = None,
