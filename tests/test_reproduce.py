@@ -124,6 +124,23 @@ def test_skipping_by_config_hash(tmp_path):
     assert R.estimate_minutes(p3) == 0
 
 
+def test_skipping_detection_by_column_group(tmp_path):
+    """Scratch = the supervised run's epoch-0 checkpoint; the detection transfer records it as method 'scratch'."""
+    p = R.plan(["transfer"], "tiny", rows=[1], results=tmp_path)
+    assert [(q.kind, q.epoch, q.protocol, q.dataset) for q in p.probes] == [
+        ("detection", 0, g, "embedded-det") for g in ("voc07", "voc0712", "coco")]
+    r = p.runs[0].recipe
+    rec = make_record(run_id="x", method="scratch", dataset="embedded-det", pretrain_dataset="embedded", scale="tiny",
+                      backbone=r.model.backbone, epochs=0, batch=128, seed=0, feature="backbone", protocol={"name": "voc07"},
+                      metric="voc07/ap", value=1.0, config_hash=r.hash())
+    ResultsStore(tmp_path).append([rec])
+    p = R.plan(["transfer"], "tiny", rows=[1], results=tmp_path)
+    assert [q.status for q in p.probes] == ["done", "run", "run"]
+    assert "--protocol voc0712" in p.probes[1].command() and "--epoch 0" in p.probes[1].command()
+    t = T.build("transfer", ResultsStore(tmp_path).read(), "tiny")
+    assert t.ours[0][t.headers.index("VOC 07 detection/AP")].mean == 1.0
+
+
 def test_seeds_rows_and_overrides(tmp_path):
     p = R.plan(["rotation"], "tiny", seeds=2, rows=[2], results=tmp_path)
     assert [r.seed for r in p.runs] == [0, 1] and len(p.probes) == 4

@@ -247,7 +247,7 @@ class ProbeStep:
             if (rec.get("config_hash") == h and rec.get("epochs") == self.epoch and rec.get("dataset") == self.dataset
                     and str(rec.get("metric", "")).startswith(prefixes)
                     and (self.kind == "detection" or rec.get("feature") == self.feature)
-                    and (self.protocol is None or (rec.get("protocol") or {}).get("name") == self.protocol)):
+                    and (self.kind != "linear" or (rec.get("protocol") or {}).get("name") == self.protocol)):
                 return True
         return False
 
