@@ -106,10 +106,13 @@ def load_checkpoint(path: Path) -> dict:
     """Load a cssl-bench checkpoint safely; every failure is a one-line ``UserError``."""
     if not path.exists():
         raise UserError(f"checkpoint {path} does not exist")
+    if not zipfile.is_zipfile(path):
+        raise UserError(f"checkpoint {path} is corrupted or truncated (not a torch checkpoint archive)")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        raise UserError(f"checkpoint {path} was refused: it is not a plain weights file ({str(e).splitlines()[0][:120]})") from None
+        why = next((ln.strip() for ln in str(e).splitlines() if "Unsupported global" in ln), "it holds more than plain weights")
+        raise UserError(f"checkpoint {path} was refused: loading it would run code ({why[:160]})") from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as e:
         raise UserError(f"checkpoint {path} is corrupted or truncated ({type(e).__name__})") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
