@@ -178,6 +178,9 @@ def test_paper_scale_names_the_datasets_it_needs(tmp_path):
     p = R.plan(["rotation"], "paper", rows=[2], results=tmp_path)
     assert p.datasets() == {"imagenet100": ["linear", "pre-training", "rotation"]}
     assert R.plan(["methods"], "paper", rows=[1], results=tmp_path).datasets() == {"imagenet": ["linear", "pre-training"]}
+    assert R.plan(["transfer"], "paper", rows=[2], results=tmp_path).datasets() == {
+        "imagenet": ["pre-training"], "voc07": ["detection"], "voc0712": ["detection"], "coco": ["detection"]}
+    assert R.dataset_status("embedded-det") is None
     if R.dataset_status("imagenet100") is not None:  # no ImageNet-100 on this machine: refused before starting
         with pytest.raises(UserError) as e:
             R.check_datasets(p)

@@ -459,16 +459,31 @@ def estimate_minutes(p: Plan) -> float | None:
 # --- paper-scale datasets ---------------------------------------------------------------------------
 
 
-def dataset_status(name: str) -> str | None:
-    """None when ``name`` loads (train split), else why not."""
-    from cssl_bench.data.datasets import REGISTRY, get_source
+# A split that proves a dataset is in place: ObjectNet has only a test split, ImageNet-C one per corruption and severity.
+CHECK_SPLIT = {"objectnet13": "test", "imagenet-c-100": "gaussian_noise/1"}
 
-    if name.startswith("embedded"):
-        return None
-    if name not in REGISTRY:
-        return "not known to this version"
+
+def dataset_status(name: str) -> str | None:
+    """None when ``name`` is in place (its root found), else why not (the loader's message names the root it needs)."""
     try:
-        get_source(name, "train")
+        if name.startswith("embedded"):
+            return None
+        if name in ("voc07", "voc0712", "coco"):
+            from cssl_bench.eval.detection.datasets import voc_year_dir
+            from cssl_bench.eval.detection.finetune import _coco_root, default_data_root
+
+            root = default_data_root()
+            if name == "coco":
+                _coco_root(root)
+            else:
+                for year in ("2007", "2012") if name == "voc0712" else ("2007",):
+                    voc_year_dir(root, year)
+            return None
+        from cssl_bench.data.datasets import REGISTRY, get_source
+
+        if name not in REGISTRY:
+            return "not known to this version"
+        get_source(name, CHECK_SPLIT.get(name, "train"))
     except (UserError, OSError) as e:
         return str(e).splitlines()[0]
     return None
@@ -482,7 +497,7 @@ def check_datasets(p: Plan) -> None:
     if missing:
         raise UserError("paper scale needs the real datasets " + ", ".join(f"{n} ({'/'.join(need[n])})" for n in sorted(need))
                         + "; missing: " + "; ".join(f"{n}: {why}" for n, why in sorted(missing.items()))
-                        + " (see 'cssl-bench data --help' for their roots)")
+                        + " (see 'cssl-bench data list')")
 
 
 # --- running -------------------------------------------------------------------------------------------
