@@ -130,7 +130,7 @@ def main() -> None:
         n = args.images if size <= 64 else max(64, args.images // 4)
         folder = make_folder(root, size, n)
         source = FolderSource(f"bench{size}", folder)
-        batch = 64 if size <= 64 else 32
+        batch = 64 if size <= 64 else 16
         beton = None
         if "ffcv" in args.loaders:
             beton_path = root / f"images{size}.beton"

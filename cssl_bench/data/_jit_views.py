@@ -289,3 +289,33 @@ def blur_batch(x, items, kernels):
                     for t in range(k):
                         a += kern[t] * tmp[y, xx + t]
                     img[y, xx] = _round_u8(a)
+
+
+@njit(nogil=True, cache=True)
+def lowpass_batch(x, items, kern, out):
+    """``out[n]`` (float32 [3, H, W]) = Gaussian low-pass of ``x[items[n]]`` (uint8), separable, reflect padding,
+    not rounded (the texture transfer's ``gaussian_blur(img.float(), ...)``)."""
+    H, W = x.shape[2], x.shape[3]
+    k = kern.shape[0]
+    r = k // 2
+    pad = np.empty((H + 2 * r, W + 2 * r), np.float32)
+    tmp = np.empty((H, W + 2 * r), np.float32)
+    for n in range(len(items)):
+        for c in range(3):
+            img = x[items[n], c]
+            for y in range(H + 2 * r):
+                sy = _reflect(y - r, H)
+                for xx in range(W + 2 * r):
+                    pad[y, xx] = np.float32(img[sy, _reflect(xx - r, W)])
+            tmp[:, :] = 0
+            for t in range(k):
+                wt = kern[t]
+                for y in range(H):
+                    for xx in range(W + 2 * r):
+                        tmp[y, xx] += wt * pad[y + t, xx]
+            for y in range(H):
+                for xx in range(W):
+                    a = np.float32(0.0)
+                    for t in range(k):
+                        a += kern[t] * tmp[y, xx + t]
+                    out[n, c, y, xx] = a

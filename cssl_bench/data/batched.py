@@ -293,9 +293,13 @@ def texture(step: Texture, x: torch.Tensor, ps: list[Params]) -> torch.Tensor | 
     if k // 2 >= min(h, w):  # reflect padding impossible: per item, as the transfer itself does
         return None
     g = _gauss1d(k, sigma)
-    y = x[idx].float().reshape(-1, 1, h, w)
-    y = F.pad(y, [k // 2] * 4, mode="reflect")
-    y = F.conv2d(F.conv2d(y, g.view(1, 1, k, 1)), g.view(1, 1, 1, k)).reshape(len(idx), 3, h, w)
+    jit = jit_kernels()
+    if jit is not None:  # torch's conv2d is slow for one long 1-D kernel on a few planes
+        y = torch.empty(len(idx), 3, h, w, dtype=torch.float32)
+        jit.lowpass_batch(x.contiguous().numpy(), np.asarray(idx, np.int64), g.numpy(), y.numpy())
+    else:
+        y = F.pad(x[idx].float().reshape(-1, 1, h, w), [k // 2] * 4, mode="reflect")
+        y = F.conv2d(F.conv2d(y, g.view(1, 1, k, 1)), g.view(1, 1, 1, k)).reshape(len(idx), 3, h, w)
     pats = torch.stack([torch.from_numpy(pattern(ps[i]["kind"], ps[i], h, w)) for i in idx])  # [b, h, w]
     pats = pats - pats.mean(dim=(1, 2), keepdim=True)
     out = x.clone()

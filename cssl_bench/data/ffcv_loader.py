@@ -347,7 +347,7 @@ class FFCVViewLoader:
         finally:  # also when the consumer stops early: drop the batches not started
             for f in pending:
                 f.cancel()
-            pool.shutdown(wait=False, cancel_futures=True)
+            pool.shutdown(wait=True, cancel_futures=True)  # at most `workers` batches still running
 
 
 def find_beton(dataset: str, split: str, options: DatasetOptions) -> Path | None:
