@@ -31,6 +31,7 @@ class ModelCfg:
     cifar_stem: Optional[bool] = None  # None: automatic (CIFAR stem for images of 64 px and less)
     zero_init_residual: bool = False
     channels_last: bool = True
+    sync_bn: bool = False  # with several processes: BN statistics over the global batch (SimCLR's "global BN")
 
 
 @dataclass

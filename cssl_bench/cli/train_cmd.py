@@ -1,12 +1,23 @@
-"""``cssl-bench pretrain`` and ``cssl-bench methods``."""
+"""``cssl-bench pretrain`` and ``cssl-bench methods``.
+
+Several processes (GPUs, or CPU processes with gloo) run through PyTorch's launcher, torchrun:
+``cssl-bench pretrain METHOD --nproc N`` re-launches itself as
+``python -m torch.distributed.run --nproc-per-node N -m cssl_bench pretrain METHOD ...``; running
+``torchrun ... -m cssl_bench pretrain ...`` directly is the same (and is the way to pass any other
+torchrun flag). Multi-node: see docs/distributed.md.
+"""
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import List, Optional
 
 import typer
 from rich.table import Table
 
+from cssl_bench import UserError
 from cssl_bench.cli.app import app, console, err
 
 
@@ -16,7 +27,8 @@ def default_run_dir(method: str, scale: str, config_hash: str, seed: int) -> Pat
 
 def build_recipe(method: str, scale: str, dataset: Optional[str], epochs: Optional[int], batch_size: Optional[int],
                  backbone: Optional[str], seed: Optional[int], lr: Optional[float], image_size: Optional[int],
-                 workers: Optional[int], augment: Optional[str], precision: Optional[str], save_epochs: Optional[str], sets: List[str]):
+                 workers: Optional[int], augment: Optional[str], precision: Optional[str], save_epochs: Optional[str], sets: List[str],
+                 compile: Optional[bool] = None, channels_last: Optional[bool] = None, sync_bn: Optional[bool] = None):
     from cssl_bench.config import load_recipe
     from cssl_bench.data.datasets import check_dataset_name
 
@@ -35,6 +47,9 @@ def build_recipe(method: str, scale: str, dataset: Optional[str], epochs: Option
     put("train", "batch_size", batch_size)
     put("train", "seed", seed)
     put("train", "precision", precision)
+    put("train", "compile", compile)
+    put("model", "channels_last", channels_last)
+    put("model", "sync_bn", sync_bn)
     put("model", "backbone", backbone)
     put("optim", "base_lr", lr)
     if augment is not None:
@@ -44,38 +59,124 @@ def build_recipe(method: str, scale: str, dataset: Optional[str], epochs: Option
     return load_recipe(method, scale, ov, sets)
 
 
+# options of the launcher shortcut; they are not passed on to the launched processes
+_LAUNCH_OPTIONS = ("nproc", "nnodes", "node_rank", "rdzv_endpoint")
+
+
+def _relaunch_argv(ctx: typer.Context) -> list[str]:
+    """This ``pretrain`` invocation as command-line arguments, without the launcher options."""
+    argv = ["pretrain"]
+    for param in ctx.command.params:
+        name = param.name
+        if name in _LAUNCH_OPTIONS:
+            continue
+        value = ctx.params.get(name)
+        if param.param_type_name == "argument":
+            argv.append(str(value))
+            continue
+        if value is None or value == param.default or (param.multiple and not value):
+            continue
+        if getattr(param, "is_flag", False):
+            flag = param.opts[0] if value else (param.secondary_opts or [None])[0]
+            if flag:
+                argv.append(flag)
+            continue
+        for v in value if param.multiple else [value]:
+            argv += [param.opts[0], str(v)]
+    return argv
+
+
+def torchrun_command(pretrain_argv: list[str], nproc: int, nnodes: int = 1, node_rank: int = 0,
+                     rdzv_endpoint: Optional[str] = None, rdzv_id: str = "cssl-bench") -> list[str]:
+    """``python -m torch.distributed.run`` launching ``python -m cssl_bench PRETRAIN_ARGV`` on ``nproc``
+    processes per node. One node: a standalone rendezvous on a free local port. Several nodes: c10d
+    rendezvous at ``rdzv_endpoint`` (HOST:PORT of one of the nodes), the same command on every node."""
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(nproc)]
+    if nnodes > 1:
+        if not rdzv_endpoint:
+            raise UserError("--nnodes > 1 needs --rdzv-endpoint HOST:PORT (an address of one node, the same on every node)", exit_code=2)
+        cmd += ["--nnodes", str(nnodes), "--node-rank", str(node_rank), "--rdzv-backend", "c10d",
+                "--rdzv-endpoint", rdzv_endpoint, "--rdzv-id", rdzv_id]
+    else:
+        cmd += ["--standalone"]
+    return cmd + ["-m", "cssl_bench", *pretrain_argv]
+
+
+def _launch(ctx: typer.Context, nproc: int, nnodes: int, node_rank: int, rdzv_endpoint: Optional[str], rdzv_id: str) -> None:
+    cmd = torchrun_command(_relaunch_argv(ctx), nproc, nnodes, node_rank, rdzv_endpoint, rdzv_id)
+    env = dict(os.environ)
+    if "OMP_NUM_THREADS" not in env:
+        import torch
+
+        # torchrun would set 1 thread per process; on CPUs the cores are better shared out between the processes
+        env["OMP_NUM_THREADS"] = "1" if torch.cuda.is_available() else str(max(1, (os.cpu_count() or 1) // nproc))
+    rc = subprocess.call(cmd, env=env)
+    if rc:
+        raise typer.Exit(rc)
+
+
 @app.command()
 def pretrain(
+    ctx: typer.Context,
     method: str = typer.Argument(..., help="method name: see 'cssl-bench methods'"),
     dataset: Optional[str] = typer.Option(None, help="dataset name or imagefolder:PATH (default: the scale's, 'embedded' at tiny/small)"),
     scale: str = typer.Option("tiny", help="tiny | small | paper"),
     epochs: Optional[int] = typer.Option(None, help="pretraining epochs (0 writes the initialised model: the random-init baseline)"),
-    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="batch size per process"),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="global batch size (split evenly over the processes)"),
     backbone: Optional[str] = typer.Option(None, help="resnet18, resnet50, resnet18-w0.25, or a timm model name"),
     seed: Optional[int] = typer.Option(None, help="random seed"),
     lr: Optional[float] = typer.Option(None, help="base learning rate (scaled by batch/256 when the recipe says so)"),
     image_size: Optional[int] = typer.Option(None, "--image-size", help="training crop size in pixels"),
     workers: Optional[int] = typer.Option(None, help="data-loading worker processes"),
     augment: Optional[str] = typer.Option(None, help="LooC atomic augmentations, comma-separated: color,rotation,texture"),
-    precision: Optional[str] = typer.Option(None, help="fp32 | bf16 | fp16"),
+    precision: Optional[str] = typer.Option(None, help="fp32 | bf16 | fp16 (autocast; fp16 adds a GradScaler)"),
     save_epochs: Optional[str] = typer.Option(None, "--save-epochs", help="comma-separated epochs whose checkpoints are kept (epoch budgets)"),
     sets: List[str] = typer.Option([], "--set", help="recipe override section.key=value, repeatable (e.g. --set optim.weight_decay=1e-5)"),
     out: Optional[Path] = typer.Option(None, help="run directory (default: runs/METHOD-SCALE-HASH-sSEED)"),
     resume: bool = typer.Option(False, help="continue the run in --out from its last checkpoint"),
     quiet: bool = typer.Option(False, help="no progress bar"),
+    compile: Optional[bool] = typer.Option(None, "--compile/--no-compile", help="torch.compile the training step (recipe train.compile)"),
+    channels_last: Optional[bool] = typer.Option(None, "--channels-last/--no-channels-last", help="channels-last memory format (recipe model.channels_last)"),
+    sync_bn: Optional[bool] = typer.Option(None, "--sync-bn/--no-sync-bn", help="BN statistics over the global batch when distributed (recipe model.sync_bn)"),
+    nproc: Optional[int] = typer.Option(None, "--nproc", help="processes per node: re-launch through torchrun (GPUs: one per GPU; CPU: gloo)"),
+    nnodes: int = typer.Option(1, "--nnodes", help="with --nproc: number of nodes (run the same command on each)"),
+    node_rank: int = typer.Option(0, "--node-rank", help="with --nnodes: this node's rank, 0..nnodes-1"),
+    rdzv_endpoint: Optional[str] = typer.Option(None, "--rdzv-endpoint", help="with --nnodes: HOST:PORT of the rendezvous (one node's address)"),
 ):
-    """Pretrain one method (its recipe at --scale, plus overrides); prints the run directory."""
-    from cssl_bench.train.loop import pretrain as run
+    """Pretrain one method (its recipe at --scale, plus overrides); prints the run directory.
+
+    Several processes: --nproc N (or torchrun --nproc-per-node N -m cssl_bench pretrain ...)."""
+    from cssl_bench.train import distributed as D
 
     recipe = build_recipe(method, scale, dataset, epochs, batch_size, backbone, seed, lr, image_size, workers, augment,
-                          precision, save_epochs, sets)
+                          precision, save_epochs, sets, compile, channels_last, sync_bn)
     out = out or default_run_dir(method, scale, recipe.hash(), recipe.train.seed)
+    if nproc is not None and not D.launched_by_torchrun():
+        if nproc < 1 or nnodes < 1:
+            raise UserError(f"--nproc and --nnodes must be >= 1, got {nproc} and {nnodes}", exit_code=2)
+        if nproc * nnodes > 1:
+            _launch(ctx, nproc, nnodes, node_rank, rdzv_endpoint, f"cssl-{recipe.hash()}-s{recipe.train.seed}")
+            return
+    D.init_from_env()
+    try:
+        _pretrain(recipe, out, resume, quiet, D.is_main())
+    except BaseException:
+        D.cleanup(barrier=False)  # other ranks may be waiting in a collective: do not wait for them
+        raise
+    D.cleanup()
+
+
+def _pretrain(recipe, out: Path, resume: bool, quiet: bool, main: bool) -> None:
+    from cssl_bench.train.loop import pretrain as run
+
     if not resume and (out / "checkpoints" / "last.pt").exists() and _complete(out, recipe):
-        err.print(f"[green]already complete[/]: {out}")
-        print(out)
+        if main:
+            err.print(f"[green]already complete[/]: {out}")
+            print(out)
         return
     run(recipe, out, resume=resume, show_progress=not quiet, console=err)
-    print(out)
+    if main:
+        print(out)
 
 
 def _complete(out: Path, recipe) -> bool:

@@ -4,6 +4,7 @@ steps the optimiser, updates the momentum pairs, logs, and checkpoints atomicall
 from __future__ import annotations
 
 import csv
+import dataclasses
 import math
 import os
 import random
@@ -56,11 +57,13 @@ def set_rng_state(state: dict) -> None:
     np.random.set_state(("MT19937", state["numpy"].numpy().astype(np.uint32), 624, 0, 0.0))
 
 
-def autocast(precision: str):
+def autocast(precision: str, device_type: str | None = None):
+    """Mixed precision for the forward pass and the loss: ``fp32`` (none), ``bf16`` or ``fp16`` autocast
+    (fp16 also needs the loop's GradScaler). Parameters, gradients and optimiser state stay fp32."""
     if precision == "fp32":
         return nullcontext()
     dtype = torch.bfloat16 if precision == "bf16" else torch.float16
-    device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = device_type or ("cuda" if torch.cuda.is_available() else "cpu")
     return torch.autocast(device, dtype=dtype)
 
 
@@ -108,26 +111,30 @@ def pretrain(recipe: Recipe, out_dir: Path, resume: bool = False, show_progress:
         recipe = saved_recipe if state is None else recipe
     elif (ckpt_dir / "last.pt").exists() or (ckpt_dir / "prev.pt").exists():
         raise UserError(f"{out_dir} already holds a run; pass --resume to continue it or choose another --out")
+    D.barrier()  # every rank has checked the run directory before rank 0 writes into it
 
     seed_everything(recipe.train.seed)
     device = _device()
     source = get_source(recipe.data.dataset, "train", dataset_options(recipe))
+    # train.batch_size is the global batch: each of the ``world`` processes trains on an equal slice, so
+    # the recipe (hash, lr scaling, results) does not depend on the number of processes
     world, rank = D.world_size(), D.rank()
-    if recipe.train.batch_size * world > len(source):
-        raise UserError(f"batch size {recipe.train.batch_size * world} is larger than the dataset ({len(source)} images); use a smaller --batch-size", exit_code=2)
+    if recipe.train.batch_size % world:
+        raise UserError(f"batch size {recipe.train.batch_size} cannot be split over {world} processes; use a multiple of {world}", exit_code=2)
+    if recipe.train.batch_size > len(source):
+        raise UserError(f"batch size {recipe.train.batch_size} is larger than the dataset ({len(source)} images); use a smaller --batch-size", exit_code=2)
+    local_recipe = dataclasses.replace(recipe, train=dataclasses.replace(recipe.train, batch_size=recipe.train.batch_size // world))
     view_recipe = build_view_recipe(recipe)
     method = build_method(recipe, num_classes=len(source.classes)).to(device)
     if recipe.model.channels_last:
         method = method.to(memory_format=torch.channels_last)
     optimizer = build_optimizer(method, recipe)
-    scaler = torch.amp.GradScaler(enabled=recipe.train.precision == "fp16")
-    model = method
-    if D.is_dist():
-        model = torch.nn.parallel.DistributedDataParallel(method, device_ids=[device.index] if device.type == "cuda" else None)
+    scaler = torch.amp.GradScaler(device.type, enabled=recipe.train.precision == "fp16")
+    model = D.distribute(method, recipe.model.sync_bn, device)  # DDP (+ SyncBN, shuffling-BN groups) when distributed
     if recipe.train.compile:
         model = torch.compile(model)
 
-    spe = steps_per_epoch(len(source), recipe.train.batch_size, world)
+    spe = steps_per_epoch(len(source), local_recipe.train.batch_size, world)
     total_steps = max(recipe.train.epochs * spe, 1)
     epoch, step_in_epoch, global_step = 0, 0, 0
     if state is not None:
@@ -159,7 +166,7 @@ def pretrain(recipe: Recipe, out_dir: Path, resume: bool = False, show_progress:
             write_run_json(out_dir, {"method": recipe.method, "scale": recipe.scale, "config_hash": recipe.hash(),
                                      "status": status, "epochs_done": epoch, "epochs": recipe.train.epochs,
                                      "steps_done": global_step, "dataset": recipe.data.dataset, "backbone": recipe.model.backbone,
-                                     "seed": recipe.train.seed, "batch_size": recipe.train.batch_size * world})
+                                     "seed": recipe.train.seed, "batch_size": recipe.train.batch_size, "processes": world})
 
     if state is None:
         checkpoint(ckpt_dir / "last.pt", keep_previous=False)  # epoch 0: the random-init baseline
@@ -189,14 +196,14 @@ def pretrain(recipe: Recipe, out_dir: Path, resume: bool = False, show_progress:
         task = progress.add_task("pretrain", total=total_steps, completed=global_step, name=recipe.method, epoch=epoch, loss=float("nan"), ips=0.0)
         while epoch < recipe.train.epochs:
             method.on_epoch_start(epoch)
-            loader = make_train_loader(recipe, source, view_recipe, epoch, step_in_epoch, rank, world)
+            loader = make_train_loader(local_recipe, source, view_recipe, epoch, step_in_epoch, rank, world)
             method.train()
             t_last, n_last = time.time(), 0
             for views, labels, _ in loader:
                 lr = set_lr(optimizer, recipe, epoch + step_in_epoch / spe)
                 views = _move(views, device, recipe.model.channels_last)
                 labels = labels.to(device)
-                with autocast(recipe.train.precision):
+                with autocast(recipe.train.precision, device.type):
                     out = model(views, labels)
                 loss = out["loss"]
                 if not torch.isfinite(loss.detach()):
@@ -219,7 +226,7 @@ def pretrain(recipe: Recipe, out_dir: Path, resume: bool = False, show_progress:
                     now = time.time()
                     ips = n_last / max(now - t_last, 1e-9)
                     t_last, n_last = now, 0
-                    lv = float(loss.detach())
+                    lv = float(D.all_reduce_mean(loss.detach()))  # the global batch's loss (ranks hold equal slices)
                     progress.update(task, completed=global_step, epoch=epoch, loss=lv, ips=ips)
                     if main:
                         with open(log_path, "a", newline="") as f:
