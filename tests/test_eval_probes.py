@@ -169,6 +169,11 @@ def test_missing_or_foreign_checkpoint_fails_with_one_line(moco_run, capsys, tmp
     (foreign / "config.yaml").write_text(yaml.safe_dump(cfg))
     code, _, err = _main(capsys, "evaluate", foreign, "--suite", "looc", "--results", tmp_path)
     assert code == 1 and "moco-v2" in err and len(err.strip().splitlines()) == 1
+    not_ours = tmp_path / "not-ours"
+    shutil.copytree(moco_run, not_ours, ignore=shutil.ignore_patterns("features"))
+    torch.save({"state_dict": {}}, not_ours / "checkpoints" / "last.pt")
+    code, _, err = _main(capsys, "probe", "corruption", not_ours, "--results", tmp_path)
+    assert code == 1 and "not a cssl-bench checkpoint" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "records.jsonl").exists()
 
 

@@ -131,7 +131,7 @@ def rotation(run_dir: Path, dataset: Optional[str] = DatasetOpt, protocol: str =
 def fewshot(run_dir: Path, dataset: Optional[str] = typer.Option(None, help="evaluation dataset (default: embedded-color at tiny/small, flowers102 at paper scale)"),
             shots: str = typer.Option("5,10", help="comma-separated K (images per class per trial)"),
             trials: int = typer.Option(10, help="trials per K"), seed: int = SeedOpt,
-            c: float = typer.Option(1.0, "--C", help="inverse L2 strength of the logistic regression"),
+            c: float = typer.Option(100.0, "--C", help="inverse L2 strength of the logistic regression"),
             ci: str = typer.Option("t", help="95% half-width: t (Student t, T-1 dof) | normal (1.96 s / sqrt T)"),
             pool: str = typer.Option("auto", help="splits the shots are drawn from: train | train+val | auto (train+val where the dataset has a val split)"),
             feature: Optional[str] = FeatureOpt, epoch: Optional[int] = EpochOpt,

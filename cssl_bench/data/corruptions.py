@@ -167,7 +167,7 @@ def render(source: CorruptedSource) -> np.ndarray:
 def cached_corrupted(source: CorruptedSource, key: dict, cache_root: Path, max_bytes: int = 64 << 20) -> ImageSource:
     """The corrupted images of ``source`` rendered once and kept as ``.npy`` under ``cache_root`` (shared by
     every run probed on the same test set), when one set fits in ``max_bytes``; else ``source`` itself."""
-    first = source.image(0) if len(source) else None
+    first = source.clean(0) if len(source) else None  # a corrupted image has its clean image's shape
     if first is None or first.numel() * len(source) > max_bytes:
         return source
     digest = hashlib.sha256(repr(sorted(key.items())).encode()).hexdigest()[:16]

@@ -27,7 +27,9 @@ class FewShotProtocol:
     shots: list[int] = field(default_factory=lambda: [5, 10])
     trials: int = 10
     seed: int = 0
-    C: float = 1.0
+    # Weak regularisation: L2-normalised ReLU features sit in a narrow cone (high mutual cosine), where
+    # scikit-learn's default C=1 underfits K-shot sets (a tiny LooC run: 34% 5-shot at C=1, 49% at C=100).
+    C: float = 100.0
     max_iter: int = 1000
     ci: str = "t"  # t | normal
     pool: str = "auto"  # splits the shots are drawn from: train | train+val | auto (train+val where the dataset has a val split)
