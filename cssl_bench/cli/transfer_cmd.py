@@ -71,8 +71,7 @@ def detection(run_dir: Path = typer.Argument(..., help="a pretraining run direct
               results: Optional[Path] = ResultsOpt, as_json: bool = JsonOpt):
     """Fine-tune Faster R-CNN / Mask R-CNN (torchvision) on the run's backbone and evaluate with pycocotools.
 
-    Trainable BN (SyncBN across GPUs), no frozen stage, explicit image sizes. Records voc07/ap50, voc07/ap,
-    voc07/ap75, voc0712/..., coco/ap50, ap, ap75 (+ ap_mask50, ap_mask, ap_mask75), the mean over --trials.
+    Trainable BN (SyncBN across GPUs), no frozen stage, explicit image sizes. Records voc07/*, voc0712/* or coco/* (ap50, ap, ap75; with --task instance also ap_mask50, ap_mask, ap_mask75), each the mean over --trials.
     """
     import torch
 
@@ -118,8 +117,7 @@ def export(run_dir: Path = typer.Argument(..., help="a pretraining run directory
            epoch: Optional[int] = typer.Option(None, help="export the checkpoint kept at this epoch instead of the last")):
     """Write the run's backbone for torchvision (strict-loading ResNet state dict), timm, or detectron2 (pickle).
 
-    detectron2 users then run: python -m cssl_bench.eval.detection.detectron2_train --num-gpus 8
-    --config-file $(cssl-bench transfer configs)/voc0712_R_50_C4_24k.yaml MODEL.WEIGHTS OUT
+    detectron2 users then run: python -m cssl_bench.eval.detection.detectron2_train --num-gpus 8 --config-file $(cssl-bench transfer configs)/voc0712_R_50_C4_24k.yaml MODEL.WEIGHTS OUT
     """
     from cssl_bench.export import export_run
 

@@ -76,11 +76,17 @@ class DetectionSet(torch.utils.data.Dataset):
             out[k] = mask_utils.decode(rle)
         return torch.from_numpy(out)
 
-    def __getitem__(self, i: int):
+    def image(self, i: int) -> torch.Tensor:
+        """uint8 [3, H, W] of record ``i``, checked against the annotated size."""
         r = self.records[i]
         img = read_image(r.file)
         if img.shape[1:] != (r.height, r.width):
             raise UserError(f"{r.file}: image is {img.shape[2]}x{img.shape[1]} but its annotation says {r.width}x{r.height}")
+        return img
+
+    def __getitem__(self, i: int):
+        r = self.records[i]
+        img = self.image(i)
         keep = torch.from_numpy(r.train_keep)
         target = {"boxes": torch.from_numpy(r.boxes)[keep], "labels": torch.from_numpy(r.labels)[keep], "image_id": r.image_id}
         if self.has_masks:

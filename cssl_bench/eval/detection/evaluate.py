@@ -63,14 +63,14 @@ def coco_evaluate(gt, results: list[dict], iou_type: str = "bbox", image_ids: li
 
 @torch.no_grad()
 def predict(model, dataset, device: torch.device, batch_size: int = 8, rank: int = 0, world: int = 1) -> tuple[list[dict], list[int]]:
-    """Run ``model`` (eval mode) over this rank's share of ``dataset``; outputs moved to the CPU."""
+    """Run ``model`` (eval mode) over this rank's share of ``dataset`` (a ``DetectionSet``); outputs moved to the CPU."""
     model.eval()
     outputs, ids = [], []
     idx = list(range(rank, len(dataset), world))
     for s in range(0, len(idx), batch_size):
-        items = [dataset[i] for i in idx[s:s + batch_size]]
-        images = [img.to(device, non_blocking=True).float().div_(255) for img, _ in items]
-        for out, (_, t) in zip(model(images), items):
+        chunk = idx[s:s + batch_size]
+        images = [dataset.image(i).to(device, non_blocking=True).float().div_(255) for i in chunk]
+        for out, i in zip(model(images), chunk):
             outputs.append({k: v.cpu() for k, v in out.items()})
-            ids.append(int(t["image_id"]))
+            ids.append(dataset.records[i].image_id)
     return outputs, ids

@@ -173,7 +173,9 @@ def get_protocol(dataset: str, protocol: str | None = None, task: str | None = N
             raise UserError(f"unknown --protocol {name!r}; choose from {', '.join(PROTOCOL_NAMES)}", exit_code=2)
         base = PROTOCOLS[name]
         trials = 1 if name != "coco" else base.trials  # CPU budget: one trial unless asked (--trials)
-        return dataclasses.replace(base, **EMBEDDED_BUDGET, trials=trials, task=task or base.task)
+        p = dataclasses.replace(base, **EMBEDDED_BUDGET, trials=trials, task=task or base.task)
+        p.validate()
+        return p
     if protocol not in (None, dataset):
         raise UserError(f"--protocol {protocol} only applies to embedded-det; {dataset} is scored as {dataset}", exit_code=2)
     p = dataclasses.replace(PROTOCOLS[dataset], task=task or PROTOCOLS[dataset].task)
@@ -385,7 +387,9 @@ def finetune(backbone: nn.Module, train: DetectionSet, test: DetectionSet, p: De
     opt = torch.optim.SGD(params, lr=p.lr_at(0), momentum=p.momentum)
     net = model
     if world > 1:
-        net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+        # Mask R-CNN's mask branch sees no RoI in a batch without positives: let DDP skip its parameters then
+        net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None,
+                                                  find_unused_parameters=True)
     data = _Augmented(train_set, seed, p.flip)
 
     def loader(start: int, end: int):
