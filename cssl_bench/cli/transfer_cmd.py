@@ -75,9 +75,9 @@ def detection(run_dir: Path = typer.Argument(..., help="a pretraining run direct
     """
     import torch
 
-    from cssl_bench.eval.detection.finetune import get_protocol, maybe_init_distributed, transfer_detection
+    from cssl_bench.eval.detection.finetune import get_protocol, transfer_detection
     from cssl_bench.eval.features import load_run
-    from cssl_bench.train.distributed import is_main
+    from cssl_bench.train.distributed import cleanup, init_from_env, is_main
 
     if device not in (None, "cpu", "cuda"):
         raise UserError(f"unknown --device {device!r}; choose from cpu, cuda", exit_code=2)
@@ -88,11 +88,17 @@ def detection(run_dir: Path = typer.Argument(..., help="a pretraining run direct
     p = get_protocol(dataset, protocol, task)
     p = p.with_overrides(arch=arch, iterations=iterations, trials=trials, min_size=_sizes(min_size), max_size=max_size, test_size=test_size,
                          batch_size=batch_size, lr=lr, **_parse_opts(opts))
-    maybe_init_distributed()
+    init_from_env()  # under torchrun: one process per GPU (or CPU), BN synchronised over all of them
+    main = is_main()  # asked before cleanup() leaves the process group
     dev = torch.device("cpu") if device == "cpu" else None
-    log = None if quiet or not is_main() else (lambda s: err.print(s, markup=False, highlight=False))
-    recs, trials_done = transfer_detection(run, dataset, p, scratch, data_root, dev, log)
-    if not is_main():
+    log = None if quiet or not main else (lambda s: err.print(s, markup=False, highlight=False))
+    try:
+        recs, trials_done = transfer_detection(run, dataset, p, scratch, data_root, dev, log)
+    except BaseException:
+        cleanup(barrier=False)
+        raise
+    cleanup()
+    if not main:
         return
     store(results).append(recs)
     if not as_json:

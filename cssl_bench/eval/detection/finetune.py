@@ -73,7 +73,7 @@ class DetectionProtocol:
     test_size: int = 800
     flip: bool = True
     extra_norm: bool = True
-    bn: str = "sync"  # sync (SyncBatchNorm when distributed on GPUs, else BatchNorm) | bn (always per-process BatchNorm)
+    bn: str = "sync"  # sync (synchronised over all processes when several train, else BatchNorm) | bn (per-process BatchNorm)
     precise_bn: int = 200
     roi_size: int = 14
     roi_batch: int = 512
@@ -325,7 +325,7 @@ class TrialResult:
     history: list[tuple[int, dict[str, float]]]
     seconds: float
     losses: list[tuple[int, float]]
-    norm: str  # the norm layers actually trained: SyncBatchNorm or BatchNorm2d
+    norm: str  # the norm layers actually trained: BatchNorm2d, or SyncBatchNorm / GlobalBatchNorm (several processes)
 
 
 def _unwrap(model: nn.Module) -> nn.Module:
@@ -378,7 +378,7 @@ def finetune(backbone: nn.Module, train: DetectionSet, test: DetectionSet, p: De
                            rpn_pre_nms_train=p.rpn_pre_nms_train, rpn_post_nms_train=p.rpn_post_nms_train,
                            rpn_pre_nms_test=p.rpn_pre_nms_test, rpn_post_nms_test=p.rpn_post_nms_test)
     if p.bn == "sync":
-        model = use_sync_bn(model)
+        model = use_sync_bn(model, device.type)
     model.to(device)
     train_set = train.trainable()
     if len(train_set) == 0:
@@ -389,7 +389,7 @@ def finetune(backbone: nn.Module, train: DetectionSet, test: DetectionSet, p: De
     if world > 1:
         # Mask R-CNN's mask branch sees no RoI in a batch without positives: let DDP skip its parameters then
         net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None,
-                                                  find_unused_parameters=True)
+                                                  find_unused_parameters=p.task == "instance")
     data = _Augmented(train_set, seed, p.flip)
 
     def loader(start: int, end: int):
@@ -434,7 +434,7 @@ def finetune(backbone: nn.Module, train: DetectionSet, test: DetectionSet, p: De
                         log(f"  it {it}/{p.iterations} loss {float(loss.detach()):.3f} lr {p.lr_at(it - 1):.4g}")
         if stop in checkpoints or stop == p.iterations:
             final = eval_now(stop)
-    norm = "SyncBatchNorm" if any(isinstance(m, nn.SyncBatchNorm) for m in model.modules()) else "BatchNorm2d"
+    norm = next(type(m).__name__ for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm))
     return TrialResult(seed, final, history, time.time() - t0, losses, norm)
 
 
@@ -488,13 +488,3 @@ def transfer_detection(run, dataset: str, p: DetectionProtocol, scratch: bool = 
             log(f" trial {t + 1}/{p.trials} (seed {seed})")
         trials.append(finetune(backbone, train, test, p, seed, device, evaluate_at, log))
     return records_for_trials(run, dataset, p, trials, scratch), trials
-
-
-def maybe_init_distributed() -> None:
-    """Join the process group when launched by ``torchrun`` (``WORLD_SIZE`` > 1)."""
-    import torch.distributed as dist
-
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
-        if torch.cuda.is_available():
-            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")

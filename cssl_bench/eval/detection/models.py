@@ -14,8 +14,8 @@ Two layouts (``arch``):
 
 Every backbone parameter is trained (detectron2's ``FREEZE_AT 0``) and every norm is a real
 ``BatchNorm2d`` in training mode, not torchvision's ``FrozenBatchNorm2d`` default: frozen statistics of
-an SSL backbone do not match the detection images. When ``torch.distributed`` is running on GPUs
-the norms become ``SyncBatchNorm`` (the paper's synchronised BN).
+an SSL backbone do not match the detection images. When several processes train (torchrun) the norms
+are synchronised over the global batch (the paper's SyncBN; ``use_sync_bn``).
 
 Input: a list of float images [3, H, W] in [0, 1]; torchvision's transform resizes them so the short
 side is one of ``min_size`` (random per image in training, the last in evaluation), the long side at
@@ -129,10 +129,11 @@ def build_detector(resnet: nn.Module, num_classes: int, arch: str = "c4", task: 
     return MaskRCNN(body, **common, **kw, mask_roi_pool=MultiScaleRoIAlign(levels, roi_size, 2))
 
 
-def use_sync_bn(model: nn.Module) -> nn.Module:
-    """BatchNorm -> SyncBatchNorm when a distributed GPU job is running (the paper's synchronised BN)."""
-    import torch.distributed as dist
+def use_sync_bn(model: nn.Module, device_type: str) -> nn.Module:
+    """BatchNorm -> synchronised BatchNorm when several processes train (the paper's SyncBN):
+    ``nn.SyncBatchNorm`` on GPUs, the project's ``GlobalBatchNorm`` on CPUs (gloo)."""
+    from cssl_bench.train.distributed import convert_sync_batchnorm, is_dist, world_size
 
-    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1 and torch.cuda.is_available():
-        return nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    if is_dist() and world_size() > 1:
+        return convert_sync_batchnorm(model, device_type)
     return model
