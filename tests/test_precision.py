@@ -1,0 +1,82 @@
+"""Precision options of the pretraining loop on CPU: bf16 and fp16 autocast (fp16 with a GradScaler),
+channels-last, and torch.compile (slow). A few steps of a tiny model each."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from cssl_bench.config import load_recipe
+from cssl_bench.train.loop import autocast, pretrain
+
+
+def tiny(method: str = "simclr", **train) -> object:
+    return load_recipe(method, "tiny", {
+        "model": {"backbone": "resnet10-w0.125"},
+        "data": {"embedded_train": 32, "embedded_test": 16, "workers": 0},
+        "train": {"epochs": 1, "batch_size": 16, "log_every": 1, **train},
+        "params": {"hidden": 32} if method == "simclr" else {},
+    })
+
+
+def _log_losses(out: Path) -> list[float]:
+    import csv
+
+    with open(out / "log.csv") as f:
+        return [float(r["loss"]) for r in csv.DictReader(f)]
+
+
+@pytest.mark.parametrize("precision,dtype", [("fp32", torch.float32), ("bf16", torch.bfloat16), ("fp16", torch.float16)])
+def test_autocast_computes_in_the_requested_dtype(precision, dtype):
+    lin = torch.nn.Linear(8, 4)
+    conv = torch.nn.Conv2d(3, 4, 3)
+    with autocast(precision, "cpu"):
+        assert lin(torch.randn(2, 8)).dtype == dtype
+        assert conv(torch.randn(1, 3, 8, 8)).dtype == dtype
+        # the contrastive losses stay accurate: autocast runs cross-entropy in fp32
+        assert torch.nn.functional.cross_entropy(lin(torch.randn(2, 8)), torch.tensor([0, 1])).dtype == torch.float32
+    assert lin(torch.randn(2, 8)).dtype == torch.float32  # only inside the context
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_mixed_precision_pretraining_steps(precision, tmp_path):
+    """Two steps in reduced precision: finite losses close to fp32's first loss (same initial weights,
+    same batch), fp32 master weights that moved, and for fp16 a GradScaler whose state is checkpointed."""
+    ref = pretrain(tiny(precision="fp32"), tmp_path / "fp32", show_progress=False)
+    out = pretrain(tiny(precision=precision), tmp_path / precision, show_progress=False)
+    losses, ref_losses = _log_losses(out), _log_losses(ref)
+    assert len(losses) == 2 and all(torch.isfinite(torch.tensor(losses)))
+    assert losses[0] == pytest.approx(ref_losses[0], rel=0.02)  # reduced precision, not a different model
+    init = torch.load(out / "checkpoints" / "prev.pt", weights_only=True)
+    last = torch.load(out / "checkpoints" / "last.pt", weights_only=True)
+    w0, w1 = init["model"]["backbone.conv1.weight"], last["model"]["backbone.conv1.weight"]
+    assert w1.dtype == torch.float32 and not torch.equal(w0, w1)
+    if precision == "fp16":
+        assert last["scaler"]["scale"] > 0  # enabled: the loss scale is part of the checkpoint
+    else:
+        assert last["scaler"] == {}  # bf16 needs no loss scaling
+
+
+def test_channels_last_option(tmp_path):
+    """``model.channels_last`` stores the 4-d weights in NHWC order, and training gives the same first
+    loss as the default layout (a memory format, not a different computation)."""
+    nhwc = pretrain(tiny(), tmp_path / "nhwc", show_progress=False, stop_after_steps=1)
+    from dataclasses import replace
+
+    r = tiny()
+    r = replace(r, model=replace(r.model, channels_last=False))
+    nchw = pretrain(r, tmp_path / "nchw", show_progress=False, stop_after_steps=1)
+    w = torch.load(nhwc / "checkpoints" / "last.pt", weights_only=True)["model"]["backbone.layer1.0.conv1.weight"]
+    assert w.is_contiguous(memory_format=torch.channels_last) and not w.is_contiguous()
+    w = torch.load(nchw / "checkpoints" / "last.pt", weights_only=True)["model"]["backbone.layer1.0.conv1.weight"]
+    assert w.is_contiguous()
+    assert _log_losses(nhwc)[0] == pytest.approx(_log_losses(nchw)[0], rel=1e-5)
+
+
+@pytest.mark.slow
+def test_compile_option(tmp_path):
+    """``train.compile`` runs the step through torch.compile (inductor) and trains the same model."""
+    ref = pretrain(tiny(), tmp_path / "eager", show_progress=False)
+    out = pretrain(tiny(compile=True), tmp_path / "compiled", show_progress=False)
+    assert _log_losses(out)[0] == pytest.approx(_log_losses(ref)[0], rel=1e-4)
