@@ -285,7 +285,7 @@ def test_protocols_and_schedule():
 def _tiny_protocol(**kw):
     from cssl_bench.eval.detection.finetune import get_protocol
 
-    base = dict(iterations=60, batch_size=4, lr=0.04, scenes_07=80, scenes_test=30, eval_batch=15)
+    base = dict(iterations=60, batch_size=4, lr=0.04, scenes_07=80, scenes_12=8, scenes_test=30, eval_batch=15)
     return get_protocol("embedded-det").with_overrides(**{**base, **kw})
 
 
