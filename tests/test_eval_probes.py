@@ -189,6 +189,7 @@ def test_evaluate_suite_all_with_subsets(moco_run, cli, tmp_path):
                 ("corruption/gaussian_noise/s5", "embedded", "corruption"), ("corruption/d>3", "embedded", "corruption"),
                 ("objectnet/top1", "embedded-shift", "objectnet"), ("knn/top1", "embedded", "knn")}
     assert expected <= by
+    assert [r["protocol"]["k"] for r in recs if r["metric"] == "knn/top1"] == [200]  # 10 classes: the CIFAR-size k
     assert len((res / "records.jsonl").read_text().splitlines()) == len(recs)
 
 

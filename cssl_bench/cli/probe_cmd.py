@@ -76,7 +76,7 @@ def _finish(recs: list[dict], results: Optional[Path], as_json: bool, title: str
 
 
 @probe_app.command("knn")
-def knn(run_dir: Path, dataset: Optional[str] = DatasetOpt, k: int = typer.Option(200, help="neighbours"),
+def knn(run_dir: Path, dataset: Optional[str] = DatasetOpt, k: Optional[int] = typer.Option(None, help="neighbours (default: 20 for 100 classes or more, else 200)"),
         temperature: float = typer.Option(0.1, help="vote temperature"), feature: Optional[str] = FeatureOpt,
         epoch: Optional[int] = EpochOpt, results: Optional[Path] = ResultsOpt, as_json: bool = JsonOpt):
     """Weighted cosine kNN on frozen features (k and T are recorded)."""

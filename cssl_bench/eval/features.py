@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -63,8 +64,25 @@ def load_run(run_dir: Path, epoch: int | None = None) -> LoadedRun:
         method.load_state_dict(state["model"])
     except RuntimeError as e:
         raise UserError(f"checkpoint {path} does not match the run's model ({str(e).splitlines()[0][:160]})") from None
-    method.eval()
+    method.to(eval_device()).eval()
     return LoadedRun(run_dir, recipe, method, path, int(state["epoch"]), int(state["step"]), info)
+
+
+def eval_device() -> torch.device:
+    """Where frozen features are computed: the GPU when there is one (``$CSSL_BENCH_EVAL_DEVICE`` overrides)."""
+    name = os.environ.get("CSSL_BENCH_EVAL_DEVICE")
+    if name:
+        return torch.device(name)
+    return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
+
+
+def _in_memory(source) -> bool:
+    """Sources backed by an array in memory (or wrapping one): loader workers would only add start-up cost."""
+    while source is not None:
+        if isinstance(getattr(source, "images", None), np.ndarray):
+            return True
+        source = getattr(source, "source", None)
+    return False
 
 
 def eval_transform(image_size: int, crop_frac: float | None = None) -> CenterResize:
@@ -77,11 +95,14 @@ def eval_transform(image_size: int, crop_frac: float | None = None) -> CenterRes
 @torch.no_grad()
 def compute_features(method, source: ImageSource, kind: str, image_size: int, channels_last: bool = True,
                      batch_size: int = 256, transform=None, workers: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Features [N, D] (float32, on the CPU) and labels [N] of every image of ``source``, in order, computed
+    in evaluation mode on the method's device after the deterministic ``transform``."""
     method.eval()
+    device = next(method.parameters()).device
     transform = transform or eval_transform(image_size)
     feats, labels = [], []
     for x, y in eval_loader(source, transform, batch_size, workers):
-        feats.append(method.features(to_input(x, channels_last), kind).float())
+        feats.append(method.features(to_input(x.to(device, non_blocking=True), channels_last), kind).float().cpu())
         labels.append(y)
     return torch.cat(feats), torch.cat(labels)
 
@@ -115,7 +136,9 @@ def features(run: LoadedRun, dataset: str, split: str, kind: str | None = None, 
             path.unlink(missing_ok=True)
     if source is None:
         source = get_source(dataset, split, dataset_options(run.recipe))
-    f, y = compute_features(run.method, source, kind, run.recipe.data.image_size, run.recipe.model.channels_last, transform=transform)
+    workers = 0 if _in_memory(source) else run.recipe.data.workers
+    f, y = compute_features(run.method, source, kind, run.recipe.data.image_size, run.recipe.model.channels_last, transform=transform,
+                            workers=workers)
     try:
         from cssl_bench.train.checkpoint import save_checkpoint
 

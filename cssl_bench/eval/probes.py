@@ -106,10 +106,13 @@ class RelabelledSource(ImageSource):
         return self.source.image(i)
 
 
-def probe_knn(run: LoadedRun, dataset: str, k: int = 200, temperature: float = 0.1, feature: str | None = None) -> list[dict]:
+def probe_knn(run: LoadedRun, dataset: str, k: int | None = None, temperature: float = 0.1, feature: str | None = None) -> list[dict]:
+    """Weighted cosine kNN; ``k`` None: 20 for sets of 100 classes or more, else 200 (PROTOCOLS.md 2)."""
     feature = feature or run.default_feature
     tf, ty = features(run, dataset, "train", feature)
     vf, vy = features(run, dataset, "test", feature)
+    if k is None:
+        k = 20 if len(source_of(run, dataset, "train").classes) >= 100 else 200
     metrics = knn_eval(tf, ty, vf, vy, k, temperature)
     return records_for(run, dataset, feature, {"name": "knn", "k": k, "temperature": temperature}, metrics)
 
@@ -124,10 +127,12 @@ def _augmented_batches(run: LoadedRun, dataset: str, feature: str, p: LinearProt
     def batches(epoch):
         ds.set_epoch(epoch)
         g = torch.Generator().manual_seed(p.seed * 1000 + epoch)
-        loader = torch.utils.data.DataLoader(ds, batch_size=bs, sampler=torch.randperm(len(ds), generator=g).tolist(), drop_last=True)
+        loader = torch.utils.data.DataLoader(ds, batch_size=bs, sampler=torch.randperm(len(ds), generator=g).tolist(), drop_last=True,
+                                             num_workers=run.recipe.data.workers)
+        device = next(run.method.parameters()).device
         for views, y, _ in loader:
             with torch.no_grad():
-                f = run.method.features(to_input(views["v1"], run.recipe.model.channels_last), feature).float()
+                f = run.method.features(to_input(views["v1"].to(device), run.recipe.model.channels_last), feature).float().cpu()
             yield f, y
 
     return batches, len(src) // bs, len(src.classes)

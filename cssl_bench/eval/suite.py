@@ -126,8 +126,7 @@ def run_step(run: LoadedRun, step: Step, o: SuiteOptions) -> list[dict]:
     if step.probe == "objectnet":
         return probe_objectnet(run, step.dataset, p, o.feature)
     if step.probe == "knn":
-        k = o.knn_k or (20 if scale == "paper" else 200)  # PROTOCOLS.md 2: k=20 for 100-class sets, 200 at CIFAR size
-        return probe_knn(run, step.dataset, k, o.knn_temperature, o.feature)
+        return probe_knn(run, step.dataset, o.knn_k, o.knn_temperature, o.feature)
     raise UserError(f"unknown probe {step.probe!r}", exit_code=2)
 
 
