@@ -2,6 +2,7 @@
 channels-last, and torch.compile (slow). A few steps of a tiny model each."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -80,3 +81,25 @@ def test_compile_option(tmp_path):
     ref = pretrain(tiny(), tmp_path / "eager", show_progress=False)
     out = pretrain(tiny(compile=True), tmp_path / "compiled", show_progress=False)
     assert _log_losses(out)[0] == pytest.approx(_log_losses(ref)[0], rel=1e-4)
+
+
+def test_train_step_benchmark_runs(tmp_path):
+    """benchmarks/train_step.py end to end on the smallest setting: a row per method with its FLOPs
+    (about 3x the forward FLOPs of two ResNet-18 views: forward + backward) and the JSON file."""
+    import importlib.util
+    import json
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "train_step.py"
+    spec = importlib.util.spec_from_file_location("train_step", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    rc = bench.main(["--configs", "r18-32", "--methods", "simclr", "--batch", "2", "--steps", "1", "--rounds", "1",
+                     "--warmup", "0", "--no-lightly", "--out", str(tmp_path)])
+    assert rc == 0
+    info = json.loads((tmp_path / "train_step-cpu-fp32.json").read_text())
+    (row,) = info["rows"]
+    assert row["method"] == "simclr" and row["images_per_s"] > 0 and info["matmul_peak_tflops"]["fp32"] > 0
+    # ResNet-18 with the CIFAR stem at 32 px: 0.556 GMAC per image forward; 2 views x 2 images, fwd + bwd ~ 3x
+    forward = 2 * 0.556e9 * 2 * 2
+    assert 2.5 * forward < row["flops_per_step"] < 3.2 * forward
+    assert info["machine"]["cores"] == os.cpu_count() and info["machine"]["torch"] == torch.__version__

@@ -115,6 +115,8 @@ def pretrain(recipe: Recipe, out_dir: Path, resume: bool = False, show_progress:
 
     seed_everything(recipe.train.seed)
     device = _device()
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed input shapes: cuDNN picks its fastest kernels once
     source = get_source(recipe.data.dataset, "train", dataset_options(recipe))
     # train.batch_size is the global batch: each of the ``world`` processes trains on an equal slice, so
     # the recipe (hash, lr scaling, results) does not depend on the number of processes
