@@ -93,7 +93,7 @@ def probe_corruption(run: LoadedRun, dataset: str, protocol: LinearProtocol | st
     metrics = {f"corruption/{c}/s{s}": v for (c, s), v in acc.items()}
     metrics.update({f"corruption/{g}": v for g, v in C.group_means(acc).items()})
     record = {"name": "corruption", "source": corrupted or "on-the-fly", "corruptions": corruptions, "severities": severities,
-              "limit": limit, "seed": seed, "min_size": min_size if corrupted is None else None,
+              "high_severities": list(C.HIGH_SEVERITIES), "limit": limit, "seed": seed, "min_size": min_size if corrupted is None else None,
               "complete": len(corruptions) == len(C.CORRUPTIONS) and len(severities) == len(C.SEVERITIES),
               "linear": protocol.record()}
     return records_for(run, corrupted or dataset, feature, record, metrics)
