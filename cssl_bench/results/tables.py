@@ -674,20 +674,22 @@ def check_finding(f: Finding, t: Rendered) -> dict:
     pv = all(paper(a) > paper(b) for a, b in f.greater)
     vals = [(ours(a), ours(b)) for a, b in f.greater]
     ov = None if any(x is None or y is None for x, y in vals) else all(x > y for x, y in vals)
+    margin = None if ov is None else round(min(x - y for x, y in vals), 1)
     cells = list(dict.fromkeys(c for pair in f.greater for c in pair))
     numbers = "; ".join(f"{label(c)}: {ours(c) if ours(c) is not None else MISSING} (paper {paper(c)})" for c in cells)
-    return {"table": f.table, "finding": f.text, "paper": pv, "ours": ov, "numbers": numbers}
+    return {"table": f.table, "finding": f.text, "paper": pv, "ours": ov, "margin": margin, "numbers": numbers}
 
 
 def findings_markdown(records: list[dict], scale: str, tables: list[str] | None = None) -> str:
-    """A markdown table: each finding, whether our numbers at ``scale`` agree, and the numbers."""
+    """A markdown table: each finding, whether our numbers at ``scale`` agree, by how much (the smallest
+    difference of the inequalities that state it, in points: negative where it fails), and the numbers."""
     names = tables or list(TABLES)
     built = {n: build(n, records, scale) for n in names}
-    lines = [f"| table | finding | ours at {scale} scale | numbers: ours (paper) |", "|:---|:---|:---|:---|"]
+    lines = [f"| table | finding | ours at {scale} scale | margin | numbers: ours (paper) |", "|:---|:---|:---|---:|:---|"]
     for f in FINDINGS:
         if f.table not in built:
             continue
         c = check_finding(f, built[f.table])
         verdict = {True: "agrees", False: "disagrees", None: "no data"}[c["ours"]]
-        lines.append(_md_line([f.table, f.text, verdict, c["numbers"]]))
+        lines.append(_md_line([f.table, f.text, verdict, MISSING if c["margin"] is None else f"{c['margin']:+.1f}", c["numbers"]]))
     return "\n".join(lines) + "\n"
