@@ -223,3 +223,13 @@ def test_looc_plus_plus_feature_dimensions():
         assert dims["head:2"] == (2, 32) and dims["head:0:out"] == (2, 16)
         heads = torch.cat([m.features(x, f"head:{i}") for i in range(3)], dim=1)
         assert torch.allclose(m.features(x, "concat"), heads)
+
+
+def test_corruption_table_layout():
+    from cssl_bench.eval.corruption import corruption_table
+
+    recs = [{"metric": m, "value": v} for m, v in [("corruption/fog/s5", 30.0), ("corruption/gaussian_noise/s1", 80.0),
+                                                   ("corruption/gaussian_noise/s5", 40.0), ("corruption/all", 50.0)]]
+    header, rows = corruption_table(recs)
+    assert header == ["corruption", "s1", "s5", "mean"]
+    assert rows == [["gaussian_noise", "80.0", "40.0", "60.0"], ["fog", "", "30.0", "30.0"]]  # canonical order

@@ -180,7 +180,23 @@ def corruption(run_dir: Path, dataset: Optional[str] = typer.Option(None, help="
     _check_feature(run, feature)
     p = _protocol(run, protocol, epochs, batch_size, lr, augment, feature_norm)
     recs = probe_corruption(run, dataset, p, feature, cs, ss, limit, seed, min_size, corrupted)
-    _finish(recs, results, as_json, "corruption robustness")
+    store(results).append(recs)
+    if as_json:
+        print_records(recs, True)
+        return
+    from rich.table import Table
+
+    from cssl_bench.cli.app import console
+    from cssl_bench.eval.corruption import corruption_table
+
+    header, rows = corruption_table(recs)
+    t = Table(title=f"top-1 under corruption ({run.recipe.method}, {recs[0]['dataset']}, {recs[0]['feature']})")
+    for i, h in enumerate(header):
+        t.add_column(h, justify="left" if i == 0 else "right")
+    for row in rows:
+        t.add_row(*row)
+    console.print(t)
+    print_records([r for r in recs if r["metric"].count("/") == 1], False, "corruption robustness: group means")
 
 
 @probe_app.command("objectnet")
