@@ -51,11 +51,12 @@ def test_probes_and_table(tiny_run, cli):
     top1 = next(r["value"] for r in lin if r["metric"] == "linear/top1")
     moco_row = next(line for line in p.stdout.splitlines() if line.startswith("| MoCo v2"))
     cells = [c.strip() for c in moco_row.strip("|").split("|")]
-    assert f"{top1:.1f}" in cells[4] and "67.4" in cells[4]  # 100-ep column (tiny: 1 epoch): ours beside the paper's
-    assert all("–" in c for c in cells[5:])  # no result at the other budgets
+    # 100-ep column (tiny: 1 epoch): paper | ours | delta, the paper's number beside ours
+    assert cells[4:7] == ["67.4", f"{top1:.1f}", f"{top1 - 67.4:+.1f}"]
+    assert cells[7] == "69.9" and cells[8] == "–"  # no result at the other budgets
     simclr_row = next(line for line in p.stdout.splitlines() if line.startswith("| SimCLR"))
     assert "66.5" in simclr_row and "–" in simclr_row and "tiny" in p.stdout
-    p = cli("table", "simsiam-t4", "--results", res, "--format", "csv")
+    p = cli("table", "simsiam-t4", "--results", res, "--format", "csv", "--compare", "none")
     assert p.returncode == 0 and p.stdout.splitlines()[0] == "method,batch size,negative pairs,momentum encoder,100 ep,200 ep,400 ep,800 ep"
 
 

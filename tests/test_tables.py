@@ -345,9 +345,14 @@ def test_cli_table(cli, tmp_path):
     from cssl_bench.results.store import ResultsStore
 
     ResultsStore(tmp_path).append(RECORDS)
-    r = cli("table", "looc-t1", "--results", tmp_path, "--scale", "small")
+    r = cli("table", "looc-t1", "--results", tmp_path, "--scale", "small")  # default: the paper's numbers beside ours
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == (GOLDEN / "rotation-compare.md").read_text()
+    r = cli("table", "looc-t1", "--results", tmp_path, "--scale", "small", "--compare", "none")
     assert r.returncode == 0, r.stderr
     assert r.stdout == (GOLDEN / "rotation.md").read_text()
+    r = cli("table", "looc-t1", "--results", tmp_path, "--compare", "both")
+    assert r.returncode == 2 and "choose from paper, none" in r.stderr
     r = cli("table", "--list")
     assert r.returncode == 0 and all(n in r.stdout for n in NAMES + ["looc-t5"])
     r = cli("table", "heads", "--results", tmp_path, "--format", "xml")

@@ -22,7 +22,7 @@ def _check_scale(scale: Optional[str]) -> None:
 def table(name: Optional[str] = typer.Argument(None, help="table name or alias (see --list)"),
           results: Optional[Path] = ResultsOpt,
           fmt: str = typer.Option("md", "--format", help="md | csv | json"),
-          compare: Optional[str] = typer.Option(None, "--compare", help="'paper': paper | ours | delta per cell"),
+          compare: str = typer.Option("paper", "--compare", help="'paper' (default): paper | ours | delta per cell, the paper's numbers beside ours; 'none': our numbers only, in the paper's exact columns"),
           scale: Optional[str] = ScaleOpt,
           provenance: bool = typer.Option(False, "--provenance", help="list, per cell, the record ids, runs and commands behind it"),
           list_: bool = typer.Option(False, "--list", help="list the tables with their captions")):
@@ -39,8 +39,8 @@ def table(name: Optional[str] = typer.Argument(None, help="table name or alias (
         return
     if fmt not in ("md", "csv", "json"):
         raise UserError(f"unknown format {fmt!r}; choose from md, csv, json", exit_code=2)
-    if compare not in (None, "paper"):
-        raise UserError(f"unknown --compare {compare!r}; the only choice is 'paper'", exit_code=2)
+    if compare not in ("none", "paper"):
+        raise UserError(f"unknown --compare {compare!r}; choose from paper, none", exit_code=2)
     _check_scale(scale)
     tables.resolve(name)
     rendered = tables.build(name, store(results).read(), scale)
