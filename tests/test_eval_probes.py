@@ -245,3 +245,11 @@ def test_derived_tasks_share_the_features_of_their_images(run):
         g, _ = features(run, same, split, "backbone")
         assert torch.equal(f, g) and np.array_equal(y.numpy(), a.labels)
     assert not np.array_equal(source_of(run, "embedded-color", "test").labels, source_of(run, "embedded", "test").labels)
+
+
+def test_probe_cli_corruption_table(moco_run, capsys, tmp_path):
+    code, out, err = _main(capsys, "probe", "corruption", moco_run, "--corruptions", "contrast", "--severities", "2",
+                           "--limit", "20", "--epochs", "2", "--results", tmp_path)
+    assert code == 0, err
+    assert "top-1 under corruption" in out and "contrast" in out and "corruption/d>3" not in out and "corruption/all" in out
+    assert len((tmp_path / "records.jsonl").read_text().splitlines()) == 3  # s2 of contrast, digital, all
