@@ -18,7 +18,9 @@ be shared) and the ratio is the median of the per-round ratios.
 
 FLOPs of one step are counted by ``torch.utils.flop_counter.FlopCounterMode`` (matmuls and
 convolutions, forward and backward; optimiser excluded). The peak is a large square matmul in the
-step's compute dtype (fp32, or bf16/fp16 under autocast), best of several timed loops.
+step's compute dtype (fp32, or bf16/fp16 under autocast), best of a few timed loops, measured again
+next to every timed round, and "of peak" is the median over rounds of the step's FLOP/s over the
+peak measured next to it (on a shared CPU both drift with the neighbours' load).
 
     python benchmarks/train_step.py --quick                       # CPU: r18-32 at a small batch, ~5 min
     python benchmarks/train_step.py --configs r18-32 --methods simclr,byol --batch 64
@@ -31,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import datetime
 import json
 import os
@@ -195,7 +198,7 @@ def _lightly_model(method_name: str, recipe, backbone: nn.Module):
                                         SimSiamPredictionHead, SimSiamProjectionHead, SwaVProjectionHead, SwaVPrototypes)
     from lightly.models.utils import deactivate_requires_grad, update_momentum
 
-    p, feat = recipe.params, backbone.out_dim
+    p, feat = dataclasses.asdict(build_method(recipe).p), backbone.out_dim  # the recipe's params with their defaults
 
     class SimCLR(nn.Module):
         def __init__(self):
@@ -367,16 +370,21 @@ def measure(method: str, config: str, args, device: torch.device, peaks: dict, u
     row["flops_per_step"] = count_flops(step)
     if other:
         row["lightly_flops_per_step"] = count_flops(other)
-    ours_s, theirs_s = [], []
+    ours_s, theirs_s, round_peaks = [], [], []
+    dtype = DTYPES[args.precision]
     for _ in range(args.rounds):  # alternate, so that a neighbour's load hits both sides alike
+        # the peak is re-measured next to each timed round: on a shared CPU it drifts with the load
+        round_peaks.append(matmul_peak(device, dtype, seconds=args.peak_seconds))
         ours_s.append(timed(step, args.steps, device))
         if other:
             theirs_s.append(timed(other, args.steps, device))
     t = statistics.median(ours_s)
+    peaks[args.precision] = max(peaks[args.precision], *round_peaks)
     row["step_s"] = [round(x, 5) for x in ours_s]
+    row["round_peak_tflops"] = [round(x / 1e12, 5) for x in round_peaks]
     row["images_per_s"] = batch / t
     row["tflops"] = row["flops_per_step"] / t / 1e12
-    row["fraction_of_peak"] = row["flops_per_step"] / t / peaks[args.precision]
+    row["fraction_of_peak"] = statistics.median([row["flops_per_step"] / s / pk for s, pk in zip(ours_s, round_peaks)])
     if other:
         row["lightly_step_s"] = [round(x, 5) for x in theirs_s]
         row["lightly_images_per_s"] = batch / statistics.median(theirs_s)
@@ -399,11 +407,13 @@ def print_table(rows: list[dict], info: dict) -> None:
     for r in rows:
         lightly_ips = f"{r['lightly_images_per_s']:.1f}" if "lightly_images_per_s" in r else r["lightly"]
         ratio = f"{r['ratio_ours_over_lightly']:.2f}" if "ratio_ours_over_lightly" in r else "-"
-        t.add_row(r["method"], r["config"], str(r["batch"]), f"{r['images_per_s']:.1f}", f"{r['tflops'] * 1e12 / scale:.1f}",
+        t.add_row(r["method"], r["config"], str(r["batch"]), f"{r['images_per_s']:.1f}", f"{r['tflops'] * 1e12 / scale:.3g}",
                   f"{100 * r['fraction_of_peak']:.0f}%", lightly_ips, ratio)
-    Console().print(t)
-    peaks = ", ".join(f"{k} {v * 1e12 / scale:.1f}" for k, v in info["matmul_peak_tflops"].items())
-    Console().print(f"matmul peak ({unit}): {peaks}; 'of peak': the step's FLOP/s over the peak of its compute dtype")
+    Console(width=max(120, Console().width)).print(t)
+    peaks = ", ".join(f"{k} {v * 1e12 / scale:.3g}" for k, v in info["matmul_peak_tflops"].items())
+    Console(width=max(120, Console().width)).print(
+        f"matmul peak ({unit}, best seen): {peaks}; 'of peak': the step's FLOP/s over the peak of its compute dtype "
+        "measured next to each timed round (median over rounds)")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -416,10 +426,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--methods", default=",".join(METHODS), help="comma-separated methods (recipe names)")
     ap.add_argument("--batch", type=int, default=None, help="batch size (default: per configuration and device)")
     ap.add_argument("--steps", type=int, default=None, help="steps per timed round (default 2 on CPU, 20 on GPU)")
-    ap.add_argument("--rounds", type=int, default=3, help="timed rounds, ours and lightly alternating")
+    ap.add_argument("--rounds", type=int, default=None, help="timed rounds, ours and lightly alternating (default 3; --quick: 5)")
     ap.add_argument("--warmup", type=int, default=None, help="untimed steps first (default 1 on CPU, 5 on GPU)")
-    ap.add_argument("--quick", action="store_true", help="CPU subset: r18-32, batch 16, 1 step x 3 rounds")
+    ap.add_argument("--quick", action="store_true", help="CPU subset: r18-32, batch 16, 1 step x 5 rounds (~3 minutes on 2 cores)")
     ap.add_argument("--no-lightly", action="store_true", help="do not measure lightly")
+    ap.add_argument("--peak-seconds", type=float, default=None, help="matmul-peak measurement before each round (default 0.5 s CPU, 0.2 s GPU)")
     ap.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results")
     args = ap.parse_args(argv)
     device = torch.device(args.device)
@@ -433,8 +444,11 @@ def main(argv: list[str] | None = None) -> int:
         args.configs = args.configs or "r18-32"
         args.batch = args.batch or 16
         args.steps = args.steps or 1
+        args.rounds = args.rounds or 5
+    args.rounds = args.rounds or 3
     args.steps = args.steps or (20 if gpu else 2)
     args.warmup = args.warmup if args.warmup is not None else (5 if gpu else 1)
+    args.peak_seconds = args.peak_seconds if args.peak_seconds is not None else (0.2 if gpu else 0.5)
     configs = (args.configs or ",".join(CONFIGS)).split(",")
     methods = args.methods.split(",")
     for c in configs:
@@ -459,6 +473,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{method} {config} ...", file=sys.stderr, flush=True)
             rows.append(measure(method, config, args, device, peaks, use_lightly))
     info["rows"] = rows
+    info["matmul_peak_tflops"] = {k: v / 1e12 for k, v in peaks.items()}  # the best seen over the run
     print_table(rows, info)
     args.out.mkdir(parents=True, exist_ok=True)
     name = (f"train_step-{'cuda' if gpu else 'cpu'}-{args.precision}{'-cl' if args.channels_last else ''}"
