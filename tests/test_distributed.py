@@ -285,3 +285,11 @@ def test_pretrain_nproc2_matches_one_process_and_only_rank0_writes(cli, tmp_path
     assert info["status"] == "complete" and info["batch_size"] == 16 and info["processes"] == 2
     b = torch.load(tmp_path / "two" / "checkpoints" / "last.pt", weights_only=True)
     assert b["step"] == 3
+
+
+def test_nproc_needs_a_batch_that_splits(cli, tmp_path):
+    r = cli("pretrain", "simclr", "--batch-size", "15", "--nproc", "2", "--out", tmp_path / "run")
+    assert r.returncode == 2 and "batch size 15 cannot be split over 2 processes" in r.stderr
+    assert not (tmp_path / "run").exists()
+    r = cli("pretrain", "simclr", "--nproc", "2", "--nnodes", "2", "--out", tmp_path / "run")
+    assert r.returncode == 2 and "--rdzv-endpoint" in r.stderr

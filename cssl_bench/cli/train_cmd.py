@@ -154,6 +154,9 @@ def pretrain(
     if nproc is not None and not D.launched_by_torchrun():
         if nproc < 1 or nnodes < 1:
             raise UserError(f"--nproc and --nnodes must be >= 1, got {nproc} and {nnodes}", exit_code=2)
+        if recipe.train.batch_size % (nproc * nnodes):
+            raise UserError(f"batch size {recipe.train.batch_size} cannot be split over {nproc * nnodes} processes; "
+                            f"use a multiple of {nproc * nnodes}", exit_code=2)
         if nproc * nnodes > 1:
             _launch(ctx, nproc, nnodes, node_rank, rdzv_endpoint, f"cssl-{recipe.hash()}-s{recipe.train.seed}")
             return
