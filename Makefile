@@ -41,7 +41,7 @@ ffcv: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/pip install -e '.[bench]'
-	$(BIN)/python benchmarks/train_step.py
+	$(BIN)/python benchmarks/train_step.py --quick
 
 reproduce-small: $(STAMP)
 	$(BIN)/cssl-bench reproduce all --scale small --results results/
