@@ -153,9 +153,15 @@ def pretrain(recipe: Recipe, out_dir: Path, resume: bool = False, show_progress:
         out_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(out_dir / "config.yaml", recipe.dump())
 
+    _last_ckpt_step = [global_step]
+    fault = os.environ.get("CSSL_BENCH_FAULT", "")  # fault injection for the reliability tests (docs/reliability.md)
+    _fault_nan_step = int(fault[4:]) if fault.startswith("nan:") and fault[4:].isdigit() else -1
+
     def checkpoint(path: Path, keep_previous: bool = True):
         if not main:
             return
+        if path.name == "last.pt":
+            _last_ckpt_step[0] = global_step
         save_checkpoint({
             "format": FORMAT, "version": __version__, "method": recipe.method, "backbone": recipe.model.backbone,
             "config_hash": recipe.hash(), "epoch": epoch, "step_in_epoch": step_in_epoch, "step": global_step,
@@ -208,10 +214,13 @@ def pretrain(recipe: Recipe, out_dir: Path, resume: bool = False, show_progress:
                 with autocast(recipe.train.precision, device.type):
                     out = model(views, labels)
                 loss = out["loss"]
+                if _fault_nan_step == global_step + 1:
+                    loss = loss * float("nan")
                 if not torch.isfinite(loss.detach()):
                     run_info("failed: non-finite loss")
-                    raise NonFiniteLoss(f"non-finite loss ({loss.item()}) at epoch {epoch} step {global_step}; "
-                                        f"the last good checkpoint is kept in {ckpt_dir}; fix the recipe and --resume")
+                    raise NonFiniteLoss(f"non-finite loss ({loss.item()}) at step {global_step + 1} (epoch {epoch}); "
+                                        f"the last good checkpoint (step {_last_ckpt_step[0]}) is kept in {ckpt_dir}; "
+                                        f"fix the recipe and run again with --resume")
                 optimizer.zero_grad(set_to_none=True)
                 scaler.scale(loss).backward()
                 method.after_backward(epoch)
@@ -251,7 +260,7 @@ def pretrain(recipe: Recipe, out_dir: Path, resume: bool = False, show_progress:
             if epoch in recipe.train.save_epochs:
                 checkpoint(ckpt_dir / f"epoch_{epoch}.pt", keep_previous=False)
             run_info("running" if epoch < recipe.train.epochs else "complete")
-    if recipe.train.epochs == 0:
+    if epoch >= recipe.train.epochs:  # also when a kill fell between the last checkpoint and this line
         run_info("complete")
     if writer:
         writer.close()
