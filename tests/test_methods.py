@@ -134,10 +134,11 @@ def test_split_batchnorm_matches_per_group_batchnorm():
     out = sbn(x)
     ref = torch.empty_like(x)
     means, vars_ = [], []
-    for grp in range(g):  # group grp holds samples grp, grp + g, ...
-        xs = x[grp::g]
+    m = n // g
+    for grp in range(g):  # group grp holds the contiguous slice grp * m ... (grp + 1) * m - 1 (rank grp's samples)
+        xs = x[grp * m:(grp + 1) * m]
         mu, var = xs.mean((0, 2, 3)), xs.var((0, 2, 3), unbiased=False)
-        ref[grp::g] = (xs - mu[None, :, None, None]) / torch.sqrt(var[None, :, None, None] + sbn.eps) * sbn.weight[None, :, None, None] + sbn.bias[None, :, None, None]
+        ref[grp * m:(grp + 1) * m] = (xs - mu[None, :, None, None]) / torch.sqrt(var[None, :, None, None] + sbn.eps) * sbn.weight[None, :, None, None] + sbn.bias[None, :, None, None]
         means.append(mu)
         vars_.append(xs.var((0, 2, 3), unbiased=True))
     assert torch.allclose(out, ref, atol=1e-5)
@@ -145,6 +146,7 @@ def test_split_batchnorm_matches_per_group_batchnorm():
     assert torch.allclose(sbn.running_var, 0.9 + 0.1 * torch.stack(vars_).mean(0), atol=1e-5)
     # channels-last input, evaluation mode and the state dict behave like a plain BatchNorm2d
     assert torch.allclose(sbn.train()(x.contiguous(memory_format=torch.channels_last)), sbn(x), atol=1e-5)
+    assert sbn(x.contiguous(memory_format=torch.channels_last)).is_contiguous(memory_format=torch.channels_last)
     plain = nn.BatchNorm2d(c)
     plain.load_state_dict(sbn.state_dict())
     assert torch.allclose(sbn.eval()(x), plain.eval()(x), atol=1e-6)

@@ -138,10 +138,12 @@ class SplitBatchNorm2d(nn.BatchNorm2d):
     """BatchNorm whose training statistics are computed separately on ``splits`` groups of the batch.
 
     Emulates MoCo's per-GPU BN (and, with a shuffled key batch, shuffling BN) on one device. Group g
-    holds the samples x[g::splits] (the layout of ``x.view(N / splits, C * splits, H, W)``); each
-    group is normalised with its own mean and variance, and the running statistics are updated with
-    the mean over the groups. A batch not divisible by ``splits`` falls back to plain BN. Evaluation
-    uses the shared running statistics; the state dict is that of a plain BatchNorm2d.
+    holds the contiguous slice x[g * N/splits : (g + 1) * N/splits], the samples rank g would hold if
+    the batch were split over ``splits`` processes; each group is normalised with its own mean and
+    variance (one fused BN call per group, so channels-last inputs stay channels-last: no layout copy),
+    and the running statistics are updated with the mean over the groups. A batch not divisible by
+    ``splits`` falls back to plain BN. Evaluation uses the shared running statistics; the state dict is
+    that of a plain BatchNorm2d.
     """
 
     def __init__(self, num_features: int, splits: int, **kw):
@@ -149,17 +151,20 @@ class SplitBatchNorm2d(nn.BatchNorm2d):
         self.splits = splits
 
     def forward(self, x):
-        n, c, h, w = x.shape
+        n = x.shape[0]
         if not self.training or self.splits <= 1 or n % self.splits:
             return super().forward(x)
-        g = self.splits
-        rm, rv = self.running_mean.repeat(g), self.running_var.repeat(g)
-        out = F.batch_norm(x.reshape(n // g, c * g, h, w), rm, rv, self.weight.repeat(g), self.bias.repeat(g),
-                           True, self.momentum, self.eps).reshape(n, c, h, w)
-        self.running_mean.copy_(rm.view(g, c).mean(0))
-        self.running_var.copy_(rv.view(g, c).mean(0))
+        outs, means, vars_ = [], [], []
+        for chunk in x.chunk(self.splits):
+            rm, rv = self.running_mean.clone(), self.running_var.clone()
+            outs.append(F.batch_norm(chunk, rm, rv, self.weight, self.bias, True, self.momentum, self.eps))
+            means.append(rm)
+            vars_.append(rv)
+        with torch.no_grad():
+            self.running_mean.copy_(torch.stack(means).mean(0))
+            self.running_var.copy_(torch.stack(vars_).mean(0))
         self.num_batches_tracked += 1
-        return out
+        return torch.cat(outs)
 
 
 def split_batchnorm(module: nn.Module, splits: int) -> nn.Module:
