@@ -167,13 +167,22 @@ class SplitBatchNorm2d(nn.BatchNorm2d):
         return torch.cat(outs)
 
 
+class SplitBatchNorm1d(SplitBatchNorm2d):
+    """``SplitBatchNorm2d`` for [N, C] inputs (a BN inside an MLP head); the state dict of a BatchNorm1d."""
+
+    def _check_input_dim(self, x):
+        if x.dim() not in (2, 3):
+            raise ValueError(f"expected 2-D or 3-D input, got {x.dim()}-D")
+
+
 def split_batchnorm(module: nn.Module, splits: int) -> nn.Module:
-    """Replace every BatchNorm2d in ``module`` by a ``SplitBatchNorm2d`` sharing its parameters."""
+    """Replace every affine BatchNorm1d/2d in ``module`` by a ``SplitBatchNorm1d/2d`` with its parameters."""
     if splits <= 1:
         return module
     for name, child in module.named_children():
-        if type(child) is nn.BatchNorm2d:
-            new = SplitBatchNorm2d(child.num_features, splits, eps=child.eps, momentum=child.momentum)
+        if type(child) in (nn.BatchNorm1d, nn.BatchNorm2d) and child.affine:
+            cls = SplitBatchNorm1d if type(child) is nn.BatchNorm1d else SplitBatchNorm2d
+            new = cls(child.num_features, splits, eps=child.eps, momentum=child.momentum)
             new.load_state_dict(child.state_dict())
             setattr(module, name, new)
         else:

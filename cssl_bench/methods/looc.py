@@ -33,6 +33,7 @@ class LooCParams:
     queue_size: int = 16384
     momentum: float = 0.999
     bn_splits: int = 8
+    head_bn: bool = False  # heads Linear-BN-ReLU-Linear (not in LooC: an option of the CPU recipes)
     downstream_feature: str = "backbone"  # LooC: backbone; LooC++: concat
     concat_layer: str = "hidden"  # hidden | out | hidden+v
 
@@ -52,8 +53,9 @@ class LooC(Method):
         if p.concat_layer not in ("hidden", "out", "hidden+v"):
             raise UserError(f"params.concat_layer must be hidden, out or hidden+v, got {p.concat_layer!r}", exit_code=2)
         n = len(self.augmentations)
-        self.heads = nn.ModuleList([mlp([self.feat_dim, p.hidden, p.dim], bn=False) for _ in range(n + 1)])
+        self.heads = nn.ModuleList([mlp([self.feat_dim, p.hidden, p.dim], bn=p.head_bn) for _ in range(n + 1)])
         split_batchnorm(self.backbone, p.bn_splits)
+        split_batchnorm(self.heads, p.bn_splits)
         self.backbone_k = make_target(self.backbone)
         self.heads_k = make_target(self.heads)
         self.queues = nn.ModuleList([KeyQueue(p.queue_size, p.dim) for _ in range(n + 1)])
@@ -104,9 +106,9 @@ class LooC(Method):
         if kind.startswith("head:"):
             parts = kind.split(":")
             head = self.heads[int(parts[1])]
-            return head(v) if len(parts) == 3 else head[:2](v)
+            return head(v) if len(parts) == 3 else head[:-1](v)  # hidden: all but the last Linear
         layer = kind.split(":", 1)[1] if ":" in kind else "hidden"
         if layer == "out":
             return torch.cat([h(v) for h in self.heads], dim=1)
-        hidden = torch.cat([h[:2](v) for h in self.heads], dim=1)
+        hidden = torch.cat([h[:-1](v) for h in self.heads], dim=1)
         return torch.cat([hidden, v], dim=1) if layer == "hidden+v" else hidden

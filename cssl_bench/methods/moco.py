@@ -32,6 +32,7 @@ class MoCoParams:
     momentum: float = 0.999
     symmetric: bool = False
     bn_splits: int = 8  # shuffling-BN emulation on one device (1 = plain BN)
+    head_bn: bool = False  # v2 head Linear-BN-ReLU-Linear (not in MoCo v2: an option of the CPU recipes)
 
 
 class KeyQueue(nn.Module):
@@ -67,7 +68,7 @@ def build_moco_head(p: MoCoParams, in_dim: int) -> nn.Module:
         raise UserError(f"params.version must be 1 or 2 for MoCo, got {p.version}", exit_code=2)
     if p.version == 1:
         return nn.Linear(in_dim, p.dim)
-    return mlp([in_dim, p.mlp_hidden, p.dim], bn=False)
+    return mlp([in_dim, p.mlp_hidden, p.dim], bn=p.head_bn)
 
 
 class MoCo(Method):
@@ -79,6 +80,7 @@ class MoCo(Method):
         self.p = p = parse_params(MoCoParams, recipe.params, recipe.method)
         self.head = build_moco_head(p, self.feat_dim)
         split_batchnorm(self.backbone, p.bn_splits)
+        split_batchnorm(self.head, p.bn_splits)  # a BN in the head (head_bn) is shuffled like the backbone's
         self.backbone_k = make_target(self.backbone)
         self.head_k = make_target(self.head)
         self.queue = KeyQueue(p.queue_size, p.dim)
