@@ -1,0 +1,122 @@
+"""Tiny-recipe sweep: which CPU-scale settings make a method's kNN beat the random-initialised backbone.
+
+Each configuration pretrains one method (the tiny recipe plus overrides, batch 64, 4 epochs, a
+checkpoint kept after every epoch) through the library's training loop, then probes kNN top-1 on the
+embedded test split at every epoch. Configurations run in parallel processes (one thread each, one
+loader worker), so a machine with many cores (and a GPU, if there is one) runs a sweep in minutes.
+Results are appended as JSON lines; benchmarks/tiny_sweep.md reports the committed ones.
+
+    python benchmarks/tiny_sweep.py --sweep 1 --parallel 12 --out benchmarks/results/tiny_sweep/sweep1.jsonl
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+import traceback
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from pathlib import Path
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+H5 = "augment.color={brightness: 0.4, contrast: 0.4, saturation: 0.4, hue: 0.5, p: 0.8, p_gray: 0.2}"  # hue 0.5
+S1 = "augment.color={brightness: 0.8, contrast: 0.8, saturation: 0.8, hue: 0.5, p: 0.8, p_gray: 0.2}"  # strength 1, hue 0.5
+EPOCHS = 4
+SWEEPS = {
+    "1": [
+        ("init", "moco-v2", ["train.epochs=0"]),
+        ("simclr-H5-s0", "simclr", [H5]),
+        ("simclr-H5-s1", "simclr", [H5, "train.seed=1"]),
+        ("moco-H5-hbn-s0", "moco-v2", [H5, "params.head_bn=true"]),
+        ("moco-H5-hbn-s1", "moco-v2", [H5, "params.head_bn=true", "train.seed=1"]),
+        ("moco-hbn-s0", "moco-v2", ["params.head_bn=true"]),
+        ("moco-S1-hbn-s0", "moco-v2", [S1, "params.head_bn=true"]),
+        ("moco-H5-hbn-t01", "moco-v2", [H5, "params.head_bn=true", "params.temperature=0.1"]),
+        ("moco-H5-s0", "moco-v2", [H5]),
+        ("mocov1-H5-s0", "moco-v1", [H5]),
+        ("byol-H5-s0", "byol", [H5]),
+        ("byol-H5-sgd", "byol", [H5, "optim.name=sgd", "optim.base_lr=0.3", "optim.weight_decay=1e-5"]),
+        ("simsiam-H5-s0", "simsiam", [H5]),
+        ("simsiam-H5-lr01", "simsiam", [H5, "optim.base_lr=0.1"]),
+        ("simsiamopt-H5", "simsiam-optimal", [H5]),
+        ("swav-H5-s0", "swav", [H5]),
+        ("looc-H5-hbn", "looc", [H5, "params.head_bn=true"]),
+        ("looc-hbn", "looc", ["params.head_bn=true"]),
+        ("loocpp-H5-hbn", "looc++", [H5, "params.head_bn=true"]),
+        ("mocorot-H5-hbn", "moco-rot", [H5, "params.head_bn=true"]),
+        ("mocorotsame-H5-hbn", "moco-rot-same", [H5, "params.head_bn=true"]),
+        ("simclr-S1-s0", "simclr", [S1]),
+        ("moco-H5-hbn-lr06", "moco-v2", [H5, "params.head_bn=true", "optim.base_lr=0.6"]),
+        ("simclr-H5-s2", "simclr", [H5, "train.seed=2"]),
+    ],
+    "2": [
+        ("swav-H5-lr06", "swav", [H5, "optim.base_lr=0.6"]), ("swav-H5-ns2-lr06", "swav", [H5, "augment.n_small=2", "optim.base_lr=0.6"]),
+        ("moco-H5-bn1", "moco-v2", [H5, "params.bn_splits=1"]), ("moco-H5-bn1-hbn", "moco-v2", [H5, "params.bn_splits=1", "params.head_bn=true"]),
+        ("moco-H5-sym-hbn", "moco-v2", [H5, "params.symmetric=true", "params.head_bn=true"]),
+        ("moco-H5-q1024-hbn", "moco-v2", [H5, "params.queue_size=1024", "params.head_bn=true"]),
+        ("moco-H5-m09-hbn", "moco-v2", [H5, "params.momentum=0.9", "params.head_bn=true"]),
+        ("moco-H5-bn1-hbn-lr06", "moco-v2", [H5, "params.bn_splits=1", "params.head_bn=true", "optim.base_lr=0.6"]),
+        ("byol-H5-sgd-lr06", "byol", [H5, "optim.name=sgd", "optim.base_lr=0.6", "optim.weight_decay=1e-5"]),
+        ("simsiam-H5-lr03-wd5e4", "simsiam", [H5, "optim.base_lr=0.3", "optim.weight_decay=5e-4"]),
+        ("simsiam-H5-lr06-wd5e4", "simsiam", [H5, "optim.base_lr=0.6", "optim.weight_decay=5e-4"]),
+        ("simsiamopt-H5-wd5e4", "simsiam-optimal", [H5, "optim.weight_decay=5e-4"]),
+        ("mocov1-H5-bn1", "moco-v1", [H5, "params.bn_splits=1"]),
+        ("looc-bn1-hbn", "looc", ["params.bn_splits=1", "params.head_bn=true"]),
+        ("mocorot-H5-bn1-hbn", "moco-rot", [H5, "params.bn_splits=1", "params.head_bn=true"]),
+        ("byol-H5-sgd-tau095", "byol", [H5, "optim.name=sgd", "optim.base_lr=0.3", "optim.weight_decay=1e-5", "params.tau_base=0.95"]),
+        ("moco-H5-bn1-hbn-s1", "moco-v2", [H5, "params.bn_splits=1", "params.head_bn=true", "train.seed=1"]),
+        ("simsiam-H5-lr03-wd5e4-s1", "simsiam", [H5, "optim.base_lr=0.3", "optim.weight_decay=5e-4", "train.seed=1"]),
+    ],
+}
+
+
+def one(cfg):
+    label, method, sets = cfg
+    import torch
+
+    torch.set_num_threads(1)
+    from cssl_bench.config import load_recipe
+    from cssl_bench.eval.features import load_run
+    from cssl_bench.eval.probes import probe_knn
+    from cssl_bench.train.loop import pretrain
+
+    root = Path(os.environ["SWEEP_RUNS"]) / label
+    t0 = time.time()
+    try:
+        ov = {"train": {"batch_size": 64, "epochs": EPOCHS, "save_epochs": list(range(1, EPOCHS))}}
+        r = load_recipe(method, "tiny", ov, sets)
+        pretrain(r, root, show_progress=False)
+        t1 = time.time()
+        res = {}
+        for ep in ([None] if r.train.epochs == 0 else list(range(1, EPOCHS)) + [None]):
+            recs = probe_knn(load_run(root, ep), "embedded")
+            res[str(ep or r.train.epochs)] = round(next(x["value"] for x in recs if x["metric"] == "knn/top1"), 2)
+        return {"label": label, "method": method, "sets": sets, "knn": res, "train_s": round(t1 - t0, 1), "total_s": round(time.time() - t0, 1)}
+    except Exception as e:  # noqa: BLE001 (one failed configuration must not stop the sweep)
+        return {"label": label, "error": f"{type(e).__name__}: {e}", "tb": traceback.format_exc()[-1500:]}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--sweep", choices=sorted(SWEEPS), required=True)
+    ap.add_argument("--parallel", type=int, default=2, help="configurations at a time")
+    ap.add_argument("--only", default=None, help="comma-separated labels")
+    ap.add_argument("--runs", default=os.environ.get("SWEEP_RUNS", "runs/tiny_sweep"))
+    ap.add_argument("--out", type=Path, required=True)
+    a = ap.parse_args()
+    os.environ["SWEEP_RUNS"] = a.runs
+    cfgs = [c for c in SWEEPS[a.sweep] if not a.only or c[0] in a.only.split(",")]
+    with ProcessPoolExecutor(a.parallel) as ex, open(a.out, "a") as f:
+        for fut in as_completed([ex.submit(one, c) for c in cfgs]):
+            res = fut.result()
+            print(json.dumps(res), flush=True)
+            f.write(json.dumps(res) + "\n")
+            f.flush()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
