@@ -43,7 +43,7 @@ def info():
 
 @app.command()
 def demo(results: Optional[Path] = ResultsOpt, out: Path = typer.Option(Path("runs/demo"), help="folder for the demo's runs"),
-         epochs: int = typer.Option(2, help="pretraining epochs per method")):
+         epochs: Optional[int] = typer.Option(None, help="pretraining epochs per method (default: each tiny recipe's: SimCLR 3, MoCo v2 2)")):
     """The main job at tiny scale: SimCLR and MoCo v2 on the embedded dataset -> kNN + linear -> methods table."""
     from cssl_bench.config import load_recipe
     from cssl_bench.eval.features import load_run
@@ -55,16 +55,20 @@ def demo(results: Optional[Path] = ResultsOpt, out: Path = typer.Option(Path("ru
 
     results = results or out / "results"
     st = ResultsStore(results)
-    budgets = sorted(e for e in tables.EPOCH_BUDGETS["tiny"].values() if e <= epochs)
     summary = Table(title="demo: kNN top-1 on the embedded test split")
     summary.add_column("run")
     summary.add_column("epochs", justify="right")
     summary.add_column("kNN top-1", justify="right")
+    summary.add_column("vs random init", justify="right")
     baseline = load_recipe("moco-v2", "tiny", {"train": {"epochs": 0}})
     runs = [("random init", baseline)]
     for m in ("simclr", "moco-v2"):
-        runs.append((m, load_recipe(m, "tiny", {"train": {"epochs": epochs, "save_epochs": budgets}})))
+        n = epochs if epochs is not None else load_recipe(m, "tiny").train.epochs
+        budgets = sorted(e for e in tables.EPOCH_BUDGETS["tiny"].values() if e <= n)
+        runs.append((m, load_recipe(m, "tiny", {"train": {"epochs": n, "save_epochs": budgets}})))
+    init_knn = None
     for label, recipe in runs:
+        budgets = sorted(e for e in tables.EPOCH_BUDGETS["tiny"].values() if e <= recipe.train.epochs)
         run_dir = out / f"{recipe.method}-e{recipe.train.epochs}-{recipe.hash()}"
         if not (run_dir / "run.json").exists() or '"complete"' not in (run_dir / "run.json").read_text():
             err.print(f"[bold]pretrain {label}[/] -> {run_dir}")
@@ -72,7 +76,9 @@ def demo(results: Optional[Path] = ResultsOpt, out: Path = typer.Option(Path("ru
         for e in (budgets if recipe.train.epochs else [None]):
             run = load_run(run_dir, e if e != recipe.train.epochs else None)
             knn = probe_knn(run, "embedded")
-            summary.add_row(label, str(run.epoch), f"{knn[0]['value']:.1f}")
+            top1 = next(r["value"] for r in knn if r["metric"] == "knn/top1")
+            init_knn = top1 if init_knn is None else init_knn
+            summary.add_row(label, str(run.epoch), f"{top1:.1f}", "" if label == "random init" else f"{top1 - init_knn:+.1f}")
             if recipe.train.epochs:
                 lin, _ = probe_linear(run, "embedded", get_protocol("moco").with_overrides(augment=False))
                 st.append(knn + lin)
