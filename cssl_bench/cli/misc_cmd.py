@@ -43,7 +43,7 @@ def info():
 
 @app.command()
 def demo(results: Optional[Path] = ResultsOpt, out: Path = typer.Option(Path("runs/demo"), help="folder for the demo's runs"),
-         epochs: Optional[int] = typer.Option(None, help="pretraining epochs per method (default: each tiny recipe's: SimCLR 3, MoCo v2 2)")):
+         epochs: Optional[int] = typer.Option(None, help="pretraining epochs per method (default: each tiny recipe's: SimCLR 4, MoCo v2 2)")):
     """The main job at tiny scale: SimCLR and MoCo v2 on the embedded dataset -> kNN + linear -> methods table."""
     from cssl_bench.config import load_recipe
     from cssl_bench.eval.features import load_run
@@ -68,12 +68,11 @@ def demo(results: Optional[Path] = ResultsOpt, out: Path = typer.Option(Path("ru
         runs.append((m, load_recipe(m, "tiny", {"train": {"epochs": n, "save_epochs": budgets}})))
     init_knn = None
     for label, recipe in runs:
-        budgets = sorted(e for e in tables.EPOCH_BUDGETS["tiny"].values() if e <= recipe.train.epochs)
         run_dir = out / f"{recipe.method}-e{recipe.train.epochs}-{recipe.hash()}"
         if not (run_dir / "run.json").exists() or '"complete"' not in (run_dir / "run.json").read_text():
             err.print(f"[bold]pretrain {label}[/] -> {run_dir}")
             pretrain(recipe, run_dir, resume=(run_dir / "config.yaml").exists(), console=err)
-        for e in (budgets if recipe.train.epochs else [None]):
+        for e in (recipe.train.save_epochs if recipe.train.epochs else [None]):  # the budgets kept above
             run = load_run(run_dir, e if e != recipe.train.epochs else None)
             knn = probe_knn(run, "embedded")
             top1 = next(r["value"] for r in knn if r["metric"] == "knn/top1")
