@@ -67,6 +67,10 @@ class AugmentCfg:
     large_crop_scale: list[float] = field(default_factory=lambda: [0.14, 1.0])
     # LooC leave-one-out
     looc_augment: list[str] = field(default_factory=lambda: ["color", "rotation"])
+    # LooC's variance heads: the augmentations that get a variant embedding space Z_i and a view k_i
+    # (LooC Table 5 varies them with every augmentation applied). None = every looc_augment entry;
+    # [] = only the invariant space Z0 (MoCo v2 with the atomic augmentations).
+    looc_heads: Optional[list[str]] = None
     texture_transfer: str = "procedural"
     texture_p: float = 0.8
 
@@ -112,6 +116,9 @@ class Recipe:
 
     # keys that do not change results (excluded from the hash)
     OPERATIONAL = {("data", "workers"), ("data", "loader"), ("train", "log_every"), ("train", "compile"), ("data", "skip_bad")}
+    # keys added after records existed: left out of the hash while at their default, so the hashes of
+    # the runs made before them (which behave exactly like the default) stay valid
+    HASH_OMIT_IF_DEFAULT = {("augment", "looc_heads"): None}
 
     @property
     def lr(self) -> float:
@@ -122,11 +129,20 @@ class Recipe:
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
-    def hash(self) -> str:
+    def hash_dict(self, with_seed: bool = True) -> dict:
+        """The recipe as hashed: without the operational keys (and the seed when ``with_seed`` is False)."""
         d = self.to_dict()
         for sec, key in self.OPERATIONAL:
             d[sec].pop(key, None)
-        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
+        for (sec, key), default in self.HASH_OMIT_IF_DEFAULT.items():
+            if d[sec].get(key, default) == default:
+                d[sec].pop(key, None)
+        if not with_seed:
+            d["train"].pop("seed", None)
+        return d
+
+    def hash(self) -> str:
+        return hashlib.sha256(json.dumps(self.hash_dict(), sort_keys=True).encode()).hexdigest()[:12]
 
     def dump(self) -> str:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
@@ -249,3 +265,13 @@ def validate(r: Recipe) -> None:
     for a in r.augment.looc_augment:
         if a not in ("color", "rotation", "texture"):
             raise UserError(f"unknown LooC augmentation {a!r}; choose from color, rotation, texture", exit_code=2)
+    heads = r.augment.looc_heads
+    if heads is not None:
+        missing = [h for h in heads if h not in r.augment.looc_augment]
+        if missing:
+            raise UserError(f"augment.looc_heads names {', '.join(missing)}, which augment.looc_augment "
+                            f"({', '.join(r.augment.looc_augment) or 'empty'}) does not apply", exit_code=2)
+        if len(set(heads)) != len(heads):
+            raise UserError(f"augment.looc_heads lists an augmentation twice: {heads}", exit_code=2)
+        if list(heads) == list(r.augment.looc_augment):
+            r.augment.looc_heads = None  # the default spelled out: one recipe, one hash

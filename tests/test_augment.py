@@ -30,6 +30,9 @@ RECIPES = {
     "two": lambda: TwoViews(ssl_pipeline(S, blur_p=0.5, solarize_p=0.3), ssl_pipeline(S, blur_p=0.1)),
     "multicrop": lambda: MultiCrop(ssl_pipeline(S), ssl_pipeline(12, (0.05, 0.14)), 2, 3),
     "looc": lambda: LeaveOneOut(Pipeline([ResizedCrop(S), HFlip()]), [ColorJitter(), Rotation(), Texture()], Pipeline([Blur(p=0.5)])),
+    "looc-heads": lambda: LeaveOneOut(Pipeline([ResizedCrop(S), HFlip()]), [ColorJitter(), Rotation(), Texture()],
+                                      Pipeline([Blur(p=0.5)]), variant=["texture", "color"]),
+    "looc-no-heads": lambda: LeaveOneOut(Pipeline([ResizedCrop(S)]), [ColorJitter(), Rotation()], variant=[]),
     "single": lambda: SingleView(Pipeline([ResizedCrop(S), HFlip()])),
     "shared-rotation": lambda: SharedRotationTwoViews(TwoViews(ssl_pipeline(S), ssl_pipeline(S)), Rotation()),
 }

@@ -79,8 +79,9 @@ def test_masks_of_every_space():
         assert m[0].all()  # Z0: every key of the image is a positive
         for i in range(1, n + 1):  # Z_i: only k_i; k0 and every other k_j are negatives
             assert m[i].nonzero().flatten().tolist() == [i]
+    assert torch.equal(losses.looc_masks(0), torch.tensor([[True]]))  # no variance head: Z0 alone
     with pytest.raises(ValueError):
-        losses.looc_masks(0)
+        losses.looc_masks(-1)
 
 
 def ref_looc_loss(queries, keys, queues, t):
@@ -198,3 +199,94 @@ def test_cli_augment_sets_the_atomic_augmentations(cli, tmp_path, small_args):
     assert cfg["augment"]["looc_augment"] == ["color", "rotation", "texture"]
     p = cli("pretrain", "looc", "--augment", "color,scale", "--epochs", "0", "--out", tmp_path / "bad", "--quiet", *small_args)
     assert p.returncode == 2 and "scale" in p.stderr and "Traceback" not in p.stderr
+
+
+# --- variance heads (augment.looc_heads, LooC Table 5): which applied augmentations get a Z_i and a k_i ----------
+ALL3 = ["color", "rotation", "texture"]
+
+
+@pytest.mark.parametrize("heads", [["texture", "color"], ["rotation"], []])
+def test_variance_heads_choose_the_variant_views(heads):
+    recipe = load_recipe("looc", "tiny", sets=[f"augment.looc_augment=[{','.join(ALL3)}]", f"augment.looc_heads=[{','.join(heads)}]"])
+    vr = build_view_recipe(recipe)
+    assert [a.name for a in vr.atomics] == ALL3  # every augmentation is applied to every view
+    for i in range(12):
+        img = image(i)
+        views, p = vr(img, np.random.default_rng([3, 0, i]))
+        assert list(views) == ["q", "k0"] + [f"k{j}" for j in range(1, len(heads) + 1)]
+        for v in views:
+            assert torch.equal(views[v], render(vr, img, p[v])), v
+            assert set(ALL3) <= set(p[v])
+        for j, aug in enumerate(heads, start=1):
+            assert p[f"k{j}"][aug] == p["q"][aug]  # k_j shares exactly q's parameters of the j-th head's augmentation
+            for other in ALL3:
+                if other != aug and other != "rotation":  # continuous draws never repeat q's
+                    assert p[f"k{j}"][other] != p["q"][other], (aug, other)
+    m = build_method(load_recipe("looc", "tiny", sets=[f"augment.looc_augment=[{','.join(ALL3)}]",
+                                                      f"augment.looc_heads=[{','.join(heads)}]", "params.queue_size=64",
+                                                      "params.bn_splits=1", "params.hidden=32"]))
+    assert len(m.heads) == len(m.heads_k) == len(m.queues) == len(heads) + 1
+    torch.manual_seed(0)
+    views = small_batch(m.recipe)
+    out = m.loss(views, torch.zeros(16, dtype=torch.long))
+    assert torch.isfinite(out["loss"]) and out["loss"].dim() == 0
+    out["loss"].backward()
+    assert all(h[0].weight.grad is not None for h in m.heads)
+
+
+def test_without_variance_heads_the_loss_is_mocos_infonce():
+    q, k, queue = random_inputs(0, seed=5)
+    for t in (0.2, 0.07):
+        assert losses.looc_loss(q, k, queue, t).item() == pytest.approx(losses.info_nce(q[0], k[0][0], queue[0], t).item(), rel=1e-6)
+
+
+def test_variance_heads_validation_and_hash():
+    base = load_recipe("looc", "tiny", sets=[f"augment.looc_augment=[{','.join(ALL3)}]"])
+    spelled = load_recipe("looc", "tiny", sets=[f"augment.looc_augment=[{','.join(ALL3)}]", f"augment.looc_heads=[{','.join(ALL3)}]"])
+    assert spelled.augment.looc_heads is None and spelled.hash() == base.hash()  # the default spelled out is the same run
+    sub = load_recipe("looc", "tiny", sets=[f"augment.looc_augment=[{','.join(ALL3)}]", "augment.looc_heads=[color]"])
+    none = load_recipe("looc", "tiny", sets=[f"augment.looc_augment=[{','.join(ALL3)}]", "augment.looc_heads=[]"])
+    assert len({base.hash(), sub.hash(), none.hash()}) == 3
+    with pytest.raises(UserError, match="does not apply"):
+        load_recipe("looc", "tiny", sets=["augment.looc_augment=[rotation]", "augment.looc_heads=[color]"])
+    with pytest.raises(UserError, match="twice"):
+        load_recipe("looc", "tiny", sets=[f"augment.looc_augment=[{','.join(ALL3)}]", "augment.looc_heads=[color,color]"])
+
+
+def test_hashes_of_committed_runs_are_unchanged_by_new_options():
+    """Options added after records existed stay out of the hash at their default, so `reproduce` still finds
+    the committed tiny runs (results/tiny: LooC Table 1 at tiny scale)."""
+    import json
+    from pathlib import Path
+
+    from cssl_bench.results.reproduce import recipe_of, run_spec
+
+    recs = [json.loads(line) for line in (Path(__file__).parents[1] / "results" / "tiny" / "records.jsonl").read_text().splitlines()]
+    looc = {r["config_hash"] for r in recs if r["method"] == "looc" and r.get("augment") == ["rotation"] and r["seed"] == 0}
+    assert looc == {recipe_of(run_spec("looc[rotation]", "tiny"), "tiny", 0).hash()}
+
+
+def test_catalogue_keys_and_commands_of_variance_head_runs(tmp_path):
+    from cssl_bench.results import reproduce as R
+
+    s = R.run_spec("looc[color,rotation,texture;heads=]", "small")
+    assert s.augment == tuple(ALL3) and s.heads == ()
+    assert R.run_spec("looc[color,rotation,texture;heads=rotation]", "small").heads == ("rotation",)
+    assert R.run_spec("looc[color,rotation]", "small").heads is None
+    plan = R.plan(["heads"], "tiny", results=tmp_path / "results", runs_dir=tmp_path / "runs")
+    cmds = [r.command("tiny") for r in plan.runs]
+    assert sum("--variance-heads none" in c for c in cmds) == 1
+    assert sum("--variance-heads" in c for c in cmds) == 4  # rows 1-4; row 5 is the default (a head per augmentation)
+    assert len({r.run_dir for r in plan.runs}) == 5
+
+
+def test_cli_variance_heads_option(cli, tmp_path, small_args):
+    import yaml
+
+    p = cli("pretrain", "looc", "--augment", "color,rotation", "--variance-heads", "none", "--epochs", "0", "--out", tmp_path / "r",
+            "--quiet", *small_args)
+    assert p.returncode == 0, p.stderr
+    assert yaml.safe_load((tmp_path / "r" / "config.yaml").read_text())["augment"]["looc_heads"] == []
+    p = cli("pretrain", "looc", "--augment", "rotation", "--variance-heads", "texture", "--epochs", "0", "--out", tmp_path / "bad",
+            "--quiet", *small_args)
+    assert p.returncode == 2 and "does not apply" in p.stderr and "Traceback" not in p.stderr

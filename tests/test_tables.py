@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from cssl_bench import UserError
+from cssl_bench.results import reproduce as R
 from cssl_bench.results import tables as T
 
 GOLDEN = Path(__file__).parent / "golden"
@@ -31,7 +32,7 @@ class Fixture:
         self.records: list[dict] = []
 
     def add(self, method, metrics: dict, *, dataset="embedded", epochs=None, seed=0, feature="backbone", protocol="looc",
-            augment=None, scale="small", time="2025-01-01T00:00:00", ci95: dict | None = None, run=None):
+            augment=None, heads=None, scale="small", time="2025-01-01T00:00:00", ci95: dict | None = None, run=None):
         epochs = L if epochs is None else epochs
         for metric, value in metrics.items():
             n = len(self.records)
@@ -41,6 +42,8 @@ class Fixture:
                    "config_hash": f"h-{method}-{seed}", "command": f"cssl-bench probe x {method}", "time": time}
             if augment is not None:
                 rec["augment"] = list(augment)
+            if heads is not None:
+                rec["variance_heads"] = list(heads)
             if ci95 and metric in ci95:
                 rec["ci95"] = ci95[metric]
             self.records.append(rec)
@@ -123,12 +126,15 @@ def fixture_records() -> list[dict]:
         f.add("moco-v2", {f"corruption/gaussian_noise/s{k}": 60.0 - 5 * k, f"corruption/fog/s{k}": 50.0 - 2 * k}, protocol="corruption")
         f.add("supervised", {f"corruption/gaussian_noise/s{k}": 40.0 - 5 * k}, protocol="corruption")
     # --- LooC Table 5 (LooC++ = concat features, rows by variance heads) ---
-    f.add("looc", lin(78.5, 94.3), augment=[], feature="concat")
-    f.add("looc", {"corruption/all": 48.0}, augment=[], feature="concat", protocol="corruption")
-    f.add("looc", lin(79.7), augment=["color"], feature="concat")
-    f.add("looc", lin(81.5), augment=["rotation"], feature="concat")
-    f.add("looc", {"fewshot/10shot": 80.5}, dataset="embedded-color", protocol="fewshot", augment=["texture"], feature="concat",
-          ci95={"fewshot/10shot": 0.2})
+    # (every row applies all three augmentations; records of runs before the option carry no variance_heads)
+    all3 = ["color", "rotation", "texture"]
+    f.add("looc", lin(78.5, 94.3), augment=all3, heads=[], feature="concat")
+    f.add("looc", {"corruption/all": 48.0}, augment=all3, heads=[], feature="concat", protocol="corruption")
+    f.add("looc", lin(79.7), augment=all3, heads=["color"], feature="concat")
+    f.add("looc", lin(81.5), augment=all3, heads=["rotation"], feature="concat")
+    f.add("looc", lin(70.0), augment=["rotation"], feature="concat")  # one augmentation, its head: not a Table 5 row
+    f.add("looc", {"fewshot/10shot": 80.5}, dataset="embedded-color", protocol="fewshot", augment=all3, heads=["texture"],
+          feature="concat", ci95={"fewshot/10shot": 0.2})
     f.add("looc", lin(82.2, 95.3), augment=["color", "rotation", "texture"], feature="concat")
     f.add("looc", lin(82.9), augment=["color", "rotation", "texture"], feature="concat:out",
           time="2024-06-01T00:00:00")  # another concat layer, older: not shown
@@ -201,8 +207,13 @@ def test_looc_rows_agree_with_their_check_marks(name):
         if "augment" not in q:
             continue
         yes = {ABBREV[h.split("/")[1]] for h, v in zip(headers, prow) if v == "yes"}
-        assert set(q["augment"]) == yes, (name, prow)
-        assert row.run == f"looc[{','.join(q['augment'])}]"
+        if name == "heads":  # all three augmentations applied; the check marks are the variance heads
+            assert set(q["augment"]) == {"color", "rotation", "texture"} and set(q["variance_heads"]) == yes, prow
+            spec_ = R.run_spec(row.run, "small")
+            assert spec_.augment == ("color", "rotation", "texture") and set(spec_.heads if spec_.heads is not None else spec_.augment) == yes
+        else:
+            assert set(q["augment"]) == set(q["variance_heads"]) == yes, (name, prow)
+            assert row.run == f"looc[{','.join(q['augment'])}]"
         assert (row.feature == "concat") == (prow[0] == "LooC++")
 
 

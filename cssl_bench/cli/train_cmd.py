@@ -28,7 +28,8 @@ def default_run_dir(method: str, scale: str, config_hash: str, seed: int) -> Pat
 def build_recipe(method: str, scale: str, dataset: Optional[str], epochs: Optional[int], batch_size: Optional[int],
                  backbone: Optional[str], seed: Optional[int], lr: Optional[float], image_size: Optional[int],
                  workers: Optional[int], augment: Optional[str], precision: Optional[str], save_epochs: Optional[str], sets: List[str],
-                 compile: Optional[bool] = None, channels_last: Optional[bool] = None, sync_bn: Optional[bool] = None):
+                 compile: Optional[bool] = None, channels_last: Optional[bool] = None, sync_bn: Optional[bool] = None,
+                 variance_heads: Optional[str] = None):
     from cssl_bench.config import load_recipe
     from cssl_bench.data.datasets import check_dataset_name
 
@@ -54,6 +55,9 @@ def build_recipe(method: str, scale: str, dataset: Optional[str], epochs: Option
     put("optim", "base_lr", lr)
     if augment is not None:
         put("augment", "looc_augment", [a.strip() for a in augment.split(",") if a.strip()])
+    if variance_heads is not None:
+        heads = [h.strip() for h in variance_heads.split(",") if h.strip()]
+        put("augment", "looc_heads", [] if heads == ["none"] else heads)
     if save_epochs:
         put("train", "save_epochs", [int(x) for x in save_epochs.split(",")])
     return load_recipe(method, scale, ov, sets)
@@ -129,6 +133,8 @@ def pretrain(
     image_size: Optional[int] = typer.Option(None, "--image-size", help="training crop size in pixels"),
     workers: Optional[int] = typer.Option(None, help="data-loading worker processes"),
     augment: Optional[str] = typer.Option(None, help="LooC atomic augmentations, comma-separated: color,rotation,texture"),
+    variance_heads: Optional[str] = typer.Option(None, "--variance-heads", help="LooC: the augmentations (of --augment) that get a variance "
+                                                 "head, comma-separated, or 'none' (LooC Table 5); default: every augmentation"),
     precision: Optional[str] = typer.Option(None, help="fp32 | bf16 | fp16 (autocast; fp16 adds a GradScaler)"),
     save_epochs: Optional[str] = typer.Option(None, "--save-epochs", help="comma-separated epochs whose checkpoints are kept (epoch budgets)"),
     sets: List[str] = typer.Option([], "--set", help="recipe override section.key=value, repeatable (e.g. --set optim.weight_decay=1e-5)"),
@@ -149,7 +155,7 @@ def pretrain(
     from cssl_bench.train import distributed as D
 
     recipe = build_recipe(method, scale, dataset, epochs, batch_size, backbone, seed, lr, image_size, workers, augment,
-                          precision, save_epochs, sets, compile, channels_last, sync_bn)
+                          precision, save_epochs, sets, compile, channels_last, sync_bn, variance_heads)
     out = out or default_run_dir(method, scale, recipe.hash(), recipe.train.seed)
     if nproc is not None and not D.launched_by_torchrun():
         if nproc < 1 or nnodes < 1:

@@ -271,16 +271,29 @@ class MultiCrop:
 
 @dataclass
 class LeaveOneOut:
-    """LooC views: ``q``, ``k0`` and ``k1..kn`` for n atomic augmentations.
+    """LooC views: ``q``, ``k0`` and ``k1..km`` for the m variance heads among the atomic augmentations.
 
-    q and k0 draw every augmentation independently; k_i reuses exactly q's parameters for atomic
-    augmentation i and draws every other augmentation afresh. Base augmentations (crop, flip, blur)
-    are drawn independently for every view. ``atomics`` is applied after ``base`` in both cases.
+    q and k0 draw every augmentation independently; k_i reuses exactly q's parameters for the i-th
+    variance head's augmentation and draws every other augmentation afresh. Base augmentations (crop,
+    flip, blur) are drawn independently for every view. ``atomics`` is applied after ``base``.
+    ``variant``: the names of the atomics that get a view k_i, in head order (None: every atomic, in
+    order; [] : only q and k0).
     """
 
     base: Pipeline
     atomics: list[Atomic]
     post: Pipeline = field(default_factory=lambda: Pipeline([]))
+    variant: list[str] | None = None
+
+    def __post_init__(self):
+        names = [a.name for a in self.atomics]
+        unknown = [v for v in (self.variant or []) if v not in names]
+        if unknown:
+            raise ValueError(f"variant augmentations {unknown} are not among the atomics {names}")
+
+    @property
+    def variant_names(self) -> list[str]:
+        return [a.name for a in self.atomics] if self.variant is None else list(self.variant)
 
     def _view(self, img, rng, shared: dict[str, Params] | None):
         x, pb = self.base.run(img, rng)
@@ -292,8 +305,8 @@ class LeaveOneOut:
         q, pq = self._view(img, rng, None)
         views, params = {"q": q}, {"q": pq}
         views["k0"], params["k0"] = self._view(img, rng, None)
-        for i, aug in enumerate(self.atomics, start=1):
-            views[f"k{i}"], params[f"k{i}"] = self._view(img, rng, {aug.name: pq[aug.name]})
+        for i, name in enumerate(self.variant_names, start=1):
+            views[f"k{i}"], params[f"k{i}"] = self._view(img, rng, {name: pq[name]})
         return views, params
 
 

@@ -95,7 +95,7 @@ def _recipe_views(recipe) -> list[tuple[str, list[Atomic]]]:
                 + [(f"l{i}", list(recipe.small.steps)) for i in range(recipe.n_small)])
     if isinstance(recipe, LeaveOneOut):
         steps = list(recipe.base.steps) + list(recipe.atomics) + list(recipe.post.steps)
-        return [(k, steps) for k in ["q", "k0"] + [f"k{i}" for i in range(1, len(recipe.atomics) + 1)]]
+        return [(k, steps) for k in ["q", "k0"] + [f"k{i}" for i in range(1, len(recipe.variant_names) + 1)]]
     if isinstance(recipe, SharedRotationTwoViews):
         return [(k, s + [recipe.rotation]) for k, s in _recipe_views(recipe.inner)]
     raise Unsupported(type(recipe).__name__)
@@ -125,8 +125,9 @@ def _plan_item(recipe, rng, h: int, w: int) -> list[list[Params]]:
 
         q = view(None)
         out = [q, view(None)]
-        for i, aug in enumerate(recipe.atomics):
-            out.append(view({aug.name: q[nb + i]}))  # k_{i+1}: q's parameters of augmentation i
+        index = {a.name: i for i, a in enumerate(recipe.atomics)}
+        for name in recipe.variant_names:  # k_{i+1}: q's parameters of the i-th variance head's augmentation
+            out.append(view({name: q[nb + index[name]]}))
         assert all(len(v) == nb + na + len(recipe.post.steps) for v in out)
         return out
     if isinstance(recipe, SharedRotationTwoViews):

@@ -5,6 +5,8 @@ features V (each an MLP ``hidden``-ReLU-``dim``), with one queue per head filled
 keys. Views: q, k0 and k1..kn (``LeaveOneOut``: k_i shares q's parameters of augmentation i). Z0 is
 invariant to every augmentation (all keys of the image are positives); Z_i varies with augmentation
 i (only k_i is positive; k0 and the other k_j are negatives). Loss: ``losses.looc_loss``.
+``augment.looc_heads`` picks which applied augmentations get a variance head (LooC Table 5; default
+all of ``augment.looc_augment``; an empty list leaves Z0 alone).
 
 LooC++ is the same model; its downstream feature is the concatenation of the heads' features
 (``features(x, "concat")``), with the layer chosen by ``concat_layer``: ``hidden`` (after each head's
@@ -52,7 +54,10 @@ class LooC(Method):
             raise UserError(f"augment.looc_augment lists an augmentation twice: {self.augmentations}", exit_code=2)
         if p.concat_layer not in ("hidden", "out", "hidden+v"):
             raise UserError(f"params.concat_layer must be hidden, out or hidden+v, got {p.concat_layer!r}", exit_code=2)
-        n = len(self.augmentations)
+        # the variance heads (augment.looc_heads; default: one per augmentation): head i+1 and view k_{i+1}
+        # vary with variance[i]; head 0 is the invariant space Z0
+        self.variance = list(self.augmentations if recipe.augment.looc_heads is None else recipe.augment.looc_heads)
+        n = len(self.variance)
         self.heads = nn.ModuleList([mlp([self.feat_dim, p.hidden, p.dim], bn=p.head_bn) for _ in range(n + 1)])
         split_batchnorm(self.backbone, p.bn_splits)
         split_batchnorm(self.heads, p.bn_splits)
@@ -78,7 +83,7 @@ class LooC(Method):
         return [F.normalize(h(v), dim=1).view(len(key_views), -1, self.p.dim) for h in self.heads_k]
 
     def loss(self, views, labels):
-        n = len(self.augmentations)
+        n = len(self.variance)
         v = self.backbone(views["q"])
         queries = [F.normalize(h(v), dim=1) for h in self.heads]
         keys = self._keys([views[f"k{i}"] for i in range(n + 1)])

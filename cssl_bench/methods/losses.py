@@ -106,9 +106,10 @@ def looc_masks(n: int) -> torch.Tensor:
 
     Returns a bool tensor [n+1 spaces, n+1 keys]: space 0 (invariant to all) has every key positive;
     space i (varies with augmentation i) has only k_i positive, the other keys of the image are negatives.
+    n = 0 (no variance head, LooC Table 5's first row) leaves Z0 alone: [[True]], MoCo's InfoNCE.
     """
-    if n < 1:
-        raise ValueError(f"LooC needs at least one atomic augmentation, got n={n}")
+    if n < 0:
+        raise ValueError(f"the number of LooC variance heads must be >= 0, got n={n}")
     m = torch.zeros(n + 1, n + 1, dtype=torch.bool)
     m[0] = True
     for i in range(1, n + 1):

@@ -43,6 +43,7 @@ class RunSpec:
     save_epochs: tuple[int, ...] = ()
     role: str = "in100"  # the pre-training dataset's role (SimSiam: ImageNet; LooC: IN-100)
     augment: tuple[str, ...] | None = None  # LooC's atomic augmentations (augment.looc_augment)
+    heads: tuple[str, ...] | None = None  # LooC's variance heads (augment.looc_heads; None: one per augmentation)
     sets: tuple[str, ...] = ()  # further section.key=value overrides
 
 
@@ -69,8 +70,10 @@ def run_spec(key: str, scale: str) -> RunSpec:
     if key in ("moco-v2", "moco-rot", "moco-rot-same"):
         return RunSpec(key, key, looc)
     if key.startswith("looc[") and key.endswith("]"):
-        augment = tuple(a for a in key[5:-1].split(",") if a)
-        return RunSpec(key, "looc", looc, augment=augment)
+        # looc[a,b] : augmentations a, b, a variance head for each; looc[a,b,c;heads=a] : only a gets one
+        body, _, heads = key[5:-1].partition(";heads=")
+        augment = tuple(a for a in body.split(",") if a)
+        return RunSpec(key, "looc", looc, augment=augment, heads=tuple(h for h in heads.split(",") if h) if _ else None)
     raise UserError(f"no catalogue run {key!r}")
 
 
@@ -82,15 +85,14 @@ def recipe_of(spec: RunSpec, scale: str, seed: int, sets: tuple[str, ...] = ()):
                 "data": {"dataset": T.stand_in(spec.role, scale)}}
     if spec.augment is not None:
         ov["augment"] = {"looc_augment": list(spec.augment)}
+    if spec.heads is not None:
+        ov.setdefault("augment", {})["looc_heads"] = list(spec.heads)
     return load_recipe(spec.method, scale, ov, list(spec.sets) + list(sets))
 
 
 def config_family(recipe) -> str:
     """The recipe hash without its seed: runs of one configuration under several seeds share it."""
-    d = recipe.to_dict()
-    for sec, key in recipe.OPERATIONAL:
-        d[sec].pop(key, None)
-    d["train"].pop("seed", None)
+    d = recipe.hash_dict(with_seed=False)
     return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
 
 
@@ -193,6 +195,8 @@ class RunStep:
             parts += ["--save-epochs", ",".join(map(str, s.save_epochs))]
         if s.augment is not None:
             parts += ["--augment", ",".join(s.augment)]
+        if s.heads is not None:
+            parts += ["--variance-heads", ",".join(s.heads) or "none"]
         if self.recipe is not None and T.stand_in(s.role, scale) != "embedded":
             parts += ["--dataset", T.stand_in(s.role, scale)]
         for x in s.sets + self.sets:
@@ -268,6 +272,7 @@ class Plan:
             s = r.spec
             extra = (f", checkpoints at {','.join(map(str, s.save_epochs))}" if s.save_epochs else "")
             extra += f", augment {','.join(s.augment) or '(none)'}" if s.augment is not None else ""
+            extra += f", variance heads {','.join(s.heads) or '(none)'}" if s.heads is not None else ""
             out.append(f"pretrain {r.label}: {s.method} {s.epochs} epochs{extra} [{r.status}]")
             out += [f"  {p.describe()} [{p.status}]" for p in self.probes if p.run is r]
         return out
@@ -359,7 +364,7 @@ def plan(names: list[str], scale: str, seeds: int = 1, results: Path | None = No
 def _run_step(key: str, scale: str, seed: int, runs_dir: Path, by_id: dict, sets: tuple[str, ...] = ()) -> RunStep:
     spec = run_spec(key, scale)
     # The recipe is a function of these (two catalogue keys may give one recipe at the CPU scales).
-    ident = (spec.method, spec.epochs, spec.save_epochs, T.stand_in(spec.role, scale), spec.augment, spec.sets, seed, sets)
+    ident = (spec.method, spec.epochs, spec.save_epochs, T.stand_in(spec.role, scale), spec.augment, spec.heads, spec.sets, seed, sets)
     try:
         recipe, error = recipe_of(spec, scale, seed, sets), None
         _check_buildable(recipe)
@@ -372,6 +377,8 @@ def _run_step(key: str, scale: str, seed: int, runs_dir: Path, by_id: dict, sets
         return step
     # Named by recipe, not catalogue key: two keys with one recipe (supervised, supervised-in1k at the CPU scales) share a folder.
     what = spec.method + (f"[{','.join(spec.augment) or 'none'}]" if spec.augment is not None else "")
+    if spec.heads is not None:
+        what += f"-heads-{'-'.join(spec.heads) or 'none'}"
     name = f"{_slug(what)}-{scale}-{recipe.hash() if recipe else 'norecipe'}-s{seed}"
     step = RunStep([key], spec, seed, recipe, error, runs_dir / name, sets, status="unavailable" if error else "run")
     by_id[ident] = step
@@ -431,7 +438,8 @@ CPU_SCALES = ("tiny", "small")
 
 def epoch_minutes(spec: RunSpec) -> float:
     if spec.method == "looc":
-        return LOOC_EPOCH_MINUTES[0] + LOOC_EPOCH_MINUTES[1] * len(spec.augment or ())
+        n_views = len(spec.augment or ()) if spec.heads is None else len(spec.heads)
+        return LOOC_EPOCH_MINUTES[0] + LOOC_EPOCH_MINUTES[1] * n_views
     if "params.symmetric=true" in spec.sets:
         return SYMMETRIC_EPOCH_MINUTES
     return EPOCH_MINUTES.get(spec.method, 1.0)

@@ -137,17 +137,20 @@ def _ssl(method: str) -> tuple:
 
 
 def _looc(*augment: str) -> tuple:
-    return (("method", "looc"), ("augment", tuple(augment)), ("feature", "backbone"))
+    return (("method", "looc"), ("augment", tuple(augment)), ("variance_heads", tuple(augment)), ("feature", "backbone"))
 
 
-def _loocpp(*augment: str) -> tuple:
+def _loocpp(*augment: str, heads: tuple[str, ...] | None = None) -> tuple:
     # LooC++ is the LooC model read out through the concatenation of its heads (LooC sec. 3): records of a
     # `looc` run probed with a concat feature, or of a `looc++` recipe run (whose default feature is concat).
-    return (("method", ("looc", "looc++")), ("augment", tuple(augment)), ("feature", "concat*"))
+    return (("method", ("looc", "looc++")), ("augment", tuple(augment)),
+            ("variance_heads", tuple(augment) if heads is None else heads), ("feature", "concat*"))
 
 
-def _looc_key(*augment: str) -> str:
-    return f"looc[{','.join(augment)}]"
+def _looc_key(*augment: str, heads: tuple[str, ...] | None = None) -> str:
+    """The catalogue key of a LooC run (``reproduce.run_spec``): ``looc[a,b]``, or ``looc[a,b,c;heads=a]``
+    when only some augmentations get a variance head."""
+    return f"looc[{','.join(augment)}{'' if heads is None else ';heads=' + ','.join(heads)}]"
 
 
 LOOC_LINEAR = (("protocol.name", "looc"),)
@@ -265,8 +268,10 @@ def _heads_col(header: str) -> Cell | None:
     return _in100(header)
 
 
-HEADS_ROWS = tuple(Row("LooC++", _looc_key(*a), _loocpp(*a), feature="concat")
-                   for a in ((), ("color",), ("rotation",), ("texture",), ("color", "rotation", "texture")))
+# Every row applies all three augmentations; the check marks say which get a variance head (row 1: Z0 alone).
+_ALL3 = ("color", "rotation", "texture")
+HEADS_ROWS = tuple(Row("LooC++", _looc_key(*_ALL3, heads=None if h == _ALL3 else h), _loocpp(*_ALL3, heads=h), feature="concat")
+                   for h in ((), ("color",), ("rotation",), ("texture",), _ALL3))
 
 TABLES: dict[str, TableSpec] = {s.name: s for s in (
     TableSpec("methods", "simsiam_table4", "SimSiam Table 4: ImageNet linear top-1 accuracy (%) by pre-training epochs",
@@ -301,12 +306,14 @@ def columns(spec: TableSpec) -> list[tuple[str, Cell | None]]:
 def _field(rec: dict, key: str):
     if key.startswith("protocol."):
         return (rec.get("protocol") or {}).get(key[9:])
+    if key == "variance_heads" and key not in rec:  # records written before the option: one head per augmentation
+        return rec.get("augment")
     return rec.get(key)
 
 
 def _matches(rec: dict, key: str, want) -> bool:
     have = _field(rec, key)
-    if key == "augment":
+    if key in ("augment", "variance_heads"):
         return have is not None and set(have) == set(want)
     if isinstance(want, tuple):
         return have in want
