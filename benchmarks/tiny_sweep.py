@@ -70,6 +70,41 @@ SWEEPS = {
         ("moco-H5-bn1-hbn-s1", "moco-v2", [H5, "params.bn_splits=1", "params.head_bn=true", "train.seed=1"]),
         ("simsiam-H5-lr03-wd5e4-s1", "simsiam", [H5, "optim.base_lr=0.3", "optim.weight_decay=5e-4", "train.seed=1"]),
     ],
+    # sweep 3 (2-core CPU machine): MoCo v2's queue of stale keys. With lr 0.075 and key momentum 0.99 the
+    # encoder moves fast relative to a 64-step queue, so "current vs old encoder" separates keys from the queue.
+    "3": [
+        ("moco-H5-lr005", "moco-v2", [H5, "optim.base_lr=0.05"]),
+        ("moco-H5-m0999", "moco-v2", [H5, "params.momentum=0.999"]),
+        ("moco-H5-lr005-m0999", "moco-v2", [H5, "optim.base_lr=0.05", "params.momentum=0.999"]),
+        ("moco-H5-q256", "moco-v2", [H5, "params.queue_size=256"]),
+        ("moco-H5-wd1e5", "moco-v2", [H5, "optim.weight_decay=1e-5"]),
+        ("moco-H5-q64-bn1", "moco-v2", [H5, "params.queue_size=64", "params.bn_splits=1"]),
+    ],
+    # sweep 4: larger crops. At 32 px a crop of 20% of the image often misses the object, so two views share
+    # only the background tint; larger crops keep the shape in both views.
+    "4": [
+        ("moco-H5-c05", "moco-v2", [H5, "augment.crop_scale=[0.5,1.0]"]),
+        ("moco-H5-c05-hbn", "moco-v2", [H5, "augment.crop_scale=[0.5,1.0]", "params.head_bn=true"]),
+        ("byol-H5-sgd-c05", "byol", [H5, "optim.name=sgd", "optim.base_lr=0.3", "optim.weight_decay=1e-5", "augment.crop_scale=[0.5,1.0]"]),
+        ("simsiam-H5-c05", "simsiam", [H5, "augment.crop_scale=[0.5,1.0]"]),
+    ],
+    # sweep 5: what separates MoCo from SimCLR here. Key momentum 0 (the key encoder is the query encoder,
+    # without gradient) with a one-batch queue and plain BN is SimCLR with stop-gradient keys and a 2-layer head.
+    "5": [
+        ("moco-H5-m0-q64-bn1", "moco-v2", [H5, "params.momentum=0.0", "params.queue_size=64", "params.bn_splits=1"]),
+        ("moco-H5-m0-q64-bn1-hbn", "moco-v2", [H5, "params.momentum=0.0", "params.queue_size=64", "params.bn_splits=1", "params.head_bn=true"]),
+        ("simclr-H5-2l", "simclr", ["params.proj_layers=2"]),
+        ("moco-H5-q64-bn1-hbn-sym", "moco-v2", [H5, "params.queue_size=64", "params.bn_splits=1", "params.head_bn=true", "params.symmetric=true"]),
+    ],
+    # sweep 6: confirm sweep 5 (SimCLR's 2-layer projector, MoCo's BN head + symmetric loss) on another seed; the
+    # same projector change for SimSiam
+    "6": [
+        ("simclr-H5-2l-s1", "simclr", ["params.proj_layers=2", "train.seed=1"]),
+        ("simsiam-H5-2l", "simsiam", [H5, "params.proj_layers=2"]),
+        ("moco-H5-hbn-sym", "moco-v2", [H5, "params.head_bn=true", "params.symmetric=true"]),
+        ("moco-H5-q64-bn1-hbn-sym-s1", "moco-v2", [H5, "params.queue_size=64", "params.bn_splits=1", "params.head_bn=true",
+                                                   "params.symmetric=true", "train.seed=1"]),
+    ],
 }
 
 
