@@ -71,9 +71,9 @@ def run_spec(key: str, scale: str) -> RunSpec:
         return RunSpec(key, key, looc)
     if key.startswith("looc[") and key.endswith("]"):
         # looc[a,b] : augmentations a, b, a variance head for each; looc[a,b,c;heads=a] : only a gets one
-        body, _, heads = key[5:-1].partition(";heads=")
+        body, sep, heads = key[5:-1].partition(";heads=")
         augment = tuple(a for a in body.split(",") if a)
-        return RunSpec(key, "looc", looc, augment=augment, heads=tuple(h for h in heads.split(",") if h) if _ else None)
+        return RunSpec(key, "looc", looc, augment=augment, heads=tuple(h for h in heads.split(",") if h) if sep else None)
     raise UserError(f"no catalogue run {key!r}")
 
 
