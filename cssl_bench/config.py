@@ -74,6 +74,11 @@ class AugmentCfg:
     texture_transfer: str = "procedural"
     texture_p: float = 0.8
 
+    @property
+    def variance_heads(self) -> list[str]:
+        """The augmentations with a LooC variance head, in head order (``looc_heads``, or every ``looc_augment``)."""
+        return list(self.looc_augment if self.looc_heads is None else self.looc_heads)
+
 
 @dataclass
 class OptimCfg:

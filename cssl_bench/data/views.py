@@ -44,7 +44,7 @@ def build_view_recipe(r: Recipe):
             else:
                 atomics.append(ATOMIC_BY_NAME[name]())
         post = Pipeline([Blur(p=a.blur_p)] if a.blur_p > 0 else [])
-        return LeaveOneOut(Pipeline(base_steps), atomics, post, variant=a.looc_heads)
+        return LeaveOneOut(Pipeline(base_steps), atomics, post, variant=a.variance_heads)
     extra = [Rotation()] if a.rotation == "independent" else []
     first = ssl_pipeline(size, a.crop_scale, a.color, a.blur_p, a.solarize_p, extra)
     b2 = a.blur_p if a.blur_p2 is None else a.blur_p2

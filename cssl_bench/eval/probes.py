@@ -29,8 +29,7 @@ def records_for(run: LoadedRun, dataset: str, feature: str, protocol: dict, metr
                 ci95: dict[str, float] | None = None) -> list[dict]:
     """One record per metric; ``ci95`` gives the 95% half-width of the metrics that have one (few-shot)."""
     r = run.recipe
-    looc = {"augment": list(r.augment.looc_augment),
-            "variance_heads": list(r.augment.looc_augment if r.augment.looc_heads is None else r.augment.looc_heads)}
+    looc = {"augment": list(r.augment.looc_augment), "variance_heads": r.augment.variance_heads}
     extra = {**(looc if r.augment.views == "looc" else {}), **(extra or {})}
     out = []
     for m, v in metrics.items():

@@ -54,9 +54,8 @@ class LooC(Method):
             raise UserError(f"augment.looc_augment lists an augmentation twice: {self.augmentations}", exit_code=2)
         if p.concat_layer not in ("hidden", "out", "hidden+v"):
             raise UserError(f"params.concat_layer must be hidden, out or hidden+v, got {p.concat_layer!r}", exit_code=2)
-        # the variance heads (augment.looc_heads; default: one per augmentation): head i+1 and view k_{i+1}
-        # vary with variance[i]; head 0 is the invariant space Z0
-        self.variance = list(self.augmentations if recipe.augment.looc_heads is None else recipe.augment.looc_heads)
+        # head i+1 and view k_{i+1} vary with variance[i]; head 0 is the invariant space Z0
+        self.variance = recipe.augment.variance_heads
         n = len(self.variance)
         self.heads = nn.ModuleList([mlp([self.feat_dim, p.hidden, p.dim], bn=p.head_bn) for _ in range(n + 1)])
         split_batchnorm(self.backbone, p.bn_splits)
