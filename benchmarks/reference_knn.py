@@ -32,20 +32,25 @@ from pathlib import Path
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-import torch  # noqa: E402
+import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import train_step  # noqa: E402  (lightly model builders and the machine description)
+import train_step
 
-from cssl_bench.config import load_recipe  # noqa: E402
-from cssl_bench.data.datasets import get_source  # noqa: E402
-from cssl_bench.eval.features import compute_features  # noqa: E402
-from cssl_bench.eval.knn import knn_eval  # noqa: E402
-from cssl_bench.methods import build_method, implementation  # noqa: E402
-from cssl_bench.methods.base import Method  # noqa: E402
-from cssl_bench.train import loop  # noqa: E402
-from cssl_bench.train.loop import dataset_options, pretrain, seed_everything, steps_per_epoch  # noqa: E402
+from cssl_bench.config import load_recipe
+from cssl_bench.data.datasets import get_source
+from cssl_bench.eval.features import compute_features
+from cssl_bench.eval.knn import knn_eval
+from cssl_bench.methods import build_method, implementation
+from cssl_bench.methods.base import Method
+from cssl_bench.train import loop
+from cssl_bench.train.loop import (
+    dataset_options,
+    pretrain,
+    seed_everything,
+    steps_per_epoch,
+)
 
 METHODS = ["moco-v2", "byol", "simsiam", "swav"]
 
