@@ -152,6 +152,43 @@ def test_split_batchnorm_matches_per_group_batchnorm():
     assert torch.allclose(sbn.eval()(x), plain.eval()(x), atol=1e-6)
 
 
+@pytest.mark.parametrize("path", ["one_call", "call_per_group"])
+@pytest.mark.parametrize("layout", ["nchw", "channels_last", "2d"])
+def test_split_batchnorm_gradients_match_one_bn_call_per_group(layout, path, monkeypatch):
+    """Both implementations (one rearranged BN call for small groups, a call per group for large ones)
+    against the direct definition (a BN call on each group's slice): outputs, gradients of the input,
+    weight and bias, running statistics, output memory format."""
+    from cssl_bench.methods.base import SplitBatchNorm1d
+
+    monkeypatch.setattr(SplitBatchNorm2d, "GROUP_CALL_MIN", 1 if path == "call_per_group" else 10**6)
+    torch.manual_seed(0)
+    g, n, c = 4, 16, 6
+    x0 = torch.randn(n, c) * 2 + 1 if layout == "2d" else torch.randn(n, c, 5, 3) * 2 + 1
+    if layout == "channels_last":
+        x0 = x0.contiguous(memory_format=torch.channels_last)
+    sbn = (SplitBatchNorm1d if layout == "2d" else SplitBatchNorm2d)(c, g)
+    with torch.no_grad():
+        sbn.weight.copy_(torch.rand(c) + 0.5)
+        sbn.bias.copy_(torch.randn(c))
+    w_ref, b_ref = sbn.weight.detach().clone().requires_grad_(), sbn.bias.detach().clone().requires_grad_()
+    rm, rv = torch.zeros(c), torch.ones(c)
+    x_ref, x = x0.clone().requires_grad_(), x0.clone().requires_grad_()
+    ref = torch.cat([F.batch_norm(ch, r1, r2, w_ref, b_ref, True, 0.1, sbn.eps)
+                     for ch, r1, r2 in ((ch, rm.clone(), rv.clone()) for ch in x_ref.chunk(g))])
+    out = sbn(x)
+    upstream = torch.randn_like(ref)
+    (ref * upstream).sum().backward()
+    (out * upstream).sum().backward()
+    assert torch.allclose(out, ref, atol=1e-5)
+    assert torch.allclose(x.grad, x_ref.grad, atol=1e-5)
+    assert torch.allclose(sbn.weight.grad, w_ref.grad, atol=1e-4) and torch.allclose(sbn.bias.grad, b_ref.grad, atol=1e-4)
+    dims = (0,) if layout == "2d" else (0, 2, 3)
+    means = torch.stack([ch.mean(dims) for ch in x0.chunk(g)]).mean(0)
+    assert torch.allclose(sbn.running_mean, 0.1 * means, atol=1e-6)
+    if layout == "channels_last":
+        assert out.is_contiguous(memory_format=torch.channels_last)
+
+
 def test_shuffled_forward_restores_the_order_but_mixes_bn_groups():
     torch.manual_seed(0)
     x = torch.randn(16, 3)

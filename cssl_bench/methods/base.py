@@ -140,11 +140,22 @@ class SplitBatchNorm2d(nn.BatchNorm2d):
     Emulates MoCo's per-GPU BN (and, with a shuffled key batch, shuffling BN) on one device. Group g
     holds the contiguous slice x[g * N/splits : (g + 1) * N/splits], the samples rank g would hold if
     the batch were split over ``splits`` processes; each group is normalised with its own mean and
-    variance (one fused BN call per group, so channels-last inputs stay channels-last: no layout copy),
-    and the running statistics are updated with the mean over the groups. A batch not divisible by
-    ``splits`` falls back to plain BN. Evaluation uses the shared running statistics; the state dict is
-    that of a plain BatchNorm2d.
+    variance, and the running statistics are updated with the mean over the groups. A batch not
+    divisible by ``splits`` falls back to plain BN. Evaluation uses the shared running statistics; the
+    state dict is that of a plain BatchNorm2d.
+
+    Two equivalent computations, chosen by the number of samples per group. ``GROUP_CALL_MIN`` (32) or
+    more: one fused BN call per group. Fewer: one BN call for all groups, the batch rearranged so that
+    group g's channels become channels g * C ... (g + 1) * C - 1 of a batch of N/splits samples (weights
+    and running statistics repeated per group) and rearranged back; channels-last inputs are rearranged in
+    channels-last order and come back channels-last. Measured on 2 CPU cores (forward + backward,
+    channels-last, sbn shapes of ResNet-18 and of the quarter-width CPU backbone): with 2-16 samples per
+    group one call is 1.5-4x faster than a call per group (whose small calls dominated MoCo's training
+    step at batch 16: the step is 1.15-1.2x faster); with 32 samples per group (the CPU recipes' batch 128
+    in 4 groups) the call per group is as fast or faster, and those recipes keep their exact numerics.
     """
+
+    GROUP_CALL_MIN = 32  # samples per group from which each group gets its own BN call
 
     def __init__(self, num_features: int, splits: int, **kw):
         super().__init__(num_features, **kw)
@@ -154,17 +165,42 @@ class SplitBatchNorm2d(nn.BatchNorm2d):
         n = x.shape[0]
         if not self.training or self.splits <= 1 or n % self.splits:
             return super().forward(x)
-        outs, means, vars_ = [], [], []
-        for chunk in x.chunk(self.splits):
-            rm, rv = self.running_mean.clone(), self.running_var.clone()
-            outs.append(F.batch_norm(chunk, rm, rv, self.weight, self.bias, True, self.momentum, self.eps))
-            means.append(rm)
-            vars_.append(rv)
+        s, c = self.splits, x.shape[1]
+        if self.momentum is None:  # cumulative moving average, as nn.BatchNorm
+            factor = 1.0 / float(self.num_batches_tracked + 1)
+        else:
+            factor = self.momentum
+        if n // s >= self.GROUP_CALL_MIN:
+            outs, means, vars_ = [], [], []
+            for chunk in x.chunk(s):
+                rm, rv = self.running_mean.clone(), self.running_var.clone()
+                outs.append(F.batch_norm(chunk, rm, rv, self.weight, self.bias, True, factor, self.eps))
+                means.append(rm)
+                vars_.append(rv)
+            with torch.no_grad():
+                self.running_mean.copy_(torch.stack(means).mean(0))
+                self.running_var.copy_(torch.stack(vars_).mean(0))
+            self.num_batches_tracked += 1
+            return torch.cat(outs)
+        rm, rv = self.running_mean.repeat(s), self.running_var.repeat(s)
+        w = None if self.weight is None else self.weight.repeat(s)
+        b = None if self.bias is None else self.bias.repeat(s)
+        if x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last):
+            _, _, h, wd = x.shape
+            # [N, C, H, W] (stored N, H, W, C) -> [N/s, s*C, H, W] stored (N/s, H, W, s*C)
+            xs = x.permute(0, 2, 3, 1).reshape(s, n // s, h, wd, c).permute(1, 2, 3, 0, 4).reshape(n // s, h, wd, s * c).permute(0, 3, 1, 2)
+            y = F.batch_norm(xs, rm, rv, w, b, True, factor, self.eps)
+            y = y.permute(0, 2, 3, 1).reshape(n // s, h, wd, s, c).permute(3, 0, 1, 2, 4).reshape(n, h, wd, c).permute(0, 3, 1, 2)
+        else:
+            rest = x.shape[2:]
+            xs = x.reshape(s, n // s, c, *rest).transpose(0, 1).reshape(n // s, s * c, *rest)
+            y = F.batch_norm(xs, rm, rv, w, b, True, factor, self.eps)
+            y = y.reshape(n // s, s, c, *rest).transpose(0, 1).reshape(x.shape)
         with torch.no_grad():
-            self.running_mean.copy_(torch.stack(means).mean(0))
-            self.running_var.copy_(torch.stack(vars_).mean(0))
+            self.running_mean.copy_(rm.view(s, c).mean(0))
+            self.running_var.copy_(rv.view(s, c).mean(0))
         self.num_batches_tracked += 1
-        return torch.cat(outs)
+        return y
 
 
 class SplitBatchNorm1d(SplitBatchNorm2d):
