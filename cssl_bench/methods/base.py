@@ -170,32 +170,24 @@ class SplitBatchNorm2d(nn.BatchNorm2d):
             factor = 1.0 / float(self.num_batches_tracked + 1)
         else:
             factor = self.momentum
-        if n // s >= self.GROUP_CALL_MIN:
-            outs, means, vars_ = [], [], []
-            for chunk in x.chunk(s):
-                rm, rv = self.running_mean.clone(), self.running_var.clone()
-                outs.append(F.batch_norm(chunk, rm, rv, self.weight, self.bias, True, factor, self.eps))
-                means.append(rm)
-                vars_.append(rv)
-            with torch.no_grad():
-                self.running_mean.copy_(torch.stack(means).mean(0))
-                self.running_var.copy_(torch.stack(vars_).mean(0))
-            self.num_batches_tracked += 1
-            return torch.cat(outs)
+        # per-group running statistics, group g at [g * C, (g + 1) * C): updated in place by the BN call(s)
         rm, rv = self.running_mean.repeat(s), self.running_var.repeat(s)
-        w = None if self.weight is None else self.weight.repeat(s)
-        b = None if self.bias is None else self.bias.repeat(s)
-        if x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last):
-            _, _, h, wd = x.shape
-            # [N, C, H, W] (stored N, H, W, C) -> [N/s, s*C, H, W] stored (N/s, H, W, s*C)
-            xs = x.permute(0, 2, 3, 1).reshape(s, n // s, h, wd, c).permute(1, 2, 3, 0, 4).reshape(n // s, h, wd, s * c).permute(0, 3, 1, 2)
-            y = F.batch_norm(xs, rm, rv, w, b, True, factor, self.eps)
-            y = y.permute(0, 2, 3, 1).reshape(n // s, h, wd, s, c).permute(3, 0, 1, 2, 4).reshape(n, h, wd, c).permute(0, 3, 1, 2)
+        if n // s >= self.GROUP_CALL_MIN:
+            y = torch.cat([F.batch_norm(chunk, m, v, self.weight, self.bias, True, factor, self.eps)
+                           for chunk, m, v in zip(x.chunk(s), rm.view(s, c), rv.view(s, c))])
         else:
-            rest = x.shape[2:]
-            xs = x.reshape(s, n // s, c, *rest).transpose(0, 1).reshape(n // s, s * c, *rest)
-            y = F.batch_norm(xs, rm, rv, w, b, True, factor, self.eps)
-            y = y.reshape(n // s, s, c, *rest).transpose(0, 1).reshape(x.shape)
+            w, b = (None if t is None else t.repeat(s) for t in (self.weight, self.bias))
+            if x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last):
+                _, _, h, wd = x.shape
+                # [N, C, H, W] (stored N, H, W, C) -> [N/s, s*C, H, W] stored (N/s, H, W, s*C), and back
+                xs = x.permute(0, 2, 3, 1).reshape(s, n // s, h, wd, c).permute(1, 2, 3, 0, 4).reshape(n // s, h, wd, s * c).permute(0, 3, 1, 2)
+                y = F.batch_norm(xs, rm, rv, w, b, True, factor, self.eps)
+                y = y.permute(0, 2, 3, 1).reshape(n // s, h, wd, s, c).permute(3, 0, 1, 2, 4).reshape(n, h, wd, c).permute(0, 3, 1, 2)
+            else:
+                rest = x.shape[2:]
+                xs = x.reshape(s, n // s, c, *rest).transpose(0, 1).reshape(n // s, s * c, *rest)
+                y = F.batch_norm(xs, rm, rv, w, b, True, factor, self.eps)
+                y = y.reshape(n // s, s, c, *rest).transpose(0, 1).reshape(x.shape)
         with torch.no_grad():
             self.running_mean.copy_(rm.view(s, c).mean(0))
             self.running_var.copy_(rv.view(s, c).mean(0))
