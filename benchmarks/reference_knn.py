@@ -26,6 +26,7 @@ import argparse
 import datetime
 import json
 import os
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -45,6 +46,7 @@ from cssl_bench.eval.knn import knn_eval
 from cssl_bench.methods import build_method, implementation
 from cssl_bench.methods.base import Method
 from cssl_bench.train import loop
+from cssl_bench.train.checkpoint import load_checkpoint
 from cssl_bench.train.loop import (
     dataset_options,
     pretrain,
@@ -90,14 +92,11 @@ def run(name: str, recipe, out: Path, use_lightly: bool) -> float:
             pretrain(recipe, out, show_progress=False)
         finally:
             loop.build_method = original
-        seed_everything(recipe.train.seed)
         model = LightlyMethod(recipe)
     else:
         pretrain(recipe, out, show_progress=False)
-        seed_everything(recipe.train.seed)
         model = build_method(recipe)
-    state = torch.load(out / "checkpoints" / "last.pt", map_location="cpu", weights_only=True)
-    model.load_state_dict(state["model"])
+    model.load_state_dict(load_checkpoint(out / "checkpoints" / "last.pt")["model"])
     return knn_of(model.eval(), recipe)
 
 
@@ -122,8 +121,6 @@ def main() -> None:
             t = time.time()
             d = args.out / f"{name.replace('+', 'p')}-{label}"
             if d.exists():
-                import shutil
-
                 shutil.rmtree(d)
             row[f"knn_{label}"] = run(name, recipe, d, flag)
             row[f"wall_s_{label}"] = round(time.time() - t, 1)
