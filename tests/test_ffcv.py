@@ -176,7 +176,11 @@ def test_convert_counts_bad_images_and_skip_bad_stores_them(cli, tmp_path):
 
 
 def test_convert_without_ffcv_is_one_line(cli, tmp_path):
-    if HAVE_FFCV:
-        pytest.skip("ffcv is installed here")
-    r = cli("data", "convert", "embedded", tmp_path / "x.beton")
+    env = {}
+    if HAVE_FFCV:  # hide the installed ffcv from the CLI process: a None entry in sys.modules is "not installed"
+        hide = tmp_path / "hide_ffcv"
+        hide.mkdir()
+        (hide / "sitecustomize.py").write_text("import sys\nsys.modules['ffcv'] = None\n")
+        env["PYTHONPATH"] = os.pathsep.join([str(hide), *filter(None, [os.environ.get("PYTHONPATH")])])
+    r = cli("data", "convert", "embedded", tmp_path / "x.beton", env=env)
     assert r.returncode != 0 and "make ffcv" in r.stderr and "Traceback" not in r.stderr
