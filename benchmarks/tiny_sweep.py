@@ -1,7 +1,7 @@
 """Tiny-recipe sweep: which CPU-scale settings make a method's kNN beat the random-initialised backbone.
 
-Each configuration pretrains one method (the tiny recipe plus overrides, batch 64, 4 epochs, a
-checkpoint kept after every epoch) through the library's training loop, then probes kNN top-1 on the
+Each configuration pretrains one method (the tiny recipe plus overrides, batch 64, 4 epochs (``--epochs``), a
+checkpoint kept after every epoch (``--probe-every``)) through the library's training loop, then probes kNN top-1 on the
 embedded test split at every epoch. Configurations run in parallel processes (one thread each, one
 loader worker), so a machine with many cores (and a GPU, if there is one) runs a sweep in minutes.
 Results are appended as JSON lines; benchmarks/tiny_sweep.md reports the committed ones.
@@ -105,11 +105,18 @@ SWEEPS = {
         ("moco-H5-q64-bn1-hbn-sym-s1", "moco-v2", [H5, "params.queue_size=64", "params.bn_splits=1", "params.head_bn=true",
                                                    "params.symmetric=true", "train.seed=1"]),
     ],
+    # sweep 7 (lent GPU machine): budget and capacity. The tiny recipes at 20 epochs (5x the sweeps above,
+    # 10x the tiny scale) with the quarter-width backbone, and the same with the full-width ResNet-18 (8x the
+    # features, 16x the FLOPs): does any method pass random init given more steps or a larger network?
+    "7": [(f"{m}-{w}", m, (["model.backbone=resnet18"] if w == "w1" else []) + (["train.epochs=0"] if m == "init" else []))
+          for w in ("w025", "w1") for m in ("init", "simclr", "moco-v2", "byol", "simsiam", "swav")],
 }
 
 
 def one(cfg):
     label, method, sets = cfg
+    if method == "init":
+        method = "moco-v2"
     import torch
 
     torch.set_num_threads(1)
@@ -121,12 +128,15 @@ def one(cfg):
     root = Path(os.environ["SWEEP_RUNS"]) / label
     t0 = time.time()
     try:
-        ov = {"train": {"batch_size": 64, "epochs": EPOCHS, "save_epochs": list(range(1, EPOCHS))}}
+        epochs = int(os.environ.get("SWEEP_EPOCHS", EPOCHS))
+        every = int(os.environ.get("SWEEP_PROBE_EVERY", 1))
+        probe_at = list(range(every, epochs, every))
+        ov = {"train": {"batch_size": 64, "epochs": epochs, "save_epochs": probe_at}}
         r = load_recipe(method, "tiny", ov, sets)
         pretrain(r, root, show_progress=False)
         t1 = time.time()
         res = {}
-        for ep in ([None] if r.train.epochs == 0 else list(range(1, EPOCHS)) + [None]):
+        for ep in ([None] if r.train.epochs == 0 else probe_at + [None]):
             recs = probe_knn(load_run(root, ep), "embedded")
             res[str(ep or r.train.epochs)] = round(next(x["value"] for x in recs if x["metric"] == "knn/top1"), 2)
         return {"label": label, "method": method, "sets": sets, "knn": res, "train_s": round(t1 - t0, 1), "total_s": round(time.time() - t0, 1)}
@@ -141,8 +151,11 @@ def main() -> int:
     ap.add_argument("--only", default=None, help="comma-separated labels")
     ap.add_argument("--runs", default=os.environ.get("SWEEP_RUNS", "runs/tiny_sweep"))
     ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--epochs", type=int, default=EPOCHS, help=f"pretraining epochs (default {EPOCHS})")
+    ap.add_argument("--probe-every", type=int, default=1, help="kNN probe every this many epochs (and at the end)")
     a = ap.parse_args()
     os.environ["SWEEP_RUNS"] = a.runs
+    os.environ["SWEEP_EPOCHS"], os.environ["SWEEP_PROBE_EVERY"] = str(a.epochs), str(a.probe_every)
     cfgs = [c for c in SWEEPS[a.sweep] if not a.only or c[0] in a.only.split(",")]
     with ProcessPoolExecutor(a.parallel) as ex, open(a.out, "a") as f:
         for fut in as_completed([ex.submit(one, c) for c in cfgs]):

@@ -431,8 +431,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="CPU subset: r18-32, batch 16, 1 step x 5 rounds (~3 minutes on 2 cores)")
     ap.add_argument("--no-lightly", action="store_true", help="do not measure lightly")
     ap.add_argument("--peak-seconds", type=float, default=None, help="matmul-peak measurement before each round (default 0.5 s CPU, 0.2 s GPU)")
+    ap.add_argument("--split-bn", default="auto", choices=["auto", "one-call", "per-group"],
+                    help="MoCo/LooC split BN: the library's choice by group size (auto), always one rearranged call, "
+                         "or always a call per group (SplitBatchNorm2d)")
     ap.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results")
     args = ap.parse_args(argv)
+    if args.split_bn != "auto":
+        from cssl_bench.methods.base import SplitBatchNorm2d
+
+        big = 1 << 62
+        SplitBatchNorm2d.GROUP_CALL_MIN = 1 if args.split_bn == "per-group" else big
+        SplitBatchNorm2d.GROUP_CALL_MIN_ELEMENTS = 1 if args.split_bn == "per-group" else big
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         print("error: --device cuda but CUDA is not available", file=sys.stderr)
@@ -464,7 +473,7 @@ def main(argv: list[str] | None = None) -> int:
         peaks[args.precision] = matmul_peak(device, DTYPES[args.precision])
     info = {"benchmark": "train_step", "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "machine": machine(device), "precision": args.precision, "channels_last": args.channels_last, "compile": args.compile,
-            "matmul_peak_tflops": {k: v / 1e12 for k, v in peaks.items()},
+            "split_bn": args.split_bn, "matmul_peak_tflops": {k: v / 1e12 for k, v in peaks.items()},
             "steps_per_round": args.steps, "rounds": args.rounds, "warmup": args.warmup, "quick": args.quick,
             "command": " ".join(["python", "benchmarks/train_step.py", *(argv if argv is not None else sys.argv[1:])])}
     rows = []
@@ -477,7 +486,8 @@ def main(argv: list[str] | None = None) -> int:
     print_table(rows, info)
     args.out.mkdir(parents=True, exist_ok=True)
     name = (f"train_step-{'cuda' if gpu else 'cpu'}-{args.precision}{'-cl' if args.channels_last else ''}"
-            f"{'-compiled' if args.compile else ''}{'-quick' if args.quick else ''}.json")
+            f"{'-compiled' if args.compile else ''}{'' if args.split_bn == 'auto' else '-splitbn-' + args.split_bn}"
+            f"{'-quick' if args.quick else ''}.json")
     tmp = args.out / f".{name}.tmp"
     tmp.write_text(json.dumps(info, indent=1) + "\n")
     os.replace(tmp, args.out / name)

@@ -161,6 +161,7 @@ def test_split_batchnorm_gradients_match_one_bn_call_per_group(layout, path, mon
     from cssl_bench.methods.base import SplitBatchNorm1d
 
     monkeypatch.setattr(SplitBatchNorm2d, "GROUP_CALL_MIN", 1 if path == "call_per_group" else 10**6)
+    monkeypatch.setattr(SplitBatchNorm2d, "GROUP_CALL_MIN_ELEMENTS", 10**12)
     torch.manual_seed(0)
     g, n, c = 4, 16, 6
     x0 = torch.randn(n, c) * 2 + 1 if layout == "2d" else torch.randn(n, c, 5, 3) * 2 + 1
@@ -177,9 +178,11 @@ def test_split_batchnorm_gradients_match_one_bn_call_per_group(layout, path, mon
                      for ch, r1, r2 in ((ch, rm.clone(), rv.clone()) for ch in x_ref.chunk(g))])
     out = sbn(x)
     upstream = torch.randn_like(ref)
-    (ref * upstream).sum().backward()
-    (out * upstream).sum().backward()
-    assert torch.allclose(out, ref, atol=1e-5)
+    # an in-place op on the output (ResNet's ReLU): the output must not be a view that autograd re-copies
+    assert out._base is None
+    (F.relu(ref) * upstream).sum().backward()
+    (F.relu(out, inplace=True) * upstream).sum().backward()
+    assert torch.allclose(out, F.relu(ref), atol=1e-5)
     assert torch.allclose(x.grad, x_ref.grad, atol=1e-5)
     assert torch.allclose(sbn.weight.grad, w_ref.grad, atol=1e-4) and torch.allclose(sbn.bias.grad, b_ref.grad, atol=1e-4)
     dims = (0,) if layout == "2d" else (0, 2, 3)
@@ -187,6 +190,20 @@ def test_split_batchnorm_gradients_match_one_bn_call_per_group(layout, path, mon
     assert torch.allclose(sbn.running_mean, 0.1 * means, atol=1e-6)
     if layout == "channels_last":
         assert out.is_contiguous(memory_format=torch.channels_last)
+
+
+@pytest.mark.parametrize("shape, calls", [((16, 8, 4, 4), 1),       # 4 samples, 512 elements per group: one call
+                                          ((128, 2, 2, 2), 4),      # 32 samples per group: a call per group
+                                          ((8, 4, 256, 256), 4)])   # 2 samples but 2^19 elements per group
+def test_split_batchnorm_chooses_its_path_by_group_size(shape, calls, monkeypatch):
+    seen = []
+    real = F.batch_norm
+    monkeypatch.setattr(F, "batch_norm", lambda *a, **k: seen.append(a[0].shape) or real(*a, **k))
+    x = torch.randn(*shape).contiguous(memory_format=torch.channels_last)
+    y = SplitBatchNorm2d(shape[1], 4)(x)
+    assert len(seen) == calls and y.shape == x.shape and y.is_contiguous(memory_format=torch.channels_last)
+    if calls == 1:
+        assert seen[0] == (shape[0] // 4, shape[1] * 4, *shape[2:])
 
 
 def test_shuffled_forward_restores_the_order_but_mixes_bn_groups():
