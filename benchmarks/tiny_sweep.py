@@ -110,6 +110,10 @@ SWEEPS = {
     # features, 16x the FLOPs): does any method pass random init given more steps or a larger network?
     "7": [(f"{m}-{w}", m, (["model.backbone=resnet18"] if w == "w1" else []) + (["train.epochs=0"] if m == "init" else []))
           for w in ("w025", "w1") for m in ("init", "simclr", "moco-v2", "byol", "simsiam", "swav")],
+    # sweep 8 (2-core CPU machine, bf16 for speed: this CPU has AMX): the tiny recipes for 30 epochs (15x the tiny
+    # scale). MoCo's loss rises towards chance (ln 4097 = 8.3) over the 2 tiny epochs while its queue fills with
+    # the current encoder's keys, as MoCo's loss does early on ImageNet: does kNN pass random init later?
+    "8": [("moco-v2-long", "moco-v2", ["train.precision=bf16"]), ("byol-long", "byol", ["train.precision=bf16"])],
 }
 
 
