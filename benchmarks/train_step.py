@@ -440,7 +440,6 @@ def main(argv: list[str] | None = None) -> int:
         from cssl_bench.methods.base import SplitBatchNorm2d
 
         big = 1 << 62
-        SplitBatchNorm2d.GROUP_CALL_MIN = 1 if args.split_bn == "per-group" else big
         SplitBatchNorm2d.GROUP_CALL_MIN_ELEMENTS = 1 if args.split_bn == "per-group" else big
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():

@@ -160,8 +160,7 @@ def test_split_batchnorm_gradients_match_one_bn_call_per_group(layout, path, mon
     weight and bias, running statistics, output memory format."""
     from cssl_bench.methods.base import SplitBatchNorm1d
 
-    monkeypatch.setattr(SplitBatchNorm2d, "GROUP_CALL_MIN", 1 if path == "call_per_group" else 10**6)
-    monkeypatch.setattr(SplitBatchNorm2d, "GROUP_CALL_MIN_ELEMENTS", 10**12)
+    monkeypatch.setattr(SplitBatchNorm2d, "GROUP_CALL_MIN_ELEMENTS", 1 if path == "call_per_group" else 10**12)
     torch.manual_seed(0)
     g, n, c = 4, 16, 6
     x0 = torch.randn(n, c) * 2 + 1 if layout == "2d" else torch.randn(n, c, 5, 3) * 2 + 1
@@ -192,9 +191,9 @@ def test_split_batchnorm_gradients_match_one_bn_call_per_group(layout, path, mon
         assert out.is_contiguous(memory_format=torch.channels_last)
 
 
-@pytest.mark.parametrize("shape, calls", [((16, 8, 4, 4), 1),       # 4 samples, 512 elements per group: one call
-                                          ((128, 2, 2, 2), 4),      # 32 samples per group: a call per group
-                                          ((8, 4, 256, 256), 4)])   # 2 samples but 2^19 elements per group
+@pytest.mark.parametrize("shape, calls", [((16, 8, 4, 4), 1),       # 512 elements per group: one call
+                                          ((128, 2, 2, 2), 1),      # 32 samples, 256 elements per group: one call
+                                          ((8, 4, 256, 256), 4)])   # 2 samples but 2^19 elements per group: a call each
 def test_split_batchnorm_chooses_its_path_by_group_size(shape, calls, monkeypatch):
     seen = []
     real = F.batch_norm

@@ -185,22 +185,23 @@ class SplitBatchNorm2d(nn.BatchNorm2d):
     divisible by ``splits`` falls back to plain BN. Evaluation uses the shared running statistics; the
     state dict is that of a plain BatchNorm2d.
 
-    Two equivalent computations, chosen by the size of a group. ``GROUP_CALL_MIN`` (32) samples or
-    ``GROUP_CALL_MIN_ELEMENTS`` (2^19) elements per group or more: one fused BN call per group (contiguous
-    slices along the batch, in either memory format). Smaller groups: one BN call for all groups, the batch
-    rearranged so that group g's channels become channels g * C ... (g + 1) * C - 1 of a batch of N/splits
-    samples (weights and running statistics repeated per group) and rearranged back (``_Regroup``: one copy
-    each way, in the input's memory format). Measured on 2 CPU cores (forward + backward + in-place ReLU,
-    channels-last, 8 groups): the rearrangement is 1.25-3x faster than a call per group up to ~400k elements
-    per group (ResNet-18 at 32 px, batch 16; ResNet-50's 7x7 and 14x14 stages), the call per group up to
-    1.4x faster above (its large early stages at 224 px, where the copies cost more than the calls). With
-    the rearrangement's output a fresh tensor for autograd, MoCo v2's ResNet-50 224-px step at batch 16
-    went from 5.4 s to 3.5 s; the CPU recipes (batch 128 in 4 groups: 32 samples per group) keep a call per
-    group and their exact numerics.
+    Two equivalent computations, chosen by the size of a group. ``GROUP_CALL_MIN_ELEMENTS`` (2^19) elements
+    (samples x channels x positions) per group or more: one fused BN call per group (contiguous slices along
+    the batch, in either memory format). Smaller groups: one BN call for all groups, the batch rearranged so
+    that group g's channels become channels g * C ... (g + 1) * C - 1 of a batch of N/splits samples (weights
+    and running statistics repeated per group) and rearranged back (``_Regroup``: one copy each way, in the
+    input's memory format). Measured on 2 CPU cores (``benchmarks/split_bn.py``: forward + in-place ReLU +
+    backward, channels-last): below 2^19 elements per group the rearrangement is 1.2-3x faster than a call
+    per group (ResNet-18 at 32 px with batch 16 in 8 groups; ResNet-50's 7x7 stage; the CPU recipes'
+    quarter-width stages 2-4 with batch 128 in 4 groups; ResNet-50's 14x14 stage, just under the threshold,
+    is within 10% either way), from 2^19 up the call per group is 1.1-1.5x faster (ResNet-50's 56x56 and
+    28x28 stages at 224 px, where the copies cost more than the calls). With the rearrangement's output a
+    fresh tensor for autograd, MoCo v2's ResNet-50 224-px step at batch 16 went from 5.4 s to 3.5 s; with
+    this threshold in place of "32 samples per group", the tiny MoCo v2 step (batch 128 in 4 groups) from
+    364-375 ms to 317-353 ms.
     """
 
-    GROUP_CALL_MIN = 32  # samples per group from which each group gets its own BN call
-    GROUP_CALL_MIN_ELEMENTS = 2 ** 19  # ... or elements per group (samples x channels x positions)
+    GROUP_CALL_MIN_ELEMENTS = 2 ** 19  # elements per group from which each group gets its own BN call
 
     def __init__(self, num_features: int, splits: int, **kw):
         super().__init__(num_features, **kw)
@@ -217,7 +218,7 @@ class SplitBatchNorm2d(nn.BatchNorm2d):
             factor = self.momentum
         # per-group running statistics, group g at [g * C, (g + 1) * C): updated in place by the BN call(s)
         rm, rv = self.running_mean.repeat(s), self.running_var.repeat(s)
-        if n // s >= self.GROUP_CALL_MIN or x.numel() // s >= self.GROUP_CALL_MIN_ELEMENTS:
+        if x.numel() // s >= self.GROUP_CALL_MIN_ELEMENTS:
             y = torch.cat([F.batch_norm(chunk, m, v, self.weight, self.bias, True, factor, self.eps)
                            for chunk, m, v in zip(x.chunk(s), rm.view(s, c), rv.view(s, c))])
         else:
