@@ -30,8 +30,10 @@ import torch.nn as nn  # noqa: E402
 
 from cssl_bench.data.datasets import get_source  # noqa: E402
 from cssl_bench.data.loaders import to_input  # noqa: E402
+from cssl_bench.eval.detection.finetune import precise_bn  # noqa: E402
 from cssl_bench.eval.features import dataset_options, load_run  # noqa: E402
 from cssl_bench.eval.knn import knn_eval  # noqa: E402
+from cssl_bench.train.checkpoint import atomic_write_text  # noqa: E402
 
 STAGES = ("layer1", "layer2", "layer3", "layer4")
 
@@ -54,19 +56,6 @@ def stage_features(backbone: nn.Module, x: torch.Tensor, channels_last: bool, ba
     return {s: torch.cat(v) for s, v in out.items()}
 
 
-@torch.no_grad()
-def precise_bn(backbone: nn.Module, x: torch.Tensor, channels_last: bool, batch: int = 256) -> None:
-    """Reset every BN layer's running statistics and re-estimate them as the average over ``x``'s batches."""
-    bns = [m for m in backbone.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    for m in bns:
-        m.reset_running_stats()
-        m.momentum = None  # cumulative average
-    backbone.train()
-    for i in range(0, len(x) - batch + 1, batch):
-        backbone(to_input(x[i:i + batch], channels_last))
-    backbone.eval()
-
-
 def measure(run_dir: Path, dataset: str) -> dict:
     run = load_run(run_dir)
     cl = run.recipe.model.channels_last
@@ -76,8 +65,10 @@ def measure(run_dir: Path, dataset: str) -> dict:
     ytr, yte = (torch.as_tensor(np.asarray(s.labels, np.int64)) for s in (tr, te))
     row = {"run": str(run_dir), "method": run.recipe.method, "epochs": run.recipe.train.epochs, "dataset": dataset}
     for tag in ("own_bn", "precise_bn"):
-        if tag == "precise_bn":
-            precise_bn(backbone, xtr, cl)
+        if tag == "precise_bn":  # every full batch of 256 training images
+            batches = [(to_input(xtr[i:i + 256], cl),) for i in range(0, len(xtr) - 255, 256)]
+            precise_bn(backbone, iter(batches), len(batches))
+            backbone.eval()
         a, b = stage_features(backbone, xtr, cl), stage_features(backbone, xte, cl)
         row[tag] = {s: round(knn_eval(a[s], ytr, b[s], yte, 200, 0.1)["knn/top1"], 2) for s in STAGES}
         for att in ("color", "texture"):
@@ -105,11 +96,8 @@ def main() -> int:
             print(f"| {Path(row['run']).name} | {row['method']} | {row['epochs']} | {tag} | "
                   + " | ".join(str(v[s]) for s in STAGES) + f" | {v.get('color', '-')} | {v.get('texture', '-')} |")
     if a.out:
-        a.out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = a.out.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"benchmark": "knn_layers", "command": " ".join(["python", "benchmarks/knn_layers.py", *sys.argv[1:]]),
-                                   "rows": rows}, indent=1) + "\n")
-        os.replace(tmp, a.out)
+        atomic_write_text(a.out, json.dumps({"benchmark": "knn_layers", "rows": rows,
+                                             "command": " ".join(["python", "benchmarks/knn_layers.py", *sys.argv[1:]])}, indent=1) + "\n")
     return 0
 
 

@@ -40,6 +40,7 @@ from cssl_bench.data import embedded  # noqa: E402
 from cssl_bench.data.augment import Blur, ColorJitter, HFlip, LeaveOneOut, Pipeline, ResizedCrop, Rotation, Texture, TwoViews, ssl_pipeline  # noqa: E402
 from cssl_bench.data.datasets import FolderSource  # noqa: E402
 from cssl_bench.data.loaders import train_loader  # noqa: E402
+from cssl_bench.train.checkpoint import atomic_write_text  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -167,10 +168,7 @@ def main() -> None:
               "cpus": os.cpu_count(), "load_average": os.getloadavg(), "consume_images_per_s": round(consume, 1),
               "consume_measured": args.measure_step, "seconds_per_run": args.seconds, "rows": rows,
               "ffcv_over_torchvision": {f"{k[0]}/{k[1]}": round(v, 2) for k, v in speedup.items()}}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.out.with_name(args.out.name + ".tmp")
-    tmp.write_text(json.dumps(report, indent=1))
-    os.replace(tmp, args.out)
+    atomic_write_text(args.out, json.dumps(report, indent=1))
     print(f"\nwrote {args.out}", file=sys.stderr)
 
 

@@ -46,7 +46,7 @@ from cssl_bench.eval.knn import knn_eval
 from cssl_bench.methods import build_method, implementation
 from cssl_bench.methods.base import Method
 from cssl_bench.train import loop
-from cssl_bench.train.checkpoint import load_checkpoint
+from cssl_bench.train.checkpoint import atomic_write_text, load_checkpoint
 from cssl_bench.train.loop import (
     dataset_options,
     pretrain,
@@ -130,12 +130,9 @@ def main() -> None:
     for r in rows:
         print(f"| {r['method']} | {r['epochs']} x {r['batch']} | {r['knn_random_init']:.1f} | {r['knn_ours']:.1f} | {r['knn_lightly']:.1f} |")
     path = args.json or Path(__file__).resolve().parent / "results" / f"reference_knn-{args.scale}.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
     info = {"date": datetime.date.today().isoformat(), "command": " ".join(sys.argv),
             "machine": train_step.machine(torch.device("cpu")), "rows": rows}
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(info, indent=1))
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(info, indent=1))
     print(f"wrote {path}")
 
 

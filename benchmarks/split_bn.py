@@ -23,11 +23,14 @@ from pathlib import Path
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
+from train_step import sync  # noqa: E402
 
 from cssl_bench.methods.base import SplitBatchNorm2d  # noqa: E402
+from cssl_bench.train.checkpoint import atomic_write_text  # noqa: E402
 
 # (label, N, C, H, W, groups)
 SHAPES = [
@@ -39,11 +42,6 @@ SHAPES = [
     ("w0.25 layer3, b128/4", 128, 64, 8, 8, 4), ("w0.25 layer4, b128/4", 128, 128, 4, 4, 4),
 ]
 GPU_BATCH = 128  # on a GPU the shapes' batch is scaled to the GPU benchmark's (8 groups of 16)
-
-
-def sync(device):
-    if device.type == "cuda":
-        torch.cuda.synchronize()
 
 
 def time_it(fn, device, reps: int) -> float:
@@ -95,7 +93,7 @@ def main() -> int:
         rows.append({"layer": label, "shape": [n, c, h, w], "groups": s, "elements_per_group": x.numel() // s,
                      "ms": {k: round(v, 3) for k, v in times.items()}, "auto": auto,
                      "auto_is_fastest": times[auto] <= min(times["one-call"], times["per-group"]) * 1.05})
-    print(f"| layer | shape | groups | elements/group | one-call ms | per-group ms | plain BN ms | auto | auto within 5% of best |")
+    print("| layer | shape | groups | elements/group | one-call ms | per-group ms | plain BN ms | auto | auto within 5% of best |")
     print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         t = r["ms"]
@@ -105,11 +103,8 @@ def main() -> int:
             "machine": {"platform": platform.platform(), "torch": torch.__version__, "threads": torch.get_num_threads(),
                         "device": torch.cuda.get_device_name() if device.type == "cuda" else platform.processor() or "cpu"},
             "dtype": a.dtype, "reps": reps, "command": " ".join(["python", "benchmarks/split_bn.py", *sys.argv[1:]]), "rows": rows}
-    a.out.mkdir(parents=True, exist_ok=True)
     path = a.out / f"split_bn-{a.device}-{a.dtype}.json"
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(info, indent=1) + "\n")
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(info, indent=1) + "\n")
     print(f"wrote {path}", file=sys.stderr)
     return 0
 

@@ -55,6 +55,7 @@ from cssl_bench.data.views import build_view_recipe  # noqa: E402
 from cssl_bench.methods import build_method  # noqa: E402
 from cssl_bench.methods.base import update_momentum_pairs  # noqa: E402
 from cssl_bench.models.backbones import build_backbone  # noqa: E402
+from cssl_bench.train.checkpoint import atomic_write_text  # noqa: E402
 from cssl_bench.train.loop import autocast  # noqa: E402
 from cssl_bench.train.optim import build_optimizer  # noqa: E402
 
@@ -483,13 +484,10 @@ def main(argv: list[str] | None = None) -> int:
     info["rows"] = rows
     info["matmul_peak_tflops"] = {k: v / 1e12 for k, v in peaks.items()}  # the best seen over the run
     print_table(rows, info)
-    args.out.mkdir(parents=True, exist_ok=True)
     name = (f"train_step-{'cuda' if gpu else 'cpu'}-{args.precision}{'-cl' if args.channels_last else ''}"
             f"{'-compiled' if args.compile else ''}{'' if args.split_bn == 'auto' else '-splitbn-' + args.split_bn}"
             f"{'-quick' if args.quick else ''}.json")
-    tmp = args.out / f".{name}.tmp"
-    tmp.write_text(json.dumps(info, indent=1) + "\n")
-    os.replace(tmp, args.out / name)
+    atomic_write_text(args.out / name, json.dumps(info, indent=1) + "\n")
     print(f"wrote {args.out / name}", file=sys.stderr)
     return 0
 

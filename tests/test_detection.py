@@ -340,3 +340,18 @@ def test_transfer_cli_writes_records(tmp_path, cli):
         load_data("voc07", get_protocol("voc07"), tmp_path)
     with pytest.raises(UserError, match="no COCO found"):
         load_data("coco", get_protocol("coco"), tmp_path)
+
+
+def test_precise_bn_averages_the_batches_and_restores_momentum():
+    """The BN statistics become the plain average of the batches' statistics (batches are argument tuples)."""
+    from cssl_bench.eval.detection.finetune import precise_bn
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 1), nn.BatchNorm2d(4, momentum=0.3))
+    batches = [(torch.randn(8, 3, 5, 5) * (k + 1) + k,) for k in range(3)]
+    with torch.no_grad():
+        feats = [model[0](x) for (x,) in batches]
+    precise_bn(model, iter(batches + batches), 3)  # only the first 3 batches count
+    assert torch.allclose(model[1].running_mean, torch.stack([f.mean((0, 2, 3)) for f in feats]).mean(0), atol=1e-5)
+    assert torch.allclose(model[1].running_var, torch.stack([f.var((0, 2, 3)) for f in feats]).mean(0), atol=1e-4)
+    assert model[1].momentum == 0.3 and model.training

@@ -301,7 +301,9 @@ def _to_device(batch, device):
 @torch.no_grad()
 def precise_bn(model: nn.Module, batches, n: int) -> None:
     """Re-estimate every BN's running mean/var as the plain average over ``n`` training batches
-    (detectron2's PreciseBN): the running averages of a short fine-tune lag behind the weights."""
+    (detectron2's PreciseBN): the running averages of a short fine-tune lag behind the weights.
+    Each batch is a tuple of ``model``'s arguments (here ``(images, targets)``); the model is left in
+    training mode and every BN keeps its momentum."""
     bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
     if not bns or n <= 0:
         return
@@ -310,10 +312,10 @@ def precise_bn(model: nn.Module, batches, n: int) -> None:
         m.reset_running_stats()
         m.momentum = None  # cumulative moving average = plain mean over the batches seen
     model.train()
-    for k, (images, targets) in enumerate(batches):
+    for k, batch in enumerate(batches):
         if k >= n:
             break
-        model(images, targets)
+        model(*batch)
     for m, mom in zip(bns, momenta):
         m.momentum = mom
 
