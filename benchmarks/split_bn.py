@@ -1,11 +1,11 @@
-"""SplitBatchNorm2d's two computations against each other and against plain BN, layer by layer.
+"""SplitBatchNorm2d's three computations against each other and against plain BN, layer by layer.
 
 For each activation shape (ResNet-18 CIFAR stem at 32 px and ResNet-50 at 224 px, batch 16 in 8 groups by
 default, and the CPU recipes' batch 128 in 4 groups), times forward + in-place ReLU + backward of: ``one-call``
 (the batch rearranged so that one BN call normalises every group), ``per-group`` (a BN call per contiguous
-group) and ``plain`` (one ordinary BN over the whole batch: the cost floor, other numerics). ``auto`` is what
-``SplitBatchNorm2d`` picks for that shape (``GROUP_CALL_MIN_ELEMENTS`` elements per group or more: a call per
-group). Channels-last, fp32 (``--dtype bf16`` on a GPU). Prints a table, writes JSON.
+group), ``view`` (per-group statistics on a view of the batch, no copy, no BN call) and ``plain`` (one
+ordinary BN over the whole batch: the cost floor, other numerics). ``auto`` is what ``SplitBatchNorm2d.path``
+picks for that shape on that device. Channels-last, fp32 (``--dtype bf16`` on a GPU). Prints a table, writes JSON.
 
     python benchmarks/split_bn.py                                  # CPU
     python benchmarks/split_bn.py --device cuda --dtype bf16       # GPU
@@ -41,6 +41,7 @@ SHAPES = [
     ("w0.25 stem, b128/4", 128, 16, 32, 32, 4), ("w0.25 layer2, b128/4", 128, 32, 16, 16, 4),
     ("w0.25 layer3, b128/4", 128, 64, 8, 8, 4), ("w0.25 layer4, b128/4", 128, 128, 4, 4, 4),
 ]
+PATHS = ["one-call", "per-group", "view"]  # SplitBatchNorm2d.PATH values
 GPU_BATCH = 128  # on a GPU the shapes' batch is scaled to the GPU benchmark's (8 groups of 16)
 
 
@@ -74,7 +75,6 @@ def main() -> int:
         x = torch.randn(n, c, h, w, device=device, dtype=dtype).contiguous(memory_format=torch.channels_last).requires_grad_()
         g = torch.randn_like(x)
         bn = SplitBatchNorm2d(c, s).to(device)
-        big = 1 << 62
 
         def run(mode):
             if mode == "plain":
@@ -85,20 +85,21 @@ def main() -> int:
             y.backward(g)
 
         times = {}
-        for mode, emin in {"one-call": big, "per-group": 1, "plain": big}.items():
-            bn.GROUP_CALL_MIN_ELEMENTS = emin
+        for mode in PATHS + ["plain"]:
+            bn.PATH = "one-call" if mode == "plain" else mode
             times[mode] = time_it(lambda mode=mode: run(mode), device, reps) * 1e3
-        del bn.GROUP_CALL_MIN_ELEMENTS  # back to the class's threshold
-        auto = "per-group" if x.numel() // s >= bn.GROUP_CALL_MIN_ELEMENTS else "one-call"
+        del bn.PATH  # back to the class's choice
+        auto = bn.path(x)
         rows.append({"layer": label, "shape": [n, c, h, w], "groups": s, "elements_per_group": x.numel() // s,
                      "ms": {k: round(v, 3) for k, v in times.items()}, "auto": auto,
-                     "auto_is_fastest": times[auto] <= min(times["one-call"], times["per-group"]) * 1.05})
-    print("| layer | shape | groups | elements/group | one-call ms | per-group ms | plain BN ms | auto | auto within 5% of best |")
-    print("|---|---|---|---|---|---|---|---|---|")
+                     "auto_is_fastest": times[auto] <= min(times[p] for p in PATHS) * 1.05})
+    print("| layer | shape | groups | elements/group | " + " | ".join(f"{p} ms" for p in PATHS)
+          + " | plain BN ms | auto | auto within 5% of best |")
+    print("|---|---|---|---|" + "---|" * len(PATHS) + "---|---|---|")
     for r in rows:
         t = r["ms"]
-        print(f"| {r['layer']} | {'x'.join(map(str, r['shape']))} | {r['groups']} | {r['elements_per_group']} | {t['one-call']} | "
-              f"{t['per-group']} | {t['plain']} | {r['auto']} | {'yes' if r['auto_is_fastest'] else 'no'} |")
+        print(f"| {r['layer']} | {'x'.join(map(str, r['shape']))} | {r['groups']} | {r['elements_per_group']} | "
+              + " | ".join(str(t[p]) for p in PATHS) + f" | {t['plain']} | {r['auto']} | {'yes' if r['auto_is_fastest'] else 'no'} |")
     info = {"benchmark": "split_bn", "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "machine": {"platform": platform.platform(), "torch": torch.__version__, "threads": torch.get_num_threads(),
                         "device": torch.cuda.get_device_name() if device.type == "cuda" else platform.processor() or "cpu"},

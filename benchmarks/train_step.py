@@ -125,14 +125,15 @@ def matmul_peak(device: torch.device, dtype: torch.dtype, seconds: float = 2.0) 
 # our step
 
 
-def recipe_for(method: str, config: str, batch: int, precision: str, channels_last: bool):
+def recipe_for(method: str, config: str, batch: int, precision: str, channels_last: bool, sets: tuple[str, ...] = ()):
+    """The paper recipe with this configuration's backbone, size, batch and precision, then ``sets`` (KEY=VALUE)."""
     backbone, size = CONFIGS[config]
     params = {}
     if method == "swav":
         params = {"freeze_prototypes_epochs": 0, "queue_length": 0}  # prototypes trained, as in lightly's example
     return load_recipe(method, "paper", {"model": {"backbone": backbone, "channels_last": channels_last},
                                          "data": {"image_size": size}, "params": params,
-                                         "train": {"batch_size": batch, "precision": precision}})
+                                         "train": {"batch_size": batch, "precision": precision}}, list(sets))
 
 
 def synthetic_views(recipe, batch: int, device: torch.device, channels_last: bool) -> dict[str, torch.Tensor]:
@@ -148,9 +149,10 @@ def synthetic_views(recipe, batch: int, device: torch.device, channels_last: boo
     return out
 
 
-def ours(method_name: str, config: str, batch: int, precision: str, channels_last: bool, device: torch.device, compile_: bool):
+def ours(method_name: str, config: str, batch: int, precision: str, channels_last: bool, device: torch.device, compile_: bool,
+         sets: tuple[str, ...] = ()):
     """(step function, views) of our implementation: the loop's step on one batch."""
-    recipe = recipe_for(method_name, config, batch, precision, channels_last)
+    recipe = recipe_for(method_name, config, batch, precision, channels_last, sets)
     torch.manual_seed(0)
     method = build_method(recipe).to(device)
     if channels_last:
@@ -295,11 +297,11 @@ def _lightly_model(method_name: str, recipe, backbone: nn.Module):
 
 
 def lightly_step(method_name: str, config: str, batch: int, precision: str, channels_last: bool, device: torch.device,
-                 compile_: bool):
+                 compile_: bool, sets: tuple[str, ...] = ()):
     """(step function, views) of lightly's implementation, or None when lightly has no such method."""
     from lightly.utils.lars import LARS
 
-    recipe = recipe_for(method_name, config, batch, precision, channels_last)
+    recipe = recipe_for(method_name, config, batch, precision, channels_last, sets)
     torch.manual_seed(0)
     m = recipe.model
     backbone = build_backbone(m.backbone, recipe.data.image_size, m.cifar_stem, m.zero_init_residual)
@@ -432,16 +434,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="CPU subset: r18-32, batch 16, 1 step x 5 rounds (~3 minutes on 2 cores)")
     ap.add_argument("--no-lightly", action="store_true", help="do not measure lightly")
     ap.add_argument("--peak-seconds", type=float, default=None, help="matmul-peak measurement before each round (default 0.5 s CPU, 0.2 s GPU)")
-    ap.add_argument("--split-bn", default="auto", choices=["auto", "one-call", "per-group"],
-                    help="MoCo/LooC split BN: the library's choice by group size (auto), always one rearranged call, "
-                         "or always a call per group (SplitBatchNorm2d)")
+    ap.add_argument("--split-bn", default="auto", choices=["auto", "one-call", "per-group", "view"],
+                    help="MoCo/LooC split BN: the library's choice (auto), always one rearranged call, a call per group "
+                         "or statistics on a grouped view (SplitBatchNorm2d.PATH)")
     ap.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results")
     args = ap.parse_args(argv)
     if args.split_bn != "auto":
         from cssl_bench.methods.base import SplitBatchNorm2d
 
-        big = 1 << 62
-        SplitBatchNorm2d.GROUP_CALL_MIN_ELEMENTS = 1 if args.split_bn == "per-group" else big
+        SplitBatchNorm2d.PATH = args.split_bn
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         print("error: --device cuda but CUDA is not available", file=sys.stderr)

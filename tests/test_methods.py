@@ -152,15 +152,15 @@ def test_split_batchnorm_matches_per_group_batchnorm():
     assert torch.allclose(sbn.eval()(x), plain.eval()(x), atol=1e-6)
 
 
-@pytest.mark.parametrize("path", ["one_call", "call_per_group"])
+@pytest.mark.parametrize("path", ["one-call", "per-group", "view"])
 @pytest.mark.parametrize("layout", ["nchw", "channels_last", "2d"])
 def test_split_batchnorm_gradients_match_one_bn_call_per_group(layout, path, monkeypatch):
-    """Both implementations (one rearranged BN call for small groups, a call per group for large ones)
+    """The three implementations (one rearranged BN call, a call per group, statistics on a grouped view)
     against the direct definition (a BN call on each group's slice): outputs, gradients of the input,
     weight and bias, running statistics, output memory format."""
     from cssl_bench.methods.base import SplitBatchNorm1d
 
-    monkeypatch.setattr(SplitBatchNorm2d, "GROUP_CALL_MIN_ELEMENTS", 1 if path == "call_per_group" else 10**12)
+    monkeypatch.setattr(SplitBatchNorm2d, "PATH", path)
     torch.manual_seed(0)
     g, n, c = 4, 16, 6
     x0 = torch.randn(n, c) * 2 + 1 if layout == "2d" else torch.randn(n, c, 5, 3) * 2 + 1
@@ -187,6 +187,8 @@ def test_split_batchnorm_gradients_match_one_bn_call_per_group(layout, path, mon
     dims = (0,) if layout == "2d" else (0, 2, 3)
     means = torch.stack([ch.mean(dims) for ch in x0.chunk(g)]).mean(0)
     assert torch.allclose(sbn.running_mean, 0.1 * means, atol=1e-6)
+    unbiased = torch.stack([ch.var(dims, unbiased=True) for ch in x0.chunk(g)]).mean(0)
+    assert torch.allclose(sbn.running_var, 0.9 + 0.1 * unbiased, atol=1e-5)
     if layout == "channels_last":
         assert out.is_contiguous(memory_format=torch.channels_last)
 
@@ -195,6 +197,8 @@ def test_split_batchnorm_gradients_match_one_bn_call_per_group(layout, path, mon
                                           ((128, 2, 2, 2), 1),      # 32 samples, 256 elements per group: one call
                                           ((8, 4, 256, 256), 4)])   # 2 samples but 2^19 elements per group: a call each
 def test_split_batchnorm_chooses_its_path_by_group_size(shape, calls, monkeypatch):
+    """On a CPU: one rearranged BN call below GROUP_CALL_MIN_ELEMENTS per group, a call per group from it
+    (a GPU input takes the grouped-view statistics, which make no BN call)."""
     seen = []
     real = F.batch_norm
     monkeypatch.setattr(F, "batch_norm", lambda *a, **k: seen.append(a[0].shape) or real(*a, **k))
@@ -203,6 +207,29 @@ def test_split_batchnorm_chooses_its_path_by_group_size(shape, calls, monkeypatc
     assert len(seen) == calls and y.shape == x.shape and y.is_contiguous(memory_format=torch.channels_last)
     if calls == 1:
         assert seen[0] == (shape[0] // 4, shape[1] * 4, *shape[2:])
+
+
+@pytest.mark.parametrize("layout", ["nchw", "channels_last"])
+def test_split_batchnorm_view_path_in_bf16_accumulates_in_fp32(layout, monkeypatch):
+    """bf16 activations (autocast): the grouped-view statistics accumulate in fp32, so output and input
+    gradient match the fp32 per-group reference to bf16 precision, with a large mean (mean/std = 20)
+    that a bf16 accumulation of x^2 would lose."""
+    monkeypatch.setattr(SplitBatchNorm2d, "PATH", "view")
+    torch.manual_seed(0)
+    x0 = torch.randn(16, 6, 6, 6) + 20.0
+    if layout == "channels_last":
+        x0 = x0.contiguous(memory_format=torch.channels_last)
+    sbn = SplitBatchNorm2d(6, 4)
+    x = x0.to(torch.bfloat16).requires_grad_()
+    xr = x.detach().float().requires_grad_()
+    up = torch.randn(x0.shape)
+    y = sbn(x)
+    assert y.dtype == torch.bfloat16
+    ref = torch.cat([F.batch_norm(ch, None, None, sbn.weight, sbn.bias, True, 0.1, sbn.eps) for ch in xr.chunk(4)])
+    (y.float() * up).sum().backward()
+    (ref * up).sum().backward()
+    assert (y.float() - ref).abs().max() < 0.02  # bf16 output rounding: 2^-8 of values up to ~3
+    assert (x.grad.float() - xr.grad).abs().max() < 0.01 * xr.grad.abs().max()
 
 
 def test_shuffled_forward_restores_the_order_but_mixes_bn_groups():
