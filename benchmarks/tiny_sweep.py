@@ -114,6 +114,14 @@ SWEEPS = {
     # scale). MoCo's loss rises towards chance (ln 4097 = 8.3) over the 2 tiny epochs while its queue fills with
     # the current encoder's keys, as MoCo's loss does early on ImageNet: does kNN pass random init later?
     "8": [("moco-v2-long", "moco-v2", ["train.precision=bf16"]), ("byol-long", "byol", ["train.precision=bf16"])],
+    # sweep 9 (run with --recipe-defaults: the tiny recipes as `cssl-bench pretrain NAME` runs them): the embedded
+    # generator's variants. tc: texture contrast (default 0.45; each instance's texture is a fingerprint that
+    # survives every augmentation); cc: probability that colour follows class (default 0; in photos it partly does)
+    "9": [(f"{m}-{v}", m, ["data.embedded_texture_contrast=0.1"] * ("tc" in v) + ["data.embedded_class_color=0.5"] * ("cc" in v)
+           + (["train.epochs=0"] if m == "init" else []))
+          for v in ("tc01", "cc05") for m in ("init", "moco-v2", "byol", "simsiam", "swav", "simclr")]
+    + [(f"simsiam-init-{v}", "simsiam", [s, "train.epochs=0"])  # SimSiam's own random init (zero-init residual)
+       for v, s in (("tc01", "data.embedded_texture_contrast=0.1"), ("cc05", "data.embedded_class_color=0.5"))],
 }
 
 
@@ -135,15 +143,18 @@ def one(cfg):
         epochs = int(os.environ.get("SWEEP_EPOCHS", EPOCHS))
         every = int(os.environ.get("SWEEP_PROBE_EVERY", 1))
         probe_at = list(range(every, epochs, every))
-        ov = {"train": {"batch_size": 64, "epochs": epochs, "save_epochs": probe_at}}
-        r = load_recipe(method, "tiny", ov, sets)
+        if os.environ.get("SWEEP_RECIPE_DEFAULTS") == "1":  # the recipe's own batch and epochs, probed at the end
+            r = load_recipe(method, "tiny", {}, sets)
+            probe_at = []
+        else:
+            r = load_recipe(method, "tiny", {"train": {"batch_size": 64, "epochs": epochs, "save_epochs": probe_at}}, sets)
         pretrain(r, root, show_progress=False)
         t1 = time.time()
         res = {}
         for ep in ([None] if r.train.epochs == 0 else probe_at + [None]):
             recs = probe_knn(load_run(root, ep), "embedded")
             res[str(ep or r.train.epochs)] = round(next(x["value"] for x in recs if x["metric"] == "knn/top1"), 2)
-        return {"label": label, "method": method, "sets": sets, "knn": res, "train_s": round(t1 - t0, 1), "total_s": round(time.time() - t0, 1)}
+        return {"label": label, "method": method, "sets": sets, "batch": r.train.batch_size, "knn": res, "train_s": round(t1 - t0, 1), "total_s": round(time.time() - t0, 1)}
     except Exception as e:  # noqa: BLE001 (one failed configuration must not stop the sweep)
         return {"label": label, "error": f"{type(e).__name__}: {e}", "tb": traceback.format_exc()[-1500:]}
 
@@ -157,7 +168,10 @@ def main() -> int:
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--epochs", type=int, default=EPOCHS, help=f"pretraining epochs (default {EPOCHS})")
     ap.add_argument("--probe-every", type=int, default=1, help="kNN probe every this many epochs (and at the end)")
+    ap.add_argument("--recipe-defaults", action="store_true",
+                    help="the tiny recipes' own batch and epochs (as `cssl-bench pretrain`), kNN at the end only")
     a = ap.parse_args()
+    os.environ["SWEEP_RECIPE_DEFAULTS"] = "1" if a.recipe_defaults else "0"
     os.environ["SWEEP_RUNS"] = a.runs
     os.environ["SWEEP_EPOCHS"], os.environ["SWEEP_PROBE_EVERY"] = str(a.epochs), str(a.probe_every)
     cfgs = [c for c in SWEEPS[a.sweep] if not a.only or c[0] in a.only.split(",")]

@@ -42,6 +42,8 @@ class DataCfg:
     embedded_train: int = 10000
     embedded_test: int = 2000
     embedded_seed: int = 0
+    embedded_texture_contrast: float = 0.45  # generator variant: texture's share of the object's brightness
+    embedded_class_color: float = 0.0  # generator variant: probability that an image's colour is its class's
     workers: int = 2
     loader: str = "auto"  # auto | torchvision | ffcv
     skip_bad: bool = False

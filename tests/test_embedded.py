@@ -45,6 +45,33 @@ def test_64px_option_and_cache(tmp_path, monkeypatch):
     np.testing.assert_array_equal(first["test"]["images"], again["test"]["images"])
 
 
+def test_generator_variants_change_only_their_attribute(tmp_path, monkeypatch):
+    """texture_contrast and class_color (recipe: data.embedded_texture_contrast / embedded_class_color): the
+    default spec is the committed dataset (same key, same images); a variant keeps every other attribute,
+    gets its own cache file, and reaches the training source through the recipe's data section."""
+    monkeypatch.setenv("CSSL_BENCH_CACHE", str(tmp_path))
+    base = emb.EmbeddedSpec(32, 300, 20, seed=0)
+    assert base.key() == "embedded-v1-s32-300-20-seed0"
+    d = emb.generate(base)["train"]
+    cc = emb.generate(emb.EmbeddedSpec(32, 300, 20, seed=0, class_color=0.5))["train"]
+    for k in ("label", "texture", "cx", "cy", "scale"):
+        np.testing.assert_array_equal(cc[k], d[k])
+    own = (cc["color"] == cc["label"] % len(emb.COLORS)).mean()
+    assert 0.45 < own < 0.65 and (d["color"] == d["label"] % len(emb.COLORS)).mean() < 0.2  # 0.5 + 0.5 / 10 vs 1 / 10
+    # texture contrast: same attributes, the object's brightness varies less across its surface
+    rng_a, rng_b = np.random.default_rng(5), np.random.default_rng(5)
+    args = (0, emb.COLORS.index("white"), emb.TEXTURES.index("stripes"), 0.5, 0.5, 0.4, "filled", 32)
+    strong, weak = emb.render(*args, rng_a), emb.render(*args, rng_b, texture_contrast=0.1)
+    assert weak[12:20, 12:20].std() < 0.5 * strong[12:20, 12:20].std()
+    from cssl_bench.config import load_recipe
+    from cssl_bench.train.loop import dataset_options
+
+    r = load_recipe("simclr", "tiny", {}, ["data.embedded_train=300", "data.embedded_test=20", "data.embedded_class_color=0.5"])
+    src = get_source("embedded", "train", dataset_options(r))
+    np.testing.assert_array_equal(src.attributes["color"], cc["color"])
+    assert sorted(p.name for p in tmp_path.glob("*.npz")) == ["embedded-v1-s32-300-20-seed0-cc0.5.npz"]
+
+
 def test_derived_tasks():
     o = DatasetOptions(embedded_train=100, embedded_test=40)
     shape = get_source("embedded", "train", o)

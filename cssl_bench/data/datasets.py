@@ -125,11 +125,20 @@ class DatasetOptions:
     embedded_test: int = 2000
     embedded_seed: int = 0
     skip_bad: bool = False
+    embedded_texture_contrast: float = 0.45
+    embedded_class_color: float = 0.0
+
+    @classmethod
+    def from_recipe(cls, d) -> DatasetOptions:
+        """From a recipe's ``data`` section."""
+        return cls(d.embedded_size, d.embedded_train, d.embedded_test, d.embedded_seed, d.skip_bad,
+                   d.embedded_texture_contrast, d.embedded_class_color)
 
 
 def _embedded(task: str) -> Callable[[str, DatasetOptions], ImageSource]:
     def build(split: str, o: DatasetOptions) -> ImageSource:
-        spec = emb.EmbeddedSpec(o.embedded_size, o.embedded_train, o.embedded_test, o.embedded_seed)
+        spec = emb.EmbeddedSpec(o.embedded_size, o.embedded_train, o.embedded_test, o.embedded_seed,
+                                o.embedded_texture_contrast, o.embedded_class_color)
         data = emb.load(spec)
         part = split
         if task == "shift" and split == "test":

@@ -73,8 +73,13 @@ def ffcv_dir() -> Path:
 def options_key(name: str, options: DatasetOptions) -> dict:
     """The dataset options that change the images or labels (recorded in the sidecar, part of the file name)."""
     if name.startswith("embedded"):
-        return {"embedded_size": options.embedded_size, "embedded_train": options.embedded_train,
-                "embedded_test": options.embedded_test, "embedded_seed": options.embedded_seed}
+        key = {"embedded_size": options.embedded_size, "embedded_train": options.embedded_train,
+               "embedded_test": options.embedded_test, "embedded_seed": options.embedded_seed}
+        if options.embedded_texture_contrast != 0.45:  # generator variants (the defaults keep the older keys)
+            key["embedded_texture_contrast"] = options.embedded_texture_contrast
+        if options.embedded_class_color:
+            key["embedded_class_color"] = options.embedded_class_color
+        return key
     return {}
 
 

@@ -75,7 +75,7 @@ def make_train_loader(recipe, source: ImageSource, view_recipe, epoch: int, star
         from cssl_bench.data.datasets import DatasetOptions
 
         d = recipe.data
-        options = DatasetOptions(d.embedded_size, d.embedded_train, d.embedded_test, d.embedded_seed, d.skip_bad)
+        options = DatasetOptions.from_recipe(d)
         loader = ffcv_loader.ffcv_train_loader(choice, d.dataset, source, options, view_recipe, recipe.train.batch_size,
                                                recipe.train.seed, epoch, start_batch, d.workers, rank, world)
         if loader is not None:

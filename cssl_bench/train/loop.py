@@ -36,8 +36,7 @@ class NonFiniteLoss(UserError):
 
 
 def dataset_options(recipe: Recipe) -> DatasetOptions:
-    d = recipe.data
-    return DatasetOptions(d.embedded_size, d.embedded_train, d.embedded_test, d.embedded_seed, d.skip_bad)
+    return DatasetOptions.from_recipe(recipe.data)
 
 
 def seed_everything(seed: int) -> None:
