@@ -175,7 +175,6 @@ class _Regroup(torch.autograd.Function):
         return _regroup(grad, ctx.s, not ctx.back), None, None
 
 
-
 def _channels_last(x: torch.Tensor) -> bool:
     return x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
 
