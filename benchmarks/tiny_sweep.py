@@ -122,6 +122,11 @@ SWEEPS = {
           for v in ("tc01", "cc05") for m in ("init", "moco-v2", "byol", "simsiam", "swav", "simclr")]
     + [(f"simsiam-init-{v}", "simsiam", [s, "train.epochs=0"])  # SimSiam's own random init (zero-init residual)
        for v, s in (("tc01", "data.embedded_texture_contrast=0.1"), ("cc05", "data.embedded_class_color=0.5"))],
+    # sweep 10 (--recipe-defaults): one grey background for every image (background_jitter 0: the per-image
+    # background level and tint are a continuous instance cue), alone and with the weak texture of sweep 9
+    "10": [(f"{m}-{v}", m.replace("-init", ""), ["data.embedded_background_jitter=0"]
+            + ["data.embedded_texture_contrast=0.1"] * (v == "bj0-tc01") + ["train.epochs=0"] * ("init" in m))
+           for v in ("bj0", "bj0-tc01") for m in ("init", "moco-v2", "byol", "swav", "simsiam-init", "simsiam")],
 }
 
 

@@ -44,6 +44,7 @@ class DataCfg:
     embedded_seed: int = 0
     embedded_texture_contrast: float = 0.45  # generator variant: texture's share of the object's brightness
     embedded_class_color: float = 0.0  # generator variant: probability that an image's colour is its class's
+    embedded_background_jitter: float = 1.0  # generator variant: scale of the per-image background level and tint
     workers: int = 2
     loader: str = "auto"  # auto | torchvision | ffcv
     skip_bad: bool = False

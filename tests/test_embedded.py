@@ -63,6 +63,11 @@ def test_generator_variants_change_only_their_attribute(tmp_path, monkeypatch):
     args = (0, emb.COLORS.index("white"), emb.TEXTURES.index("stripes"), 0.5, 0.5, 0.4, "filled", 32)
     strong, weak = emb.render(*args, rng_a), emb.render(*args, rng_b, texture_contrast=0.1)
     assert weak[12:20, 12:20].std() < 0.5 * strong[12:20, 12:20].std()
+    # background jitter 0: one grey level for every image (corner pixels: background), other attributes kept
+    bj = emb.generate(emb.EmbeddedSpec(32, 300, 20, seed=0, background_jitter=0.0))["train"]
+    np.testing.assert_array_equal(bj["texture"], d["texture"])
+    corner = lambda imgs: imgs[:, :3, :3].reshape(len(imgs), -1).mean(1)  # noqa: E731
+    assert corner(bj["images"]).std() < 0.25 * corner(d["images"]).std()
     from cssl_bench.config import load_recipe
     from cssl_bench.train.loop import dataset_options
 

@@ -127,18 +127,19 @@ class DatasetOptions:
     skip_bad: bool = False
     embedded_texture_contrast: float = 0.45
     embedded_class_color: float = 0.0
+    embedded_background_jitter: float = 1.0
 
     @classmethod
     def from_recipe(cls, d) -> DatasetOptions:
         """From a recipe's ``data`` section."""
         return cls(d.embedded_size, d.embedded_train, d.embedded_test, d.embedded_seed, d.skip_bad,
-                   d.embedded_texture_contrast, d.embedded_class_color)
+                   d.embedded_texture_contrast, d.embedded_class_color, d.embedded_background_jitter)
 
 
 def _embedded(task: str) -> Callable[[str, DatasetOptions], ImageSource]:
     def build(split: str, o: DatasetOptions) -> ImageSource:
         spec = emb.EmbeddedSpec(o.embedded_size, o.embedded_train, o.embedded_test, o.embedded_seed,
-                                o.embedded_texture_contrast, o.embedded_class_color)
+                                o.embedded_texture_contrast, o.embedded_class_color, o.embedded_background_jitter)
         data = emb.load(spec)
         part = split
         if task == "shift" and split == "test":

@@ -69,8 +69,9 @@ class EmbeddedSpec:
     """What to generate. ``texture_contrast``: how strongly the surface texture modulates the object's
     brightness (colour x (1 - t + t * texture)); ``class_color``: the probability that an image's colour is
     its class's own (class k -> palette colour k) instead of uniform, as colour goes with class in natural
-    images. The defaults (0.45, 0) are the dataset every committed result used; other values change the
-    cache key."""
+    images; ``background_jitter``: the scale of the per-image background level (110 +- 50) and tint (+-12),
+    0 for one grey background. The defaults (0.45, 0, 1) are the dataset every committed result used; other
+    values change the cache key."""
 
     size: int = 32
     n_train: int = 10000
@@ -78,10 +79,12 @@ class EmbeddedSpec:
     seed: int = 0
     texture_contrast: float = 0.45
     class_color: float = 0.0
+    background_jitter: float = 1.0
 
     def key(self) -> str:
         variant = (f"-tc{self.texture_contrast:g}" if self.texture_contrast != 0.45 else "") + \
-                  (f"-cc{self.class_color:g}" if self.class_color else "")
+                  (f"-cc{self.class_color:g}" if self.class_color else "") + \
+                  (f"-bj{self.background_jitter:g}" if self.background_jitter != 1.0 else "")
         return f"embedded-v{GENERATOR_VERSION}-s{self.size}-{self.n_train}-{self.n_test}-seed{self.seed}{variant}"
 
 
@@ -90,7 +93,7 @@ def cache_dir() -> Path:
 
 
 def render(label: int, color: int, texture: int, cx: float, cy: float, scale: float, style: str,
-           size: int, rng: np.random.Generator, texture_contrast: float = 0.45) -> np.ndarray:
+           size: int, rng: np.random.Generator, texture_contrast: float = 0.45, background_jitter: float = 1.0) -> np.ndarray:
     """Render one [size, size, 3] uint8 image; ``rng`` draws only the nuisance details (tilt, texture phase, background)."""
     ss = 4  # supersampling factor for anti-aliased edges
     big = size * ss
@@ -107,14 +110,14 @@ def render(label: int, color: int, texture: int, cx: float, cy: float, scale: fl
 
     tex = pattern(TEXTURES[texture], sample_texture_params(rng), size, size)[..., None]
     fg = np.asarray(PALETTE[COLORS[color]], np.float32) * ((1 - texture_contrast) + texture_contrast * tex)
-    bg_level = rng.uniform(60, 160)
-    bg = bg_level + rng.uniform(-12, 12, size=3) + rng.normal(0, 10, size=(size, size, 1))
+    bg_level = 110 + background_jitter * (rng.uniform(60, 160) - 110)
+    bg = bg_level + background_jitter * rng.uniform(-12, 12, size=3) + rng.normal(0, 10, size=(size, size, 1))
     img = bg * (1 - alpha) + fg * alpha
     return np.clip(img, 0, 255).astype(np.uint8)
 
 
 def _generate_split(n: int, size: int, seed: int, split: str, style: str, texture_contrast: float = 0.45,
-                    class_color: float = 0.0) -> dict[str, np.ndarray]:
+                    class_color: float = 0.0, background_jitter: float = 1.0) -> dict[str, np.ndarray]:
     digest = int(hashlib.sha256(f"{seed}/{split}/{style}".encode()).hexdigest()[:8], 16)
     rng = np.random.default_rng(digest)
     labels = np.arange(n) % len(CLASSES)
@@ -130,7 +133,7 @@ def _generate_split(n: int, size: int, seed: int, split: str, style: str, textur
     images = np.empty((n, size, size, 3), np.uint8)
     for i in range(n):
         images[i] = render(int(labels[i]), int(colors[i]), int(textures[i]), cxs[i], cys[i], scales[i], style, size, rng,
-                           texture_contrast)
+                           texture_contrast, background_jitter)
     return {
         "images": images, "label": labels.astype(np.int64), "color": colors.astype(np.int64),
         "texture": textures.astype(np.int64), "cx": cxs.astype(np.float32), "cy": cys.astype(np.float32),
@@ -140,7 +143,7 @@ def _generate_split(n: int, size: int, seed: int, split: str, style: str, textur
 
 def generate(spec: EmbeddedSpec) -> dict[str, dict[str, np.ndarray]]:
     """Generate the three splits (``train``, ``test``, ``shift`` = test in the held-out style)."""
-    v = {"texture_contrast": spec.texture_contrast, "class_color": spec.class_color}
+    v = {"texture_contrast": spec.texture_contrast, "class_color": spec.class_color, "background_jitter": spec.background_jitter}
     return {
         "train": _generate_split(spec.n_train, spec.size, spec.seed, "train", "filled", **v),
         "test": _generate_split(spec.n_test, spec.size, spec.seed, "test", "filled", **v),

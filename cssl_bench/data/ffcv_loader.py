@@ -79,6 +79,8 @@ def options_key(name: str, options: DatasetOptions) -> dict:
             key["embedded_texture_contrast"] = options.embedded_texture_contrast
         if options.embedded_class_color:
             key["embedded_class_color"] = options.embedded_class_color
+        if options.embedded_background_jitter != 1.0:
+            key["embedded_background_jitter"] = options.embedded_background_jitter
         return key
     return {}
 
