@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import os
 import sys
 import time
@@ -28,9 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import torch  # noqa: E402
 from torch.profiler import ProfilerActivity, profile  # noqa: E402
-from train_step import BATCH, CONFIGS, lightly_step, machine, ours, sync  # noqa: E402
-
-from cssl_bench.train.checkpoint import atomic_write_text  # noqa: E402
+from train_step import BATCH, CONFIGS, lightly_step, machine, ours, sync, write_json  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -108,8 +105,7 @@ def main(argv: list[str] | None = None) -> int:
             "command": " ".join(["python", f"benchmarks/{Path(sys.argv[0]).name}", *(argv if argv is not None else sys.argv[1:])])}
     name = (f"profile-{args.method}-{device.type}-{args.precision}{'-lightly' if args.lightly else ''}"
             f"{'-' + args.label if args.label else ''}.json")
-    atomic_write_text(args.out / name, json.dumps(info, indent=1) + "\n")
-    print(f"wrote {args.out / name}", file=sys.stderr)
+    write_json(args.out / name, info)
     return 0
 
 

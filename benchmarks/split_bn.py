@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import os
 import platform
 import sys
@@ -27,10 +26,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
-from train_step import sync  # noqa: E402
+from train_step import sync, write_json  # noqa: E402
 
 from cssl_bench.methods.base import SplitBatchNorm2d  # noqa: E402
-from cssl_bench.train.checkpoint import atomic_write_text  # noqa: E402
 
 # (label, N, C, H, W, groups)
 SHAPES = [
@@ -105,8 +103,7 @@ def main() -> int:
                         "device": torch.cuda.get_device_name() if device.type == "cuda" else platform.processor() or "cpu"},
             "dtype": a.dtype, "reps": reps, "command": " ".join(["python", "benchmarks/split_bn.py", *sys.argv[1:]]), "rows": rows}
     path = a.out / f"split_bn-{a.device}-{a.dtype}.json"
-    atomic_write_text(path, json.dumps(info, indent=1) + "\n")
-    print(f"wrote {path}", file=sys.stderr)
+    write_json(path, info)
     return 0
 
 

@@ -336,6 +336,12 @@ def lightly_step(method_name: str, config: str, batch: int, precision: str, chan
 # measurement
 
 
+def write_json(path: Path, info: dict) -> None:
+    """The benchmark's record, written atomically, and where it went (stderr)."""
+    atomic_write_text(path, json.dumps(info, indent=1) + "\n")
+    print(f"wrote {path}", file=sys.stderr)
+
+
 def count_flops(step) -> int:
     from torch.utils.flop_counter import FlopCounterMode
 
@@ -488,8 +494,7 @@ def main(argv: list[str] | None = None) -> int:
     name = (f"train_step-{'cuda' if gpu else 'cpu'}-{args.precision}{'-cl' if args.channels_last else ''}"
             f"{'-compiled' if args.compile else ''}{'' if args.split_bn == 'auto' else '-splitbn-' + args.split_bn}"
             f"{'-quick' if args.quick else ''}.json")
-    atomic_write_text(args.out / name, json.dumps(info, indent=1) + "\n")
-    print(f"wrote {args.out / name}", file=sys.stderr)
+    write_json(args.out / name, info)
     return 0
 
 
