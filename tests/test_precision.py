@@ -103,3 +103,28 @@ def test_train_step_benchmark_runs(tmp_path):
     forward = 2 * 0.556e9 * 2 * 2
     assert 2.5 * forward < row["flops_per_step"] < 3.2 * forward
     assert info["machine"]["cores"] == os.cpu_count() and info["machine"]["torch"] == torch.__version__
+
+
+def test_profile_step_benchmark_runs(tmp_path, monkeypatch):
+    """benchmarks/profile_step.py end to end: MoCo v2 with a recipe override and a forced split-BN path; the
+    JSON has the step times, the override, and operators whose self times add up to at most the total."""
+    import importlib.util
+    import json
+
+    from cssl_bench.methods.base import SplitBatchNorm2d
+
+    monkeypatch.setattr(SplitBatchNorm2d, "PATH", "auto")  # main() sets the class's path: restored after the test
+    bench_dir = Path(__file__).resolve().parents[1] / "benchmarks"
+    monkeypatch.syspath_prepend(str(bench_dir))
+    spec = importlib.util.spec_from_file_location("profile_step", bench_dir / "profile_step.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    rc = bench.main(["moco-v2", "--batch", "8", "--steps", "1", "--warmup", "0", "--split-bn", "view", "--top", "5",
+                     "--set", "params.queue_size=64", "--label", "t", "--out", str(tmp_path)])
+    assert rc == 0 and SplitBatchNorm2d.PATH == "view"
+    info = json.loads((tmp_path / "profile-moco-v2-cpu-fp32-t.json").read_text())
+    assert info["sets"] == ["params.queue_size=64"] and info["split_bn"] == "view" and len(info["step_ms"]) == 1
+    top = info["top"]
+    assert len(top) == 5 and all(r["self_ms_per_step"] > 0 for r in top)
+    assert sum(r["self_ms_per_step"] for r in top) <= info["self_ms_per_step_total"] + 1e-6
+    assert any("convolution" in r["name"] for r in top)
