@@ -262,6 +262,10 @@ def validate(r: Recipe) -> None:
         raise UserError(f"batch size must be > 0, got {r.train.batch_size}", exit_code=2)
     if r.data.image_size <= 0:
         raise UserError(f"image size must be > 0, got {r.data.image_size}", exit_code=2)
+    for key in ("embedded_texture_contrast", "embedded_class_color", "embedded_background_jitter"):
+        v = getattr(r.data, key)
+        if not 0.0 <= v <= 1.0:
+            raise UserError(f"data.{key} must be between 0 and 1, got {v}", exit_code=2)
     choices = {("optim", "name"): ("sgd", "lars", "adamw"), ("optim", "schedule"): ("cosine", "multistep", "constant"),
                ("train", "precision"): ("fp32", "bf16", "fp16"), ("data", "loader"): ("auto", "torchvision", "ffcv"),
                ("augment", "views"): ("two", "multicrop", "looc", "single"), ("augment", "rotation"): ("none", "independent", "same"),

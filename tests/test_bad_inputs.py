@@ -109,6 +109,11 @@ def test_unknown_feature_for_method(runs):
     one_line_error(run_cli("probe", "knn", runs / "moco", "--feature", "concat"), 2, "feature 'concat' is not available")
 
 
+@pytest.mark.parametrize("key", ["embedded_texture_contrast", "embedded_class_color", "embedded_background_jitter"])
+def test_embedded_generator_option_out_of_range(key):
+    one_line_error(run_cli("pretrain", "simclr", "--set", f"data.{key}=1.5"), 2, f"data.{key} must be between 0 and 1")
+
+
 def test_malformed_override():
     one_line_error(run_cli("pretrain", "moco-v2", "--set", "epochs10"), 2, "must look like section.key=value")
 

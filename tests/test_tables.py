@@ -271,6 +271,23 @@ def test_selection_rules():
     assert cell("finegrained", 3, "CUB-200/top-1")[1].mean == cell("finegrained", 3, "iNat-1k/top-1")[1].mean == 44.0
 
 
+def test_records_of_a_generator_variant_never_fill_a_cell(tmp_path):
+    """A probe record says which data it measured (data_options, only when not the defaults); a table cell
+    ignores records of an embedded-generator variant but keeps those of another dataset size."""
+    from cssl_bench.config import load_recipe
+    from cssl_bench.eval.probes import data_options_record
+
+    assert data_options_record(load_recipe("moco-v2", "tiny")) == {}
+    variant = load_recipe("moco-v2", "tiny", {}, ["data.embedded_background_jitter=0", "data.embedded_train=512"])
+    assert data_options_record(variant) == {"data_options": {"embedded_train": 512, "embedded_background_jitter": 0.0}}
+    base = cell("rotation", 1, "Rotation/Acc.")[1]
+    recs = [dict(r, data_options={"embedded_background_jitter": 0.0}) if r in base.records else r for r in RECORDS]
+    other = cell("rotation", 1, "Rotation/Acc.", recs)[1]
+    assert other is None
+    sized = [dict(r, data_options={"embedded_train": 512}) if r in base.records else r for r in RECORDS]
+    assert cell("rotation", 1, "Rotation/Acc.", sized)[1].mean == base.mean
+
+
 def test_compare_deltas():
     t = T.build("rotation", RECORDS, "small")
     headers, rows = T.flat_rows(t, compare=True)

@@ -16,7 +16,7 @@ import torch
 
 from cssl_bench import UserError
 from cssl_bench.data.augment import HFlip, Pipeline, ResizedCrop, SingleView
-from cssl_bench.data.datasets import ImageSource, ViewDataset, get_source
+from cssl_bench.data.datasets import DatasetOptions, ImageSource, ViewDataset, get_source
 from cssl_bench.data.loaders import to_input
 from cssl_bench.eval.features import LoadedRun, features
 from cssl_bench.eval.knn import knn_eval, topk_accuracy
@@ -25,12 +25,22 @@ from cssl_bench.results.store import make_record
 from cssl_bench.train.loop import dataset_options
 
 
+def data_options_record(recipe) -> dict:
+    """``{"data_options": {...}}`` with the dataset options that differ from the defaults (an embedded dataset's
+    size, seed or generator variant), or {} when none does: a record says which data it was measured on."""
+    from dataclasses import asdict, fields
+
+    opts, default = asdict(dataset_options(recipe)), asdict(DatasetOptions())
+    changed = {f.name: opts[f.name] for f in fields(DatasetOptions) if f.name != "skip_bad" and opts[f.name] != default[f.name]}
+    return {"data_options": changed} if changed else {}
+
+
 def records_for(run: LoadedRun, dataset: str, feature: str, protocol: dict, metrics: dict[str, float], extra: dict | None = None,
                 ci95: dict[str, float] | None = None) -> list[dict]:
     """One record per metric; ``ci95`` gives the 95% half-width of the metrics that have one (few-shot)."""
     r = run.recipe
     looc = {"augment": list(r.augment.looc_augment), "variance_heads": r.augment.variance_heads}
-    extra = {**(looc if r.augment.views == "looc" else {}), **(extra or {})}
+    extra = {**(looc if r.augment.views == "looc" else {}), **data_options_record(r), **(extra or {})}
     out = []
     for m, v in metrics.items():
         ex = dict(extra)

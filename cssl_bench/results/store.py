@@ -2,7 +2,8 @@
 
 A record: ``id``, ``run_id``, ``method``, ``dataset`` (evaluated on), ``pretrain_dataset``, ``scale``,
 ``backbone``, ``epochs``, ``batch``, ``seed``, ``feature``, ``protocol`` (options), ``metric``, ``value``
-(and ``ci95`` where a metric has one), ``code_version``, ``config_hash``, ``command``, ``time``.
+(and ``ci95`` where a metric has one; ``data_options`` where the dataset options differ from the defaults),
+``code_version``, ``config_hash``, ``command``, ``time``.
 Lines are appended under a file lock, each written whole with a single ``write`` and fsynced; a torn
 last line (a killed writer) is skipped with a warning when read.
 """

@@ -366,9 +366,18 @@ def cell_query(row: Row, cell: Cell, scale: str) -> dict:
     return q
 
 
+GENERATOR_VARIANTS = ("embedded_texture_contrast", "embedded_class_color", "embedded_background_jitter")
+
+
+def is_variant(rec: dict) -> bool:
+    """Measured on a variant of the embedded generator (another dataset than the tables' stand-in)."""
+    return any(k in (rec.get("data_options") or {}) for k in GENERATOR_VARIANTS)
+
+
 def select(records: list[dict], query: dict, prefer: dict | None = None) -> Value | None:
-    """The value of the records matching ``query`` (see the module docstring for the rules)."""
-    hits = [r for r in records if _match(r, query)]
+    """The value of the records matching ``query`` (see the module docstring for the rules); records of an
+    embedded-generator variant never fill a paper table's cell."""
+    hits = [r for r in records if _match(r, query) and not is_variant(r)]
     if not hits:
         return None
     groups: dict[str, list[dict]] = {}
