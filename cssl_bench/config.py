@@ -126,7 +126,9 @@ class Recipe:
     OPERATIONAL = {("data", "workers"), ("data", "loader"), ("train", "log_every"), ("train", "compile"), ("data", "skip_bad")}
     # keys added after records existed: left out of the hash while at their default, so the hashes of
     # the runs made before them (which behave exactly like the default) stay valid
-    HASH_OMIT_IF_DEFAULT = {("augment", "looc_heads"): None}
+    # options added after runs were committed: at their default they leave a recipe's hash as it was
+    HASH_OMIT_IF_DEFAULT = {("augment", "looc_heads"): None, ("data", "embedded_texture_contrast"): 0.45,
+                            ("data", "embedded_class_color"): 0.0, ("data", "embedded_background_jitter"): 1.0}
 
     @property
     def lr(self) -> float:

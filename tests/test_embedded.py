@@ -71,6 +71,8 @@ def test_generator_variants_change_only_their_attribute(tmp_path, monkeypatch):
     from cssl_bench.config import load_recipe
     from cssl_bench.train.loop import dataset_options
 
+    # a variant is another recipe (hash); the defaults hash as before the options existed (tests/test_looc.py)
+    assert load_recipe("simclr", "tiny", {}, ["data.embedded_class_color=0.5"]).hash() != load_recipe("simclr", "tiny").hash()
     r = load_recipe("simclr", "tiny", {}, ["data.embedded_train=300", "data.embedded_test=20", "data.embedded_class_color=0.5"])
     src = get_source("embedded", "train", dataset_options(r))
     np.testing.assert_array_equal(src.attributes["color"], cc["color"])

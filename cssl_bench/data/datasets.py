@@ -9,7 +9,7 @@ Further named datasets (ImageNet-100, Flowers-102, ...) register themselves in `
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Callable
 
@@ -131,9 +131,8 @@ class DatasetOptions:
 
     @classmethod
     def from_recipe(cls, d) -> DatasetOptions:
-        """From a recipe's ``data`` section."""
-        return cls(d.embedded_size, d.embedded_train, d.embedded_test, d.embedded_seed, d.skip_bad,
-                   d.embedded_texture_contrast, d.embedded_class_color, d.embedded_background_jitter)
+        """From a recipe's ``data`` section (fields it lacks keep their defaults)."""
+        return cls(**{f.name: getattr(d, f.name) for f in fields(cls) if hasattr(d, f.name)})
 
 
 def _embedded(task: str) -> Callable[[str, DatasetOptions], ImageSource]:
