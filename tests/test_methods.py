@@ -209,6 +209,22 @@ def test_split_batchnorm_chooses_its_path_by_group_size(shape, calls, monkeypatc
         assert seen[0] == (shape[0] // 4, shape[1] * 4, *shape[2:])
 
 
+@pytest.mark.parametrize("layout", ["nchw", "channels_last", "2d"])
+def test_group_stats_bn_backward_passes_gradcheck(layout):
+    """The view path's hand-written backward against finite differences (float64): input, weight and bias."""
+    from cssl_bench.methods.base import _GroupStatsBN
+
+    torch.manual_seed(0)
+    x = torch.randn(8, 3, dtype=torch.float64) if layout == "2d" else torch.randn(8, 3, 3, 2, dtype=torch.float64)
+    if layout == "channels_last":
+        x = x.contiguous(memory_format=torch.channels_last)
+    w = torch.rand(3, dtype=torch.float64) + 0.5
+    b = torch.randn(3, dtype=torch.float64)
+    args = tuple(t.requires_grad_() for t in (x * 2 + 1, w, b))
+    assert args[0].is_contiguous(memory_format=torch.channels_last) == (layout == "channels_last") or layout == "2d"
+    assert torch.autograd.gradcheck(lambda x, w, b: _GroupStatsBN.apply(x, w, b, 4, 1e-5)[0], args)
+
+
 @pytest.mark.parametrize("layout", ["nchw", "channels_last"])
 def test_split_batchnorm_view_path_in_bf16_accumulates_in_fp32(layout, monkeypatch):
     """bf16 activations (autocast): the grouped-view statistics accumulate in fp32, so output and input
