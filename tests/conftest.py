@@ -4,7 +4,6 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch is imported
 
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 

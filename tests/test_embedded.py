@@ -1,5 +1,4 @@
 import numpy as np
-import pytest
 
 from cssl_bench.data import embedded as emb
 from cssl_bench.data.datasets import get_source, DatasetOptions

@@ -14,7 +14,7 @@ from PIL import Image
 
 from cssl_bench import UserError
 from cssl_bench.data import ffcv_loader as fl
-from cssl_bench.data.augment import ColorJitter, LeaveOneOut, Pipeline, ResizedCrop, Rotation, ssl_pipeline, TwoViews, Blur, HFlip
+from cssl_bench.data.augment import ssl_pipeline, TwoViews
 from cssl_bench.data.datasets import DatasetOptions, get_source
 from cssl_bench.data.loaders import make_train_loader, train_loader
 from tests.test_augment import assert_looc_sharing, assert_views_close, looc_colour_rotation

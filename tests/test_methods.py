@@ -2,7 +2,6 @@
 and hand-written references: the shared momentum path, MoCo's queue and shuffling BN, BYOL's tau schedule
 and LARS exclusions, SwAV's prototypes, SimSiam's heads and fixed predictor lr, and that every method's
 loss goes down and every recipe pretrains through the CLI."""
-import copy
 import json
 import math
 

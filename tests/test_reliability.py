@@ -4,13 +4,10 @@ from __future__ import annotations
 
 import json
 import os
-import pickle
 import random
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 

@@ -12,7 +12,6 @@ import importlib.util
 import os
 
 import llvmlite.binding as llvm
-import numpy as np
 from numba import njit, types
 
 

@@ -9,7 +9,7 @@ Further named datasets (ImageNet-100, Flowers-102, ...) register themselves in `
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Callable
 

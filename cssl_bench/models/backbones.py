@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import re
 
-import torch
 import torch.nn as nn
 import torchvision
 from torchvision.models.resnet import BasicBlock, Bottleneck, ResNet

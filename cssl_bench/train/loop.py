@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import math
 import os
 import random
 import time
