@@ -363,11 +363,11 @@ def measure(method: str, config: str, args, device: torch.device, peaks: dict, u
     batch = args.batch or BATCH["cuda" if device.type == "cuda" else "cpu"][config]
     row = {"method": method, "config": config, "backbone": CONFIGS[config][0], "image_size": CONFIGS[config][1], "batch": batch,
            "precision": args.precision, "channels_last": args.channels_last, "compile": args.compile}
-    step, views = ours(method, config, batch, args.precision, args.channels_last, device, args.compile)
+    step, views = ours(method, config, batch, args.precision, args.channels_last, device, args.compile, tuple(args.sets))
     row["views"] = {k: list(v.shape[-2:]) for k, v in views.items()}
     other = None
     if use_lightly:
-        built = lightly_step(method, config, batch, args.precision, args.channels_last, device, args.compile)
+        built = lightly_step(method, config, batch, args.precision, args.channels_last, device, args.compile, tuple(args.sets))
         other = built[0] if built else None
         row["lightly"] = "n/a (no lightly implementation)" if built is None else "measured"
     else:
@@ -443,6 +443,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--split-bn", default="auto", choices=["auto", "one-call", "per-group", "view"],
                     help="MoCo/LooC split BN: the library's choice (auto), always one rearranged call, a call per group "
                          "or statistics on a grouped view (SplitBatchNorm2d.PATH)")
+    ap.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                    help="recipe override for both sides (repeatable; lightly's step ignores what it does not use)")
     ap.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results")
     args = ap.parse_args(argv)
     if args.split_bn != "auto":
@@ -480,7 +482,7 @@ def main(argv: list[str] | None = None) -> int:
         peaks[args.precision] = matmul_peak(device, DTYPES[args.precision])
     info = {"benchmark": "train_step", "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "machine": machine(device), "precision": args.precision, "channels_last": args.channels_last, "compile": args.compile,
-            "split_bn": args.split_bn, "matmul_peak_tflops": {k: v / 1e12 for k, v in peaks.items()},
+            "split_bn": args.split_bn, "sets": args.sets, "matmul_peak_tflops": {k: v / 1e12 for k, v in peaks.items()},
             "steps_per_round": args.steps, "rounds": args.rounds, "warmup": args.warmup, "quick": args.quick,
             "command": " ".join(["python", "benchmarks/train_step.py", *(argv if argv is not None else sys.argv[1:])])}
     rows = []
@@ -493,7 +495,7 @@ def main(argv: list[str] | None = None) -> int:
     print_table(rows, info)
     name = (f"train_step-{'cuda' if gpu else 'cpu'}-{args.precision}{'-cl' if args.channels_last else ''}"
             f"{'-compiled' if args.compile else ''}{'' if args.split_bn == 'auto' else '-splitbn-' + args.split_bn}"
-            f"{'-quick' if args.quick else ''}.json")
+            f"{'-set' if args.sets else ''}{'-quick' if args.quick else ''}.json")
     write_json(args.out / name, info)
     return 0
 

@@ -51,6 +51,28 @@ def batch_of_views(recipe, n=16, seed=0):
     return views, torch.tensor([int(src[i][1]) for i in range(n)])
 
 
+def test_simclr_joint_views_pairs_the_views_as_separate_calls_do():
+    """params.joint_views: one encoder call of 2N images. With BN on fixed statistics (eval) the loss and the
+    gradients equal those of one call per view (the halves are v1 then v2); in training BN normalises over
+    both views, so the loss differs from the per-view one."""
+    torch.manual_seed(0)
+    sep = build_method(load_recipe("simclr", "tiny"))
+    joint = build_method(load_recipe("simclr", "tiny", {}, ["params.joint_views=true"]))
+    joint.load_state_dict(sep.state_dict())
+    views, labels = batch_of_views(sep.recipe, 8)
+    for m in (sep, joint):
+        m.eval()
+        m.zero_grad()
+        m(views, labels)["loss"].backward()
+    assert torch.allclose(sep(views, labels)["loss"], joint(views, labels)["loss"], atol=1e-5)
+    for (name, a), b in zip(sep.named_parameters(), joint.parameters()):
+        assert torch.allclose(a.grad, b.grad, atol=1e-5), name
+    sep.train()
+    joint.train()
+    with torch.no_grad():
+        assert not torch.allclose(sep(views, labels)["loss"], joint(views, labels)["loss"], atol=1e-4)
+
+
 # --------------------------------------------------------------------------------------------------
 # the shared momentum path
 
