@@ -29,6 +29,8 @@ import torch  # noqa: E402
 from torch.profiler import ProfilerActivity, profile  # noqa: E402
 from train_step import BATCH, CONFIGS, lightly_step, machine, ours, sync, write_json  # noqa: E402
 
+from cssl_bench.methods.base import SplitBatchNorm2d  # noqa: E402
+
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -53,10 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     if gpu and not torch.cuda.is_available():
         print("error: --device cuda but CUDA is not available", file=sys.stderr)
         return 2
-    if args.split_bn != "auto":
-        from cssl_bench.methods.base import SplitBatchNorm2d
-
-        SplitBatchNorm2d.PATH = args.split_bn
+    SplitBatchNorm2d.PATH = args.split_bn  # "auto": the library's own choice
     if gpu:
         torch.backends.cudnn.benchmark = True
     warmup = args.warmup if args.warmup is not None else (5 if gpu else 1)

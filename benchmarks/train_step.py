@@ -53,7 +53,7 @@ import torch.nn.functional as F  # noqa: E402
 from cssl_bench.config import load_recipe  # noqa: E402
 from cssl_bench.data.views import build_view_recipe  # noqa: E402
 from cssl_bench.methods import build_method  # noqa: E402
-from cssl_bench.methods.base import update_momentum_pairs  # noqa: E402
+from cssl_bench.methods.base import SplitBatchNorm2d, update_momentum_pairs  # noqa: E402
 from cssl_bench.models.backbones import build_backbone  # noqa: E402
 from cssl_bench.train.checkpoint import atomic_write_text  # noqa: E402
 from cssl_bench.train.loop import autocast  # noqa: E402
@@ -447,10 +447,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="recipe override for both sides (repeatable; lightly's step ignores what it does not use)")
     ap.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results")
     args = ap.parse_args(argv)
-    if args.split_bn != "auto":
-        from cssl_bench.methods.base import SplitBatchNorm2d
-
-        SplitBatchNorm2d.PATH = args.split_bn
+    SplitBatchNorm2d.PATH = args.split_bn  # "auto": the library's own choice
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         print("error: --device cuda but CUDA is not available", file=sys.stderr)

@@ -50,6 +50,10 @@ class DataCfg:
     skip_bad: bool = False
 
 
+# the embedded generator's variant options; at their DataCfg defaults they give the dataset of every committed result
+EMBEDDED_VARIANTS = ("embedded_texture_contrast", "embedded_class_color", "embedded_background_jitter")
+
+
 @dataclass
 class AugmentCfg:
     """The SSL augmentation (PROTOCOLS.md 1). ``views``: two | multicrop | looc | single."""
@@ -126,9 +130,8 @@ class Recipe:
     OPERATIONAL = {("data", "workers"), ("data", "loader"), ("train", "log_every"), ("train", "compile"), ("data", "skip_bad")}
     # keys added after records existed: left out of the hash while at their default, so the hashes of
     # the runs made before them (which behave exactly like the default) stay valid
-    # options added after runs were committed: at their default they leave a recipe's hash as it was
-    HASH_OMIT_IF_DEFAULT = {("augment", "looc_heads"): None, ("data", "embedded_texture_contrast"): 0.45,
-                            ("data", "embedded_class_color"): 0.0, ("data", "embedded_background_jitter"): 1.0}
+    HASH_OMIT_IF_DEFAULT = {("augment", "looc_heads"): None,
+                            **{("data", f.name): f.default for f in dataclasses.fields(DataCfg) if f.name in EMBEDDED_VARIANTS}}
 
     @property
     def lr(self) -> float:
@@ -264,7 +267,7 @@ def validate(r: Recipe) -> None:
         raise UserError(f"batch size must be > 0, got {r.train.batch_size}", exit_code=2)
     if r.data.image_size <= 0:
         raise UserError(f"image size must be > 0, got {r.data.image_size}", exit_code=2)
-    for key in ("embedded_texture_contrast", "embedded_class_color", "embedded_background_jitter"):
+    for key in EMBEDDED_VARIANTS:
         v = getattr(r.data, key)
         if not 0.0 <= v <= 1.0:
             raise UserError(f"data.{key} must be between 0 and 1, got {v}", exit_code=2)

@@ -33,7 +33,8 @@ import torch.nn.functional as F
 import torchvision.transforms.v2.functional as TF
 from torchvision.transforms.v2.functional._color import _hsv_to_rgb, _rgb_to_hsv
 
-from cssl_bench.data.augment import (TEXTURE_TRANSFERS, Atomic, Blur, CenterResize, ColorJitter, HFlip, LeaveOneOut, MultiCrop, ResizedCrop, Rotation, SingleView, Solarize, Texture, TwoViews, texture_transfer)
+from cssl_bench.data.augment import (TEXTURE_TRANSFERS, Atomic, Blur, CenterResize, ColorJitter, HFlip, LeaveOneOut, MultiCrop,
+                                     ResizedCrop, Rotation, SingleView, Solarize, Texture, TwoViews, texture_transfer)
 from cssl_bench.data.textures import pattern
 from cssl_bench.data.views import SharedRotationTwoViews
 

@@ -82,9 +82,10 @@ class EmbeddedSpec:
     background_jitter: float = 1.0
 
     def key(self) -> str:
-        variant = (f"-tc{self.texture_contrast:g}" if self.texture_contrast != 0.45 else "") + \
-                  (f"-cc{self.class_color:g}" if self.class_color else "") + \
-                  (f"-bj{self.background_jitter:g}" if self.background_jitter != 1.0 else "")
+        default = EmbeddedSpec()
+        variant = "".join(f"-{tag}{getattr(self, name):g}" for name, tag in
+                          (("texture_contrast", "tc"), ("class_color", "cc"), ("background_jitter", "bj"))
+                          if getattr(self, name) != getattr(default, name))
         return f"embedded-v{GENERATOR_VERSION}-s{self.size}-{self.n_train}-{self.n_test}-seed{self.seed}{variant}"
 
 
@@ -116,9 +117,9 @@ def render(label: int, color: int, texture: int, cx: float, cy: float, scale: fl
     return np.clip(img, 0, 255).astype(np.uint8)
 
 
-def _generate_split(n: int, size: int, seed: int, split: str, style: str, texture_contrast: float = 0.45,
-                    class_color: float = 0.0, background_jitter: float = 1.0) -> dict[str, np.ndarray]:
-    digest = int(hashlib.sha256(f"{seed}/{split}/{style}".encode()).hexdigest()[:8], 16)
+def _generate_split(spec: EmbeddedSpec, n: int, split: str, style: str) -> dict[str, np.ndarray]:
+    size = spec.size
+    digest = int(hashlib.sha256(f"{spec.seed}/{split}/{style}".encode()).hexdigest()[:8], 16)
     rng = np.random.default_rng(digest)
     labels = np.arange(n) % len(CLASSES)
     rng.shuffle(labels)
@@ -127,13 +128,13 @@ def _generate_split(n: int, size: int, seed: int, split: str, style: str, textur
     scales = rng.uniform(0.22, 0.4, n)
     cxs = rng.uniform(scales + 0.03, 1 - scales - 0.03)
     cys = rng.uniform(scales + 0.03, 1 - scales - 0.03)
-    if class_color:  # drawn after the default attributes, so the default dataset stays bit-identical
-        own = np.random.default_rng([digest, 1]).random(n) < class_color
+    if spec.class_color:  # drawn after the default attributes, so the default dataset stays bit-identical
+        own = np.random.default_rng([digest, 1]).random(n) < spec.class_color
         colors = np.where(own, labels % len(COLORS), colors)
     images = np.empty((n, size, size, 3), np.uint8)
     for i in range(n):
         images[i] = render(int(labels[i]), int(colors[i]), int(textures[i]), cxs[i], cys[i], scales[i], style, size, rng,
-                           texture_contrast, background_jitter)
+                           spec.texture_contrast, spec.background_jitter)
     return {
         "images": images, "label": labels.astype(np.int64), "color": colors.astype(np.int64),
         "texture": textures.astype(np.int64), "cx": cxs.astype(np.float32), "cy": cys.astype(np.float32),
@@ -143,11 +144,10 @@ def _generate_split(n: int, size: int, seed: int, split: str, style: str, textur
 
 def generate(spec: EmbeddedSpec) -> dict[str, dict[str, np.ndarray]]:
     """Generate the three splits (``train``, ``test``, ``shift`` = test in the held-out style)."""
-    v = {"texture_contrast": spec.texture_contrast, "class_color": spec.class_color, "background_jitter": spec.background_jitter}
     return {
-        "train": _generate_split(spec.n_train, spec.size, spec.seed, "train", "filled", **v),
-        "test": _generate_split(spec.n_test, spec.size, spec.seed, "test", "filled", **v),
-        "shift": _generate_split(spec.n_test, spec.size, spec.seed, "shift", "outline", **v),
+        "train": _generate_split(spec, spec.n_train, "train", "filled"),
+        "test": _generate_split(spec, spec.n_test, "test", "filled"),
+        "shift": _generate_split(spec, spec.n_test, "shift", "outline"),
     }
 
 

@@ -39,6 +39,7 @@ import numpy as np
 import torch
 
 from cssl_bench import UserError
+from cssl_bench.config import EMBEDDED_VARIANTS
 from cssl_bench.data.datasets import DatasetOptions, ImageSource
 from cssl_bench.data.embedded import cache_dir
 
@@ -73,15 +74,10 @@ def ffcv_dir() -> Path:
 def options_key(name: str, options: DatasetOptions) -> dict:
     """The dataset options that change the images or labels (recorded in the sidecar, part of the file name)."""
     if name.startswith("embedded"):
-        key = {"embedded_size": options.embedded_size, "embedded_train": options.embedded_train,
-               "embedded_test": options.embedded_test, "embedded_seed": options.embedded_seed}
-        if options.embedded_texture_contrast != 0.45:  # generator variants (the defaults keep the older keys)
-            key["embedded_texture_contrast"] = options.embedded_texture_contrast
-        if options.embedded_class_color:
-            key["embedded_class_color"] = options.embedded_class_color
-        if options.embedded_background_jitter != 1.0:
-            key["embedded_background_jitter"] = options.embedded_background_jitter
-        return key
+        default = DatasetOptions()  # generator variants join the key only when set: the defaults keep the older keys
+        return {"embedded_size": options.embedded_size, "embedded_train": options.embedded_train,
+                "embedded_test": options.embedded_test, "embedded_seed": options.embedded_seed,
+                **{k: getattr(options, k) for k in EMBEDDED_VARIANTS if getattr(options, k) != getattr(default, k)}}
     return {}
 
 

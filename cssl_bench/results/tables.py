@@ -28,6 +28,7 @@ from importlib import resources
 from typing import Callable
 
 from cssl_bench import UserError
+from cssl_bench.config import EMBEDDED_VARIANTS
 
 SCALES = ("tiny", "small", "paper")
 # SimSiam's epoch columns (paper pre-training epochs) -> our epochs at each scale, and LooC's 500
@@ -366,12 +367,9 @@ def cell_query(row: Row, cell: Cell, scale: str) -> dict:
     return q
 
 
-GENERATOR_VARIANTS = ("embedded_texture_contrast", "embedded_class_color", "embedded_background_jitter")
-
-
 def is_variant(rec: dict) -> bool:
     """Measured on a variant of the embedded generator (another dataset than the tables' stand-in)."""
-    return any(k in (rec.get("data_options") or {}) for k in GENERATOR_VARIANTS)
+    return any(k in (rec.get("data_options") or {}) for k in EMBEDDED_VARIANTS)
 
 
 def select(records: list[dict], query: dict, prefer: dict | None = None) -> Value | None:
