@@ -94,7 +94,8 @@ def cache_dir() -> Path:
 
 
 def render(label: int, color: int, texture: int, cx: float, cy: float, scale: float, style: str,
-           size: int, rng: np.random.Generator, texture_contrast: float = 0.45, background_jitter: float = 1.0) -> np.ndarray:
+           size: int, rng: np.random.Generator, texture_contrast: float = EmbeddedSpec.texture_contrast,
+           background_jitter: float = EmbeddedSpec.background_jitter) -> np.ndarray:
     """Render one [size, size, 3] uint8 image; ``rng`` draws only the nuisance details (tilt, texture phase, background)."""
     ss = 4  # supersampling factor for anti-aliased edges
     big = size * ss
