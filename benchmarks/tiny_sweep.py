@@ -127,6 +127,27 @@ SWEEPS = {
     "10": [(f"{m}-{v}", m.replace("-init", ""), ["data.embedded_background_jitter=0"]
             + ["data.embedded_texture_contrast=0.1"] * (v == "bj0-tc01") + ["train.epochs=0"] * ("init" in m))
            for v in ("bj0", "bj0-tc01") for m in ("init", "moco-v2", "byol", "swav", "simsiam-init", "simsiam")],
+    # sweep 11: the optimiser settings solo-learn uses on CIFAR (its scripts/pretrain/cifar/*.yaml), a small-data
+    # regime, instead of the papers' large-batch ones. LARS there has trust coefficient (eta) 0.02, 20x the papers'
+    # 1e-3: our tiny BYOL (lr 0.1 x eta 1e-3) moves each weight by ~1e-4 of its norm a step, 156 steps in all.
+    # BYOL: LARS lr 1.0, eta 0.02, wd 1e-5; SwAV: LARS lr 0.6, eta 0.02, wd 1e-6; SimSiam: SGD lr 0.5, wd 1e-5.
+    "11": [
+        ("byol-lars02", "byol", ["optim.lars_trust=0.02", "optim.base_lr=1.0", "optim.weight_decay=1e-5"]),
+        ("byol-H5-lars02", "byol", [H5, "optim.lars_trust=0.02", "optim.base_lr=1.0", "optim.weight_decay=1e-5"]),
+        ("swav-lars02", "swav", ["optim.name=lars", "optim.lars_trust=0.02", "optim.base_lr=0.6", "optim.weight_decay=1e-6",
+                                 "optim.exclude_bn_bias=true"]),
+        ("simsiam-lr05-wd1e5", "simsiam", ["optim.base_lr=0.5", "optim.weight_decay=1e-5"]),
+        ("simsiam-H5-lr05-wd1e5", "simsiam", [H5, "optim.base_lr=0.5", "optim.weight_decay=1e-5"]),
+        ("moco-H5-lars02", "moco-v2", [H5, "optim.name=lars", "optim.lars_trust=0.02", "optim.base_lr=0.3",
+                                       "optim.weight_decay=1e-5", "optim.exclude_bn_bias=true"]),
+    ],
+    # sweep 12: BYOL with sweep 11's LARS (the one configuration that rose every epoch) for longer (--epochs 8
+    # --probe-every 2), and with larger crops (sweep 4's 0.5-1, which helped BYOL with SGD)
+    "12": [
+        ("byol-lars02-long", "byol", ["optim.lars_trust=0.02", "optim.base_lr=1.0", "optim.weight_decay=1e-5"]),
+        ("byol-lars02-c05-long", "byol", ["optim.lars_trust=0.02", "optim.base_lr=1.0", "optim.weight_decay=1e-5",
+                                          "augment.crop_scale=[0.5,1.0]"]),
+    ],
 }
 
 
