@@ -128,3 +128,40 @@ def test_profile_step_benchmark_runs(tmp_path, monkeypatch):
     assert len(top) == 5 and all(r["self_ms_per_step"] > 0 for r in top)
     assert sum(r["self_ms_per_step"] for r in top) <= info["self_ms_per_step_total"] + 1e-6
     assert any("convolution" in r["name"] for r in top)
+
+
+def test_ratio_bound_pairs_profiles_and_computes_the_bound(tmp_path, monkeypatch, capsys):
+    """benchmarks/ratio_bound.py on hand-made profiles: ours is paired with lightly's profile of the same step
+    only; the bound is lightly's step over our convolution time (forward + backward kernels, nothing else)."""
+    import importlib.util
+    import json
+
+    bench_dir = Path(__file__).resolve().parents[1] / "benchmarks"
+    monkeypatch.syspath_prepend(str(bench_dir))
+    spec = importlib.util.spec_from_file_location("ratio_bound", bench_dir / "ratio_bound.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+
+    def prof(side, method, step_ms, conv_fwd, conv_bwd, other, batch=64):
+        top = [{"name": "aten::convolution_backward", "self_ms_per_step": conv_bwd},
+               {"name": "aten::mkldnn_convolution", "self_ms_per_step": conv_fwd},
+               {"name": "aten::native_batch_norm", "self_ms_per_step": other}]
+        return {"benchmark": "profile_step", "side": side, "method": method, "config": "r18-32", "batch": batch,
+                "precision": "fp32", "channels_last": True, "sets": [], "step_ms": step_ms, "top": top}
+
+    profiles = {"a": prof("ours", "simclr", [900.0, 1100.0], 300.0, 500.0, 150.0),
+                "b": prof("lightly", "simclr", [1200.0], 310.0, 490.0, 300.0),
+                "c": prof("ours", "byol", [1000.0], 400.0, 400.0, 100.0),       # no lightly profile: no row
+                "d": prof("lightly", "simclr", [5000.0], 1.0, 1.0, 1.0, batch=32)}  # another batch: not a pair
+    for name, p in profiles.items():
+        (tmp_path / f"profile-{name}.json").write_text(json.dumps(p))
+    out = tmp_path / "bound.json"
+    assert bench.main([str(tmp_path), "--out", str(out)]) == 0
+    (row,) = json.loads(out.read_text())["rows"]
+    assert row["method"] == "simclr" and row["ours_step_ms"] == 1000.0 and row["lightly_step_ms"] == 1200.0
+    assert row["ours_conv_ms"] == 800.0 and row["lightly_conv_ms"] == 800.0
+    assert row["ratio"] == 1.2 and row["conv_share"] == 0.8 and row["bound"] == 1.5
+    assert "simclr" in capsys.readouterr().out
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert bench.main([str(empty)]) == 1 and "no pair" in capsys.readouterr().err
