@@ -2,8 +2,9 @@
 
 For each method: ``cssl-bench pretrain NAME --scale SCALE --out OUT/NAME`` (skipped when complete),
 the same recipe with ``--epochs 0`` (random init of the same backbone), ``cssl-bench probe knn`` on
-both, and the median pretraining throughput from ``OUT/NAME/log.csv``. Runs one training at a time
-(the CPU is shared). Prints a markdown table and writes ``OUT/summary.json``.
+both (with ``--linear`` also ``cssl-bench probe linear``, its default protocol, top-1), and the median
+pretraining throughput from ``OUT/NAME/log.csv``. Runs one training at a time (the CPU is shared).
+Prints a markdown table and writes ``OUT/summary.json`` (``--json`` also there).
 
     python benchmarks/method_knn.py --out /tmp/mknn                    # every method at tiny scale
     python benchmarks/method_knn.py --out /tmp/mknn moco-v2 simclr     # some methods
@@ -34,9 +35,9 @@ def cli(*args: str) -> str:
     return r.stdout
 
 
-def knn_top1(run_dir: Path, results: Path) -> float:
-    recs = json.loads(cli("probe", "knn", str(run_dir), "--json", "--results", str(results)))
-    return next(r["value"] for r in recs if r["metric"] == "knn/top1")
+def probe_top1(run_dir: Path, results: Path, probe: str = "knn") -> float:
+    recs = json.loads(cli("probe", probe, str(run_dir), "--json", "--results", str(results)))
+    return next(r["value"] for r in recs if r["metric"] == f"{probe}/top1")
 
 
 def images_per_s(run_dir: Path) -> float:
@@ -52,6 +53,8 @@ def main() -> None:
     ap.add_argument("--scale", default="tiny")
     ap.add_argument("--tag", default="", help="suffix of the run folders (to compare recipe variants)")
     ap.add_argument("--no-baseline", action="store_true", help="skip the random-init runs")
+    ap.add_argument("--linear", action="store_true", help="also the linear probe (top-1) of both")
+    ap.add_argument("--json", type=Path, default=None, help="also write the rows, with the command, to this file")
     args, extra = ap.parse_known_args()
     extra = [a for a in extra if a != "--"]
     results = args.out / "results"
@@ -62,22 +65,33 @@ def main() -> None:
         if not (run / "run.json").exists() or '"complete"' not in (run / "run.json").read_text():
             cli("pretrain", m, "--scale", args.scale, "--out", str(run), "--quiet", *(["--resume"] if (run / "config.yaml").exists() else []), *extra)
         wall = time.time() - t0
-        trained = knn_top1(run, results)
-        rand = None
-        if not args.no_baseline:
-            base = args.out / f"{m.replace('+', 'p')}{args.tag}-init"
-            if not (base / "run.json").exists():
-                cli("pretrain", m, "--scale", args.scale, "--epochs", "0", "--out", str(base), "--quiet", *extra)
-            rand = knn_top1(base, results)
+        trained = probe_top1(run, results)
+        base = None if args.no_baseline else args.out / f"{m.replace('+', 'p')}{args.tag}-init"
+        if base is not None and not (base / "run.json").exists():
+            cli("pretrain", m, "--scale", args.scale, "--epochs", "0", "--out", str(base), "--quiet", *extra)
+        rand = None if base is None else probe_top1(base, results)
         row = {"method": m, "knn_trained": trained, "knn_random_init": rand, "images_per_s": images_per_s(run), "pretrain_wall_s": round(wall, 1)}
+        if args.linear:
+            row["linear_trained"] = probe_top1(run, results, "linear")
+            row["linear_random_init"] = None if base is None else probe_top1(base, results, "linear")
         rows.append(row)
         print(json.dumps(row), flush=True)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / f"summary{args.tag}.json").write_text(json.dumps(rows, indent=1))
-    print("\n| method | kNN top-1 trained | kNN top-1 random init | images/s | pretrain wall s |\n|---|---|---|---|---|")
+    if args.json:
+        info = {"benchmark": "method_knn", "scale": args.scale, "extra": extra, "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                "command": "python benchmarks/method_knn.py " + " ".join(sys.argv[1:]), "rows": rows}
+        args.json.write_text(json.dumps(info, indent=1) + "\n")
+
+    def num(v):
+        return "–" if v is None else f"{v:.2f}"
+
+    lin = " linear top-1 trained | linear top-1 random init |" if args.linear else ""
+    print(f"\n| method | kNN top-1 trained | kNN top-1 random init |{lin} images/s | pretrain wall s |")
+    print("|---" * (6 if args.linear else 4) + "|---|")
     for r in rows:
-        rand = "–" if r["knn_random_init"] is None else f"{r['knn_random_init']:.1f}"
-        print(f"| {r['method']} | {r['knn_trained']:.1f} | {rand} | {r['images_per_s']:.0f} | {r['pretrain_wall_s']:.0f} |")
+        lin = f" {num(r['linear_trained'])} | {num(r['linear_random_init'])} |" if args.linear else ""
+        print(f"| {r['method']} | {num(r['knn_trained'])} | {num(r['knn_random_init'])} |{lin} {r['images_per_s']:.0f} | {r['pretrain_wall_s']:.0f} |")
 
 
 if __name__ == "__main__":
