@@ -81,7 +81,9 @@ def main() -> None:
     if args.json:
         info = {"benchmark": "method_knn", "scale": args.scale, "extra": extra, "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                 "command": "python benchmarks/method_knn.py " + " ".join(sys.argv[1:]), "rows": rows}
-        args.json.write_text(json.dumps(info, indent=1) + "\n")
+        tmp = args.json.with_name(args.json.name + ".tmp")  # written whole, then renamed: never a half-written record
+        tmp.write_text(json.dumps(info, indent=1) + "\n")
+        os.replace(tmp, args.json)
 
     def num(v):
         return "–" if v is None else f"{v:.2f}"
