@@ -42,6 +42,10 @@ def bound_rows(profiles: list[dict]) -> list[dict]:
         q = lightly.get(key(p))
         if q is None:
             continue
+        if not all(any(r["name"] == "aten::convolution_backward" for r in x["top"]) for x in (p, q)):
+            print(f"skipped {p['method']}: a profile records too few operators to hold the convolutions "
+                  "(profile with --top 40)", file=sys.stderr)
+            continue
         ours_ms, theirs_ms, conv = statistics.median(p["step_ms"]), statistics.median(q["step_ms"]), conv_ms(p)
         rows.append({"method": p["method"], "config": p["config"], "batch": p["batch"], "precision": p["precision"],
                      "ours_step_ms": round(ours_ms, 1), "lightly_step_ms": round(theirs_ms, 1),

@@ -165,3 +165,9 @@ def test_ratio_bound_pairs_profiles_and_computes_the_bound(tmp_path, monkeypatch
     empty = tmp_path / "empty"
     empty.mkdir()
     assert bench.main([str(empty)]) == 1 and "no pair" in capsys.readouterr().err
+    short = tmp_path / "short"  # a profile whose recorded operators miss the backward convolution: no bound from it
+    short.mkdir()
+    cut = dict(profiles["b"], top=profiles["b"]["top"][1:])
+    for name, p in (("a", profiles["a"]), ("b", cut)):
+        (short / f"profile-{name}.json").write_text(json.dumps(p))
+    assert bench.main([str(short)]) == 1 and "too few operators" in capsys.readouterr().err
