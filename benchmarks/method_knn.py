@@ -24,6 +24,8 @@ from pathlib import Path
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
+from cssl_bench.train.checkpoint import atomic_write_text  # noqa: E402
+
 METHODS = ["simclr", "moco-v1", "moco-v2", "moco-rot", "moco-rot-same", "byol", "swav", "simsiam", "simsiam-optimal",
            "looc", "looc++", "supervised"]
 
@@ -81,9 +83,7 @@ def main() -> None:
     if args.json:
         info = {"benchmark": "method_knn", "scale": args.scale, "extra": extra, "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                 "command": "python benchmarks/method_knn.py " + " ".join(sys.argv[1:]), "rows": rows}
-        tmp = args.json.with_name(args.json.name + ".tmp")  # written whole, then renamed: never a half-written record
-        tmp.write_text(json.dumps(info, indent=1) + "\n")
-        os.replace(tmp, args.json)
+        atomic_write_text(args.json, json.dumps(info, indent=1) + "\n")
 
     def num(v):
         return "–" if v is None else f"{v:.2f}"

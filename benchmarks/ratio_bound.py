@@ -51,7 +51,7 @@ def bound_rows(profiles: list[dict]) -> list[dict]:
                      "ours_step_ms": round(ours_ms, 1), "lightly_step_ms": round(theirs_ms, 1),
                      "ratio": round(theirs_ms / ours_ms, 3), "ours_conv_ms": round(conv, 1),
                      "lightly_conv_ms": round(conv_ms(q), 1), "conv_share": round(conv / ours_ms, 3),
-                     "bound": round(theirs_ms / conv, 3) if conv else None})
+                     "bound": round(theirs_ms / conv, 3)})
     return rows
 
 
@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{'method':9} {'config':7} {'batch':>5} {'ours ms':>9} {'lightly ms':>10} {'ratio':>6} {'conv share':>10} {'bound':>6}")
     for r in rows:
         print(f"{r['method']:9} {r['config']:7} {r['batch']:5d} {r['ours_step_ms']:9.1f} {r['lightly_step_ms']:10.1f} "
-              f"{r['ratio']:6.2f} {r['conv_share']:10.2f} {r['bound'] or float('nan'):6.2f}")
+              f"{r['ratio']:6.2f} {r['conv_share']:10.2f} {r['bound']:6.2f}")
     if a.out:
         write_json(a.out, {"benchmark": "ratio_bound", "rows": rows, "machine": profiles[0].get("machine"),
                            "profiles": [str(f) for f in files],

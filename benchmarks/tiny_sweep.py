@@ -24,6 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 H5 = "augment.color={brightness: 0.4, contrast: 0.4, saturation: 0.4, hue: 0.5, p: 0.8, p_gray: 0.2}"  # hue 0.5
 S1 = "augment.color={brightness: 0.8, contrast: 0.8, saturation: 0.8, hue: 0.5, p: 0.8, p_gray: 0.2}"  # strength 1, hue 0.5
+BYOL_LARS02 = ["optim.lars_trust=0.02", "optim.base_lr=1.0", "optim.weight_decay=1e-5"]  # solo-learn's CIFAR BYOL optimiser
 EPOCHS = 4
 SWEEPS = {
     "1": [
@@ -132,8 +133,8 @@ SWEEPS = {
     # 1e-3: our tiny BYOL (lr 0.1 x eta 1e-3) moves each weight by ~1e-4 of its norm a step, 156 steps in all.
     # BYOL: LARS lr 1.0, eta 0.02, wd 1e-5; SwAV: LARS lr 0.6, eta 0.02, wd 1e-6; SimSiam: SGD lr 0.5, wd 1e-5.
     "11": [
-        ("byol-lars02", "byol", ["optim.lars_trust=0.02", "optim.base_lr=1.0", "optim.weight_decay=1e-5"]),
-        ("byol-H5-lars02", "byol", [H5, "optim.lars_trust=0.02", "optim.base_lr=1.0", "optim.weight_decay=1e-5"]),
+        ("byol-lars02", "byol", BYOL_LARS02),
+        ("byol-H5-lars02", "byol", [H5, *BYOL_LARS02]),
         ("swav-lars02", "swav", ["optim.name=lars", "optim.lars_trust=0.02", "optim.base_lr=0.6", "optim.weight_decay=1e-6",
                                  "optim.exclude_bn_bias=true"]),
         ("simsiam-lr05-wd1e5", "simsiam", ["optim.base_lr=0.5", "optim.weight_decay=1e-5"]),
@@ -144,9 +145,8 @@ SWEEPS = {
     # sweep 12: BYOL with sweep 11's LARS (the one configuration that rose every epoch) for longer (--epochs 8
     # --probe-every 2), and with larger crops (sweep 4's 0.5-1, which helped BYOL with SGD)
     "12": [
-        ("byol-lars02-long", "byol", ["optim.lars_trust=0.02", "optim.base_lr=1.0", "optim.weight_decay=1e-5"]),
-        ("byol-lars02-c05-long", "byol", ["optim.lars_trust=0.02", "optim.base_lr=1.0", "optim.weight_decay=1e-5",
-                                          "augment.crop_scale=[0.5,1.0]"]),
+        ("byol-lars02-long", "byol", BYOL_LARS02),
+        ("byol-lars02-c05-long", "byol", [*BYOL_LARS02, "augment.crop_scale=[0.5,1.0]"]),
     ],
 }
 
