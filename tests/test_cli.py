@@ -1,4 +1,5 @@
 """The foundation pipeline through the real CLI (pretrain -> knn -> linear -> table) and its error cases."""
+import csv
 import json
 
 import pytest
@@ -26,6 +27,8 @@ def test_pretrain_writes_run_directory(tiny_run):
     assert info["status"] == "complete" and info["epochs_done"] == 1 and info["steps_done"] == 10
     rows = (out / "log.csv").read_text().strip().splitlines()
     assert rows[0].startswith("epoch,step,loss") and len(rows) >= 2
+    with open(out / "log.csv") as f:  # the collapse monitor of MoCo's queries: a std of unit vectors' channels
+        assert all(0 < float(r["z_std"]) <= 1 for r in csv.DictReader(f))
 
 
 def test_probes_and_table(tiny_run, cli):

@@ -16,8 +16,8 @@ from cssl_bench.data.datasets import get_source
 from cssl_bench.data.loaders import to_input
 from cssl_bench.data.views import build_view_recipe
 from cssl_bench.methods import build_method, losses
-from cssl_bench.methods.base import (SplitBatchNorm2d, cosine_momentum, make_target, shuffled_forward, split_batchnorm,
-                                     update_momentum_pairs)
+from cssl_bench.methods.base import (SplitBatchNorm2d, cosine_momentum, make_target, output_std, shuffled_forward,
+                                     split_batchnorm, update_momentum_pairs)
 from cssl_bench.methods.moco import KeyQueue
 from cssl_bench.train.loop import dataset_options
 from cssl_bench.train.optim import build_optimizer, lr_factor, param_groups, set_lr
@@ -543,6 +543,51 @@ def test_loss_decreases_over_a_few_steps(name):
         restore_buffers(m, queues)
     last = evaluate()
     assert math.isfinite(last) and last < first - 0.01 * abs(first), (first, last)
+
+
+def test_output_std_analytic_values_and_hand_reference():
+    """SimSiam's collapse monitor (Fig. 2): 0 for a collapsed batch, 1/sqrt(D) for outputs spread uniformly over
+    the sphere, and the per-channel sample std of the normalised rows, averaged, on a hand-computed case."""
+    assert output_std(torch.ones(64, 16) * torch.randn(1, 16)).item() == pytest.approx(0.0, abs=1e-6)
+    torch.manual_seed(0)
+    assert output_std(torch.randn(20000, 64)).item() == pytest.approx(1 / 8, rel=0.01)
+    # rows (3, 4), (4, 3), (0, 5) normalise to (.6, .8), (.8, .6), (0, 1); unbiased std of each column:
+    col0 = math.sqrt(((0.6 - 1.4 / 3) ** 2 + (0.8 - 1.4 / 3) ** 2 + (0 - 1.4 / 3) ** 2) / 2)
+    col1 = math.sqrt(((0.8 - 0.8) ** 2 + (0.6 - 0.8) ** 2 + (1.0 - 0.8) ** 2) / 2)
+    z = torch.tensor([[3.0, 4.0], [4.0, 3.0], [0.0, 5.0]], requires_grad=True)
+    got = output_std(z)
+    assert got.item() == pytest.approx((col0 + col1) / 2, abs=1e-6) and not got.requires_grad
+
+
+def _documented_embedding(name, m, views):
+    """The output each method's ``z_std`` is documented to monitor, recomputed outside its loss."""
+    if name.startswith("moco"):
+        return m.query(views["v1"])
+    if name == "swav":
+        from cssl_bench.methods.swav import _crop_order
+        large, small = _crop_order(views)
+        return m._embed([views[k] for k in large + small])[0]
+    if name.startswith("looc"):
+        return m.heads[0](m.backbone(views["q"]))
+    return m.projector(m.backbone(views["v1"]))  # SimCLR, BYOL (online projection), SimSiam
+
+
+@pytest.mark.parametrize("name", [n for n in METHODS if n != "supervised"])
+def test_every_self_supervised_method_reports_the_output_std_of_its_embedding(name):
+    """``z_std`` (logged in log.csv) is output_std of the method's embedding: the query / projection of the first
+    view, LooC's invariant space. BN normalises in training mode, so recomputing the embedding gives the same
+    values; the supervised recipe has no embedding and reports none."""
+    torch.manual_seed(0)
+    recipe = load_recipe(name, "tiny", sets=SMALL)
+    m = build_method(recipe)
+    views, labels = batch_of_views(recipe, 16)
+    torch.manual_seed(1)
+    out = m.loss(views, labels)
+    with torch.no_grad():
+        expected = output_std(_documented_embedding(name, m, views))
+    assert 0 < out["z_std"].item() <= 1 and out["z_std"].item() == pytest.approx(expected.item(), rel=1e-4)
+    sup = load_recipe("supervised", "tiny", sets=SMALL)
+    assert "z_std" not in build_method(sup).loss(*batch_of_views(sup, 8))
 
 
 @pytest.mark.slow

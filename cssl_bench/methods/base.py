@@ -356,3 +356,12 @@ def split_batchnorm(module: nn.Module, splits: int) -> nn.Module:
 
 def normalize(x: torch.Tensor) -> torch.Tensor:
     return F.normalize(x, dim=1)
+
+
+@torch.no_grad()
+def output_std(z: torch.Tensor) -> torch.Tensor:
+    """SimSiam's collapse monitor (Chen & He, CVPR 2021, Fig. 2): the standard deviation over the batch of each
+    channel of the L2-normalised outputs ``z`` [N, D], averaged over the channels. About 1/sqrt(D) when the
+    outputs spread over the unit sphere; 0 when every image maps to the same vector (collapse). A scalar,
+    detached; logged as ``z_std`` in ``log.csv``."""
+    return F.normalize(z.detach().float(), dim=1).std(dim=0).mean()

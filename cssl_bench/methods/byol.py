@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import torch
 
 from cssl_bench.methods import losses
-from cssl_bench.methods.base import Method, cosine_momentum, make_target, parse_params
+from cssl_bench.methods.base import Method, cosine_momentum, make_target, output_std, parse_params
 from cssl_bench.models.heads import mlp
 
 
@@ -42,9 +42,10 @@ class BYOL(Method):
 
     def loss(self, views, labels):
         v1, v2 = views["v1"], views["v2"]
-        p1 = self.predictor(self.projector(self.backbone(v1)))
+        y1 = self.projector(self.backbone(v1))
+        p1 = self.predictor(y1)
         p2 = self.predictor(self.projector(self.backbone(v2)))
         with torch.no_grad():
             z1 = self.projector_t(self.backbone_t(v1))
             z2 = self.projector_t(self.backbone_t(v2))
-        return {"loss": losses.byol_loss(p1, z2) + losses.byol_loss(p2, z1)}
+        return {"loss": losses.byol_loss(p1, z2) + losses.byol_loss(p2, z1), "z_std": output_std(y1)}

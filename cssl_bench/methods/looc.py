@@ -22,7 +22,7 @@ import torch.nn.functional as F
 
 from cssl_bench import UserError
 from cssl_bench.methods import losses
-from cssl_bench.methods.base import Method, make_target, parse_params, shuffled_forward, split_batchnorm
+from cssl_bench.methods.base import Method, make_target, output_std, parse_params, shuffled_forward, split_batchnorm
 from cssl_bench.methods.moco import KeyQueue
 from cssl_bench.models.heads import mlp
 
@@ -90,7 +90,7 @@ class LooC(Method):
         loss = losses.looc_loss(queries, keys, queues, self.p.temperature)
         for queue, k in zip(self.queues, keys):
             queue.push(k[0])
-        return {"loss": loss}
+        return {"loss": loss, "z_std": output_std(queries[0])}  # the invariant space Z0
 
     def feature_kinds(self) -> list[str]:
         n = len(self.heads)

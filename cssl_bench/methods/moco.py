@@ -17,7 +17,7 @@ import torch.nn.functional as F
 
 from cssl_bench import UserError
 from cssl_bench.methods import losses
-from cssl_bench.methods.base import Method, make_target, parse_params, shuffled_forward, split_batchnorm
+from cssl_bench.methods.base import Method, make_target, output_std, parse_params, shuffled_forward, split_batchnorm
 from cssl_bench.models.heads import mlp
 from cssl_bench.train import distributed as D
 
@@ -115,4 +115,4 @@ class MoCo(Method):
             acc = ((q1 * k2).sum(1, keepdim=True) > (q1 @ queue.t()).max(1, keepdim=True).values).float().mean()
         for k in keys:
             self.queue.push(k)
-        return {"loss": loss, "pos_acc": acc}
+        return {"loss": loss, "pos_acc": acc, "z_std": output_std(q1)}

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 
 from cssl_bench.methods import losses
-from cssl_bench.methods.base import Method, parse_params
+from cssl_bench.methods.base import Method, output_std, parse_params
 from cssl_bench.models.heads import mlp
 from cssl_bench.train import distributed as D
 
@@ -46,4 +46,4 @@ class SimCLR(Method):
             z1 = self.projector(self.backbone(views["v1"]))
             z2 = self.projector(self.backbone(views["v2"]))
         loss = losses.nt_xent(D.gather_with_grad(z1), D.gather_with_grad(z2), self.p.temperature)
-        return {"loss": loss}
+        return {"loss": loss, "z_std": output_std(z1)}

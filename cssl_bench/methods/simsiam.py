@@ -9,11 +9,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
-
 from cssl_bench import UserError
 from cssl_bench.methods import losses
-from cssl_bench.methods.base import Method, parse_params
+from cssl_bench.methods.base import Method, output_std, parse_params
 from cssl_bench.models.heads import mlp
 
 
@@ -44,6 +42,4 @@ class SimSiam(Method):
         z2 = self.projector(self.backbone(views["v2"]))
         p1, p2 = self.predictor(z1), self.predictor(z2)
         loss = 0.5 * (losses.negative_cosine(p1, z2) + losses.negative_cosine(p2, z1))
-        with torch.no_grad():
-            z_std = torch.nn.functional.normalize(z1, dim=1).std(dim=0).mean()  # collapse monitor (paper Fig. 2)
-        return {"loss": loss, "z_std": z_std}
+        return {"loss": loss, "z_std": output_std(z1)}

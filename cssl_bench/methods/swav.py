@@ -14,7 +14,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from cssl_bench.methods import losses
-from cssl_bench.methods.base import Method, parse_params
+from cssl_bench.methods.base import Method, output_std, parse_params
 from cssl_bench.models.heads import mlp
 
 
@@ -103,4 +103,4 @@ class SwAV(Method):
                 self.queue[:, m:] = self.queue[:, :-m].clone()
                 for i in range(n_codes):
                     self.queue[i, :m] = zs[i].detach()[:m]
-        return {"loss": losses.swav_multicrop_loss(scores, codes, self.p.temperature)}
+        return {"loss": losses.swav_multicrop_loss(scores, codes, self.p.temperature), "z_std": output_std(zs[0])}

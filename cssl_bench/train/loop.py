@@ -27,7 +27,8 @@ from cssl_bench.train import distributed as D
 from cssl_bench.train.checkpoint import FORMAT, find_resume_checkpoint, load_checkpoint, read_run, save_checkpoint, atomic_write_text, write_run_json
 from cssl_bench.train.optim import build_optimizer, set_lr
 
-LOG_FIELDS = ["epoch", "step", "loss", "lr", "images_per_s", "elapsed_s"]
+# z_std: the collapse monitor of the method's embedding (methods.base.output_std), empty where a method has none
+LOG_FIELDS = ["epoch", "step", "loss", "lr", "images_per_s", "elapsed_s", "z_std"]
 
 
 class NonFiniteLoss(UserError):
@@ -236,11 +237,13 @@ def pretrain(recipe: Recipe, out_dir: Path, resume: bool = False, show_progress:
                     ips = n_last / max(now - t_last, 1e-9)
                     t_last, n_last = now, 0
                     lv = float(D.all_reduce_mean(loss.detach()))  # the global batch's loss (ranks hold equal slices)
+                    z_std = f"{float(D.all_reduce_mean(out['z_std'])):.5f}" if "z_std" in out else ""  # mean of the ranks'
                     progress.update(task, completed=global_step, epoch=epoch, loss=lv, ips=ips)
                     if main:
                         with open(log_path, "a", newline="") as f:
                             csv.DictWriter(f, LOG_FIELDS).writerow({"epoch": epoch, "step": global_step, "loss": f"{lv:.6f}", "lr": f"{lr:.6g}",
-                                                                    "images_per_s": f"{ips:.1f}", "elapsed_s": f"{time.time() - t0:.1f}"})
+                                                                    "images_per_s": f"{ips:.1f}", "elapsed_s": f"{time.time() - t0:.1f}",
+                                                                    "z_std": z_std})
                         if writer:
                             writer.add_scalar("loss", lv, global_step)
                             writer.add_scalar("lr", lr, global_step)
