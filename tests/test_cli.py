@@ -28,7 +28,36 @@ def test_pretrain_writes_run_directory(tiny_run):
     rows = (out / "log.csv").read_text().strip().splitlines()
     assert rows[0].startswith("epoch,step,loss") and len(rows) >= 2
     with open(out / "log.csv") as f:  # the collapse monitor of MoCo's queries: a std of unit vectors' channels
-        assert all(0 < float(r["z_std"]) <= 1 for r in csv.DictReader(f))
+        logged = list(csv.DictReader(f))
+    assert all(0 < float(r["z_std"]) <= 1 for r in logged)
+    assert info["z_std_step"] == int(logged[-1]["step"]) and info["z_std"] == pytest.approx(float(logged[-1]["z_std"]), abs=1e-5)
+    assert info["z_std_x_sqrt_dim"] == pytest.approx(info["z_std"] * 128 ** 0.5, abs=1e-3)  # MoCo v2: dim 128
+
+
+def test_collapse_warning_threshold():
+    from cssl_bench.train.loop import COLLAPSED_BELOW, collapse_warning
+
+    assert collapse_warning({"method": "moco-v2", "z_std_x_sqrt_dim": 0.5}) is None
+    assert collapse_warning({"method": "supervised"}) is None  # no embedding, no monitor
+    w = collapse_warning({"method": "moco-v2", "z_std_x_sqrt_dim": 0.0066, "z_std_step": 156})
+    assert "moco-v2's embedding collapsed" in w and "0.0066" in w and "step 156" in w and "\n" not in w
+    assert collapse_warning({"z_std_x_sqrt_dim": COLLAPSED_BELOW}) is None
+
+
+def test_pretrain_warns_about_a_collapsed_run(tiny_run, cli, tmp_path):
+    """The CLI reads the run's last z_std back and says so when the embedding collapsed (here a copy of the
+    tiny run whose run.json records a collapsed monitor; re-running the same command finds it complete)."""
+    import shutil
+
+    _, out, _ = tiny_run
+    copy = tmp_path / "run"
+    shutil.copytree(out, copy)
+    info = json.loads((copy / "run.json").read_text())
+    assert "warning" not in tiny_run[2].stderr  # the run itself is not collapsed after 10 steps
+    (copy / "run.json").write_text(json.dumps({**info, "z_std_x_sqrt_dim": 0.004}))
+    p = cli("pretrain", "moco-v2", "--epochs", "1", "--batch-size", "64", "--seed", "3", "--out", copy, "--quiet", *SMALL)
+    assert p.returncode == 0 and "already complete" in p.stderr and "embedding collapsed" in p.stderr, p.stderr
+    assert p.stdout.strip().endswith(str(copy))
 
 
 def test_probes_and_table(tiny_run, cli):

@@ -51,7 +51,7 @@ def demo(results: Optional[Path] = ResultsOpt, out: Path = typer.Option(Path("ru
     from cssl_bench.eval.probes import probe_knn, probe_linear
     from cssl_bench.results import tables
     from cssl_bench.results.store import ResultsStore
-    from cssl_bench.train.loop import pretrain
+    from cssl_bench.train.loop import pretrain, warn_if_collapsed
 
     results = results or out / "results"
     st = ResultsStore(results)
@@ -72,6 +72,7 @@ def demo(results: Optional[Path] = ResultsOpt, out: Path = typer.Option(Path("ru
         if not (run_dir / "run.json").exists() or '"complete"' not in (run_dir / "run.json").read_text():
             err.print(f"[bold]pretrain {label}[/] -> {run_dir}")
             pretrain(recipe, run_dir, resume=(run_dir / "config.yaml").exists(), console=err)
+        warn_if_collapsed(run_dir, err)
         for e in (recipe.train.save_epochs if recipe.train.epochs else [None]):  # the budgets kept above
             run = load_run(run_dir, e if e != recipe.train.epochs else None)
             knn = probe_knn(run, "embedded")

@@ -177,14 +177,15 @@ def pretrain(
 
 def _pretrain(recipe, out: Path, resume: bool, quiet: bool, main: bool) -> None:
     from cssl_bench.train.loop import pretrain as run
+    from cssl_bench.train.loop import warn_if_collapsed
 
     if not resume and (out / "checkpoints" / "last.pt").exists() and _complete(out, recipe):
         if main:
             err.print(f"[green]already complete[/]: {out}")
-            print(out)
-        return
-    run(recipe, out, resume=resume, show_progress=not quiet, console=err)
+    else:
+        run(recipe, out, resume=resume, show_progress=not quiet, console=err)
     if main:
+        warn_if_collapsed(out, err)
         print(out)
 
 

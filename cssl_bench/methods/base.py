@@ -41,7 +41,8 @@ def parse_params(cls, values: dict, method: str):
 class Method(nn.Module):
     """A self-supervised method. The training loop only uses this interface.
 
-    - ``loss(views, labels) -> dict``: ``loss`` is optimised, other keys are logged (floats or tensors).
+    - ``loss(views, labels) -> dict``: ``loss`` is optimised, other keys are logged (floats or tensors);
+      ``z_std`` (``output_std`` of the method's embedding, of dimension ``embedding_dim``) goes to ``log.csv``.
     - ``momentum_pairs``: (online, target) module pairs updated by the loop as
       target = m * target + (1 - m) * online, with m = ``momentum(progress)``.
     - ``on_epoch_start(epoch)`` / ``after_backward(epoch)``: hooks for epoch-dependent behaviour.
@@ -61,6 +62,11 @@ class Method(nn.Module):
     @property
     def momentum_pairs(self) -> list[tuple[nn.Module, nn.Module]]:
         return []
+
+    @property
+    def embedding_dim(self) -> int | None:
+        """Dimension of the embedding whose ``z_std`` the method reports (``params.dim``); None without one."""
+        return getattr(getattr(self, "p", None), "dim", None)
 
     def momentum(self, progress: float) -> float:
         return 0.999

@@ -518,7 +518,7 @@ def execute(p: Plan, console=None, show_progress: bool = True) -> None:
 
     from cssl_bench.eval.features import load_run
     from cssl_bench.results.store import ResultsStore, current_command
-    from cssl_bench.train.loop import pretrain
+    from cssl_bench.train.loop import pretrain, warn_if_collapsed
 
     console = console or Console(stderr=True)
     skipped = unavailable_runs(p)
@@ -542,6 +542,7 @@ def execute(p: Plan, console=None, show_progress: bool = True) -> None:
             console.rule(escape(f"[{n}/{total}] pretrain {r.label}: {r.spec.method}, {r.spec.epochs} epochs -> {r.run_dir}"))
             pretrain(r.recipe, r.run_dir, resume=r.status == "resume", show_progress=show_progress, console=console)
             r.status = "reuse"
+        warn_if_collapsed(r.run_dir, console)
         family = config_family(r.recipe)
         loaded: dict = {}
         for q in mine:

@@ -29,6 +29,27 @@ from cssl_bench.train.optim import build_optimizer, set_lr
 
 # z_std: the collapse monitor of the method's embedding (methods.base.output_std), empty where a method has none
 LOG_FIELDS = ["epoch", "step", "loss", "lr", "images_per_s", "elapsed_s", "z_std"]
+COLLAPSED_BELOW = 0.05  # z_std x sqrt(dim) under this (5% of the spread over the sphere) at the end of a run: collapsed
+
+
+def collapse_warning(info: dict) -> str | None:
+    """A one-line warning when a run's last logged ``z_std`` says its embedding collapsed (run.json ``info``).
+    z_std x sqrt(dim) is 1 for embeddings spread over the sphere and 0 when every image maps to one vector."""
+    rel = info.get("z_std_x_sqrt_dim")
+    if rel is None or rel >= COLLAPSED_BELOW:
+        return None
+    return (f"{info.get('method', 'this run')}'s embedding collapsed during pretraining (z_std x sqrt(dim) = {rel:.3g} "
+            f"at step {info.get('z_std_step')}; 1 = spread over the sphere, 0 = one vector for every image): "
+            f"its probes measure a collapsed model (log.csv has the z_std trace)")
+
+
+def warn_if_collapsed(run_dir: Path, console: Console) -> None:
+    """Print ``collapse_warning`` of a run directory, if it has one."""
+    warning = collapse_warning(read_run(run_dir)[1])
+    if warning:
+        from rich.markup import escape
+
+        console.print(f"[yellow]warning[/]: {escape(warning)}")
 
 
 class NonFiniteLoss(UserError):
@@ -168,12 +189,15 @@ def pretrain(recipe: Recipe, out_dir: Path, resume: bool = False, show_progress:
             "rng": rng_state(),
         }, path, keep_previous)
 
+    last_z = {}  # the last logged z_std (collapse monitor), kept in run.json
+
     def run_info(status: str):
         if main:
             write_run_json(out_dir, {"method": recipe.method, "scale": recipe.scale, "config_hash": recipe.hash(),
                                      "status": status, "epochs_done": epoch, "epochs": recipe.train.epochs,
                                      "steps_done": global_step, "dataset": recipe.data.dataset, "backbone": recipe.model.backbone,
-                                     "seed": recipe.train.seed, "batch_size": recipe.train.batch_size, "processes": world})
+                                     "seed": recipe.train.seed, "batch_size": recipe.train.batch_size, "processes": world,
+                                     **last_z})
 
     if state is None:
         checkpoint(ckpt_dir / "last.pt", keep_previous=False)  # epoch 0: the random-init baseline
@@ -237,7 +261,13 @@ def pretrain(recipe: Recipe, out_dir: Path, resume: bool = False, show_progress:
                     ips = n_last / max(now - t_last, 1e-9)
                     t_last, n_last = now, 0
                     lv = float(D.all_reduce_mean(loss.detach()))  # the global batch's loss (ranks hold equal slices)
-                    z_std = f"{float(D.all_reduce_mean(out['z_std'])):.5f}" if "z_std" in out else ""  # mean of the ranks'
+                    z_std = ""
+                    if "z_std" in out:
+                        zv = float(D.all_reduce_mean(out["z_std"]))  # the mean of the ranks'
+                        z_std = f"{zv:.5f}"
+                        last_z.update({"z_std": round(zv, 6), "z_std_step": global_step})
+                        if method.embedding_dim:
+                            last_z["z_std_x_sqrt_dim"] = round(zv * method.embedding_dim ** 0.5, 4)
                     progress.update(task, completed=global_step, epoch=epoch, loss=lv, ips=ips)
                     if main:
                         with open(log_path, "a", newline="") as f:
