@@ -372,6 +372,23 @@ def test_moco_shortcut_runs_on_a_moco_run_and_refuses_others(cli, tmp_path, smal
         bench.measure(sup, 16)
 
 
+def test_swav_span_statistics_on_hand_made_embeddings(cli, tmp_path, small_args):
+    """benchmarks/swav_span.py: embeddings inside the prototypes' span keep all their norm there, embeddings
+    orthogonal to every prototype none (scores 0: uniform predictions); end to end on a SwAV run."""
+    bench = _bench("swav_span")
+    protos = torch.eye(4, 6)
+    inside = bench.span_stats(F.normalize(torch.tensor([[1.0, 1, 0, 0, 0, 0], [0, 0, 0, 1, 0, 0]]), dim=1), protos)
+    assert inside["norm_in_span"] == pytest.approx(1.0) and inside["prototype_cos"] == 0.0 and inside["n_prototypes"] == 4
+    outside = bench.span_stats(torch.tensor([[0.0, 0, 0, 0, 1, 0], [0, 0, 0, 0, 0, 1]]), protos)
+    assert outside["norm_in_span"] == pytest.approx(0.0, abs=1e-6) and outside["abs_score"] == 0.0
+    assert outside["score_std"] == 0.0
+    out = tmp_path / "swav"
+    p = cli("pretrain", "swav", "--epochs", "0", "--out", out, "--quiet", *small_args)
+    assert p.returncode == 0, p.stderr[-2000:]
+    row = bench.measure(out, 16)
+    assert row["n_prototypes"] == 100 and 0 < row["norm_in_span"] <= 1 + 1e-6
+
+
 def test_byol_heads_recipe_and_lars_exclusions():
     r = load_recipe("byol", "paper")
     m = build_method(r)
