@@ -86,6 +86,20 @@ def measure(run: Path, batch: int) -> dict:
     return {"run": str(run), "method": recipe.method, "config_hash": recipe.hash(), **out}
 
 
+def report(benchmark: str, rows: list[dict], cols: list[str], batch: int, json_path: Path | None) -> None:
+    """Print ``rows`` as a markdown table (run folder name + ``cols``) and, with ``json_path``, write them with the
+    command and date (also used by swav_span.py)."""
+    print("| run | " + " | ".join(cols) + " |")
+    print("|---|" + "---|" * len(cols))
+    for r in rows:
+        print(f"| {Path(r['run']).name} | " + " | ".join(f"{r[c]:.4f}" if isinstance(r[c], float) else str(r[c]) for c in cols) + " |")
+    if json_path:
+        atomic_write_text(json_path, json.dumps({
+            "benchmark": benchmark, "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "command": f"python benchmarks/{benchmark}.py " + " ".join(sys.argv[1:]), "batch": batch,
+            "rows": rows}, indent=1) + "\n")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("runs", nargs="+", type=Path)
@@ -93,18 +107,10 @@ def main() -> None:
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args()
     rows = [measure(r, args.batch) for r in args.runs]
-    cols = ["cos_positive", "cos_other_in_batch", "cos_queue", "positive_beats_batch", "positive_beats_queue",
-            "other_beats_queue", "positive_beats_batch_eval_bn", "z_std"]
-    print("| run | " + " | ".join(cols) + " |")
-    print("|---|" + "---|" * len(cols))
-    for r in rows:
-        print(f"| {Path(r['run']).name} | " + " | ".join(f"{r[c]:.4f}" for c in cols) + " |")
+    report("moco_shortcut", rows, ["cos_positive", "cos_other_in_batch", "cos_queue", "positive_beats_batch",
+                                   "positive_beats_queue", "other_beats_queue", "positive_beats_batch_eval_bn", "z_std"],
+           args.batch, args.json)
     print(f"(chance of beating the other keys of a batch: {1 / args.batch:.4f})")
-    if args.json:
-        atomic_write_text(args.json, json.dumps({
-            "benchmark": "moco_shortcut", "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "command": "python benchmarks/moco_shortcut.py " + " ".join(sys.argv[1:]), "batch": args.batch,
-            "rows": rows}, indent=1) + "\n")
 
 
 if __name__ == "__main__":

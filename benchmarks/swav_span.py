@@ -11,13 +11,11 @@ the mean cosine between prototypes.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from moco_shortcut import views_of  # noqa: E402  (also sets OMP_WAIT_POLICY and the import path)
+from moco_shortcut import report, views_of  # noqa: E402  (also sets OMP_WAIT_POLICY and the import path)
 
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
@@ -25,7 +23,7 @@ import torch.nn.functional as F  # noqa: E402
 from cssl_bench.config import recipe_from_dict  # noqa: E402
 from cssl_bench.methods import build_method  # noqa: E402
 from cssl_bench.methods.swav import _crop_order  # noqa: E402
-from cssl_bench.train.checkpoint import atomic_write_text, load_checkpoint, read_run  # noqa: E402
+from cssl_bench.train.checkpoint import load_checkpoint, read_run  # noqa: E402
 
 
 def span_stats(z: torch.Tensor, prototypes: torch.Tensor) -> dict[str, float]:
@@ -62,16 +60,8 @@ def main() -> None:
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args()
     rows = [measure(r, args.batch) for r in args.runs]
-    cols = ["n_prototypes", "dim", "abs_score", "score_std", "norm_in_span", "prototype_cos"]
-    print("| run | " + " | ".join(cols) + " |")
-    print("|---|" + "---|" * len(cols))
-    for r in rows:
-        print(f"| {Path(r['run']).name} | " + " | ".join(f"{r[c]:.4f}" if isinstance(r[c], float) else str(r[c]) for c in cols) + " |")
-    if args.json:
-        atomic_write_text(args.json, json.dumps({
-            "benchmark": "swav_span", "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "command": "python benchmarks/swav_span.py " + " ".join(sys.argv[1:]), "batch": args.batch,
-            "rows": rows}, indent=1) + "\n")
+    report("swav_span", rows, ["n_prototypes", "dim", "abs_score", "score_std", "norm_in_span", "prototype_cos"],
+           args.batch, args.json)
 
 
 if __name__ == "__main__":
