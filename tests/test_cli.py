@@ -60,6 +60,37 @@ def test_pretrain_warns_about_a_collapsed_run(tiny_run, cli, tmp_path):
     assert p.stdout.strip().endswith(str(copy))
 
 
+def test_probe_warns_when_the_probed_checkpoint_had_collapsed(tiny_run, cli, tmp_path):
+    """A probe reads the z_std logged by its checkpoint's step (log.csv) and warns when it was collapsed; the
+    records on stdout (--json) stay clean JSON. A later collapse does not concern an earlier checkpoint."""
+    import shutil
+
+    _, out, _ = tiny_run
+    copy = tmp_path / "run"
+    shutil.copytree(out, copy)
+    p = cli("probe", "knn", copy, "--k", "20", "--json", "--results", tmp_path / "res")
+    assert p.returncode == 0 and "collapsed" not in p.stderr, p.stderr
+    with open(copy / "log.csv") as f:
+        rows = list(csv.DictReader(f))
+    last = int(rows[-1]["step"])
+    rows[-1]["z_std"] = "0.0001"  # 0.0001 x sqrt(128) = 0.0011
+    rows.append({**rows[-1], "step": str(last + 5), "z_std": "0.0001"})
+    with open(copy / "log.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    p = cli("probe", "knn", copy, "--k", "20", "--json", "--results", tmp_path / "res")
+    assert p.returncode == 0 and "embedding collapsed" in p.stderr and f"at step {last}" in p.stderr, p.stderr
+    assert json.loads(p.stdout)[0]["metric"] == "knn/top1"
+    rows[-2]["z_std"] = "0.05"  # collapsed only after the checkpoint's step: no warning
+    with open(copy / "log.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    p = cli("probe", "knn", copy, "--k", "20", "--json", "--results", tmp_path / "res")
+    assert p.returncode == 0 and "collapsed" not in p.stderr, p.stderr
+
+
 def test_probes_and_table(tiny_run, cli):
     root, out, _ = tiny_run
     res = root / "results"

@@ -10,7 +10,7 @@ from typing import Optional
 
 import typer
 
-from cssl_bench.cli.app import JsonOpt, ResultsOpt, app, print_records, store
+from cssl_bench.cli.app import JsonOpt, ResultsOpt, app, err, print_records, store
 
 probe_app = typer.Typer(help="Evaluate a run's frozen features; each probe appends records to the results store.", no_args_is_help=True)
 app.add_typer(probe_app, name="probe")
@@ -29,8 +29,11 @@ SeedOpt = typer.Option(0, help="seed of the probe's sampling (subsets, corruptio
 
 def _load(run_dir: Path, epoch: Optional[int]):
     from cssl_bench.eval.features import load_run
+    from cssl_bench.train.loop import warn_if_collapsed
 
-    return load_run(run_dir, epoch)
+    run = load_run(run_dir, epoch)
+    warn_if_collapsed(run.run_dir, err, step=run.step, dim=run.method.embedding_dim)  # the probed checkpoint's z_std
+    return run
 
 
 def _dataset(run, dataset: Optional[str], default: Optional[str] = None) -> str:

@@ -43,9 +43,29 @@ def collapse_warning(info: dict) -> str | None:
             f"its probes measure a collapsed model (log.csv has the z_std trace)")
 
 
-def warn_if_collapsed(run_dir: Path, console: Console) -> None:
-    """Print ``collapse_warning`` of a run directory, if it has one."""
-    warning = collapse_warning(read_run(run_dir)[1])
+def z_std_at(run_dir: Path, step: int) -> tuple[int, float] | None:
+    """The last ``z_std`` a run logged at or before ``step`` (its log.csv): (step, value), or None."""
+    path = Path(run_dir) / "log.csv"
+    if not path.exists():
+        return None
+    found = None
+    with open(path) as f:
+        for r in csv.DictReader(f):
+            if r.get("z_std") and int(r["step"]) <= step:
+                found = (int(r["step"]), float(r["z_std"]))
+    return found
+
+
+def warn_if_collapsed(run_dir: Path, console: Console, step: int | None = None, dim: int | None = None) -> None:
+    """Print ``collapse_warning`` of a run directory, if it has one: at the end of the run (run.json), or, with
+    ``step`` and the embedding ``dim``, at the last z_std logged by that step (a kept checkpoint's)."""
+    info = read_run(run_dir)[1]
+    if step is not None:
+        z = z_std_at(run_dir, step)
+        if z is None or not dim:
+            return
+        info = {"method": info.get("method"), "z_std_step": z[0], "z_std_x_sqrt_dim": round(z[1] * dim ** 0.5, 4)}
+    warning = collapse_warning(info)
     if warning:
         from rich.markup import escape
 
