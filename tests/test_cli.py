@@ -34,6 +34,17 @@ def test_pretrain_writes_run_directory(tiny_run):
     assert info["z_std_x_sqrt_dim"] == pytest.approx(info["z_std"] * 128 ** 0.5, abs=1e-3)  # MoCo v2: dim 128
 
 
+def test_probe_records_carry_the_checkpoints_collapse_monitor(tiny_run, cli, tmp_path):
+    _, out, _ = tiny_run
+    p = cli("probe", "knn", out, "--k", "20", "--json", "--results", tmp_path / "res")
+    assert p.returncode == 0, p.stderr
+    with open(out / "log.csv") as f:
+        last = list(csv.DictReader(f))[-1]
+    z = json.loads(p.stdout)[0]["pretrain_z_std"]
+    assert z["step"] == int(last["step"]) == 10 and z["value"] == float(last["z_std"])
+    assert z["x_sqrt_dim"] == pytest.approx(float(last["z_std"]) * 128 ** 0.5, abs=1e-3)
+
+
 def test_collapse_warning_threshold():
     from cssl_bench.train.loop import COLLAPSED_BELOW, collapse_warning
 

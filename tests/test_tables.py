@@ -311,6 +311,26 @@ def test_json_provenance_lists_records_and_commands():
     assert c["n"] == 2 and js["scale"] == "small"
 
 
+def test_provenance_names_runs_whose_embedding_had_collapsed():
+    """Records carry the probed checkpoint's collapse monitor (pretrain_z_std); provenance names the runs under
+    the warning threshold, in markdown and JSON, and says nothing for records without it."""
+    import copy
+
+    from cssl_bench.train.loop import COLLAPSED_BELOW
+
+    recs = copy.deepcopy(RECORDS)
+    moco = [r for r in recs if r["method"] == "moco-v2" and r["metric"] == "rotation/acc" and r["scale"] == "small"]
+    moco[0]["pretrain_z_std"] = {"step": 156, "value": 0.0006, "x_sqrt_dim": 0.0066}
+    moco[1]["pretrain_z_std"] = {"step": 156, "value": 0.05, "x_sqrt_dim": COLLAPSED_BELOW}  # at the threshold: not collapsed
+    t = T.build("rotation", recs, "small")
+    js = json.loads(T.render(t, "json", provenance=True))
+    assert js["rows"][1]["Rotation/Acc."]["collapsed_runs"] == [moco[0]["run_id"]]
+    md = T.render(t, "md", provenance=True)
+    flagged = [line for line in md.splitlines() if "collapsed embedding" in line]
+    assert len(flagged) == 1 and moco[0]["run_id"] in flagged[0] and "Rotation/Acc." in flagged[0]
+    assert "collapsed" not in T.render(T.build("rotation", RECORDS, "small"), "md", provenance=True)
+
+
 def test_caption_states_scale_stand_ins_backbone_epochs_seeds():
     t = T.build("robustness", RECORDS, "small")
     assert "Scale: small" in t.caption

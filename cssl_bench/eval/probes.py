@@ -35,12 +35,24 @@ def data_options_record(recipe) -> dict:
     return {"data_options": changed} if changed else {}
 
 
+def pretrain_z_std(run: LoadedRun) -> dict:
+    """The collapse monitor of the probed checkpoint (the last z_std its run logged by its step), for the records:
+    {"pretrain_z_std": {"step", "value", "x_sqrt_dim"}}; empty for runs without one (supervised, older runs)."""
+    from cssl_bench.train.loop import z_std_at
+
+    z = z_std_at(run.run_dir, run.step)
+    dim = getattr(run.method, "embedding_dim", None)
+    if z is None or not dim:
+        return {}
+    return {"pretrain_z_std": {"step": z[0], "value": z[1], "x_sqrt_dim": round(z[1] * dim ** 0.5, 4)}}
+
+
 def records_for(run: LoadedRun, dataset: str, feature: str, protocol: dict, metrics: dict[str, float], extra: dict | None = None,
                 ci95: dict[str, float] | None = None) -> list[dict]:
     """One record per metric; ``ci95`` gives the 95% half-width of the metrics that have one (few-shot)."""
     r = run.recipe
     looc = {"augment": list(r.augment.looc_augment), "variance_heads": r.augment.variance_heads}
-    extra = {**(looc if r.augment.views == "looc" else {}), **data_options_record(r), **(extra or {})}
+    extra = {**(looc if r.augment.views == "looc" else {}), **data_options_record(r), **pretrain_z_std(run), **(extra or {})}
     out = []
     for m, v in metrics.items():
         ex = dict(extra)

@@ -576,7 +576,9 @@ def render(t: Rendered, fmt: str = "md", compare: bool = False, provenance: bool
     if provenance:
         text += "\nProvenance:\n" + "".join(
             f"- {p['row']} | {p['column']}: {p['value']} from {len(p['records'])} record(s) {', '.join(p['records'])}; "
-            f"runs {', '.join(p['runs'])}; command: {' ; '.join(p['commands'])}\n" for p in provenance_items(t))
+            f"runs {', '.join(p['runs'])}; command: {' ; '.join(p['commands'])}"
+            + (f"; **collapsed embedding** (z_std) in {', '.join(p['collapsed'])}" if p["collapsed"] else "") + "\n"
+            for p in provenance_items(t))
     return text
 
 
@@ -598,8 +600,19 @@ def provenance_items(t: Rendered) -> list[dict]:
                             cmds.append(c)
                 out.append({"row": row_name(t, i), "column": h, "value": fmt_value(o, p), "records": [r.get("id", "?") for r in o.records],
                             "runs": list(dict.fromkeys(r.get("run_id", "?") for r in o.records)), "commands": cmds,
-                            "configurations": o.families})
+                            "configurations": o.families, "collapsed": collapsed_runs(o.records)})
     return out
+
+
+def collapsed_runs(records: list[dict]) -> list[str]:
+    """The runs among ``records`` whose probed checkpoint had a collapsed embedding (``pretrain_z_std``, written
+    by probes since the collapse monitor; older records have none)."""
+    zs = [(r.get("run_id", "?"), r["pretrain_z_std"]["x_sqrt_dim"]) for r in records if r.get("pretrain_z_std")]
+    if not zs:
+        return []
+    from cssl_bench.train.loop import COLLAPSED_BELOW
+
+    return list(dict.fromkeys(run for run, rel in zs if rel < COLLAPSED_BELOW))
 
 
 def render_json(t: Rendered, provenance: bool = False) -> str:
@@ -618,6 +631,7 @@ def render_json(t: Rendered, provenance: bool = False) -> str:
                 d["records"] = [r.get("id") for r in o.records]
                 d["runs"] = list(dict.fromkeys(r.get("run_id") for r in o.records))
                 d["commands"] = list(dict.fromkeys(c for r in o.records for c in (r.get("steps") or [r.get("command")])))
+                d["collapsed_runs"] = collapsed_runs(o.records)
             row[h] = d
         rows.append(row)
     return json.dumps({"table": t.spec.name, "paper_csv": t.spec.csv, "scale": t.scale, "caption": t.caption,
