@@ -100,17 +100,22 @@ def report(benchmark: str, rows: list[dict], cols: list[str], batch: int, json_p
             "rows": rows}, indent=1) + "\n")
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def cli_main(benchmark: str, doc: str, measure_run, cols: list[str]) -> int:
+    """The command line both diagnostics share: RUN [RUN ...] [--batch N] [--json OUT]; returns the batch size."""
+    ap = argparse.ArgumentParser(description=doc.splitlines()[0])
     ap.add_argument("runs", nargs="+", type=Path)
     ap.add_argument("--batch", type=int, default=128)
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args()
-    rows = [measure(r, args.batch) for r in args.runs]
-    report("moco_shortcut", rows, ["cos_positive", "cos_other_in_batch", "cos_queue", "positive_beats_batch",
-                                   "positive_beats_queue", "other_beats_queue", "positive_beats_batch_eval_bn", "z_std"],
-           args.batch, args.json)
-    print(f"(chance of beating the other keys of a batch: {1 / args.batch:.4f})")
+    report(benchmark, [measure_run(r, args.batch) for r in args.runs], cols, args.batch, args.json)
+    return args.batch
+
+
+def main() -> None:
+    batch = cli_main("moco_shortcut", __doc__, measure, ["cos_positive", "cos_other_in_batch", "cos_queue", "positive_beats_batch",
+                                                         "positive_beats_queue", "other_beats_queue",
+                                                         "positive_beats_batch_eval_bn", "z_std"])
+    print(f"(chance of beating the other keys of a batch: {1 / batch:.4f})")
 
 
 if __name__ == "__main__":

@@ -10,12 +10,11 @@ the mean cosine between prototypes.
 """
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from moco_shortcut import report, views_of  # noqa: E402  (also sets OMP_WAIT_POLICY and the import path)
+from moco_shortcut import cli_main, views_of  # noqa: E402  (also sets OMP_WAIT_POLICY and the import path)
 
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
@@ -54,14 +53,7 @@ def measure(run: Path, batch: int) -> dict:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("runs", nargs="+", type=Path)
-    ap.add_argument("--batch", type=int, default=128)
-    ap.add_argument("--json", type=Path, default=None)
-    args = ap.parse_args()
-    rows = [measure(r, args.batch) for r in args.runs]
-    report("swav_span", rows, ["n_prototypes", "dim", "abs_score", "score_std", "norm_in_span", "prototype_cos"],
-           args.batch, args.json)
+    cli_main("swav_span", __doc__, measure, ["n_prototypes", "dim", "abs_score", "score_std", "norm_in_span", "prototype_cos"])
 
 
 if __name__ == "__main__":
