@@ -86,7 +86,7 @@ def measure(run: Path, batch: int) -> dict:
     return {"run": str(run), "method": recipe.method, "config_hash": recipe.hash(), **out}
 
 
-def report(benchmark: str, rows: list[dict], cols: list[str], batch: int, json_path: Path | None) -> None:
+def report(benchmark: str, rows: list[dict], cols: list[str], batch: int, json_path: Path | None, size_name: str = "batch") -> None:
     """Print ``rows`` as a markdown table (run folder name + ``cols``) and, with ``json_path``, write them with the
     command and date (also used by swav_span.py)."""
     print("| run | " + " | ".join(cols) + " |")
@@ -96,19 +96,20 @@ def report(benchmark: str, rows: list[dict], cols: list[str], batch: int, json_p
     if json_path:
         atomic_write_text(json_path, json.dumps({
             "benchmark": benchmark, "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "command": f"python benchmarks/{benchmark}.py " + " ".join(sys.argv[1:]), "batch": batch,
+            "command": f"python benchmarks/{benchmark}.py " + " ".join(sys.argv[1:]), size_name: batch,
             "rows": rows}, indent=1) + "\n")
 
 
-def cli_main(benchmark: str, doc: str, measure_run, cols: list[str]) -> int:
-    """The command line both diagnostics share: RUN [RUN ...] [--batch N] [--json OUT]; returns the batch size."""
+def cli_main(benchmark: str, doc: str, measure_run, cols: list[str], size_flag: str = "--batch", default: int = 128) -> int:
+    """The command line the run diagnostics share: RUN [RUN ...] [--batch N] [--json OUT] (``size_flag``: the
+    name of the images-per-measurement option); returns that size."""
     ap = argparse.ArgumentParser(description=doc.splitlines()[0])
     ap.add_argument("runs", nargs="+", type=Path)
-    ap.add_argument("--batch", type=int, default=128)
+    ap.add_argument(size_flag, dest="size", type=int, default=default)
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args()
-    report(benchmark, [measure_run(r, args.batch) for r in args.runs], cols, args.batch, args.json)
-    return args.batch
+    report(benchmark, [measure_run(r, args.size) for r in args.runs], cols, args.size, args.json, size_flag.lstrip("-"))
+    return args.size
 
 
 def main() -> None:

@@ -389,6 +389,19 @@ def test_swav_span_statistics_on_hand_made_embeddings(cli, tmp_path, small_args)
     assert row["n_prototypes"] == 100 and 0 < row["norm_in_span"] <= 1 + 1e-6
 
 
+def test_instance_retrieval_on_hand_made_features_and_a_run(cli, tmp_path, small_args):
+    """benchmarks/instance_acc.py: top-1 retrieval of an image's second view among all second views; exact on
+    hand-made features (2 of 3 found), and end to end on a run of a recipe without two views (supervised)."""
+    bench = _bench("instance_acc")
+    a = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 0.2]])
+    b = torch.tensor([[1.0, 0.1], [0.1, 1.0], [-1.0, 0.0]])  # row 2's nearest second view is row 0's (cos .995)
+    assert bench.retrieval_top1(a, b) == pytest.approx(2 / 3)
+    out = tmp_path / "sup"
+    assert cli("pretrain", "supervised", "--epochs", "0", "--out", out, "--quiet", *small_args).returncode == 0
+    row = bench.measure(out, 32)
+    assert row["method"] == "supervised" and row["chance"] == 1 / 32 and 0 <= row["instance_top1"] <= 1
+
+
 def test_byol_heads_recipe_and_lars_exclusions():
     r = load_recipe("byol", "paper")
     m = build_method(r)
