@@ -176,8 +176,7 @@ def pretrain(
 
 
 def _pretrain(recipe, out: Path, resume: bool, quiet: bool, main: bool) -> None:
-    from cssl_bench.train.loop import pretrain as run
-    from cssl_bench.train.loop import warn_if_collapsed
+    from cssl_bench.train.loop import pretrain as run, warn_if_collapsed
 
     if not resume and (out / "checkpoints" / "last.pt").exists() and _complete(out, recipe):
         if main:

@@ -38,13 +38,10 @@ def data_options_record(recipe) -> dict:
 def pretrain_z_std(run: LoadedRun) -> dict:
     """The collapse monitor of the probed checkpoint (the last z_std its run logged by its step), for the records:
     {"pretrain_z_std": {"step", "value", "x_sqrt_dim"}}; empty for runs without one (supervised, older runs)."""
-    from cssl_bench.train.loop import z_std_at
+    from cssl_bench.train.loop import checkpoint_z_std
 
-    z = z_std_at(run.run_dir, run.step)
-    dim = getattr(run.method, "embedding_dim", None)
-    if z is None or not dim:
-        return {}
-    return {"pretrain_z_std": {"step": z[0], "value": z[1], "x_sqrt_dim": round(z[1] * dim ** 0.5, 4)}}
+    z = checkpoint_z_std(run.run_dir, run.step, getattr(run.method, "embedding_dim", None))
+    return {"pretrain_z_std": z} if z else {}
 
 
 def records_for(run: LoadedRun, dataset: str, feature: str, protocol: dict, metrics: dict[str, float], extra: dict | None = None,

@@ -43,16 +43,22 @@ def collapse_warning(info: dict) -> str | None:
             f"its probes measure a collapsed model (log.csv has the z_std trace)")
 
 
-def z_std_at(run_dir: Path, step: int) -> tuple[int, float] | None:
-    """The last ``z_std`` a run logged at or before ``step`` (its log.csv): (step, value), or None."""
+def x_sqrt_dim(z_std: float, dim: int) -> float:
+    """z_std relative to embeddings spread over the sphere (1/sqrt(dim)): 1 spread, 0 collapsed."""
+    return round(z_std * dim ** 0.5, 4)
+
+
+def checkpoint_z_std(run_dir: Path, step: int, dim: int | None) -> dict | None:
+    """The last ``z_std`` a run logged at or before ``step`` (its log.csv), as {"step", "value", "x_sqrt_dim"};
+    None without a logged value or an embedding dimension."""
     path = Path(run_dir) / "log.csv"
-    if not path.exists():
+    if not dim or not path.exists():
         return None
     found = None
     with open(path) as f:
         for r in csv.DictReader(f):
             if r.get("z_std") and int(r["step"]) <= step:
-                found = (int(r["step"]), float(r["z_std"]))
+                found = {"step": int(r["step"]), "value": float(r["z_std"]), "x_sqrt_dim": x_sqrt_dim(float(r["z_std"]), dim)}
     return found
 
 
@@ -61,10 +67,10 @@ def warn_if_collapsed(run_dir: Path, console: Console, step: int | None = None, 
     ``step`` and the embedding ``dim``, at the last z_std logged by that step (a kept checkpoint's)."""
     info = read_run(run_dir)[1]
     if step is not None:
-        z = z_std_at(run_dir, step)
-        if z is None or not dim:
+        z = checkpoint_z_std(run_dir, step, dim)
+        if z is None:
             return
-        info = {"method": info.get("method"), "z_std_step": z[0], "z_std_x_sqrt_dim": round(z[1] * dim ** 0.5, 4)}
+        info = {"method": info.get("method"), "z_std_step": z["step"], "z_std_x_sqrt_dim": z["x_sqrt_dim"]}
     warning = collapse_warning(info)
     if warning:
         from rich.markup import escape
@@ -287,7 +293,7 @@ def pretrain(recipe: Recipe, out_dir: Path, resume: bool = False, show_progress:
                         z_std = f"{zv:.5f}"
                         last_z.update({"z_std": round(zv, 6), "z_std_step": global_step})
                         if method.embedding_dim:
-                            last_z["z_std_x_sqrt_dim"] = round(zv * method.embedding_dim ** 0.5, 4)
+                            last_z["z_std_x_sqrt_dim"] = x_sqrt_dim(zv, method.embedding_dim)
                     progress.update(task, completed=global_step, epoch=epoch, loss=lv, ips=ips)
                     if main:
                         with open(log_path, "a", newline="") as f:
