@@ -21,6 +21,17 @@ def _isolated_env(tmp_path_factory):
 SMALL = ["--set", "data.embedded_train=640", "--set", "data.embedded_test=200", "--set", "data.workers=0"]
 
 
+def load_benchmark(name):
+    """Import ``benchmarks/NAME.py`` as a module (the benchmarks are scripts, not a package)."""
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location(name, Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
 def run_cli(*args, cwd=None, env=None, timeout=600):
     """Run the real console entry point in a subprocess; returns CompletedProcess (text)."""
     e = dict(os.environ)

@@ -21,6 +21,7 @@ from cssl_bench.methods.base import (SplitBatchNorm2d, cosine_momentum, make_tar
 from cssl_bench.methods.moco import KeyQueue
 from cssl_bench.train.loop import dataset_options
 from cssl_bench.train.optim import build_optimizer, lr_factor, param_groups, set_lr
+from tests.conftest import load_benchmark
 
 METHODS = ["simclr", "moco-v1", "moco-v2", "moco-rot", "moco-rot-same", "byol", "swav", "simsiam", "simsiam-optimal",
            "looc", "looc++", "supervised"]
@@ -332,20 +333,11 @@ def test_moco_loss_and_queue_update(symmetric):
 # BYOL
 
 
-def _bench(name):
-    import importlib.util
-    from pathlib import Path
-    spec = importlib.util.spec_from_file_location(name, Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
 def test_moco_shortcut_statistics_on_hand_made_keys():
     """benchmarks/moco_shortcut.py: with keys equal to their queries every positive wins (instance discrimination);
     with every current key near one direction c and the queue near an older direction c', any key of the batch
     outranks the whole queue while the positive does not beat the other keys (the shortcut)."""
-    bench = _bench("moco_shortcut")
+    bench = load_benchmark("moco_shortcut")
     q = torch.eye(4, 8)
     ok = bench.shortcut_stats(q, q.clone(), -torch.eye(8)[:3])
     assert ok["positive_beats_batch"] == 1.0 and ok["positive_beats_queue"] == 1.0 and ok["cos_positive"] == 1.0
@@ -358,7 +350,7 @@ def test_moco_shortcut_statistics_on_hand_made_keys():
 
 
 def test_moco_shortcut_runs_on_a_moco_run_and_refuses_others(cli, tmp_path, small_args):
-    bench = _bench("moco_shortcut")
+    bench = load_benchmark("moco_shortcut")
     out = tmp_path / "moco"
     p = cli("pretrain", "moco-v2", "--epochs", "1", "--batch-size", "32", "--out", out, "--quiet", *small_args,
             "--set", "params.queue_size=64")
@@ -375,7 +367,7 @@ def test_moco_shortcut_runs_on_a_moco_run_and_refuses_others(cli, tmp_path, smal
 def test_swav_span_statistics_on_hand_made_embeddings(cli, tmp_path, small_args):
     """benchmarks/swav_span.py: embeddings inside the prototypes' span keep all their norm there, embeddings
     orthogonal to every prototype none (scores 0: uniform predictions); end to end on a SwAV run."""
-    bench = _bench("swav_span")
+    bench = load_benchmark("swav_span")
     protos = torch.eye(4, 6)
     inside = bench.span_stats(F.normalize(torch.tensor([[1.0, 1, 0, 0, 0, 0], [0, 0, 0, 1, 0, 0]]), dim=1), protos)
     assert inside["norm_in_span"] == pytest.approx(1.0) and inside["prototype_cos"] == 0.0 and inside["n_prototypes"] == 4
@@ -392,7 +384,7 @@ def test_swav_span_statistics_on_hand_made_embeddings(cli, tmp_path, small_args)
 def test_instance_retrieval_on_hand_made_features_and_a_run(cli, tmp_path, small_args):
     """benchmarks/instance_acc.py: top-1 retrieval of an image's second view among all second views; exact on
     hand-made features (2 of 3 found), and end to end on a run of a recipe without two views (supervised)."""
-    bench = _bench("instance_acc")
+    bench = load_benchmark("instance_acc")
     a = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 0.2]])
     b = torch.tensor([[1.0, 0.1], [0.1, 1.0], [-1.0, 0.0]])  # row 2's nearest second view is row 0's (cos .995)
     assert bench.retrieval_top1(a, b) == pytest.approx(2 / 3)

@@ -10,6 +10,7 @@ import torch
 
 from cssl_bench.config import load_recipe
 from cssl_bench.train.loop import autocast, pretrain
+from tests.conftest import load_benchmark
 
 
 def tiny(method: str = "simclr", **train) -> object:
@@ -86,13 +87,9 @@ def test_compile_option(tmp_path):
 def test_train_step_benchmark_runs(tmp_path):
     """benchmarks/train_step.py end to end on the smallest setting: a row per method with its FLOPs
     (about 3x the forward FLOPs of two ResNet-18 views: forward + backward) and the JSON file."""
-    import importlib.util
     import json
 
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "train_step.py"
-    spec = importlib.util.spec_from_file_location("train_step", path)
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = load_benchmark("train_step")
     rc = bench.main(["--configs", "r18-32", "--methods", "simclr", "--batch", "2", "--steps", "1", "--rounds", "1",
                      "--warmup", "0", "--no-lightly", "--out", str(tmp_path)])
     assert rc == 0
@@ -108,7 +105,6 @@ def test_train_step_benchmark_runs(tmp_path):
 def test_profile_step_benchmark_runs(tmp_path, monkeypatch):
     """benchmarks/profile_step.py end to end: MoCo v2 with a recipe override and a forced split-BN path; the
     JSON has the step times, the override, and operators whose self times add up to at most the total."""
-    import importlib.util
     import json
 
     from cssl_bench.methods.base import SplitBatchNorm2d
@@ -116,9 +112,7 @@ def test_profile_step_benchmark_runs(tmp_path, monkeypatch):
     monkeypatch.setattr(SplitBatchNorm2d, "PATH", "auto")  # main() sets the class's path: restored after the test
     bench_dir = Path(__file__).resolve().parents[1] / "benchmarks"
     monkeypatch.syspath_prepend(str(bench_dir))
-    spec = importlib.util.spec_from_file_location("profile_step", bench_dir / "profile_step.py")
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = load_benchmark("profile_step")
     rc = bench.main(["moco-v2", "--batch", "8", "--steps", "1", "--warmup", "0", "--split-bn", "view", "--top", "5",
                      "--set", "params.queue_size=64", "--label", "t", "--out", str(tmp_path)])
     assert rc == 0 and SplitBatchNorm2d.PATH == "view"
@@ -133,14 +127,11 @@ def test_profile_step_benchmark_runs(tmp_path, monkeypatch):
 def test_ratio_bound_pairs_profiles_and_computes_the_bound(tmp_path, monkeypatch, capsys):
     """benchmarks/ratio_bound.py on hand-made profiles: ours is paired with lightly's profile of the same step
     only; the bound is lightly's step over our convolution time (forward + backward kernels, nothing else)."""
-    import importlib.util
     import json
 
     bench_dir = Path(__file__).resolve().parents[1] / "benchmarks"
     monkeypatch.syspath_prepend(str(bench_dir))
-    spec = importlib.util.spec_from_file_location("ratio_bound", bench_dir / "ratio_bound.py")
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = load_benchmark("ratio_bound")
 
     def prof(side, method, step_ms, conv_fwd, conv_bwd, other, batch=64):
         top = [{"name": "aten::convolution_backward", "self_ms_per_step": conv_bwd},
