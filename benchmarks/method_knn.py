@@ -79,7 +79,7 @@ def main() -> None:
         rows.append(row)
         print(json.dumps(row), flush=True)
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / f"summary{args.tag}.json").write_text(json.dumps(rows, indent=1))
+    atomic_write_text(args.out / f"summary{args.tag}.json", json.dumps(rows, indent=1))
     if args.json:
         info = {"benchmark": "method_knn", "scale": args.scale, "extra": extra, "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                 "command": "python benchmarks/method_knn.py " + " ".join(sys.argv[1:]), "rows": rows}

@@ -39,6 +39,7 @@ from cssl_bench.data.loaders import to_input  # noqa: E402
 from cssl_bench.data.views import build_view_recipe  # noqa: E402
 from cssl_bench.methods import build_method  # noqa: E402
 from cssl_bench.methods.base import output_std  # noqa: E402
+from cssl_bench.methods.moco import MoCo  # noqa: E402
 from cssl_bench.train.checkpoint import atomic_write_text, load_checkpoint, read_run  # noqa: E402
 from cssl_bench.train.loop import dataset_options  # noqa: E402
 
@@ -68,9 +69,9 @@ def shortcut_stats(q: torch.Tensor, k: torch.Tensor, queue: torch.Tensor) -> dic
 def measure(run: Path, batch: int) -> dict:
     cfg, _ = read_run(run)
     recipe = recipe_from_dict(cfg)
-    if recipe.method not in ("moco-v1", "moco-v2", "moco-rot", "moco-rot-same"):
-        raise SystemExit(f"{run}: method {recipe.method} is not MoCo")
     m = build_method(recipe)
+    if not isinstance(m, MoCo):  # every recipe built on MoCo's implementation (v1, v2, +rotation)
+        raise SystemExit(f"{run}: method {recipe.method} is not MoCo")
     m.load_state_dict(load_checkpoint(run / "checkpoints" / "last.pt")["model"])
     views = views_of(recipe, batch)
     queue = m.queue.keys.clone()
