@@ -46,7 +46,7 @@ def test_probe_records_carry_the_checkpoints_collapse_monitor(tiny_run, cli, tmp
 
 
 def test_collapse_warning_threshold():
-    from cssl_bench.train.loop import COLLAPSED_BELOW, collapse_warning
+    from cssl_bench.collapse import COLLAPSED_BELOW, collapse_warning
 
     assert collapse_warning({"method": "moco-v2", "z_std_x_sqrt_dim": 0.5}) is None
     assert collapse_warning({"method": "supervised"}) is None  # no embedding, no monitor

@@ -316,7 +316,7 @@ def test_provenance_names_runs_whose_embedding_had_collapsed():
     the warning threshold, in markdown and JSON, and says nothing for records without it."""
     import copy
 
-    from cssl_bench.train.loop import COLLAPSED_BELOW
+    from cssl_bench.collapse import COLLAPSED_BELOW
 
     recs = copy.deepcopy(RECORDS)
     moco = [r for r in recs if r["method"] == "moco-v2" and r["metric"] == "rotation/acc" and r["scale"] == "small"]

@@ -38,7 +38,7 @@ def data_options_record(recipe) -> dict:
 def pretrain_z_std(run: LoadedRun) -> dict:
     """The collapse monitor of the probed checkpoint (the last z_std its run logged by its step), for the records:
     {"pretrain_z_std": {"step", "value", "x_sqrt_dim"}}; empty for runs without one (supervised, older runs)."""
-    from cssl_bench.train.loop import checkpoint_z_std
+    from cssl_bench.collapse import checkpoint_z_std
 
     z = checkpoint_z_std(run.run_dir, run.step, getattr(run.method, "embedding_dim", None))
     return {"pretrain_z_std": z} if z else {}

@@ -610,7 +610,7 @@ def collapsed_runs(records: list[dict]) -> list[str]:
     zs = [(r.get("run_id", "?"), r["pretrain_z_std"]["x_sqrt_dim"]) for r in records if r.get("pretrain_z_std")]
     if not zs:
         return []
-    from cssl_bench.train.loop import COLLAPSED_BELOW
+    from cssl_bench.collapse import COLLAPSED_BELOW
 
     return list(dict.fromkeys(run for run, rel in zs if rel < COLLAPSED_BELOW))
 

@@ -17,6 +17,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from cssl_bench import UserError, __version__
+from cssl_bench.collapse import checkpoint_z_std, collapse_warning, x_sqrt_dim
 from cssl_bench.config import Recipe, recipe_from_dict
 from cssl_bench.data.datasets import DatasetOptions, get_source
 from cssl_bench.data.loaders import make_train_loader, steps_per_epoch, to_input
@@ -29,37 +30,6 @@ from cssl_bench.train.optim import build_optimizer, set_lr
 
 # z_std: the collapse monitor of the method's embedding (methods.base.output_std), empty where a method has none
 LOG_FIELDS = ["epoch", "step", "loss", "lr", "images_per_s", "elapsed_s", "z_std"]
-COLLAPSED_BELOW = 0.05  # z_std x sqrt(dim) under this (5% of the spread over the sphere) at the end of a run: collapsed
-
-
-def collapse_warning(info: dict) -> str | None:
-    """A one-line warning when a run's last logged ``z_std`` says its embedding collapsed (run.json ``info``).
-    z_std x sqrt(dim) is 1 for embeddings spread over the sphere and 0 when every image maps to one vector."""
-    rel = info.get("z_std_x_sqrt_dim")
-    if rel is None or rel >= COLLAPSED_BELOW:
-        return None
-    return (f"{info.get('method', 'this run')}'s embedding collapsed during pretraining (z_std x sqrt(dim) = {rel:.3g} "
-            f"at step {info.get('z_std_step')}; 1 = spread over the sphere, 0 = one vector for every image): "
-            f"its probes measure a collapsed model (log.csv has the z_std trace)")
-
-
-def x_sqrt_dim(z_std: float, dim: int) -> float:
-    """z_std relative to embeddings spread over the sphere (1/sqrt(dim)): 1 spread, 0 collapsed."""
-    return round(z_std * dim ** 0.5, 4)
-
-
-def checkpoint_z_std(run_dir: Path, step: int, dim: int | None) -> dict | None:
-    """The last ``z_std`` a run logged at or before ``step`` (its log.csv), as {"step", "value", "x_sqrt_dim"};
-    None without a logged value or an embedding dimension."""
-    path = Path(run_dir) / "log.csv"
-    if not dim or not path.exists():
-        return None
-    found = None
-    with open(path) as f:
-        for r in csv.DictReader(f):
-            if r.get("z_std") and int(r["step"]) <= step:
-                found = {"step": int(r["step"]), "value": float(r["z_std"]), "x_sqrt_dim": x_sqrt_dim(float(r["z_std"]), dim)}
-    return found
 
 
 def warn_if_collapsed(run_dir: Path, console: Console, step: int | None = None, dim: int | None = None) -> None:
