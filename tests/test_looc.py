@@ -167,6 +167,28 @@ def test_model_heads_queues_and_keys(n):
     assert not torch.allclose(m.queues[0].keys[:16], m.queues[1].keys[:16])  # heads differ: their queues differ
 
 
+def test_key_heads_are_shuffled_with_the_backbone():
+    """Shuffling BN covers the whole key encoder, as MoCo's: with BN in the heads (head_bn) and BN groups,
+    every head sees the same shuffled batch as the backbone, so its groups mix images too."""
+    torch.manual_seed(0)
+    recipe = looc_recipe(["color", "rotation"], queue_size=64, bn_splits=4, hidden=32, head_bn="true")
+    m = build_method(recipe).train()
+    views = small_batch(recipe)
+    key_views = [views[f"k{i}"] for i in range(3)]
+    x = torch.cat(key_views)
+    torch.manual_seed(5)
+    got = m._keys(key_views)
+    torch.manual_seed(5)
+    perm = torch.randperm(x.shape[0])  # the permutation shuffled_forward draws
+    with torch.no_grad():
+        f = m.backbone_k(x[perm])
+        want = [F.normalize(h(f), dim=1)[torch.argsort(perm)].view(3, -1, m.p.dim) for h in m.heads_k]
+        unshuffled_heads = F.normalize(m.heads_k[0](m.backbone_k(x[perm])[torch.argsort(perm)]), dim=1).view(3, -1, m.p.dim)
+    for g, w in zip(got, want):
+        assert torch.allclose(g, w, atol=1e-5)
+    assert not torch.allclose(got[0], unshuffled_heads, atol=1e-3)  # heads outside the shuffle differ
+
+
 def test_looc_plus_plus_features():
     recipe = load_recipe("looc++", "tiny", sets=["params.hidden=32", "params.dim=8"])
     m = build_method(recipe).eval()

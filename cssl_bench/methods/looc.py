@@ -76,10 +76,15 @@ class LooC(Method):
 
     @torch.no_grad()
     def _keys(self, key_views: list[torch.Tensor]) -> list[torch.Tensor]:
-        """Every key head's keys, one [n+1 views, N, D] tensor per head: one key-encoder pass over all
-        key views with a shuffled batch (shuffling BN, ``shuffled_forward``)."""
-        v = shuffled_forward(self.backbone_k, torch.cat(key_views))
-        return [F.normalize(h(v), dim=1).view(len(key_views), -1, self.p.dim) for h in self.heads_k]
+        """Every key head's keys, one [n+1 views, N, D] tensor per head: one key-encoder pass (backbone and
+        heads, as MoCo's key encoder) over all key views with a shuffled batch (shuffling BN,
+        ``shuffled_forward``; a head with BN, ``head_bn``, is shuffled like the backbone)."""
+        def encode(x):
+            f = self.backbone_k(x)
+            return torch.cat([F.normalize(h(f), dim=1) for h in self.heads_k], dim=1)
+
+        out = shuffled_forward(encode, torch.cat(key_views))  # [V * N, (n+1) * D]
+        return [k.reshape(len(key_views), -1, self.p.dim) for k in out.split(self.p.dim, dim=1)]
 
     def loss(self, views, labels):
         n = len(self.variance)
