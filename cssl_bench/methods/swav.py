@@ -13,9 +13,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from cssl_bench import UserError
 from cssl_bench.methods import losses
 from cssl_bench.methods.base import Method, output_std, parse_params
 from cssl_bench.models.heads import mlp
+from cssl_bench.train import distributed as D
 
 
 @dataclass
@@ -48,8 +50,15 @@ class SwAV(Method):
         self.projector = mlp([self.feat_dim, p.hidden, p.dim])
         self.prototypes = nn.Linear(p.dim, p.n_prototypes, bias=False)
         self.n_code_crops = recipe.augment.n_large if recipe.augment.views == "multicrop" else 2
-        # queue[i]: past projections [queue_length, D] of code crop i, newest first; all-zero rows are unfilled
-        self.register_buffer("queue", torch.zeros(self.n_code_crops, p.queue_length, p.dim))
+        # queue[i]: past projections [L, D] of code crop i, newest first; all-zero rows are unfilled. As
+        # main_swav.py: queue_length (global) is rounded down to a multiple of the global batch and each of the
+        # W ranks keeps L = queue_length / W rows, so the Sinkhorn step sees queue_length rows at any W.
+        length = p.queue_length - p.queue_length % recipe.train.batch_size
+        if p.queue_length and not length:
+            raise UserError(f"params.queue_length {p.queue_length} for {recipe.method} is below the batch size "
+                            f"{recipe.train.batch_size}: SwAV keeps whole batches in its queue", exit_code=2)
+        self.rank_queue_length = length // D.world_size()
+        self.register_buffer("queue", torch.zeros(self.n_code_crops, self.rank_queue_length, p.dim))
         self.epoch = 0
 
     def on_epoch_start(self, epoch: int) -> None:
@@ -89,7 +98,7 @@ class SwAV(Method):
         scores = [self.prototypes(z) for z in zs]
         n = zs[0].shape[0]
         n_codes = min(self.n_code_crops, len(zs))
-        use_queue = self.p.queue_length > 0 and self.epoch >= self.p.queue_start
+        use_queue = self.rank_queue_length > 0 and self.epoch >= self.p.queue_start
         codes = []
         with torch.no_grad():
             for i in range(n_codes):
@@ -99,7 +108,7 @@ class SwAV(Method):
                     s = torch.cat([s, self.prototypes(self.queue[i])])
                 codes.append(losses.sinkhorn(s, self.p.epsilon, self.p.sinkhorn_iterations, distributed=True)[:n])
             if use_queue:
-                m = min(n, self.p.queue_length)
+                m = min(n, self.rank_queue_length)
                 self.queue[:, m:] = self.queue[:, :-m].clone()
                 for i in range(n_codes):
                     self.queue[i, :m] = zs[i].detach()[:m]
