@@ -233,3 +233,35 @@ def test_corruption_table_layout():
     header, rows = corruption_table(recs)
     assert header == ["corruption", "s1", "s5", "mean"]
     assert rows == [["gaussian_noise", "80.0", "40.0", "60.0"], ["fog", "", "30.0", "30.0"]]  # canonical order
+
+
+def test_simsiam_probe_lars_adapts_with_zero_weight_decay():
+    """The simsiam protocol (LARS, wd 0) scales every parameter's step by the trust ratio, as apex's LARC in the
+    SimSiam repo: one step from zero momentum moves a weight by lr * 0.001 * |w| / |g| * g, not SGD's lr * g."""
+    from cssl_bench.eval.linear import LinearClassifier, train_linear
+
+    p = get_protocol("simsiam").with_overrides(epochs=1)
+    assert p.optimizer == "lars" and p.weight_decay == 0.0
+    torch.manual_seed(1)
+    f, y = torch.randn(32, 6), torch.arange(32) % 3
+    clf = train_linear(lambda epoch: [(f, y)], 6, 3, p, steps_per_epoch=1)
+    torch.manual_seed(p.seed)  # train_linear seeds, then initialises: the same start by hand
+    ref = LinearClassifier(6, 3)
+    w0 = ref.fc.weight.detach().clone()
+    torch.nn.functional.cross_entropy(ref(f), y).backward()
+    g = ref.fc.weight.grad
+    expected = w0 - p.effective_lr * 0.001 * w0.norm() / g.norm() * g
+    assert torch.allclose(clf.fc.weight.detach(), expected, rtol=1e-4, atol=1e-7)
+    assert (clf.fc.weight.detach() - w0).norm() < 0.01 * (p.effective_lr * g).norm()  # far from SGD's step
+
+
+def test_stored_imagenet_c_images_are_not_cropped_twice():
+    """ImageNet-C's files are already the 224 centre crops of the clean test images: their transform keeps a
+    224 image as it is (Hendrycks' CenterCrop(224)), where the clean one (resize 256, crop 224) would zoom it."""
+    from cssl_bench.eval.corruption import stored_corrupted_transform
+    from cssl_bench.eval.features import eval_transform
+
+    img = torch.randint(0, 256, (3, 224, 224), generator=torch.Generator().manual_seed(0), dtype=torch.uint8)
+    assert torch.equal(stored_corrupted_transform(224)(img), img)
+    assert not torch.equal(eval_transform(224)(img), img)
+    assert stored_corrupted_transform(64)(img).shape == (3, 64, 64)

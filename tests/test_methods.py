@@ -11,6 +11,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from cssl_bench import UserError
 from cssl_bench.config import available_methods, load_recipe
 from cssl_bench.data.datasets import get_source
 from cssl_bench.data.loaders import to_input
@@ -50,6 +51,14 @@ def batch_of_views(recipe, n=16, seed=0):
     items = [vr(src[i][0], np.random.default_rng([seed, 0, i]))[0] for i in range(n)]
     views = {k: to_input(torch.stack([it[k] for it in items]), False) for k in items[0]}
     return views, torch.tensor([int(src[i][1]) for i in range(n)])
+
+
+def test_simclr_projector_and_its_output_bn_option():
+    m = build_method(load_recipe("simclr", "paper"))
+    assert [type(x).__name__ for x in m.projector] == ["Linear", "BatchNorm1d", "ReLU"] * 2 + ["Linear"]
+    assert m.projector[-1].bias is not None and m.projector[-1].out_features == 128
+    m = build_method(load_recipe("simclr", "paper", sets=["params.out_bn=true"]))
+    assert [type(x).__name__ for x in m.projector][-2:] == ["Linear", "BatchNorm1d"] and m.projector[-2].bias is None
 
 
 def test_simclr_joint_views_pairs_the_views_as_separate_calls_do():
@@ -306,10 +315,11 @@ def test_moco_versions_heads_and_recipes():
     assert load_recipe("moco-rot-same", "tiny").augment.rotation == "same"
 
 
-@pytest.mark.parametrize("symmetric", [False, True])
-def test_moco_loss_and_queue_update(symmetric):
+@pytest.mark.parametrize("symmetric,reduction", [(False, "sum"), (True, "sum"), (True, "mean")])
+def test_moco_loss_and_queue_update(symmetric, reduction):
     torch.manual_seed(0)
-    recipe = load_recipe("moco-v2", "tiny", sets=SMALL + ["params.bn_splits=1", "params.queue_size=40", f"params.symmetric={str(symmetric).lower()}"])
+    recipe = load_recipe("moco-v2", "tiny", sets=SMALL + ["params.bn_splits=1", "params.queue_size=40", f"params.symmetric={str(symmetric).lower()}",
+                                                          f"params.symmetric_reduction={reduction}"])
     m = build_method(recipe)
     views, labels = batch_of_views(recipe, 16)
     queue0 = m.queue.keys.clone()
@@ -319,7 +329,8 @@ def test_moco_loss_and_queue_update(symmetric):
         k2 = F.normalize(m.head_k(m.backbone_k(views["v2"])), dim=1)
     expected = losses.info_nce(q1, k2, queue0, 0.2)
     if symmetric:
-        expected = 0.5 * (expected + losses.info_nce(q2, k1, queue0, 0.2))
+        # the official MoCo code's symmetric option sums the two directions (loss_12 + loss_21)
+        expected = (expected + losses.info_nce(q2, k1, queue0, 0.2)) * (0.5 if reduction == "mean" else 1.0)
     out = m.loss(views, labels)
     assert out["loss"].item() == pytest.approx(expected.item(), rel=1e-4)
     pushed = torch.cat([k2, k1]) if symmetric else k2
@@ -327,6 +338,11 @@ def test_moco_loss_and_queue_update(symmetric):
     assert torch.equal(m.queue.keys[len(pushed):], queue0[len(pushed):])
     out["loss"].backward()
     assert m.head[0].weight.grad is not None and all(p.grad is None for p in m.head_k.parameters())
+
+
+def test_moco_symmetric_reduction_is_checked():
+    with pytest.raises(UserError, match="symmetric_reduction"):
+        build_method(load_recipe("moco-v2", "tiny", sets=SMALL + ["params.symmetric_reduction=avg"]))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -428,6 +444,15 @@ def test_byol_heads_recipe_and_lars_exclusions():
             w, g = before[name].norm(), torch.full_like(p, 0.5).norm()
             trust = 0.001 * w / (g + 1.5e-6 * w)
             assert torch.allclose(delta, lr * trust * (0.5 + 1.5e-6 * before[name]), rtol=1e-4), name
+    # a LARS recipe without weight decay still adapts its weights (timm's Lars alone would fall back to SGD)
+    r0 = load_recipe("byol", "paper", sets=["optim.weight_decay=0.0"])
+    opt = build_optimizer(tiny, r0)
+    for p in tiny.parameters():
+        p.grad = torch.full_like(p, 0.5)
+    w = tiny[0].weight.detach().clone()
+    opt.step()
+    trust = 0.001 * w.norm() / torch.full_like(w, 0.5).norm()
+    assert torch.allclose(w - tiny[0].weight.detach(), r0.lr * trust * 0.5 * torch.ones_like(w), rtol=1e-4)
 
 
 def test_byol_target_does_not_get_gradients():
@@ -493,7 +518,7 @@ def test_swav_codes_from_the_large_crops_only(monkeypatch):
 
 def test_swav_queue_joins_from_its_epoch(monkeypatch):
     torch.manual_seed(0)
-    recipe, m = swav(["params.queue_length=16", "params.queue_start=1"])
+    recipe, m = swav(["params.queue_length=16", "params.queue_start=1", "train.batch_size=8"])
     views, labels = batch_of_views(recipe, 8)
     sizes = []
     real = losses.sinkhorn
@@ -509,6 +534,19 @@ def test_swav_queue_joins_from_its_epoch(monkeypatch):
     sizes.clear()
     m.loss(views, labels)  # ... and then joins the Sinkhorn step
     assert sizes == [24, 24]
+
+
+def test_swav_queue_is_split_across_ranks(monkeypatch):
+    """As main_swav.py: the global queue_length, rounded down to a multiple of the global batch, is divided
+    among the ranks, so the Sinkhorn step sees the same number of queued rows at any number of processes."""
+    from cssl_bench.train import distributed as D
+
+    sets = ["params.queue_length=100", "train.batch_size=16"]
+    assert swav(sets)[1].queue.shape[1] == 96
+    monkeypatch.setattr(D, "world_size", lambda: 2)
+    assert swav(sets)[1].queue.shape[1] == 48
+    with pytest.raises(UserError, match="below the batch size"):
+        swav(["params.queue_length=10", "train.batch_size=16"])
 
 
 # --------------------------------------------------------------------------------------------------
@@ -721,3 +759,13 @@ def test_tiny_run_beats_random_init(name, probe, cli, tmp_path):
         assert p.returncode == 0, p.stderr[-2000:]
     trained, init = (probe_top1(cli, runs[k], tmp_path / "res", probe) for k in ("trained", "init"))
     assert trained > init + 1.0, (name, probe, trained, init)
+
+
+def test_paper_recipes_synchronise_bn_except_moco():
+    """The official SimCLR, BYOL, SwAV and SimSiam runs normalise over the global batch (SyncBN); MoCo and LooC
+    shuffle BN instead, which SyncBN would undo. One process is unaffected (distribute() keeps plain BN)."""
+    for name in ("simclr", "byol", "swav", "simsiam", "simsiam-optimal"):
+        assert load_recipe(name, "paper").model.sync_bn, name
+        assert not load_recipe(name, "small").model.sync_bn, name
+    for name in ("moco-v1", "moco-v2", "moco-rot", "moco-rot-same", "looc"):
+        assert not load_recipe(name, "paper").model.sync_bn, name

@@ -98,12 +98,19 @@ def test_small_plan_counts_and_budget():
     assert R.estimate_minutes(p) == pytest.approx(runs + probes)
 
 
+def _protocol_of(step: R.ProbeStep) -> dict:
+    """What the probe's records store: the full linear protocol (reproduce compares it), else its name."""
+    if step.kind == "linear":
+        return R.linear_protocol(step.protocol, step.run.recipe.scale).record()
+    return {"name": step.protocol or step.kind}
+
+
 def _records_for(step: R.ProbeStep, value: float = 50.0, **change) -> list[dict]:
     r = step.run.recipe
     metrics = {"linear": ["linear/top1", "linear/top5"], "rotation": ["rotation/acc"]}[step.kind]
     return [make_record(run_id=step.run.run_dir.name, method=r.method, dataset=step.dataset, pretrain_dataset=r.data.dataset,
                         scale=r.scale, backbone=r.model.backbone, epochs=step.epoch, batch=r.train.batch_size, seed=r.train.seed,
-                        feature=step.feature, protocol={"name": step.protocol or step.kind}, metric=m, value=value,
+                        feature=step.feature, protocol=change.get("protocol", _protocol_of(step)), metric=m, value=value,
                         config_hash=change.get("config_hash", r.hash())) for m in metrics]
 
 
@@ -118,6 +125,11 @@ def test_skipping_by_config_hash(tmp_path):
     for x in rec:
         x["protocol"] = {"name": "moco"}
     store.append(rec)
+    # ... nor one of the same protocol name with other settings (the simsiam protocol's LARS before its trust
+    # coefficient was recorded trained as plain SGD)
+    old_lars = {k: v for k, v in _protocol_of(first).items() if k != "trust_coefficient"}
+    assert old_lars["optimizer"] == "lars"
+    store.append(_records_for(first, protocol=old_lars))
     assert len(R.plan(["methods"], "tiny", results=tmp_path, rows=[2]).todo_probes) == 4
     store.append(_records_for(first) + _records_for(second))
     p2 = R.plan(["methods"], "tiny", results=tmp_path, rows=[2])

@@ -32,7 +32,7 @@ class Fixture:
         self.records: list[dict] = []
 
     def add(self, method, metrics: dict, *, dataset="embedded", epochs=None, seed=0, feature="backbone", protocol="looc",
-            augment=None, heads=None, scale="small", time="2025-01-01T00:00:00", ci95: dict | None = None, run=None):
+            augment=None, heads=None, scale="small", time="2025-01-01T00:00:00", ci95: dict | None = None, run=None, params: dict | None = None):
         epochs = L if epochs is None else epochs
         for metric, value in metrics.items():
             n = len(self.records)
@@ -44,6 +44,8 @@ class Fixture:
                 rec["augment"] = list(augment)
             if heads is not None:
                 rec["variance_heads"] = list(heads)
+            if params is not None:
+                rec["params"] = dict(params)
             if ci95 and metric in ci95:
                 rec["ci95"] = ci95[metric]
             self.records.append(rec)
@@ -63,10 +65,13 @@ def fixture_records() -> list[dict]:
     # --- SimSiam Table 4 (simsiam protocol; the small scale's budgets for 100, 200, 400, 800 epochs) ---
     for ep, v in ((B[100], 30.11), (B[200], 35.22), (B[400], 40.33), (B[800], 45.44)):
         f.add("simclr", lin(v), epochs=ep, protocol="simsiam")
+    sym = {"symmetric": True}  # SimSiam's MoCo v2 rows: the symmetrised loss
     for ep, v in ((B[100], 31.5), (B[200], 36.5), (B[400], 41.5)):
-        f.add("moco-v2", lin(v), epochs=ep, protocol="simsiam", run="moco-v2-sym")
-    f.add("moco-v2", lin(11.1), epochs=B[400], protocol="moco", time="2025-06-01T00:00:00")  # newer, not the preferred protocol
-    f.add("moco-v2", lin(39.9), epochs=B[800], protocol="moco")  # the only one at 800: shown although not preferred
+        f.add("moco-v2", lin(v), epochs=ep, protocol="simsiam", run="moco-v2-sym", params=sym)
+    f.add("moco-v2", lin(11.1), epochs=B[400], protocol="moco", time="2025-06-01T00:00:00", params=sym)  # newer, not the preferred protocol
+    f.add("moco-v2", lin(39.9), epochs=B[800], protocol="moco", params=sym)  # the only one at 800: shown although not preferred
+    # the LooC tables' MoCo v2 (not symmetrised), newer and with the preferred protocol: never a Table 4 cell
+    f.add("moco-v2", lin(99.0), epochs=B[800], protocol="simsiam", time="2025-07-01T00:00:00", params={"symmetric": False})
     f.add("byol", lin(42.0), epochs=B[400], protocol="simsiam", seed=0)
     f.add("byol", lin(43.2), epochs=B[400], protocol="simsiam", seed=1)  # two seeds: mean 42.6
     for ep, v in ((B[100], 33.3), (B[200], 38.8), (B[400], 44.4)):
@@ -79,7 +84,9 @@ def fixture_records() -> list[dict]:
     f.add("supervised", {m: 10.0 + i for i, m in enumerate(det)}, dataset="embedded-det", epochs=0, protocol="detection")
     f.add("supervised", {m: 20.0 + i for i, m in enumerate(det)}, dataset="embedded-det", epochs=B[200], protocol="detection")
     f.add("simclr", {m: 30.05 + i for i, m in enumerate(det[:6])}, dataset="embedded-det", epochs=B[200], protocol="detection")
-    f.add("moco-v2", {"voc07/ap": 44.44}, dataset="embedded-det", epochs=B[200], protocol="detection")
+    f.add("moco-v2", {"voc07/ap": 44.44}, dataset="embedded-det", epochs=B[200], protocol="detection", params=sym)
+    f.add("moco-v2", {"voc07/ap": 98.0}, dataset="embedded-det", epochs=B[200], protocol="detection",  # not symmetrised:
+          time="2025-07-01T00:00:00", params={"symmetric": False})  # not Table 5's MoCo v2
     f.add("simsiam-optimal", {"voc07/ap": 40.0, "coco/ap_mask75": 21.21}, dataset="embedded-det", epochs=B[200], protocol="detection")
     f.add("simsiam", {"voc07/ap": 39.0}, dataset="embedded-det", epochs=B[800], protocol="detection")  # wrong budget: not shown
     # --- LooC Table 1 (the small scale's LooC epochs; IN-100 = embedded, looc linear protocol) ---
@@ -88,6 +95,8 @@ def fixture_records() -> list[dict]:
     f.add("moco-v2", {"rotation/acc": 60.0}, protocol="rotation", seed=0)
     f.add("moco-v2", {"rotation/acc": 62.6}, protocol="rotation", seed=1)
     f.add("moco-v2", lin(78.9, 94.1))
+    # SimSiam's symmetrised MoCo v2 (another seed: without the filter the cell would average it in): not a LooC row
+    f.add("moco-v2", lin(97.0, 99.0), seed=1, time="2024-06-01T00:00:00", params=sym)
     f.add("moco-v2", {"rotation/acc": 12.0}, protocol="rotation", scale="tiny", epochs=2)  # another scale
     f.add("moco-rot", {"rotation/acc": 43.21}, protocol="rotation")
     f.add("moco-rot", lin(77.0))

@@ -53,6 +53,14 @@ def _identity(img: torch.Tensor) -> torch.Tensor:
     return img
 
 
+def stored_corrupted_transform(image_size: int):
+    """The evaluation transform of stored ImageNet-C-style images: they are already the clean test images'
+    resize (256) + centre crop (224), corrupted, so only a centre crop to ``image_size`` follows (Hendrycks'
+    ImageNet-C test: CenterCrop(224)); the clean ``eval_transform`` would resize and crop them a second time.
+    At another ``image_size`` the whole stored crop is resized (crop fraction 1)."""
+    return eval_transform(image_size, crop_frac=1.0)
+
+
 def probe_corruption(run: LoadedRun, dataset: str, protocol: LinearProtocol | str | None = None, feature: str | None = None,
                      corruptions: list[str] | None = None, severities: list[int] | None = None, limit: int | None = None,
                      seed: int = 0, min_size: int = 64, corrupted: str | None = None) -> list[dict]:
@@ -87,8 +95,8 @@ def probe_corruption(run: LoadedRun, dataset: str, protocol: LinearProtocol | st
                 f, y = features(run, dataset, "test", feature, source=src, transform=_identity, cache_tag=tag)
             else:
                 src = subset(RelabelledSource(corrupted_folder_source(corrupted, c, s, opts), train_classes), limit, seed)
-                tag = {"corrupted": corrupted, "corruption": c, "severity": s, "limit": limit, "subset_seed": seed}
-                f, y = features(run, dataset, "test", feature, source=src, cache_tag=tag)
+                tag = {"corrupted": corrupted, "corruption": c, "severity": s, "limit": limit, "subset_seed": seed, "crop": 1.0}
+                f, y = features(run, dataset, "test", feature, source=src, transform=stored_corrupted_transform(size), cache_tag=tag)
             acc[(c, s)] = accuracy(clf, f, y)[1]
     metrics = {f"corruption/{c}/s{s}": v for (c, s), v in acc.items()}
     metrics.update({f"corruption/{g}": v for g, v in C.group_means(acc).items()})

@@ -39,6 +39,8 @@ class LinearProtocol:
     augment: bool = True
     feature_norm: str = "none"
     seed: int = 0
+    trust_coefficient: float = 0.001  # LARS only: apex LARC's trust coefficient in the SimSiam repo
+
 
     def with_overrides(self, **kw) -> "LinearProtocol":
         kw = {k: v for k, v in kw.items() if v is not None}
@@ -56,7 +58,13 @@ class LinearProtocol:
         return self.lr * self.batch_size / 256 if self.lr_scaling == "linear" else self.lr
 
     def record(self) -> dict:
-        return dataclasses.asdict(self)
+        """The protocol as stored in records and in the classifier cache key. ``trust_coefficient`` appears only
+        for LARS, so SGD protocols keep the records (and cached probes) they had before it existed; a LARS
+        record without it was trained before LARS adapted with weight decay 0 (i.e. as plain SGD)."""
+        d = dataclasses.asdict(self)
+        if self.optimizer != "lars":
+            d.pop("trust_coefficient")
+        return d
 
 
 PROTOCOLS = {
@@ -102,7 +110,10 @@ def train_linear(train_batches, dim: int, classes: int, p: LinearProtocol, steps
     torch.manual_seed(p.seed)
     clf = LinearClassifier(dim, classes, mean, std)
     if p.optimizer == "lars":
-        opt = Lars(clf.parameters(), lr=p.effective_lr, momentum=p.momentum, weight_decay=p.weight_decay)
+        # always_adapt: the trust ratio applies to every parameter, as apex's LARC in the SimSiam repo's
+        # main_lincls.py (timm's Lars otherwise adapts only when weight decay is non-zero: wd 0 would make it SGD)
+        opt = Lars(clf.parameters(), lr=p.effective_lr, momentum=p.momentum, weight_decay=p.weight_decay,
+                   trust_coeff=p.trust_coefficient, always_adapt=True)
     else:
         opt = torch.optim.SGD(clf.parameters(), lr=p.effective_lr, momentum=p.momentum, weight_decay=p.weight_decay)
     for epoch in range(p.epochs):

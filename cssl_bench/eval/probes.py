@@ -49,7 +49,8 @@ def records_for(run: LoadedRun, dataset: str, feature: str, protocol: dict, metr
     """One record per metric; ``ci95`` gives the 95% half-width of the metrics that have one (few-shot)."""
     r = run.recipe
     looc = {"augment": list(r.augment.looc_augment), "variance_heads": r.augment.variance_heads}
-    extra = {**(looc if r.augment.views == "looc" else {}), **data_options_record(r), **pretrain_z_std(run), **(extra or {})}
+    extra = {**(looc if r.augment.views == "looc" else {}), "params": dict(r.params), **data_options_record(r),
+             **pretrain_z_std(run), **(extra or {})}
     out = []
     for m, v in metrics.items():
         ex = dict(extra)

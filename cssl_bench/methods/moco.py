@@ -31,6 +31,9 @@ class MoCoParams:
     queue_size: int = 65536
     momentum: float = 0.999
     symmetric: bool = False
+    # the symmetrised loss: "sum" = loss_12 + loss_21, as the official MoCo code's symmetric option (its CIFAR
+    # demo: "behaves like 2x epochs"); "mean" = half of it (what this project's runs used before the option)
+    symmetric_reduction: str = "sum"
     bn_splits: int = 8  # shuffling-BN emulation on one device (1 = plain BN)
     head_bn: bool = False  # v2 head Linear-BN-ReLU-Linear (not in MoCo v2: an option of the CPU recipes)
 
@@ -78,6 +81,9 @@ class MoCo(Method):
     def __init__(self, recipe):
         super().__init__(recipe)
         self.p = p = parse_params(MoCoParams, recipe.params, recipe.method)
+        if p.symmetric_reduction not in ("sum", "mean"):
+            raise UserError(f"params.symmetric_reduction for {recipe.method}: 'sum' or 'mean', got {p.symmetric_reduction!r}",
+                            exit_code=2)
         self.head = build_moco_head(p, self.feat_dim)
         split_batchnorm(self.backbone, p.bn_splits)
         split_batchnorm(self.head, p.bn_splits)  # a BN in the head (head_bn) is shuffled like the backbone's
@@ -109,7 +115,9 @@ class MoCo(Method):
         keys = [k2]
         if self.p.symmetric:
             q2, k1 = self.query(v2), self.key(v1)
-            loss = 0.5 * (loss + losses.info_nce(q2, k1, queue, self.p.temperature))
+            loss = loss + losses.info_nce(q2, k1, queue, self.p.temperature)
+            if self.p.symmetric_reduction == "mean":
+                loss = 0.5 * loss
             keys.append(k1)
         with torch.no_grad():
             acc = ((q1 * k2).sum(1, keepdim=True) > (q1 @ queue.t()).max(1, keepdim=True).values).float().mean()

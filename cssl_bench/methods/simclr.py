@@ -27,6 +27,9 @@ class SimCLRParams:
     proj_layers: int = 3
     temperature: float = 0.1
     joint_views: bool = False
+    # a BN after the projector's last Linear (which then has no bias), as the official TF code's projection head
+    # (use_bn on every layer); [open] whether SimSiam's reproduction has it: off, the committed runs' head
+    out_bn: bool = False
 
 
 class SimCLR(Method):
@@ -37,7 +40,7 @@ class SimCLR(Method):
         super().__init__(recipe)
         self.p = p = parse_params(SimCLRParams, recipe.params, recipe.method)
         dims = [self.feat_dim] + [p.hidden] * (p.proj_layers - 1) + [p.dim]
-        self.projector = mlp(dims, bn=True)
+        self.projector = mlp(dims, bn=True, last_bn=p.out_bn)
 
     def loss(self, views, labels):
         if self.p.joint_views:

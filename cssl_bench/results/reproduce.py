@@ -59,7 +59,9 @@ def run_spec(key: str, scale: str) -> RunSpec:
     if key in SSL_METHODS:
         return RunSpec(key, key, top, saves, role="in1k")
     if key == "moco-v2-sym":  # SimSiam's MoCo v2 reproduction uses the symmetrised loss (PROTOCOLS.md 1)
-        return RunSpec(key, "moco-v2", top, saves, role="in1k", sets=("params.symmetric=true",))
+        # (the reduction is spelled out: runs made before the official sum became the default halved it, and the
+        # explicit key gives this run a new config hash so that those are not reused)
+        return RunSpec(key, "moco-v2", top, saves, role="in1k", sets=("params.symmetric=true", "params.symmetric_reduction=sum"))
     if key == "simsiam-optimal":  # only SimSiam Table 5 needs it: 200-epoch pre-training
         return RunSpec(key, "simsiam-optimal", b[200], role="in1k")
     if key in ("supervised", "supervised-in1k"):
@@ -147,17 +149,21 @@ def _call(fn, run, dataset: str, *args, **kw) -> list[dict]:
     return list(out[0] if isinstance(out, tuple) else out)
 
 
+def linear_protocol(name: str | None, scale: str):
+    """The named linear protocol as ``reproduce`` runs it: the CPU scales train the probe on cached centre-crop
+    features (the `probe linear` default there), the paper scale on augmented views."""
+    from cssl_bench.eval.linear import get_protocol
+
+    return get_protocol(name or "moco").with_overrides(augment=scale == "paper")
+
+
 def run_probe(kind: str, run, dataset: str, feature: str, protocol: str | None, scale: str, log=None) -> list[dict]:
     """Run one probe in-process with the options ``evaluate`` / ``transfer detection`` use by default, plus
     the scale's ``PROBE_OPTIONS``."""
     fn = probe_function(kind)
     extra = PROBE_OPTIONS.get(scale, {}).get(kind, {})
     if kind == "linear":
-        from cssl_bench.eval.linear import get_protocol
-
-        # The CPU scales train the probe on cached centre-crop features (the `probe linear` default there).
-        p = get_protocol(protocol or "moco").with_overrides(augment=scale == "paper")
-        return _call(fn, run, dataset, protocol=p, feature=feature)
+        return _call(fn, run, dataset, protocol=linear_protocol(protocol, scale), feature=feature)
     if kind == "detection":
         from cssl_bench.eval.detection.finetune import get_protocol as detection_protocol
 
@@ -251,7 +257,7 @@ class ProbeStep:
             if (rec.get("config_hash") == h and rec.get("epochs") == self.epoch and rec.get("dataset") == self.dataset
                     and str(rec.get("metric", "")).startswith(prefixes)
                     and (self.kind == "detection" or rec.get("feature") == self.feature)
-                    and (self.kind != "linear" or (rec.get("protocol") or {}).get("name") == self.protocol)):
+                    and (self.kind != "linear" or rec.get("protocol") == linear_protocol(self.protocol, r.scale).record())):
                 return True
         return False
 

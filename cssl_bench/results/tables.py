@@ -137,6 +137,12 @@ def _ssl(method: str) -> tuple:
     return (("method", method), ("feature", "backbone"))
 
 
+def _moco(symmetric: bool) -> tuple:
+    # SimSiam's MoCo v2 rows use the symmetrised loss, the LooC tables' MoCo the original one. Records written
+    # before they carried `params` read None: only the symmetrised runs are excluded from the LooC rows.
+    return _ssl("moco-v2") + (("params.symmetric", True if symmetric else (False, None)),)
+
+
 def _looc(*augment: str) -> tuple:
     return (("method", "looc"), ("augment", tuple(augment)), ("variance_heads", tuple(augment)), ("feature", "backbone"))
 
@@ -172,7 +178,7 @@ def _methods_col(header: str) -> Cell | None:
 
 METHODS_ROWS = (
     Row("SimCLR (repro.+)", "simclr", _ssl("simclr")),
-    Row("MoCo v2 (repro.+)", "moco-v2-sym", _ssl("moco-v2")),
+    Row("MoCo v2 (repro.+)", "moco-v2-sym", _moco(symmetric=True)),
     Row("BYOL (repro.)", "byol", _ssl("byol")),
     Row("SwAV (repro.+)", "swav", _ssl("swav")),
     Row("SimSiam", "simsiam", _ssl("simsiam")),
@@ -196,7 +202,7 @@ TRANSFER_ROWS = (
     Row("scratch", "supervised-in1k", (), epoch=0),
     Row("ImageNet supervised", "supervised-in1k", _ssl("supervised")),
     Row("SimCLR (repro.+)", "simclr", _ssl("simclr")),
-    Row("MoCo v2 (repro.+)", "moco-v2-sym", _ssl("moco-v2")),
+    Row("MoCo v2 (repro.+)", "moco-v2-sym", _moco(symmetric=True)),
     Row("BYOL (repro.)", "byol", _ssl("byol")),
     Row("SwAV (repro.+)", "swav", _ssl("swav")),
     Row("SimSiam, base", "simsiam", _ssl("simsiam")),
@@ -212,7 +218,7 @@ def _rotation_col(header: str) -> Cell | None:
 
 ROTATION_ROWS = (
     Row("Supervised", "supervised", _ssl("supervised")),
-    Row("MoCo", "moco-v2", _ssl("moco-v2")),
+    Row("MoCo", "moco-v2", _moco(symmetric=False)),
     Row("MoCo + Rotation", "moco-rot", _ssl("moco-rot")),
     Row("MoCo + Rotation (same for q and k)", "moco-rot-same", _ssl("moco-rot-same")),
     Row("LooC + Rotation [ours]", _looc_key("rotation"), _looc("rotation")),
@@ -229,7 +235,7 @@ def _finegrained_col(header: str) -> Cell | None:
 
 
 FINEGRAINED_ROWS = (
-    Row("MoCo", "moco-v2", _ssl("moco-v2")),
+    Row("MoCo", "moco-v2", _moco(symmetric=False)),
     Row("LooC", _looc_key("color"), _looc("color")),
     Row("LooC", _looc_key("rotation"), _looc("rotation")),
     Row("LooC", _looc_key("color", "rotation"), _looc("color", "rotation")),
@@ -251,7 +257,7 @@ def _robustness_col(header: str) -> Cell | None:
 
 ROBUSTNESS_ROWS = (
     Row("Supervised", "supervised", _ssl("supervised")),
-    Row("MoCo", "moco-v2", _ssl("moco-v2")),
+    Row("MoCo", "moco-v2", _moco(symmetric=False)),
     Row("LooC", _looc_key("rotation"), _looc("rotation")),
     Row("LooC", _looc_key("texture"), _looc("texture")),
     Row("LooC", _looc_key("rotation", "texture"), _looc("rotation", "texture")),
@@ -305,8 +311,9 @@ def columns(spec: TableSpec) -> list[tuple[str, Cell | None]]:
 
 # --- selecting records ---------------------------------------------------------------------------
 def _field(rec: dict, key: str):
-    if key.startswith("protocol."):
-        return (rec.get("protocol") or {}).get(key[9:])
+    if key.startswith(("protocol.", "params.")):  # inside the probe protocol / the method's recipe params
+        section, _, name = key.partition(".")
+        return (rec.get(section) or {}).get(name)
     if key == "variance_heads" and key not in rec:  # records written before the option: one head per augmentation
         return rec.get("augment")
     return rec.get(key)

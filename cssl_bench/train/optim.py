@@ -1,8 +1,9 @@
 """Optimisers and learning-rate schedules.
 
 Parameter groups: with ``exclude_bn_bias`` the 1-d parameters (BN weights and biases) get no weight
-decay, which also turns off LARS adaptation for them (timm's ``Lars`` adapts only groups with weight
-decay). Parameters whose name starts with one of ``fixed_lr`` keep the base learning rate (SimSiam's
+decay and no LARS adaptation (each group says so with ``always_adapt``: timm's ``Lars`` would otherwise
+adapt exactly the groups with weight decay, so a LARS recipe with ``weight_decay: 0`` would silently be
+SGD). Parameters whose name starts with one of ``fixed_lr`` keep the base learning rate (SimSiam's
 predictor). LARS is timm's implementation.
 """
 from __future__ import annotations
@@ -24,7 +25,8 @@ def param_groups(model: torch.nn.Module, recipe: Recipe) -> list[dict]:
         no_wd = o.exclude_bn_bias and p.ndim <= 1
         fixed = any(name.startswith(prefix) for prefix in o.fixed_lr)
         groups.setdefault((no_wd, fixed), []).append(p)
-    return [{"params": ps, "weight_decay": 0.0 if no_wd else o.weight_decay, "fixed_lr": fixed}
+    return [{"params": ps, "weight_decay": 0.0 if no_wd else o.weight_decay, "fixed_lr": fixed,
+             "always_adapt": not no_wd}
             for (no_wd, fixed), ps in sorted(groups.items())]
 
 
