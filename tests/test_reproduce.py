@@ -170,10 +170,14 @@ def test_seeds_rows_and_overrides(tmp_path):
     assert r.recipe.data.embedded_train == 256 and r.recipe.params["symmetric"] is True
     assert "--set data.embedded_train=256" in r.command("tiny") and "--set params.symmetric=true" in r.command("tiny")
     for bad in (dict(names=["rotation", "methods"], rows=[1]), dict(names=["rotation"], rows=[6]), dict(names=["rotation"], seeds=0),
-                dict(names=["rotation"], scale="huge")):
+                dict(names=["rotation"], scale="huge"), dict(names=["rotation"], sets=["optim.nope=1"]),
+                dict(names=["rotation"], sets=["params.nope=1"])):  # overrides every run refuses: the user's error
         kw = {"scale": "tiny", **bad}
         with pytest.raises(UserError):
             R.plan(kw.pop("names"), kw.pop("scale"), results=tmp_path, **kw)
+    with pytest.raises(UserError, match=r"--set optim.nope=1: .*nope") as e:
+        R.plan(["rotation"], "tiny", results=tmp_path, sets=["optim.nope=1"])
+    assert e.value.exit_code == 2
 
 
 def test_run_directory_reuse_and_resume(tmp_path):

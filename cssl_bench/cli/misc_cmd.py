@@ -9,7 +9,7 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from cssl_bench.cli.app import ResultsOpt, app, console, err
+from cssl_bench.cli.app import app, console, err
 
 
 @app.command()
@@ -42,7 +42,8 @@ def info():
 
 
 @app.command()
-def demo(results: Optional[Path] = ResultsOpt, out: Path = typer.Option(Path("runs/demo"), help="folder for the demo's runs"),
+def demo(results: Optional[Path] = typer.Option(None, "--results", help="results store folder (default: OUT/results, so a demo never mixes into another store)"),
+         out: Path = typer.Option(Path("runs/demo"), help="folder for the demo's runs"),
          epochs: Optional[int] = typer.Option(None, help="pretraining epochs per method (default: each tiny recipe's: SimCLR 4, MoCo v2 2)")):
     """The main job at tiny scale: SimCLR and MoCo v2 on the embedded dataset -> kNN + linear -> methods table."""
     from cssl_bench.config import load_recipe

@@ -43,7 +43,10 @@ def table(name: Optional[str] = typer.Argument(None, help="table name or alias (
         raise UserError(f"unknown --compare {compare!r}; choose from paper, none", exit_code=2)
     _check_scale(scale)
     tables.resolve(name)
-    rendered = tables.build(name, store(results).read(), scale)
+    st = store(results)
+    if not st.path.exists():
+        err.print(f"[yellow]warning:[/] no results store at {st.path}: every cell is '–' (pass --results FOLDER)")
+    rendered = tables.build(name, st.read(), scale)
     print(tables.render(rendered, fmt, compare == "paper", provenance), end="")
 
 

@@ -376,6 +376,13 @@ def _run_step(key: str, scale: str, seed: int, runs_dir: Path, by_id: dict, sets
         _check_buildable(recipe)
     except UserError as e:  # a recipe or model this version lacks or refuses: shown in the plan, skipped when running
         recipe, error = None, str(e)
+        if sets:  # ... unless the user's overrides are what it refuses: their mistake, not this version's gap
+            try:
+                _check_buildable(recipe_of(spec, scale, seed, ()))
+            except UserError:
+                pass
+            else:
+                raise UserError(f"--set {' '.join(sets)}: {error} (run {key})", exit_code=2) from None
     if ident in by_id:
         step = by_id[ident]
         if key not in step.keys:

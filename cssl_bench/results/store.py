@@ -100,9 +100,12 @@ class ResultsStore:
                     rec = json.loads(line)
                     if not isinstance(rec, dict) or "metric" not in rec or "value" not in rec:
                         raise ValueError("not a record")
+                    if isinstance(rec["value"], bool) or not isinstance(rec["value"], (int, float)):
+                        raise ValueError("its value is not a number")
                     out.append(rec)
-                except (json.JSONDecodeError, ValueError):
-                    warnings.warn(f"{self.path}:{n}: skipped an unreadable results line")
+                except (json.JSONDecodeError, ValueError) as e:
+                    why = "" if isinstance(e, json.JSONDecodeError) or str(e) == "not a record" else f" ({e})"
+                    warnings.warn(f"{self.path}:{n}: skipped an unreadable results line{why}")
         return out
 
 
