@@ -13,6 +13,7 @@ import copy
 import dataclasses
 import hashlib
 import json
+import math
 import typing
 from dataclasses import dataclass, field
 from importlib import resources
@@ -180,12 +181,12 @@ def _check_type(value: Any, tp: Any, where: str) -> Any:
             pass
     if origin is list:
         if not isinstance(value, (list, tuple)):
-            raise UserError(f"recipe key {where}: expected a list, got {value!r}")
+            raise UserError(f"recipe key {where}: expected a list, got {value!r}", exit_code=2)
         (inner,) = typing.get_args(tp) or (Any,)
         return [_check_type(v, inner, where) for v in value] if inner is not Any else list(value)
     if tp in (int, float, str, bool, dict):
         if tp is int and isinstance(value, bool) or not isinstance(value, tp):
-            raise UserError(f"recipe key {where}: expected {tp.__name__}, got {value!r}")
+            raise UserError(f"recipe key {where}: expected {tp.__name__}, got {value!r}", exit_code=2)
     return value
 
 
@@ -230,7 +231,12 @@ def parse_override(text: str) -> tuple[str, str, Any]:
         raise UserError(f"override {text!r} must look like section.key=value (e.g. optim.base_lr=0.1)", exit_code=2)
     lhs, rhs = text.split("=", 1)
     sec, key = lhs.split(".", 1)
-    return sec, key, yaml.safe_load(rhs)
+    try:
+        value = yaml.safe_load(rhs)
+    except yaml.YAMLError as e:
+        why = getattr(e, "problem", None) or type(e).__name__
+        raise UserError(f"override {text!r}: the value {rhs!r} is not valid YAML ({why}); quote it or fix the brackets", exit_code=2) from None
+    return sec, key, value
 
 
 def load_recipe(method: str, scale: str = "tiny", overrides: dict | None = None, sets: list[str] | None = None) -> Recipe:
@@ -255,6 +261,8 @@ def load_recipe(method: str, scale: str = "tiny", overrides: dict | None = None,
 
 
 def recipe_from_dict(d: dict) -> Recipe:
+    if not isinstance(d, dict) or not isinstance(d.get("method"), str) or not isinstance(d.get("scale"), str):
+        raise UserError("config.yaml is empty or not a cssl-bench recipe (no method and scale)")
     r = Recipe(method=d["method"], scale=d["scale"])
     _merge_layer(r, {k: v for k, v in d.items() if k not in ("method", "scale")}, "config.yaml")
     return r
@@ -267,6 +275,26 @@ def validate(r: Recipe) -> None:
         raise UserError(f"batch size must be > 0, got {r.train.batch_size}", exit_code=2)
     if r.data.image_size <= 0:
         raise UserError(f"image size must be > 0, got {r.data.image_size}", exit_code=2)
+    if r.data.workers < 0:
+        raise UserError(f"data.workers (--workers) must be >= 0, got {r.data.workers}", exit_code=2)
+    if r.data.embedded_size < 8:
+        raise UserError(f"data.embedded_size must be at least 8 (pixels), got {r.data.embedded_size}", exit_code=2)
+    for key in ("embedded_train", "embedded_test"):
+        if getattr(r.data, key) < 1:
+            raise UserError(f"data.{key} must be >= 1, got {getattr(r.data, key)}", exit_code=2)
+    if not math.isfinite(r.optim.base_lr) or r.optim.base_lr < 0:
+        raise UserError(f"optim.base_lr (--lr) must be a finite number >= 0, got {r.optim.base_lr}", exit_code=2)
+    for key in ("weight_decay", "momentum"):
+        v = getattr(r.optim, key)
+        if not math.isfinite(v) or v < 0:
+            raise UserError(f"optim.{key} must be a finite number >= 0, got {v}", exit_code=2)
+    if r.train.log_every < 1:
+        raise UserError(f"train.log_every must be >= 1 (steps), got {r.train.log_every}", exit_code=2)
+    if r.train.checkpoint_every < 0:
+        raise UserError(f"train.checkpoint_every must be >= 0 (0: at epoch ends only), got {r.train.checkpoint_every}", exit_code=2)
+    bad = [e for e in r.train.save_epochs if e < 0]
+    if bad:
+        raise UserError(f"train.save_epochs (--save-epochs) must be epochs >= 0, got {bad[0]}", exit_code=2)
     for key in EMBEDDED_VARIANTS:
         v = getattr(r.data, key)
         if not 0.0 <= v <= 1.0:

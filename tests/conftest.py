@@ -45,6 +45,26 @@ def cli():
     return run_cli
 
 
+# CLI options for a few-second pretraining: small data, no loader workers, a tiny backbone
+FAST_CLI = ["--set", "data.embedded_train=256", "--set", "data.embedded_test=64", "--set", "data.workers=0",
+            "--batch-size", "32", "--backbone", "resnet10-w0.125", "--quiet"]
+
+
+def one_line_error(p, code=None, *contains) -> str:
+    """Assert a refused command: non-zero exit (``code`` when given), stderr one ``error:`` line, no traceback,
+    and each of ``contains`` (strings, or lists of strings) in it. Returns the line."""
+    assert p.returncode != 0, p.stdout
+    if code is not None:
+        assert p.returncode == code, (p.returncode, p.stderr)
+    lines = p.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:"), p.stderr
+    assert "Traceback" not in p.stderr
+    for c in contains:
+        for text in [c] if isinstance(c, str) else c:
+            assert text in lines[0], lines[0]
+    return lines[0]
+
+
 @pytest.fixture
 def small_args():
     return list(SMALL)

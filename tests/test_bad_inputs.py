@@ -18,20 +18,9 @@ import pytest
 import torch
 from PIL import Image
 
-from tests.conftest import run_cli
+from tests.conftest import FAST_CLI, one_line_error, run_cli
 
-FAST = ["--set", "data.embedded_train=256", "--set", "data.embedded_test=64", "--set", "data.workers=0",
-        "--batch-size", "32", "--backbone", "resnet10-w0.125", "--quiet"]
-
-
-def one_line_error(p, code=None, contains=""):
-    assert p.returncode != 0, p.stdout
-    if code is not None:
-        assert p.returncode == code, (p.returncode, p.stderr)
-    lines = p.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error:"), p.stderr
-    assert "Traceback" not in p.stderr
-    assert contains in p.stderr, p.stderr
+FAST = FAST_CLI
 
 
 @pytest.fixture(scope="module")

@@ -6,6 +6,7 @@ names and option values); ``--debug`` shows the traceback of unexpected errors.
 from __future__ import annotations
 
 import os
+import re
 import sys
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch is imported anywhere
@@ -29,6 +30,22 @@ from cssl_bench.cli.app import app  # noqa: E402
 from cssl_bench.cli import commands  # noqa: E402,F401  (registers the commands)
 
 
+_WORKER_TRACEBACK = "Original Traceback (most recent call last):"
+
+
+def _unwrap_worker_error(text: str) -> tuple[str | None, str]:
+    """(exception type name, message) of an error that torch's DataLoader re-raised from a worker process:
+    its message is "Caught X in DataLoader worker process N." plus the worker's formatted traceback, whose
+    last line is ``module.X: the original message``. (None, text) for any other message."""
+    if _WORKER_TRACEBACK not in text:
+        return None, text
+    last = next((ln for ln in reversed(text.splitlines()) if ln.strip()), "")
+    m = re.match(r"([A-Za-z_][\w.]*)(?::\s?(.*))?$", last)
+    if not m:
+        return None, last.strip()
+    return m.group(1).rsplit(".", 1)[-1], (m.group(2) or "").strip()
+
+
 def main(argv: list[str] | None = None) -> None:
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args
@@ -39,7 +56,8 @@ def main(argv: list[str] | None = None) -> None:
     except UserError as e:
         if debug:
             raise
-        print(f"error: {e}", file=sys.stderr)
+        _, msg = _unwrap_worker_error(str(e))  # a UserError of a DataLoader worker: its one line, not the traceback
+        print(f"error: {msg}", file=sys.stderr)
         sys.exit(e.exit_code)
     except _NoArgs as e:
         print(e.ctx.get_help() if e.ctx else str(e))
@@ -59,8 +77,9 @@ def main(argv: list[str] | None = None) -> None:
     except Exception as e:  # noqa: BLE001
         if debug:
             raise
-        first = str(e).splitlines()[0][:200] if str(e) else ""
-        print(f"error: {type(e).__name__}: {first} (run with --debug for the traceback)", file=sys.stderr)
+        name, text = _unwrap_worker_error(str(e))
+        first = text.splitlines()[0][:200] if text else ""
+        print(f"error: {name or type(e).__name__}: {first} (run with --debug for the traceback)", file=sys.stderr)
         sys.exit(1)
     if isinstance(rv, int) and rv:
         sys.exit(rv)

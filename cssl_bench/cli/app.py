@@ -18,10 +18,43 @@ ResultsOpt = typer.Option(None, "--results", help="results store folder (default
 JsonOpt = typer.Option(False, "--json", help="print the records as a JSON list instead of a table")
 
 
-def store(results: Optional[Path]):
+# Exit status of "the results folder cannot be written": 1, as the store's own write error (an environment
+# problem, not a bad option; tests/test_bad_inputs.py expects 1).
+UNWRITABLE_EXIT = 1
+
+
+def store(results: Optional[Path], writable: bool = False):
+    """The results store; ``writable``: first check that records can be appended there (creating the folder),
+    so a command fails before its work rather than after it."""
     from cssl_bench.results.store import ResultsStore
 
-    return ResultsStore(results)
+    st = ResultsStore(results)
+    if writable:
+        check_writable(st)
+    return st
+
+
+def check_writable(st) -> None:
+    import os
+    import tempfile
+
+    from cssl_bench import UserError
+
+    root = st.root
+    try:
+        if root.exists() and not root.is_dir():
+            raise UserError(f"cannot write to the results directory {root}: it is a file, not a folder; nothing was run", exit_code=UNWRITABLE_EXIT)
+        root.mkdir(parents=True, exist_ok=True)
+        for p in (st.path, Path(str(st.path) + ".lock")):
+            if p.exists():  # appending to the records and taking the lock open these for writing
+                os.close(os.open(p, os.O_WRONLY | os.O_APPEND))
+        fd, tmp = tempfile.mkstemp(prefix=".cssl-write-check-", dir=root)
+        os.close(fd)
+        os.unlink(tmp)
+    except PermissionError:
+        raise UserError(f"cannot write to the results directory {root} (permission denied); nothing was run", exit_code=UNWRITABLE_EXIT) from None
+    except OSError as e:
+        raise UserError(f"cannot write to the results directory {root} ({e.strerror or e}); nothing was run", exit_code=UNWRITABLE_EXIT) from None
 
 
 def print_records(records: list[dict], as_json: bool, title: str = "results") -> None:

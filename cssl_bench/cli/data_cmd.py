@@ -13,17 +13,63 @@ data_app = typer.Typer(help="Dataset utilities: list datasets, convert one to an
 app.add_typer(data_app, name="data")
 
 
+EXPORT_MARKER = ".cssl-bench-export.json"  # what `data export` wrote into a folder: the only folder it writes into again
+EXPORT_SIZES = (32, 64)
+
+
+def _prepare_export_folder(out: Path, what: dict) -> None:
+    """Make ``out`` ready for an export of ``what``, before any work. It must be a new or empty folder, or one that
+    holds a previous export of exactly the same thing (whose files are rewritten, identical): export never deletes
+    or mixes with other files."""
+    import json
+
+    marker = out / EXPORT_MARKER
+    try:
+        if out.exists() and not out.is_dir():
+            raise UserError(f"output folder {out} is a file; give a new or empty folder", exit_code=2)
+        if out.is_dir() and any(out.iterdir()):
+            try:
+                previous = json.loads(marker.read_text()) if marker.is_file() else None
+            except ValueError:
+                previous = None
+            if previous != what:
+                why = "a previous export of other options" if previous is not None else "other files"
+                raise UserError(f"output folder {out} is not empty (it holds {why}); give a new or empty folder, "
+                                f"nothing was written", exit_code=2)
+        out.mkdir(parents=True, exist_ok=True)
+        marker.write_text(json.dumps(what, indent=1))
+    except OSError as e:
+        raise UserError(f"cannot write to the output folder {out} ({e.strerror or type(e).__name__})", exit_code=2) from None
+
+
 @data_app.command("export")
-def export(name: str = typer.Argument(..., help="embedded | embedded-color"), out: Path = typer.Argument(..., help="output folder"),
+def export(name: str = typer.Argument(..., help="embedded | embedded-color"),
+           out: Path = typer.Argument(..., help="output folder: new or empty (or holding an export of the same options, which is "
+                                      "rewritten); a folder with other files is refused, nothing in it is deleted"),
            size: int = typer.Option(32, help="image size (32 or 64)"), train: int = typer.Option(10000, help="training images"),
            test: int = typer.Option(2000, help="test images"), seed: int = typer.Option(0, help="generator seed")):
-    """Write the embedded dataset as an image folder (train/ and test/ with class sub-folders of PNGs)."""
+    """Write the embedded dataset as an image folder (train/ and test/ with class sub-folders of PNGs).
+
+    The folder must be new or empty; exporting again with the same options into the folder of an earlier export
+    rewrites the same files. Export never deletes files."""
     from cssl_bench.data import embedded
 
     tasks = {"embedded": "label", "embedded-color": "color"}
     if name not in tasks:
         raise UserError(f"unknown exportable dataset {name!r}; choose from {', '.join(tasks)}", exit_code=2)
-    n = embedded.export_imagefolder(embedded.EmbeddedSpec(size, train, test, seed), out, tasks[name])
+    if size not in EXPORT_SIZES:
+        raise UserError(f"--size must be one of {', '.join(map(str, EXPORT_SIZES))}, got {size}", exit_code=2)
+    if train < 1:
+        raise UserError(f"--train must be >= 1, got {train}", exit_code=2)
+    if test < 0:
+        raise UserError(f"--test must be >= 0, got {test}", exit_code=2)
+    spec = embedded.EmbeddedSpec(size, train, test, seed)
+    _prepare_export_folder(out, {"dataset": name, "size": size, "train": train, "test": test, "seed": seed,
+                                 "generator": embedded.GENERATOR_VERSION})
+    try:
+        n = embedded.export_imagefolder(spec, out, tasks[name])
+    except OSError as e:  # disk full, or the dataset cache not writable
+        raise UserError(f"cannot write {e.filename or out} ({e.strerror or type(e).__name__})") from None
     err.print(f"wrote {n} images")
     print(out)
 
@@ -63,8 +109,8 @@ def list_datasets(as_json: bool = typer.Option(False, "--json", help="print a JS
 
 @data_app.command("convert")
 def convert(dataset: str = typer.Argument(..., help="dataset name (see `data list`) or imagefolder:PATH"),
-            out: Optional[Path] = typer.Argument(None, help="output .beton (default: where --loader auto finds it, "
-                                                 "$CSSL_BENCH_FFCV_DIR or the cache's ffcv/ folder)"),
+            out: Optional[Path] = typer.Argument(None, help="output .beton (default: where the training loader finds it "
+                                                 "(recipe data.loader auto or ffcv): $CSSL_BENCH_FFCV_DIR or the cache's ffcv/ folder)"),
             split: str = typer.Option("train", help="split to write"),
             quality: int = typer.Option(90, help="JPEG quality (1-100)"),
             max_side: Optional[int] = typer.Option(None, "--max-side", help="downscale so the longer side is at most this (pixels)"),
@@ -76,7 +122,7 @@ def convert(dataset: str = typer.Argument(..., help="dataset name (see `data lis
             embedded_test: int = typer.Option(2000, help="embedded datasets: test images"),
             embedded_seed: int = typer.Option(0, help="embedded datasets: generator seed")):
     """Write a dataset split as an FFCV .beton (needs `make ffcv`). Unreadable images are counted and
-    reported; the training loader (`--loader auto|ffcv`) then reads it with the same views as torchvision."""
+    reported; the training loader (`pretrain --set data.loader=auto|ffcv`) then reads it with the same views as torchvision."""
     from cssl_bench.data import ffcv_loader
     from cssl_bench.data.datasets import DatasetOptions, get_source
 

@@ -12,7 +12,7 @@ from cssl_bench.cli.app import JsonOpt, ResultsOpt, app, err, print_records, sto
 
 @app.command()
 def evaluate(
-    run_dir: Path,
+    run_dir: Path = typer.Argument(..., help="a pretraining run directory"),
     suite: str = typer.Option("all", help="looc (LooC Tables 1-3, 5) | simsiam (SimSiam Table 4) | all (both, plus kNN)"),
     feature: Optional[str] = typer.Option(None, help="feature kind for every probe (default: the run's downstream feature)"),
     probes: List[str] = typer.Option([], "--probe", help="run only this probe kind (repeatable): linear, rotation, finegrained, fewshot, corruption, objectnet, knn"),
@@ -35,8 +35,9 @@ def evaluate(
     """Run every probe of a suite on one run; each probe's records are appended as soon as it finishes."""
     from cssl_bench import UserError
     from cssl_bench.data.corruptions import parse_corruptions, parse_severities
+    from cssl_bench.eval import progress
     from cssl_bench.eval.features import load_run
-    from cssl_bench.eval.suite import SuiteOptions, plan, run_suite
+    from cssl_bench.eval.suite import SUITES, SuiteOptions, check_options, run_suite, select_steps
 
     try:
         ks = [int(s) for s in shots.split(",") if s.strip()]
@@ -45,18 +46,23 @@ def evaluate(
     o = SuiteOptions(feature=feature, linear_epochs=linear_epochs, batch_size=batch_size, augment=augment,
                      rotation_limit=rotation_limit, corruptions=parse_corruptions(corruptions), severities=parse_severities(severities),
                      corruption_limit=limit, min_size=min_size, seed=seed, shots=ks, trials=trials, probes=list(probes) or None)
+    if suite not in SUITES:
+        raise UserError(f"unknown suite {suite!r}; choose from {', '.join(SUITES)}", exit_code=2)
+    check_options(o)  # unknown --probe names and out-of-range values fail here, before any probe runs
+    st = None if dry_run else store(results, writable=True)
     run = load_run(run_dir, epoch)
     if feature is not None and feature not in run.method.feature_kinds():
         raise UserError(f"feature {feature!r} is not available for {run.recipe.method}; choose from {', '.join(run.method.feature_kinds())}", exit_code=2)
+    steps = select_steps(suite, run.recipe.scale, o.probes)  # a --probe the suite does not run fails here too
     if dry_run:
-        for step in plan(suite, run.recipe.scale):
-            if not o.probes or step.probe in o.probes:
-                print(step.describe())
+        for step in steps:
+            print(step.describe())
         return
+    progress.enable(err)
     everything: list[dict] = []
     timings = []
     for step, recs, secs in run_suite(run, suite, o):
-        store(results).append(recs)
+        st.append(recs)
         everything += recs
         timings.append((step.describe(), secs))
         if not as_json:

@@ -45,12 +45,13 @@ def info():
 def demo(results: Optional[Path] = typer.Option(None, "--results", help="results store folder (default: OUT/results, so a demo never mixes into another store)"),
          out: Path = typer.Option(Path("runs/demo"), help="folder for the demo's runs"),
          epochs: Optional[int] = typer.Option(None, help="pretraining epochs per method (default: each tiny recipe's: SimCLR 4, MoCo v2 2)")):
-    """The main job at tiny scale: SimCLR and MoCo v2 on the embedded dataset -> kNN + linear -> methods table."""
+    """The main job at tiny scale: SimCLR and (symmetrised) MoCo v2 on the embedded dataset -> kNN + linear -> methods table."""
     from cssl_bench.config import load_recipe
     from cssl_bench.eval.features import load_run
     from cssl_bench.eval.linear import get_protocol
     from cssl_bench.eval.probes import probe_knn, probe_linear
     from cssl_bench.results import tables
+    from cssl_bench.results.reproduce import run_spec
     from cssl_bench.results.store import ResultsStore
     from cssl_bench.train.loop import pretrain, warn_if_collapsed
 
@@ -63,10 +64,12 @@ def demo(results: Optional[Path] = typer.Option(None, "--results", help="results
     summary.add_column("vs random init", justify="right")
     baseline = load_recipe("moco-v2", "tiny", {"train": {"epochs": 0}})
     runs = [("random init", baseline)]
-    for m in ("simclr", "moco-v2"):
-        n = epochs if epochs is not None else load_recipe(m, "tiny").train.epochs
+    # the runs of SimSiam Table 4's rows (the catalogue's recipes: its MoCo v2 uses the symmetrised loss)
+    for key in ("simclr", "moco-v2-sym"):
+        spec = run_spec(key, "tiny")
+        n = epochs if epochs is not None else load_recipe(spec.method, "tiny", sets=list(spec.sets)).train.epochs
         budgets = sorted(e for e in tables.EPOCH_BUDGETS["tiny"].values() if e <= n)
-        runs.append((m, load_recipe(m, "tiny", {"train": {"epochs": n, "save_epochs": budgets}})))
+        runs.append((spec.method, load_recipe(spec.method, "tiny", {"train": {"epochs": n, "save_epochs": budgets}}, list(spec.sets))))
     init_knn = None
     for label, recipe in runs:
         run_dir = out / f"{recipe.method}-e{recipe.train.epochs}-{recipe.hash()}"

@@ -15,6 +15,7 @@ from cssl_bench.cli.app import JsonOpt, ResultsOpt, app, err, print_records, sto
 probe_app = typer.Typer(help="Evaluate a run's frozen features; each probe appends records to the results store.", no_args_is_help=True)
 app.add_typer(probe_app, name="probe")
 
+RunDirArg = typer.Argument(..., help="a pretraining run directory")
 DatasetOpt = typer.Option(None, help="evaluation dataset (default: the run's pretraining dataset)")
 FeatureOpt = typer.Option(None, help="backbone | head:N | head:N:out | concat | concat:out | concat:hidden+v (LooC/LooC++); default: the run's downstream feature")
 EpochOpt = typer.Option(None, help="probe the checkpoint kept at this epoch (see --save-epochs) instead of the last one")
@@ -25,6 +26,28 @@ LrOpt = typer.Option(None, help="linear-probe learning rate")
 AugmentOpt = typer.Option(None, "--augment/--no-augment", help="train the probe on augmented views (paper) or on cached features; default: off at tiny/small, on at paper scale")
 NormOpt = typer.Option(None, "--feature-norm", help="none | bn (standardise features)")
 SeedOpt = typer.Option(0, help="seed of the probe's sampling (subsets, corruptions, few-shot draws)")
+
+
+def _start(results: Optional[Path]):
+    """Before any work: bars on stderr when it is a terminal, and a results store that can be written."""
+    from cssl_bench.eval import progress
+
+    progress.enable(err)
+    return store(results, writable=True)
+
+
+def _check_protocol(protocol: str, epochs, batch_size, lr, feature_norm) -> None:
+    """Unknown protocol names and out-of-range linear-probe options fail before the run is loaded (exit 2)."""
+    from cssl_bench.eval.linear import get_protocol
+
+    get_protocol(protocol).with_overrides(epochs=epochs, batch_size=batch_size, lr=lr, feature_norm=feature_norm)
+
+
+def _check_limit(limit: Optional[int]) -> None:
+    if limit is not None and limit < 1:
+        from cssl_bench import UserError
+
+        raise UserError(f"--limit must be an integer >= 1, got {limit}", exit_code=2)
 
 
 def _load(run_dir: Path, epoch: Optional[int]):
@@ -73,65 +96,69 @@ def _role(role: str, run) -> str:
     return dataset_for(role, run.recipe.scale)
 
 
-def _finish(recs: list[dict], results: Optional[Path], as_json: bool, title: str) -> None:
-    store(results).append(recs)
+def _finish(recs: list[dict], st, as_json: bool, title: str) -> None:
+    st.append(recs)
     print_records(recs, as_json, title)
 
 
 @probe_app.command("knn")
-def knn(run_dir: Path, dataset: Optional[str] = DatasetOpt, k: Optional[int] = typer.Option(None, help="neighbours (default: 20 for 100 classes or more, else 200)"),
+def knn(run_dir: Path = RunDirArg, dataset: Optional[str] = DatasetOpt, k: Optional[int] = typer.Option(None, help="neighbours (default: 20 for 100 classes or more, else 200)"),
         temperature: float = typer.Option(0.1, help="vote temperature"), feature: Optional[str] = FeatureOpt,
         epoch: Optional[int] = EpochOpt, results: Optional[Path] = ResultsOpt, as_json: bool = JsonOpt):
     """Weighted cosine kNN on frozen features (k and T are recorded)."""
+    from cssl_bench.eval.knn import check_knn_options
     from cssl_bench.eval.probes import probe_knn
 
+    check_knn_options(k, temperature)
+    st = _start(results)
     run = _load(run_dir, epoch)
     dataset = _dataset(run, dataset)
     _check_feature(run, feature)
-    _finish(probe_knn(run, dataset, k, temperature, feature), results, as_json, "kNN")
+    _finish(probe_knn(run, dataset, k, temperature, feature), st, as_json, "kNN")
 
 
 @probe_app.command("linear")
-def linear(run_dir: Path, dataset: Optional[str] = DatasetOpt,
+def linear(run_dir: Path = RunDirArg, dataset: Optional[str] = DatasetOpt,
            protocol: str = typer.Option("moco", help="moco | simsiam | looc"),
            epochs: Optional[int] = EpochsOpt, batch_size: Optional[int] = BatchOpt, lr: Optional[float] = LrOpt,
            augment: Optional[bool] = AugmentOpt, feature_norm: Optional[str] = NormOpt,
            feature: Optional[str] = FeatureOpt, epoch: Optional[int] = EpochOpt,
            results: Optional[Path] = ResultsOpt, as_json: bool = JsonOpt):
     """Linear probe on frozen features with a named protocol; top-1 and top-5."""
-    from cssl_bench.eval.linear import get_protocol
     from cssl_bench.eval.probes import probe_linear
 
-    get_protocol(protocol)  # an unknown name fails before the run is loaded
+    _check_protocol(protocol, epochs, batch_size, lr, feature_norm)  # bad names and values fail before the run is loaded
+    st = _start(results)
     run = _load(run_dir, epoch)
     dataset = _dataset(run, dataset)
     _check_feature(run, feature)
     p = _protocol(run, protocol, epochs, batch_size, lr, augment, feature_norm)
     recs, _ = probe_linear(run, dataset, p, feature)
-    _finish(recs, results, as_json, f"linear ({protocol})")
+    _finish(recs, st, as_json, f"linear ({protocol})")
 
 
 @probe_app.command("rotation")
-def rotation(run_dir: Path, dataset: Optional[str] = DatasetOpt, protocol: str = ProtocolOpt,
+def rotation(run_dir: Path = RunDirArg, dataset: Optional[str] = DatasetOpt, protocol: str = ProtocolOpt,
              epochs: Optional[int] = EpochsOpt, batch_size: Optional[int] = BatchOpt, lr: Optional[float] = LrOpt,
              feature_norm: Optional[str] = NormOpt,
              limit: Optional[int] = typer.Option(None, help="a seeded subset of this many train and test images (each appears at 4 angles)"),
              seed: int = SeedOpt, feature: Optional[str] = FeatureOpt, epoch: Optional[int] = EpochOpt,
              results: Optional[Path] = ResultsOpt, as_json: bool = JsonOpt):
     """4-way rotation prediction (LooC Table 1): linear probe on rotated images' frozen features; rotation/acc."""
-    from cssl_bench.eval.linear import get_protocol
     from cssl_bench.eval.rotation import probe_rotation
 
-    get_protocol(protocol)
+    _check_protocol(protocol, epochs, batch_size, lr, feature_norm)
+    _check_limit(limit)
+    st = _start(results)
     run = _load(run_dir, epoch)
     dataset = _dataset(run, dataset)
     _check_feature(run, feature)
     p = _protocol(run, protocol, epochs, batch_size, lr, False, feature_norm)
-    _finish(probe_rotation(run, dataset, p, feature, limit, seed), results, as_json, "rotation")
+    _finish(probe_rotation(run, dataset, p, feature, limit, seed), st, as_json, "rotation")
 
 
 @probe_app.command("fewshot")
-def fewshot(run_dir: Path, dataset: Optional[str] = typer.Option(None, help="evaluation dataset (default: embedded-color at tiny/small, flowers102 at paper scale)"),
+def fewshot(run_dir: Path = RunDirArg, dataset: Optional[str] = typer.Option(None, help="evaluation dataset (default: embedded-color at tiny/small, flowers102 at paper scale)"),
             shots: str = typer.Option("5,10", help="comma-separated K (images per class per trial)"),
             trials: int = typer.Option(10, help="trials per K"), seed: int = SeedOpt,
             c: float = typer.Option(100.0, "--C", help="inverse L2 strength of the logistic regression"),
@@ -147,17 +174,17 @@ def fewshot(run_dir: Path, dataset: Optional[str] = typer.Option(None, help="eva
         ks = [int(s) for s in shots.split(",") if s.strip()]
     except ValueError:
         raise UserError(f"--shots must be comma-separated integers, got {shots!r}", exit_code=2) from None
-    if ci not in ("t", "normal"):
-        raise UserError(f"--ci must be t or normal, got {ci!r}", exit_code=2)
+    fp = FewShotProtocol(shots=ks, trials=trials, seed=seed, C=c, ci=ci, pool=pool)  # validates every option (exit 2)
+    st = _start(results)
     run = _load(run_dir, epoch)
     dataset = _dataset(run, dataset, _role("flowers", run))
     _check_feature(run, feature)
-    recs = probe_fewshot(run, dataset, FewShotProtocol(shots=ks, trials=trials, seed=seed, C=c, ci=ci, pool=pool), feature)
-    _finish(recs, results, as_json, "few-shot")
+    recs = probe_fewshot(run, dataset, fp, feature)
+    _finish(recs, st, as_json, "few-shot")
 
 
 @probe_app.command("corruption")
-def corruption(run_dir: Path, dataset: Optional[str] = typer.Option(None, help="clean dataset whose linear probe is scored (default: the run's pretraining dataset)"),
+def corruption(run_dir: Path = RunDirArg, dataset: Optional[str] = typer.Option(None, help="clean dataset whose linear probe is scored (default: the run's pretraining dataset)"),
                corrupted: Optional[str] = typer.Option(None, help="ImageNet-C-style folder: imagenet-c-100 or imagefolder:PATH (CORRUPTION/SEVERITY/CLASS/); default: corrupt the test split on the fly"),
                corruptions: Optional[str] = typer.Option(None, help="comma-separated corruptions or groups (noise, blur, weather, digital); default: all 15"),
                severities: Optional[str] = typer.Option(None, help="e.g. 1,3,5 or 4-5; default: 1-5"),
@@ -172,18 +199,19 @@ def corruption(run_dir: Path, dataset: Optional[str] = typer.Option(None, help="
     from cssl_bench.data.corruptions import parse_corruptions, parse_severities
     from cssl_bench.data.datasets import check_dataset_name
     from cssl_bench.eval.corruption import probe_corruption
-    from cssl_bench.eval.linear import get_protocol
 
-    get_protocol(protocol)
+    _check_protocol(protocol, epochs, batch_size, lr, feature_norm)
+    _check_limit(limit)
     cs, ss = parse_corruptions(corruptions), parse_severities(severities)
     if corrupted is not None:
         check_dataset_name(corrupted)
+    st = _start(results)
     run = _load(run_dir, epoch)
     dataset = _dataset(run, dataset)
     _check_feature(run, feature)
     p = _protocol(run, protocol, epochs, batch_size, lr, augment, feature_norm)
     recs = probe_corruption(run, dataset, p, feature, cs, ss, limit, seed, min_size, corrupted)
-    store(results).append(recs)
+    st.append(recs)
     if as_json:
         print_records(recs, True)
         return
@@ -203,7 +231,7 @@ def corruption(run_dir: Path, dataset: Optional[str] = typer.Option(None, help="
 
 
 @probe_app.command("objectnet")
-def objectnet(run_dir: Path, dataset: Optional[str] = typer.Option(None, help="shifted test set (default: embedded-shift at tiny/small, objectnet13 at paper scale)"),
+def objectnet(run_dir: Path = RunDirArg, dataset: Optional[str] = typer.Option(None, help="shifted test set (default: embedded-shift at tiny/small, objectnet13 at paper scale)"),
               probe_dataset: Optional[str] = typer.Option(None, "--probe-dataset", help="dataset whose linear probe scores it (default: embedded for embedded-shift, imagenet100 for objectnet13)"),
               protocol: str = ProtocolOpt, epochs: Optional[int] = EpochsOpt, batch_size: Optional[int] = BatchOpt,
               lr: Optional[float] = LrOpt, augment: Optional[bool] = AugmentOpt, feature_norm: Optional[str] = NormOpt,
@@ -211,32 +239,32 @@ def objectnet(run_dir: Path, dataset: Optional[str] = typer.Option(None, help="s
               results: Optional[Path] = ResultsOpt, as_json: bool = JsonOpt):
     """ObjectNet-13 scoring: the IN-100 probe's logits restricted to the mapped classes; top-1/top-5."""
     from cssl_bench.data.datasets import check_dataset_name
-    from cssl_bench.eval.linear import get_protocol
     from cssl_bench.eval.objectnet import probe_objectnet
 
-    get_protocol(protocol)
-    run = _load(run_dir, epoch)
-    dataset = _dataset(run, dataset, _role("on13", run))
+    _check_protocol(protocol, epochs, batch_size, lr, feature_norm)
     if probe_dataset is not None:
         check_dataset_name(probe_dataset)
+    st = _start(results)
+    run = _load(run_dir, epoch)
+    dataset = _dataset(run, dataset, _role("on13", run))
     _check_feature(run, feature)
     p = _protocol(run, protocol, epochs, batch_size, lr, augment, feature_norm)
-    _finish(probe_objectnet(run, dataset, p, feature, probe_dataset), results, as_json, "ObjectNet-13")
+    _finish(probe_objectnet(run, dataset, p, feature, probe_dataset), st, as_json, "ObjectNet-13")
 
 
 @probe_app.command("finegrained")
-def finegrained(run_dir: Path, dataset: Optional[str] = typer.Option(None, help="fine-grained dataset: inat2019 | cub200 | flowers102 | ... (default: embedded-color at tiny/small, inat2019 at paper scale)"),
+def finegrained(run_dir: Path = RunDirArg, dataset: Optional[str] = typer.Option(None, help="fine-grained dataset: inat2019 | cub200 | flowers102 | ... (default: embedded-color at tiny/small, inat2019 at paper scale)"),
                 protocol: str = ProtocolOpt, epochs: Optional[int] = EpochsOpt, batch_size: Optional[int] = BatchOpt,
                 lr: Optional[float] = LrOpt, augment: Optional[bool] = AugmentOpt, feature_norm: Optional[str] = NormOpt,
                 feature: Optional[str] = FeatureOpt, epoch: Optional[int] = EpochOpt,
                 results: Optional[Path] = ResultsOpt, as_json: bool = JsonOpt):
     """Fine-grained linear probe (LooC Table 2): finegrained/top1, finegrained/top5."""
     from cssl_bench.eval.finegrained import probe_finegrained
-    from cssl_bench.eval.linear import get_protocol
 
-    get_protocol(protocol)
+    _check_protocol(protocol, epochs, batch_size, lr, feature_norm)
+    st = _start(results)
     run = _load(run_dir, epoch)
     dataset = _dataset(run, dataset, _role("inat", run))
     _check_feature(run, feature)
     p = _protocol(run, protocol, epochs, batch_size, lr, augment, feature_norm)
-    _finish(probe_finegrained(run, dataset, p, feature), results, as_json, "fine-grained")
+    _finish(probe_finegrained(run, dataset, p, feature), st, as_json, "fine-grained")

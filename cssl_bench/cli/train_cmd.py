@@ -29,11 +29,12 @@ def build_recipe(method: str, scale: str, dataset: Optional[str], epochs: Option
                  backbone: Optional[str], seed: Optional[int], lr: Optional[float], image_size: Optional[int],
                  workers: Optional[int], augment: Optional[str], precision: Optional[str], save_epochs: Optional[str], sets: List[str],
                  compile: Optional[bool] = None, channels_last: Optional[bool] = None, sync_bn: Optional[bool] = None,
-                 variance_heads: Optional[str] = None):
+                 variance_heads: Optional[str] = None, skip_bad: Optional[bool] = None):
     from cssl_bench.config import load_recipe
     from cssl_bench.data.datasets import check_dataset_name
 
     ov: dict = {}
+    epochs_to_save = _parse_save_epochs(save_epochs) if save_epochs else None
 
     def put(sec, key, val):
         if val is not None:
@@ -44,6 +45,7 @@ def build_recipe(method: str, scale: str, dataset: Optional[str], epochs: Option
     put("data", "dataset", dataset)
     put("data", "image_size", image_size)
     put("data", "workers", workers)
+    put("data", "skip_bad", skip_bad)
     put("train", "epochs", epochs)
     put("train", "batch_size", batch_size)
     put("train", "seed", seed)
@@ -58,9 +60,46 @@ def build_recipe(method: str, scale: str, dataset: Optional[str], epochs: Option
     if variance_heads is not None:
         heads = [h.strip() for h in variance_heads.split(",") if h.strip()]
         put("augment", "looc_heads", [] if heads == ["none"] else heads)
-    if save_epochs:
-        put("train", "save_epochs", [int(x) for x in save_epochs.split(",")])
-    return load_recipe(method, scale, ov, sets)
+    put("train", "save_epochs", epochs_to_save)
+    recipe = load_recipe(method, scale, ov, sets)
+    if recipe.augment.views != "looc":
+        for opt, val in (("--augment", augment), ("--variance-heads", variance_heads)):
+            if val is not None:
+                raise UserError(f"{opt} applies only to the LooC methods (looc, looc++), not to {method}", exit_code=2)
+    if epochs_to_save is not None or any(s.split("=", 1)[0].strip() == "train.save_epochs" for s in sets):
+        beyond = [e for e in recipe.train.save_epochs if e > recipe.train.epochs]
+        if beyond:
+            raise UserError(f"--save-epochs {','.join(map(str, recipe.train.save_epochs))}: epoch {beyond[0]} is beyond the run's "
+                            f"{recipe.train.epochs} epochs", exit_code=2)
+    return recipe
+
+
+def _parse_save_epochs(text: str) -> list[int]:
+    parts = [x.strip() for x in text.split(",")]
+    if not all(p.isdigit() for p in parts):
+        raise UserError(f"--save-epochs {text!r} must be comma-separated epochs >= 0 (e.g. 100,200,400)", exit_code=2)
+    return [int(p) for p in parts]
+
+
+def _check_launch_options(nproc: Optional[int], nnodes: int, node_rank: int, rdzv_endpoint: Optional[str]) -> None:
+    """The launcher options, checked before any work: none of them may be silently ignored."""
+    if nproc is None:
+        given = [o for o, v in (("--nnodes", nnodes != 1), ("--node-rank", node_rank != 0), ("--rdzv-endpoint", rdzv_endpoint))
+                 if v]
+        if given:
+            raise UserError(f"{given[0]} needs --nproc N (processes per node): the launcher options apply to the "
+                            f"torchrun re-launch only", exit_code=2)
+        return
+    if nproc < 1 or nnodes < 1:
+        raise UserError(f"--nproc and --nnodes must be >= 1, got {nproc} and {nnodes}", exit_code=2)
+    if not 0 <= node_rank < nnodes:
+        raise UserError(f"--node-rank must be in 0..{nnodes - 1} (--nnodes {nnodes}), got {node_rank}", exit_code=2)
+    if rdzv_endpoint is not None:
+        if nnodes == 1:
+            raise UserError("--rdzv-endpoint applies only with --nnodes > 1 (one node uses a standalone rendezvous)", exit_code=2)
+        host, sep, port = rdzv_endpoint.rpartition(":")
+        if not sep or not host.strip("[]") or not port.isdigit() or not 0 < int(port) < 65536:
+            raise UserError(f"--rdzv-endpoint {rdzv_endpoint!r} must be HOST:PORT (e.g. node0:29400)", exit_code=2)
 
 
 # options of the launcher shortcut; they are not passed on to the launched processes
@@ -132,9 +171,11 @@ def pretrain(
     lr: Optional[float] = typer.Option(None, help="base learning rate (scaled by batch/256 when the recipe says so)"),
     image_size: Optional[int] = typer.Option(None, "--image-size", help="training crop size in pixels"),
     workers: Optional[int] = typer.Option(None, help="data-loading worker processes"),
-    augment: Optional[str] = typer.Option(None, help="LooC atomic augmentations, comma-separated: color,rotation,texture"),
+    augment: Optional[str] = typer.Option(None, help="LooC atomic augmentations, comma-separated: color,rotation,texture (looc, looc++ only)"),
     variance_heads: Optional[str] = typer.Option(None, "--variance-heads", help="LooC: the augmentations (of --augment) that get a variance "
                                                  "head, comma-separated, or 'none' (LooC Table 5); default: every augmentation"),
+    skip_bad: Optional[bool] = typer.Option(None, "--skip-bad/--no-skip-bad", help="read unreadable image files as black images "
+                                            "instead of failing (recipe data.skip_bad)"),
     precision: Optional[str] = typer.Option(None, help="fp32 | bf16 | fp16 (autocast; fp16 adds a GradScaler)"),
     save_epochs: Optional[str] = typer.Option(None, "--save-epochs", help="comma-separated epochs whose checkpoints are kept (epoch budgets)"),
     sets: List[str] = typer.Option([], "--set", help="recipe override section.key=value, repeatable (e.g. --set optim.weight_decay=1e-5)"),
@@ -154,12 +195,11 @@ def pretrain(
     Several processes: --nproc N (or torchrun --nproc-per-node N -m cssl_bench pretrain ...)."""
     from cssl_bench.train import distributed as D
 
+    _check_launch_options(nproc, nnodes, node_rank, rdzv_endpoint)
     recipe = build_recipe(method, scale, dataset, epochs, batch_size, backbone, seed, lr, image_size, workers, augment,
-                          precision, save_epochs, sets, compile, channels_last, sync_bn, variance_heads)
+                          precision, save_epochs, sets, compile, channels_last, sync_bn, variance_heads, skip_bad)
     out = out or default_run_dir(method, scale, recipe.hash(), recipe.train.seed)
     if nproc is not None and not D.launched_by_torchrun():
-        if nproc < 1 or nnodes < 1:
-            raise UserError(f"--nproc and --nnodes must be >= 1, got {nproc} and {nnodes}", exit_code=2)
         if recipe.train.batch_size % (nproc * nnodes):
             raise UserError(f"batch size {recipe.train.batch_size} cannot be split over {nproc * nnodes} processes; "
                             f"use a multiple of {nproc * nnodes}", exit_code=2)
@@ -182,6 +222,12 @@ def _pretrain(recipe, out: Path, resume: bool, quiet: bool, main: bool) -> None:
         if main:
             err.print(f"[green]already complete[/]: {out}")
     else:
+        if main and recipe.train.precision == "fp16":
+            import torch
+
+            if not torch.cuda.is_available():
+                print("warning: --precision fp16 on the CPU is very slow (CPUs lack fast fp16 kernels); "
+                      "bf16 or fp32 are the CPU choices", file=sys.stderr)
         run(recipe, out, resume=resume, show_progress=not quiet, console=err)
     if main:
         warn_if_collapsed(out, err)

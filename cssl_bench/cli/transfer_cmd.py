@@ -1,6 +1,7 @@
 """``cssl-bench transfer detection RUN_DIR`` (SimSiam Table 5) and ``cssl-bench export RUN_DIR --to FORMAT OUT``."""
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import List, Optional
 
@@ -75,7 +76,8 @@ def detection(run_dir: Path = typer.Argument(..., help="a pretraining run direct
     """
     import torch
 
-    from cssl_bench.eval.detection.finetune import get_protocol, transfer_detection
+    from cssl_bench.eval.detection.finetune import DATASETS, get_protocol, transfer_detection
+    from cssl_bench.eval.detection.models import ARCHS, TASKS
     from cssl_bench.eval.features import load_run
     from cssl_bench.train.distributed import cleanup, init_from_env, is_main
 
@@ -83,11 +85,18 @@ def detection(run_dir: Path = typer.Argument(..., help="a pretraining run direct
         raise UserError(f"unknown --device {device!r}; choose from cpu, cuda", exit_code=2)
     if device == "cuda" and not torch.cuda.is_available():
         raise UserError("--device cuda: no CUDA device is available")
+    if arch not in ARCHS:
+        raise UserError(f"unknown --arch {arch!r}; choose from {', '.join(ARCHS)}", exit_code=2)
+    if task is not None and task not in TASKS:
+        raise UserError(f"unknown --task {task!r}; choose from {', '.join(TASKS)}", exit_code=2)
+    if dataset is not None and dataset not in DATASETS:
+        raise UserError(f"unknown detection dataset {dataset!r}; choose from {', '.join(DATASETS)}", exit_code=2)
+    overrides = dict(arch=arch, iterations=iterations, trials=trials, min_size=_sizes(min_size), max_size=max_size, test_size=test_size,
+                     batch_size=batch_size, lr=lr, **_parse_opts(opts))
+    st = store(results, writable=True)  # before the run loads and the data is built
     run = load_run(run_dir, epoch)
     dataset = dataset or ("voc07" if run.recipe.scale == "paper" else "embedded-det")
-    p = get_protocol(dataset, protocol, task)
-    p = p.with_overrides(arch=arch, iterations=iterations, trials=trials, min_size=_sizes(min_size), max_size=max_size, test_size=test_size,
-                         batch_size=batch_size, lr=lr, **_parse_opts(opts))
+    p = get_protocol(dataset, protocol, task).with_overrides(**overrides)  # every option (types and ranges) checked before any work
     init_from_env()  # under torchrun: one process per GPU (or CPU), BN synchronised over all of them
     main = is_main()  # asked before cleanup() leaves the process group
     dev = torch.device("cpu") if device == "cpu" else None
@@ -100,7 +109,7 @@ def detection(run_dir: Path = typer.Argument(..., help="a pretraining run direct
     cleanup()
     if not main:
         return
-    store(results).append(recs)
+    st.append(recs)
     if not as_json:
         err.print(f"{len(trials_done)} trial(s), {sum(t.seconds for t in trials_done):.0f} s")
     print_records(recs, as_json, f"detection transfer ({dataset} as {p.name}, {p.arch}, {p.task})")
@@ -116,6 +125,25 @@ def configs():
     print(CONFIG_DIR)
 
 
+def _check_export_target(out: Path) -> None:
+    """The export's folder must exist (or be creatable) and be writable: fail with one line before any work."""
+    import os
+    import tempfile
+
+    folder = out.parent
+    if folder.exists() and not folder.is_dir():
+        raise UserError(f"cannot write the export to {folder}: it is a file, not a folder; nothing was exported")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.check", dir=folder)
+        os.close(fd)
+        os.unlink(tmp)
+    except PermissionError:
+        raise UserError(f"cannot write the export to {folder} (permission denied); nothing was exported") from None
+    except OSError as x:
+        raise UserError(f"cannot write the export to {folder} ({x.strerror or x}); nothing was exported") from None
+
+
 @app.command("export")
 def export(run_dir: Path = typer.Argument(..., help="a pretraining run directory"),
            out: Path = typer.Argument(..., help="output file"),
@@ -125,9 +153,23 @@ def export(run_dir: Path = typer.Argument(..., help="a pretraining run directory
 
     detectron2 users then run: python -m cssl_bench.eval.detection.detectron2_train --num-gpus 8 --config-file $(cssl-bench transfer configs)/voc0712_R_50_C4_24k.yaml MODEL.WEIGHTS OUT
     """
-    from cssl_bench.export import export_run
+    from cssl_bench.eval.features import load_run
+    from cssl_bench.export import FORMATS, export_backbone
 
-    e = export_run(run_dir, to, out, epoch)
+    if to not in FORMATS:
+        raise UserError(f"unknown export format {to!r}; choose from {', '.join(FORMATS)}", exit_code=2)
+    _check_export_target(out)  # before the run is loaded
+    run = load_run(run_dir, epoch)  # as export_run, with the write's errors told apart from the load's
+    try:
+        e = export_backbone(run.method.backbone, to, out)
+    except UserError as x:
+        m = re.fullmatch(r"could not write checkpoint (.*) \((.*)\); the previous checkpoint is intact", str(x))
+        if not m:
+            raise
+        raise UserError(f"could not write the export {out} ({m.group(2)}); nothing was exported"
+                        + (" and the existing file is unchanged" if out.is_file() else ""), x.exit_code) from None
+    except OSError as x:  # the detectron2 pickle is written directly
+        raise UserError(f"could not write the export {out} ({x.strerror or x}); nothing was exported") from None
     for n in e.notes:
         err.print(f"note: {n}", markup=False, highlight=False)
     err.print(f"wrote {e.n_tensors} tensors ({e.fmt})")

@@ -113,7 +113,7 @@ class FolderSource(ImageSource):
             return read_image(self.files[i])
         except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
             if not self.skip_bad:
-                raise UserError(f"unreadable image {self.files[i]} ({type(e).__name__}: {e}); pass --skip-bad to skip such files") from None
+                raise UserError(f"unreadable image {self.files[i]} ({type(e).__name__}: {e}); to skip such files, pretrain with --skip-bad (recipe data.skip_bad=true)") from None
             self.bad.append(self.files[i])
             return torch.zeros(3, 32, 32, dtype=torch.uint8)
 
@@ -193,6 +193,7 @@ def get_source(name: str, split: str, options: DatasetOptions | None = None) -> 
     """The ``split`` (``train`` or ``test``) of the dataset called ``name``."""
     o = options or DatasetOptions()
     if name.startswith("imagefolder:"):
+        check_dataset_name(name)
         root = Path(os.path.expanduser(name.split(":", 1)[1]))
         if not root.exists():
             raise UserError(f"dataset folder {root} does not exist")
@@ -203,6 +204,8 @@ def get_source(name: str, split: str, options: DatasetOptions | None = None) -> 
 
 
 def check_dataset_name(name: str) -> None:
+    if name.startswith("imagefolder:") and not name.split(":", 1)[1].strip():
+        raise UserError("imagefolder: needs a folder: imagefolder:PATH (use imagefolder:. for the current folder)", exit_code=2)
     if not name.startswith("imagefolder:") and name not in REGISTRY:
         raise UserError(f"unknown dataset {name!r}; choose from {', '.join(sorted(REGISTRY))} or imagefolder:PATH", exit_code=2)
 

@@ -166,7 +166,7 @@ def write_beton(source: ImageSource, out: Path, *, dataset: str, split: str, opt
         bad_names = [str(files[i]) if files is not None else f"#{i}" for i in bad]
         if bad and not skip_bad:
             raise UserError(f"{len(bad)} unreadable image(s) in {dataset}/{split} (e.g. {', '.join(bad_names[:3])}); "
-                            f"pass --skip-bad to store them as black images and go on")
+                            f"pass --skip-bad (to `data convert` or `pretrain`) to store them as black images and go on")
         meta = {"format": FORMAT, "dataset": dataset, "split": split, "n": len(source), "classes": list(source.classes),
                 "labels_sha": _labels_digest(source.labels), "options": options_key(dataset, options or DatasetOptions()),
                 "write_mode": "raw" if raw else "jpg", "jpeg_quality": None if raw else jpeg_quality, "max_side": max_side,

@@ -31,7 +31,7 @@ imagenet-c-100      CSSL_BENCH_IMAGENET_C    ``imagenet-c/``: ``CORRUPTION/SEVER
 
 Class names are WordNet ids where the dataset has them, so probes match classes across datasets by
 name (IN-100 <-> ObjectNet-13 <-> ImageNet-C-100). Unreadable image files raise a ``UserError`` naming
-the file unless ``--skip-bad`` (see ``FolderSource``).
+the file unless ``data.skip_bad`` (``pretrain --skip-bad``; see ``FolderSource``).
 """
 from __future__ import annotations
 

@@ -22,6 +22,7 @@ from cssl_bench.config import Recipe, recipe_from_dict
 from cssl_bench.data.augment import CenterResize
 from cssl_bench.data.datasets import ImageSource, get_source
 from cssl_bench.data.loaders import eval_loader, to_input
+from cssl_bench.eval import progress
 from cssl_bench.methods import build_method
 from cssl_bench.train.checkpoint import load_checkpoint, read_run
 from cssl_bench.train.loop import dataset_options
@@ -101,9 +102,12 @@ def compute_features(method, source: ImageSource, kind: str, image_size: int, ch
     device = next(method.parameters()).device
     transform = transform or eval_transform(image_size)
     feats, labels = [], []
-    for x, y in eval_loader(source, transform, batch_size, workers):
-        feats.append(method.features(to_input(x.to(device, non_blocking=True), channels_last), kind).float().cpu())
-        labels.append(y)
+    name = getattr(source, "name", None)
+    with progress.task(f"features ({kind}{', ' + name if isinstance(name, str) else ''})", -(-len(source) // batch_size)) as advance:
+        for x, y in eval_loader(source, transform, batch_size, workers):
+            feats.append(method.features(to_input(x.to(device, non_blocking=True), channels_last), kind).float().cpu())
+            labels.append(y)
+            advance()
     return torch.cat(feats), torch.cat(labels)
 
 

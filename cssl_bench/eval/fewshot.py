@@ -34,6 +34,27 @@ class FewShotProtocol:
     ci: str = "t"  # t | normal
     pool: str = "auto"  # splits the shots are drawn from: train | train+val | auto (train+val where the dataset has a val split)
 
+    def __post_init__(self):
+        self.validate()
+
+    def validate(self) -> None:
+        """Refuse options that would fail mid-probe (exit 2, naming the option and its range)."""
+        def integer(v) -> bool:
+            return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+
+        if not self.shots or not all(integer(k) and k >= 1 for k in self.shots):
+            raise UserError(f"--shots must be one or more integers >= 1, got {','.join(map(str, self.shots)) or 'none'}", exit_code=2)
+        if not integer(self.trials) or self.trials < 1:
+            raise UserError(f"--trials must be an integer >= 1, got {self.trials!r}", exit_code=2)
+        if isinstance(self.C, bool) or not isinstance(self.C, (int, float)) or not (0 < self.C < math.inf):
+            raise UserError(f"--C must be a positive number, got {self.C!r}", exit_code=2)
+        if not integer(self.max_iter) or self.max_iter < 1:
+            raise UserError(f"few-shot max_iter must be an integer >= 1, got {self.max_iter!r}", exit_code=2)
+        if self.ci not in ("t", "normal"):
+            raise UserError(f"--ci must be t or normal, got {self.ci!r}", exit_code=2)
+        if self.pool not in ("train", "train+val", "auto"):
+            raise UserError(f"--pool must be train, train+val or auto, got {self.pool!r}", exit_code=2)
+
     def record(self) -> dict:
         return {"name": "fewshot", "classifier": "logistic-regression", "normalize": "l2", **asdict(self)}
 

@@ -5,8 +5,20 @@ weighted by exp(sim / T). Returns top-1 and top-5 accuracy in percent.
 """
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
+
+from cssl_bench import UserError
+
+
+def check_knn_options(k: int | None, temperature: float, k_name: str = "--k", temperature_name: str = "--temperature") -> None:
+    """Refuse a k below 1 (None: the default) or a non-positive vote temperature, naming the option (exit 2)."""
+    if k is not None and (isinstance(k, bool) or not isinstance(k, int) or k < 1):
+        raise UserError(f"{k_name} must be an integer >= 1, got {k!r}", exit_code=2)
+    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not (0 < temperature < math.inf):
+        raise UserError(f"{temperature_name} must be a positive number, got {temperature!r}", exit_code=2)
 
 
 @torch.no_grad()

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from timm.optim import Lars
 
 from cssl_bench import UserError
+from cssl_bench.eval import progress
 from cssl_bench.eval.knn import topk_accuracy
 
 
@@ -42,16 +43,42 @@ class LinearProtocol:
     trust_coefficient: float = 0.001  # LARS only: apex LARC's trust coefficient in the SimSiam repo
 
 
-    def with_overrides(self, **kw) -> "LinearProtocol":
+    def with_overrides(self, names: dict[str, str] | None = None, **kw) -> "LinearProtocol":
+        """A copy with the given fields replaced (None: keep), validated; ``names`` maps a field to the option
+        name an error message should use (e.g. ``{"epochs": "--linear-epochs"}``)."""
         kw = {k: v for k, v in kw.items() if v is not None}
         valid = {f.name for f in dataclasses.fields(self)}
         for k in kw:
             if k not in valid:
                 raise UserError(f"unknown probe option {k}; valid: {', '.join(sorted(valid))}", exit_code=2)
         new = dataclasses.replace(self, **kw)
+        new.validate(names)  # before the milestones divide by the new epochs
         if "epochs" in kw and "milestones" not in kw and self.schedule == "multistep":
             new.milestones = [m * new.epochs / self.epochs for m in self.milestones]
         return new
+
+    def validate(self, names: dict[str, str] | None = None) -> None:
+        """Refuse values that would train nothing or fail mid-probe (exit 2, naming the option and its range)."""
+        names = {**OPTION_NAMES, **(names or {})}
+
+        def bad(k: str, rule: str) -> UserError:
+            return UserError(f"{names.get(k, k)} must be {rule}, got {getattr(self, k)!r}", exit_code=2)
+
+        for k in ("epochs", "batch_size"):
+            v = getattr(self, k)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise bad(k, "an integer >= 1")
+        if not _number(self.lr) or not (0 < self.lr < math.inf):
+            raise bad("lr", "a positive number")
+        for k in ("momentum", "weight_decay"):
+            if not _number(getattr(self, k)) or not (0 <= getattr(self, k) < math.inf):
+                raise bad(k, "a number >= 0")
+        if self.feature_norm not in ("none", "bn"):
+            raise bad("feature_norm", "none or bn")
+        if self.optimizer not in ("sgd", "lars"):
+            raise bad("optimizer", "sgd or lars")
+        if self.lr_scaling not in ("none", "linear"):
+            raise bad("lr_scaling", "none or linear")
 
     @property
     def effective_lr(self) -> float:
@@ -65,6 +92,16 @@ class LinearProtocol:
         if self.optimizer != "lars":
             d.pop("trust_coefficient")
         return d
+
+
+# How errors name the fields (the probe commands' options; ``evaluate`` names epochs --linear-epochs).
+OPTION_NAMES = {"epochs": "--epochs", "batch_size": "--batch-size", "lr": "--lr", "feature_norm": "--feature-norm",
+                "optimizer": "linear-probe optimizer", "lr_scaling": "linear-probe lr_scaling", "momentum": "linear-probe momentum",
+                "weight_decay": "linear-probe weight_decay"}
+
+
+def _number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
 PROTOCOLS = {
@@ -116,14 +153,16 @@ def train_linear(train_batches, dim: int, classes: int, p: LinearProtocol, steps
                    trust_coeff=p.trust_coefficient, always_adapt=True)
     else:
         opt = torch.optim.SGD(clf.parameters(), lr=p.effective_lr, momentum=p.momentum, weight_decay=p.weight_decay)
-    for epoch in range(p.epochs):
-        for i, (f, y) in enumerate(train_batches(epoch)):
-            for g in opt.param_groups:
-                g["lr"] = p.effective_lr * _factor(p, epoch + i / max(steps_per_epoch, 1))
-            loss = F.cross_entropy(clf(f), y)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+    with progress.task(f"linear probe ({p.name}, {p.epochs} epochs)", p.epochs * steps_per_epoch) as advance:
+        for epoch in range(p.epochs):
+            for i, (f, y) in enumerate(train_batches(epoch)):
+                for g in opt.param_groups:
+                    g["lr"] = p.effective_lr * _factor(p, epoch + i / max(steps_per_epoch, 1))
+                loss = F.cross_entropy(clf(f), y)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                advance()
     return clf
 
 

@@ -19,7 +19,7 @@ from cssl_bench.data.augment import HFlip, Pipeline, ResizedCrop, SingleView
 from cssl_bench.data.datasets import DatasetOptions, ImageSource, ViewDataset, get_source
 from cssl_bench.data.loaders import to_input
 from cssl_bench.eval.features import LoadedRun, features
-from cssl_bench.eval.knn import knn_eval, topk_accuracy
+from cssl_bench.eval.knn import check_knn_options, knn_eval, topk_accuracy
 from cssl_bench.eval.linear import LinearClassifier, LinearProtocol, fit_linear, get_protocol, train_linear
 from cssl_bench.results.store import make_record
 from cssl_bench.train.loop import dataset_options
@@ -129,6 +129,7 @@ class RelabelledSource(ImageSource):
 
 def probe_knn(run: LoadedRun, dataset: str, k: int | None = None, temperature: float = 0.1, feature: str | None = None) -> list[dict]:
     """Weighted cosine kNN; ``k`` None: 20 for sets of 100 classes or more, else 200 (PROTOCOLS.md 2)."""
+    check_knn_options(k, temperature)
     feature = feature or run.default_feature
     tf, ty = features(run, dataset, "train", feature)
     vf, vy = features(run, dataset, "test", feature)

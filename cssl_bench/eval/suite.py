@@ -31,6 +31,7 @@ ROLES: dict[str, dict[str, str | None]] = {
     "on13": {"cpu": "embedded-shift", "paper": "objectnet13"},
 }
 SUITES = ("looc", "simsiam", "all")
+PROBES = ("linear", "rotation", "finegrained", "fewshot", "corruption", "objectnet", "knn")
 
 
 @dataclass(frozen=True)
@@ -99,7 +100,7 @@ def plan(suite: str, scale: str) -> list[Step]:
 def linear_protocol(name: str, o: SuiteOptions, scale: str) -> LinearProtocol:
     augment = o.augment if o.augment is not None else scale == "paper"
     return get_protocol(name).with_overrides(epochs=o.linear_epochs, batch_size=o.batch_size, lr=o.lr, augment=augment,
-                                             feature_norm=o.feature_norm)
+                                             feature_norm=o.feature_norm, names={"epochs": "--linear-epochs"})
 
 
 def run_step(run: LoadedRun, step: Step, o: SuiteOptions) -> list[dict]:
@@ -130,15 +131,44 @@ def run_step(run: LoadedRun, step: Step, o: SuiteOptions) -> list[dict]:
     raise UserError(f"unknown probe {step.probe!r}", exit_code=2)
 
 
+def check_probes(probes: list[str] | None) -> None:
+    """Refuse probe kinds that no suite has (exit 2, listing the valid ones)."""
+    unknown = [p for p in dict.fromkeys(probes or []) if p not in PROBES]
+    if unknown:
+        raise UserError(f"unknown --probe {', '.join(map(repr, unknown))}; choose from {', '.join(PROBES)}", exit_code=2)
+
+
+def check_options(o: SuiteOptions) -> None:
+    """Validate every option of the suite before any probe runs, so a bad value fails before work is stored."""
+    from cssl_bench.eval.fewshot import FewShotProtocol
+    from cssl_bench.eval.knn import check_knn_options
+
+    check_probes(o.probes)
+    linear_protocol("looc", o, "tiny")
+    FewShotProtocol(shots=list(o.shots), trials=o.trials, seed=o.seed)
+    check_knn_options(o.knn_k, o.knn_temperature, "kNN k", "kNN temperature")
+    for name, v in (("--rotation-limit", o.rotation_limit), ("--limit", o.corruption_limit)):
+        if v is not None and v < 1:
+            raise UserError(f"{name} must be an integer >= 1, got {v}", exit_code=2)
+
+
+def select_steps(suite: str, scale: str, probes: list[str] | None = None) -> list[Step]:
+    """The steps of ``suite`` at ``scale``, only those of the ``probes`` kinds when given."""
+    steps = plan(suite, scale)
+    if probes:
+        check_probes(probes)
+        unknown = set(probes) - {s.probe for s in steps}
+        if unknown:
+            raise UserError(f"suite {suite} has no probe {', '.join(sorted(unknown))}; it runs {', '.join(dict.fromkeys(s.probe for s in steps))}", exit_code=2)
+        steps = [s for s in steps if s.probe in probes]
+    return steps
+
+
 def run_suite(run: LoadedRun, suite: str, o: SuiteOptions | None = None) -> Iterator[tuple[Step, list[dict], float]]:
     """Run each step in turn, yielding (step, records, seconds) as soon as a step finishes."""
     o = o or SuiteOptions()
-    steps = plan(suite, run.recipe.scale)
-    if o.probes:
-        unknown = set(o.probes) - {s.probe for s in steps}
-        if unknown:
-            raise UserError(f"suite {suite} has no probe {', '.join(sorted(unknown))}; it runs {', '.join(dict.fromkeys(s.probe for s in steps))}", exit_code=2)
-        steps = [s for s in steps if s.probe in o.probes]
+    check_options(o)
+    steps = select_steps(suite, run.recipe.scale, o.probes)
     for step in steps:
         t0 = time.perf_counter()
         recs = run_step(run, step, o)

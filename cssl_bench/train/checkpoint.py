@@ -121,15 +121,21 @@ def load_checkpoint(path: Path) -> dict:
 
 
 def find_resume_checkpoint(run_dir: Path) -> Path | None:
-    """``last.pt`` if it loads, else ``prev.pt`` (a kill between the two renames leaves only prev)."""
+    """``last.pt`` if it loads, else ``prev.pt`` (a kill between the two renames leaves only prev); None when
+    neither exists. When checkpoints exist but none loads, a ``UserError`` names each and why: resuming
+    must never silently start again from epoch 0 and overwrite them."""
+    damaged = []
     for name in ("last.pt", "prev.pt"):
         p = run_dir / "checkpoints" / name
         if p.exists():
             try:
                 load_checkpoint(p)
                 return p
-            except UserError:
-                continue
+            except UserError as e:
+                damaged.append(str(e))
+    if damaged:
+        raise UserError(f"cannot resume {run_dir}: no loadable checkpoint ({'; '.join(damaged)}); nothing was changed "
+                        f"(move the damaged checkpoints away to start the run again)")
     return None
 
 
@@ -150,4 +156,8 @@ def read_run(run_dir: Path) -> tuple[dict, dict]:
         info = json.loads((run_dir / "run.json").read_text()) if (run_dir / "run.json").exists() else {}
     except (yaml.YAMLError, json.JSONDecodeError) as e:
         raise UserError(f"{run_dir}: unreadable run files ({type(e).__name__})") from None
+    if not isinstance(recipe, dict) or not isinstance(recipe.get("method"), str) or not isinstance(recipe.get("scale"), str):
+        raise UserError(f"{cfg} is empty or not a cssl-bench recipe (no method and scale); the run directory is damaged")
+    if not isinstance(info, dict):
+        info = {}
     return recipe, info

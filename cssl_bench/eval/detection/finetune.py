@@ -48,7 +48,7 @@ import torch.nn as nn
 from cssl_bench import UserError
 from cssl_bench.eval.detection.datasets import DetectionSet, concat, read_coco, read_voc
 from cssl_bench.eval.detection.evaluate import coco_evaluate, predict, to_coco_results
-from cssl_bench.eval.detection.models import build_detector, use_sync_bn
+from cssl_bench.eval.detection.models import ARCHS, TASKS, build_detector, use_sync_bn
 
 DATASETS = ("voc07", "voc0712", "coco", "embedded-det")
 PROTOCOL_NAMES = ("voc07", "voc0712", "coco")
@@ -100,6 +100,8 @@ class DetectionProtocol:
         for k in kw:
             if k not in valid:
                 raise UserError(f"unknown detection option {k}; valid: {', '.join(sorted(valid))}", exit_code=2)
+        for k, v in kw.items():
+            _check_type(k, v, getattr(self, k))
         new = dataclasses.replace(self, **kw)
         new.min_size = sorted(int(s) for s in (new.min_size if isinstance(new.min_size, (list, tuple)) else [new.min_size]))
         if "min_size" in kw and "test_size" not in kw:
@@ -114,13 +116,24 @@ class DetectionProtocol:
     def validate(self) -> None:
         if self.name not in PROTOCOL_NAMES:
             raise UserError(f"unknown detection protocol {self.name!r}; choose from {', '.join(PROTOCOL_NAMES)}", exit_code=2)
+        if self.arch not in ARCHS:
+            raise UserError(f"unknown --arch {self.arch!r}; choose from {', '.join(ARCHS)}", exit_code=2)
+        if self.task not in TASKS:
+            raise UserError(f"unknown --task {self.task!r}; choose from {', '.join(TASKS)}", exit_code=2)
         if self.task == "instance" and self.name != "coco":
             raise UserError("--task instance needs masks: use the coco protocol (--dataset coco, or embedded-det with --protocol coco)", exit_code=2)
-        for k in ("iterations", "batch_size", "trials", "test_size", "max_size", "eval_batch"):
+        for k in ("iterations", "batch_size", "trials", "test_size", "max_size", "eval_batch", "roi_size", "roi_batch", "rpn_batch",
+                  "rpn_pre_nms_train", "rpn_post_nms_train", "rpn_pre_nms_test", "rpn_post_nms_test", "scene_size", "scenes_07",
+                  "scenes_test", "scene_objects"):
             if getattr(self, k) < 1:
                 raise UserError(f"detection option {k} must be at least 1 (got {getattr(self, k)})", exit_code=2)
         if self.bn not in ("sync", "bn"):
             raise UserError(f"unknown bn setting {self.bn!r}; choose from sync, bn", exit_code=2)
+        for k in ("warmup_iters", "precise_bn", "workers", "scenes_12"):
+            if getattr(self, k) < 0:
+                raise UserError(f"detection option {k} must be at least 0 (got {getattr(self, k)})", exit_code=2)
+        if not self.lr > 0:
+            raise UserError(f"detection option lr must be positive (got {self.lr})", exit_code=2)
         if not all(0 < s <= 1 for s in self.steps):
             raise UserError(f"lr steps are fractions of training in (0, 1], got {self.steps}", exit_code=2)
 
@@ -147,6 +160,28 @@ class DetectionProtocol:
             for k in [k for k in d if k.startswith("scene")]:
                 d.pop(k)
         return {**d, "detector": "mask-rcnn" if self.task == "instance" else "faster-rcnn", "framework": "torchvision"}
+
+
+def _check_type(key: str, value, default) -> None:
+    """An ``--opt key=value`` (or option) of the wrong type fails here, naming the option, not mid-trial."""
+    def number(v) -> bool:
+        return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+    if isinstance(default, bool):
+        ok, what = isinstance(value, bool) or (isinstance(value, int) and value in (0, 1)), "true or false"
+    elif isinstance(default, int):
+        ok, what = isinstance(value, int) and not isinstance(value, bool), "an integer"
+    elif isinstance(default, float):
+        ok, what = number(value), "a number"
+    elif isinstance(default, str):
+        ok, what = isinstance(value, str), "a word"
+    elif isinstance(default, list):
+        ok = (isinstance(value, (list, tuple)) and all(number(v) for v in value)) or (key == "min_size" and number(value))
+        what = "a list of numbers, e.g. [1, 2]"
+    else:
+        ok, what = True, ""
+    if not ok:
+        raise UserError(f"detection option {key} must be {what}, got {value!r}", exit_code=2)
 
 
 _VOC_SCHEDULE = dict(iterations=24000, steps=[18 / 24, 22 / 24], warmup_iters=100, trials=5)
