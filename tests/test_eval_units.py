@@ -265,3 +265,28 @@ def test_stored_imagenet_c_images_are_not_cropped_twice():
     assert torch.equal(stored_corrupted_transform(224)(img), img)
     assert not torch.equal(eval_transform(224)(img), img)
     assert stored_corrupted_transform(64)(img).shape == (3, 64, 64)
+
+
+def test_simsiam_probe_makes_the_papers_number_of_updates(monkeypatch):
+    """The simsiam protocol's 90 epochs are ImageNet epochs: on n images it makes 90 * 1,281,167 / n passes (the
+    paper's 28k LARS updates at batch 4096), recorded as paper_train_images; SGD protocols are unchanged."""
+    from cssl_bench.eval.linear import IMAGENET_TRAIN_IMAGES
+
+    p = get_protocol("simsiam")
+    assert p.passes(IMAGENET_TRAIN_IMAGES) == 90 and p.passes(10000) == round(90 * IMAGENET_TRAIN_IMAGES / 10000)
+    assert p.record()["paper_train_images"] == IMAGENET_TRAIN_IMAGES and p.record()["epochs"] == 90
+    q = get_protocol("looc")
+    assert q.passes(10000) == 200 and q.for_train_size(10000) is q
+    assert "paper_train_images" not in q.record() and "trust_coefficient" not in q.record()
+    m = q.with_overrides(paper_train_images=20000).for_train_size(10000)
+    assert m.epochs == 400 and m.milestones == [240, 320]  # the schedule stretches with the passes
+    # fit_linear trains the scaled protocol: with 4,096 images, 90 * 1281167 / 4096 passes of one step each
+    steps = []
+    f, y = torch.randn(4096, 4), torch.arange(4096) % 2
+    from cssl_bench.eval import linear as L
+
+    real = L.train_linear  # record the steps it was asked for, train one epoch of them
+    monkeypatch.setattr(L, "train_linear", lambda batches, dim, classes, p, spe, *a: steps.append(p.epochs * spe)
+                        or real(batches, dim, classes, p.with_overrides(epochs=1), spe, *a))
+    fit_linear(f, y, get_protocol("simsiam"), 2)
+    assert steps == [round(90 * IMAGENET_TRAIN_IMAGES / 4096)]

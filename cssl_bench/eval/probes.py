@@ -185,7 +185,7 @@ def linear_classifier(run: LoadedRun, dataset: str, p: LinearProtocol, feature: 
     if p.augment:
         batches, spe, classes = _augmented_batches(run, dataset, feature, p)
         dim = features(run, dataset, "test", feature)[0].shape[1]
-        clf = train_linear(batches, dim, classes, p, spe)
+        clf = train_linear(batches, dim, classes, p.for_train_size(len(source_of(run, dataset, "train"))), spe)
     else:
         tf, ty = features(run, dataset, "train", feature)
         if len(tf) == 0:
