@@ -43,7 +43,8 @@ class LinearProtocol:
     seed: int = 0
     trust_coefficient: float = 0.001  # LARS only: apex LARC's trust coefficient in the SimSiam repo
     # 0: ``epochs`` are passes over the probe's training set. N > 0: ``epochs`` count passes over N images (the
-    # paper's training set), so a probe on n images makes epochs * N / n passes: the paper's number of updates.
+    # paper's training set), so a probe on n images makes epochs * N / n passes: it sees the paper's number of
+    # images (and makes its number of updates, up to the partial batch each pass drops).
     # The simsiam protocol's LARS moves each weight by ~lr * 0.001 of its norm per step and needs them: its 90
     # ImageNet epochs are 28k steps, 90 passes over the 10,000 embedded images 180 (linear top-1 ~50 where
     # 23k steps give ~91 on the same features).
