@@ -274,13 +274,18 @@ def test_simsiam_probe_makes_the_papers_number_of_updates(monkeypatch):
 
     p = get_protocol("simsiam")
     assert p.passes(IMAGENET_TRAIN_IMAGES) == 90 and p.passes(10000) == round(90 * IMAGENET_TRAIN_IMAGES / 10000)
+    assert p.passes(256) == 90 * (IMAGENET_TRAIN_IMAGES // 4096)  # capped at the paper's updates (one step a pass)
     assert p.record()["paper_train_images"] == IMAGENET_TRAIN_IMAGES and p.record()["epochs"] == 90
+    # the scales' defaults: the tiny (CI) scale takes the literal 90 passes, small and paper the paper's images
+    assert p.for_scale("tiny").passes(10000) == 90 and "paper_train_images" not in p.for_scale("tiny").record()
+    assert p.for_scale("small").passes(10000) == p.passes(10000) and not p.for_scale("small").augment
+    assert p.for_scale("paper").augment
     q = get_protocol("looc")
     assert q.passes(10000) == 200 and q.for_train_size(10000) is q
     assert "paper_train_images" not in q.record() and "trust_coefficient" not in q.record()
     m = q.with_overrides(paper_train_images=20000).for_train_size(10000)
     assert m.epochs == 400 and m.milestones == [240, 320]  # the schedule stretches with the passes
-    # fit_linear trains the scaled protocol: with 4,096 images, 90 * 1281167 / 4096 passes of one step each
+    # fit_linear trains the scaled protocol: with 4,096 images, one step a pass, the paper's 90 * 312 steps
     steps = []
     f, y = torch.randn(4096, 4), torch.arange(4096) % 2
     from cssl_bench.eval import linear as L
@@ -289,4 +294,4 @@ def test_simsiam_probe_makes_the_papers_number_of_updates(monkeypatch):
     monkeypatch.setattr(L, "train_linear", lambda batches, dim, classes, p, spe, *a: steps.append(p.epochs * spe)
                         or real(batches, dim, classes, p.with_overrides(epochs=1), spe, *a))
     fit_linear(f, y, get_protocol("simsiam"), 2)
-    assert steps == [round(90 * IMAGENET_TRAIN_IMAGES / 4096)]
+    assert steps == [90 * (IMAGENET_TRAIN_IMAGES // 4096)]

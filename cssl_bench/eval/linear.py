@@ -104,11 +104,26 @@ class LinearProtocol:
         return d
 
     def passes(self, n_train: int) -> int:
-        """Passes over a training set of ``n_train`` images: ``epochs``, or with ``paper_train_images`` the
-        passes that make the paper's number of updates (``epochs * paper_train_images / n_train``, rounded)."""
+        """Passes over a training set of ``n_train`` images: ``epochs``, or with ``paper_train_images`` the passes
+        that see the paper's number of images (``epochs * paper_train_images / n_train``), but never more updates
+        than the paper made (``epochs * (paper_train_images // batch_size)``: a set smaller than one batch would
+        otherwise train one step per image-count share, 450k steps for 256 images); rounded."""
         if not self.paper_train_images or n_train <= 0:
             return self.epochs
-        return max(1, round(self.epochs * self.paper_train_images / n_train))
+        by_images = self.epochs * self.paper_train_images / n_train
+        paper_steps = self.epochs * max(1, self.paper_train_images // self.batch_size)
+        by_steps = paper_steps / max(1, n_train // min(self.batch_size, n_train))
+        return max(1, round(min(by_images, by_steps)))
+
+    def for_scale(self, scale: str) -> "LinearProtocol":
+        """The protocol as a run of ``scale`` is probed by default: augmented views at paper scale, cached
+        centre-crop features below it; at tiny (the CI and smoke budget) the literal epochs as passes over the
+        training set (``paper_train_images`` off: the simsiam protocol's 90 passes, ~180 LARS steps on the
+        embedded set, measure little), at small and paper the paper's number of images."""
+        kw: dict = {"augment": scale == "paper"}
+        if scale == "tiny":
+            kw["paper_train_images"] = 0
+        return self.with_overrides(**kw)
 
     def for_train_size(self, n_train: int) -> "LinearProtocol":
         """The protocol as trained on ``n_train`` images: ``passes`` epochs, milestones scaled alike."""

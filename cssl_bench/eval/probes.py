@@ -63,11 +63,12 @@ def records_for(run: LoadedRun, dataset: str, feature: str, protocol: dict, metr
 
 
 def resolve_protocol(run: LoadedRun, protocol: LinearProtocol | str | None, default: str = "looc") -> LinearProtocol:
-    """A protocol object as given, or the named protocol (``default`` when None) with augmentation on at
-    paper scale only: the CPU scales train probes on cached centre-crop features."""
+    """A protocol object as given, or the named protocol (``default`` when None) as the run's scale probes it
+    (``LinearProtocol.for_scale``: augmentation on at paper scale only, the CPU scales train probes on cached
+    centre-crop features; the paper's number of images at small and paper)."""
     if isinstance(protocol, LinearProtocol):
         return protocol
-    return get_protocol(protocol or default).with_overrides(augment=run.recipe.scale == "paper")
+    return get_protocol(protocol or default).for_scale(run.recipe.scale)
 
 
 def source_of(run: LoadedRun, dataset: str, split: str) -> ImageSource:

@@ -150,11 +150,11 @@ def _call(fn, run, dataset: str, *args, **kw) -> list[dict]:
 
 
 def linear_protocol(name: str | None, scale: str):
-    """The named linear protocol as ``reproduce`` runs it: the CPU scales train the probe on cached centre-crop
-    features (the `probe linear` default there), the paper scale on augmented views."""
+    """The named linear protocol as ``reproduce`` runs it, the `probe linear` default at that scale
+    (``LinearProtocol.for_scale``)."""
     from cssl_bench.eval.linear import get_protocol
 
-    return get_protocol(name or "moco").with_overrides(augment=scale == "paper")
+    return get_protocol(name or "moco").for_scale(scale)
 
 
 def run_probe(kind: str, run, dataset: str, feature: str, protocol: str | None, scale: str, log=None) -> list[dict]:
