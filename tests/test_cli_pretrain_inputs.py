@@ -15,7 +15,7 @@ import pytest
 import torch
 from PIL import Image
 
-from tests.conftest import FAST_CLI, one_line_error, run_cli
+from tests.conftest import FAST_CLI, one_line_error, run_cli_here
 
 FAST = FAST_CLI
 
@@ -39,9 +39,9 @@ def image_folder(root: Path, n: int = 20, bad: bool = True) -> Path:
 def runs(tmp_path_factory):
     """A run trained one epoch (last.pt and prev.pt), and a random-init run whose probes load data with a worker process."""
     root = tmp_path_factory.mktemp("inputs")
-    p = run_cli("pretrain", "simclr", "--epochs", "1", "--out", root / "e1", *FAST)
+    p = run_cli_here("pretrain", "simclr", "--epochs", "1", "--out", root / "e1", *FAST)
     assert p.returncode == 0, p.stderr
-    p = run_cli("pretrain", "simclr", "--epochs", "0", "--out", root / "w1", *FAST, "--set", "data.workers=1")
+    p = run_cli_here("pretrain", "simclr", "--epochs", "0", "--out", root / "w1", *FAST, "--set", "data.workers=1")
     assert p.returncode == 0, p.stderr
     return root
 
@@ -52,16 +52,16 @@ def test_worker_error_is_one_line_and_skip_bad_exists(tmp_path):
     root = image_folder(tmp_path / "imgs")
     args = ["pretrain", "simclr", "--dataset", f"imagefolder:{root}", "--epochs", "1", "--batch-size", "8",
             "--backbone", "resnet10-w0.125", "--workers", "1", "--quiet"]
-    p = run_cli(*args, "--out", tmp_path / "r1")
+    p = run_cli_here(*args, "--out", tmp_path / "r1")
     one_line_error(p, 1, ["unreadable image", "0.jpg", "--skip-bad"])
     assert "DataLoader worker" not in p.stderr
-    p = run_cli(*args, "--out", tmp_path / "r2", "--skip-bad")  # the option the message names
+    p = run_cli_here(*args, "--out", tmp_path / "r2", "--skip-bad")  # the option the message names
     assert p.returncode == 0, p.stderr
 
 
 def test_probe_worker_error_is_one_line(runs, tmp_path):
     root = image_folder(tmp_path / "imgs")
-    p = run_cli("probe", "knn", runs / "w1", "--dataset", f"imagefolder:{root}", "--results", tmp_path / "res")
+    p = run_cli_here("probe", "knn", runs / "w1", "--dataset", f"imagefolder:{root}", "--results", tmp_path / "res")
     one_line_error(p, 1, ["unreadable image", "0.jpg"])
     assert "DataLoader worker" not in p.stderr
 
@@ -69,7 +69,7 @@ def test_probe_worker_error_is_one_line(runs, tmp_path):
 # 3: an empty imagefolder path
 
 def test_imagefolder_without_a_path(tmp_path):
-    p = run_cli("pretrain", "simclr", "--dataset", "imagefolder:", "--epochs", "1", "--out", tmp_path / "o", *FAST)
+    p = run_cli_here("pretrain", "simclr", "--dataset", "imagefolder:", "--epochs", "1", "--out", tmp_path / "o", *FAST)
     one_line_error(p, 2, "imagefolder:PATH")
     assert not (tmp_path / "o").exists()
 
@@ -84,7 +84,7 @@ def test_resume_with_both_checkpoints_damaged_touches_nothing(runs, tmp_path):
         data = f.read_bytes()
         f.write_bytes(data[: len(data) // 2])
     before = snapshot(run)
-    p = run_cli("pretrain", "simclr", "--epochs", "1", "--out", run, "--resume", *FAST)
+    p = run_cli_here("pretrain", "simclr", "--epochs", "1", "--out", run, "--resume", *FAST)
     one_line_error(p, 1, ["last.pt", "prev.pt", "corrupted or truncated", "cannot resume"])
     assert snapshot(run) == before
 
@@ -97,7 +97,7 @@ def test_resume_with_both_checkpoints_damaged_touches_nothing(runs, tmp_path):
     ("optim.base_lr=[1", "override 'optim.base_lr=[1'"),
 ])
 def test_bad_override_exits_2(tmp_path, override, message):
-    p = run_cli("pretrain", "simclr", "--set", override, "--out", tmp_path / "o", *FAST)
+    p = run_cli_here("pretrain", "simclr", "--set", override, "--out", tmp_path / "o", *FAST)
     one_line_error(p, 2, message)
     assert not (tmp_path / "o").exists()
 
@@ -120,7 +120,7 @@ def test_bad_override_exits_2(tmp_path, override, message):
 ])
 def test_bad_pretrain_option_exits_2_before_any_work(tmp_path, args, message):
     fast = _without_set(FAST, "data.workers=0") if "--workers" in args else FAST  # a --set wins over --workers
-    p = run_cli("pretrain", "simclr", *fast, *args, "--out", tmp_path / "o")
+    p = run_cli_here("pretrain", "simclr", *fast, *args, "--out", tmp_path / "o")
     one_line_error(p, 2, message)
     assert not (tmp_path / "o").exists()
 
@@ -139,7 +139,7 @@ def _without_set(args: list[str], value: str) -> list[str]:
 def test_fp16_on_cpu_warns_once(tmp_path):
     if torch.cuda.is_available():
         pytest.skip("the warning is for CPU runs")
-    p = run_cli("pretrain", "simclr", "--precision", "fp16", "--epochs", "0", "--out", tmp_path / "o", *FAST)
+    p = run_cli_here("pretrain", "simclr", "--precision", "fp16", "--epochs", "0", "--out", tmp_path / "o", *FAST)
     assert p.returncode == 0, p.stderr
     warnings = [ln for ln in p.stderr.splitlines() if ln.startswith("warning:")]
     assert len(warnings) == 1 and "fp16" in warnings[0] and "slow" in warnings[0], p.stderr
@@ -152,8 +152,8 @@ def test_empty_config_yaml(runs, tmp_path):
     shutil.copytree(runs / "e1", run)
     (run / "config.yaml").write_text("")
     before = snapshot(run)
-    one_line_error(run_cli("probe", "knn", run, "--results", tmp_path / "res"), 1, "config.yaml is empty")
-    one_line_error(run_cli("pretrain", "simclr", "--epochs", "1", "--out", run, "--resume", *FAST), 1, "config.yaml is empty")
+    one_line_error(run_cli_here("probe", "knn", run, "--results", tmp_path / "res"), 1, "config.yaml is empty")
+    one_line_error(run_cli_here("pretrain", "simclr", "--epochs", "1", "--out", run, "--resume", *FAST), 1, "config.yaml is empty")
     assert snapshot(run) == before
 
 
@@ -165,7 +165,7 @@ def test_empty_config_yaml(runs, tmp_path):
     (["--train", "-5"], "--train must be >= 1"),
 ])
 def test_export_bad_numbers(tmp_path, args, message):
-    p = run_cli("data", "export", "embedded", tmp_path / "out", *args)
+    p = run_cli_here("data", "export", "embedded", tmp_path / "out", *args)
     one_line_error(p, 2, message)
     assert not (tmp_path / "out").exists()
 
@@ -173,9 +173,9 @@ def test_export_bad_numbers(tmp_path, args, message):
 def test_export_onto_a_file_or_unwritable_place(tmp_path):
     f = tmp_path / "afile"
     f.write_text("keep me")
-    one_line_error(run_cli("data", "export", "embedded", f, "--train", "20", "--test", "10"), 2, "is a file")
+    one_line_error(run_cli_here("data", "export", "embedded", f, "--train", "20", "--test", "10"), 2, "is a file")
     assert f.read_text() == "keep me"
-    one_line_error(run_cli("data", "export", "embedded", f / "sub", "--train", "20", "--test", "10"), 2, "cannot write to the output folder")
+    one_line_error(run_cli_here("data", "export", "embedded", f / "sub", "--train", "20", "--test", "10"), 2, "cannot write to the output folder")
     assert f.read_text() == "keep me"
 
 
@@ -201,19 +201,19 @@ def test_export_never_mixes_with_or_deletes_other_files(tmp_path):
     out = tmp_path / "out"
     out.mkdir()
     (out / "mine.txt").write_text("user file")
-    p = run_cli("data", "export", "embedded", out, "--train", "20", "--test", "10")
+    p = run_cli_here("data", "export", "embedded", out, "--train", "20", "--test", "10")
     one_line_error(p, 2, "is not empty")
     assert [x.name for x in out.iterdir()] == ["mine.txt"]
 
     fresh = tmp_path / "fresh"
-    p = run_cli("data", "export", "embedded", fresh, "--train", "20", "--test", "10")
+    p = run_cli_here("data", "export", "embedded", fresh, "--train", "20", "--test", "10")
     assert p.returncode == 0 and "wrote 30 images" in p.stderr, p.stderr
     assert len(list(fresh.rglob("*.png"))) == 30
-    p = run_cli("data", "export", "embedded", fresh, "--train", "20", "--test", "10")  # the same export again: rewritten
+    p = run_cli_here("data", "export", "embedded", fresh, "--train", "20", "--test", "10")  # the same export again: rewritten
     assert p.returncode == 0, p.stderr
     assert len(list(fresh.rglob("*.png"))) == 30
     before = snapshot(fresh)
-    p = run_cli("data", "export", "embedded", fresh, "--train", "40", "--test", "10")  # other options: refused
+    p = run_cli_here("data", "export", "embedded", fresh, "--train", "40", "--test", "10")  # other options: refused
     one_line_error(p, 2, "previous export of other options")
     assert snapshot(fresh) == before
 
@@ -221,7 +221,7 @@ def test_export_never_mixes_with_or_deletes_other_files(tmp_path):
 # 9: data convert's help names real options only
 
 def test_convert_help_names_no_missing_option():
-    p = run_cli("data", "convert", "--help", env={"COLUMNS": "250", "TERM": "dumb", "NO_COLOR": "1"})
+    p = run_cli_here("data", "convert", "--help", env={"COLUMNS": "250", "TERM": "dumb", "NO_COLOR": "1"})
     assert p.returncode == 0, p.stderr
     assert "--loader" not in p.stdout and "data.loader" in p.stdout, p.stdout
 

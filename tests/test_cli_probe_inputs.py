@@ -13,10 +13,16 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.conftest import FAST_CLI, one_line_error
+from tests.conftest import FAST_CLI, one_line_error, run_cli_here
 
 FAST = FAST_CLI
 SEED_RECORD = '{"metric": "knn/top1", "value": 1.0}\n'
+
+
+@pytest.fixture
+def cli():
+    """These commands are refused before any work: called in this process (conftest.run_cli_here)."""
+    return run_cli_here
 
 
 @pytest.fixture(scope="module")
