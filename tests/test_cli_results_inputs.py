@@ -6,7 +6,7 @@ import json
 import pytest
 
 from cssl_bench.results.store import ResultsStore, make_record
-from tests.conftest import run_cli_here as run_cli  # in this process: refused before any work
+from tests.conftest import run_cli
 
 
 def _record(value, metric="rotation/acc"):
