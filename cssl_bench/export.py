@@ -117,9 +117,25 @@ def detectron2_checkpoint(backbone: nn.Module) -> dict:
     return {"model": model, "__author__": "cssl-bench", "matching_heuristics": True}
 
 
+def check_export_target(out: Path) -> None:
+    """The export's folder must be a folder that can be written (it is created if missing): one line, before any work."""
+    from cssl_bench.train.checkpoint import check_writable_dir
+
+    folder = Path(out).parent
+    if folder.exists() and not folder.is_dir():
+        raise UserError(f"cannot write the export to {folder}: it is a file, not a folder; nothing was exported")
+    try:
+        check_writable_dir(folder)
+    except PermissionError:
+        raise UserError(f"cannot write the export to {folder} (permission denied); nothing was exported") from None
+    except OSError as x:
+        raise UserError(f"cannot write the export to {folder} ({x.strerror or x}); nothing was exported") from None
+
+
 def export_backbone(backbone: nn.Module, fmt: str, out: Path, seed: int = 0) -> Exported:
-    """Write ``backbone`` to ``out`` in format ``fmt`` (atomically); returns what was written and notes."""
-    from cssl_bench.train.checkpoint import atomic_write_bytes, save_checkpoint
+    """Write ``backbone`` to ``out`` in format ``fmt`` (atomically); returns what was written and notes. A failed
+    write says so as the export's (no file is left half-written; an existing one is unchanged)."""
+    from cssl_bench.train.checkpoint import CheckpointWriteError
 
     if fmt not in FORMATS:
         raise UserError(f"unknown export format {fmt!r}; choose from {', '.join(FORMATS)}", exit_code=2)
@@ -135,6 +151,20 @@ def export_backbone(backbone: nn.Module, fmt: str, out: Path, seed: int = 0) -> 
                      + (" (detectron2 cannot take a 3x3 stem and will skip conv1)" if fmt == "detectron2" else ""))
     if is_resnet(backbone) and "-w" in arch and fmt != "detectron2":
         notes.append(f"{arch} is width-scaled: no {fmt} constructor builds it; use cssl_bench.models.backbones.build_backbone('{arch}')")
+    existed = out.is_file()
+    try:
+        n = _write_export(backbone, fmt, out, seed, arch, notes)
+    except (CheckpointWriteError, OSError) as x:
+        reason = x.reason if isinstance(x, CheckpointWriteError) else (x.strerror or str(x))
+        raise UserError(f"could not write the export {out} ({reason}); nothing was exported"
+                        + (" and the existing file is unchanged" if existed else "")) from None
+    return Exported(fmt, out, n, notes)
+
+
+def _write_export(backbone: nn.Module, fmt: str, out: Path, seed: int, arch: str, notes: list[str]) -> int:
+    """Write the export file; returns the number of tensors written (appends format notes)."""
+    from cssl_bench.train.checkpoint import atomic_write_bytes, save_checkpoint
+
     if fmt == "torchvision":
         sd = torchvision_state_dict(backbone, seed=seed)
         notes.append("fc is freshly initialised (the pretraining had no classifier); it loads with strict=True")
@@ -150,7 +180,7 @@ def export_backbone(backbone: nn.Module, fmt: str, out: Path, seed: int = 0) -> 
         payload = detectron2_checkpoint(backbone)
         atomic_write_bytes(out, pickle.dumps(payload, protocol=pickle.HIGHEST_PROTOCOL))
         n = len(payload["model"])
-    return Exported(fmt, out, n, notes)
+    return n
 
 
 def export_run(run_dir: Path, fmt: str, out: Path, epoch: int | None = None, seed: int = 0) -> Exported:
@@ -159,5 +189,6 @@ def export_run(run_dir: Path, fmt: str, out: Path, epoch: int | None = None, see
 
     if fmt not in FORMATS:
         raise UserError(f"unknown export format {fmt!r}; choose from {', '.join(FORMATS)}", exit_code=2)
+    check_export_target(Path(out))  # before the run is loaded
     run = load_run(run_dir, epoch)
     return export_backbone(run.method.backbone, fmt, out, seed)

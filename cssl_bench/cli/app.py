@@ -36,21 +36,18 @@ def store(results: Optional[Path], writable: bool = False):
 
 def check_writable(st) -> None:
     import os
-    import tempfile
 
     from cssl_bench import UserError
+    from cssl_bench.train.checkpoint import check_writable_dir
 
     root = st.root
     try:
         if root.exists() and not root.is_dir():
             raise UserError(f"cannot write to the results directory {root}: it is a file, not a folder; nothing was run", exit_code=UNWRITABLE_EXIT)
-        root.mkdir(parents=True, exist_ok=True)
+        check_writable_dir(root)
         for p in (st.path, Path(str(st.path) + ".lock")):
             if p.exists():  # appending to the records and taking the lock open these for writing
                 os.close(os.open(p, os.O_WRONLY | os.O_APPEND))
-        fd, tmp = tempfile.mkstemp(prefix=".cssl-write-check-", dir=root)
-        os.close(fd)
-        os.unlink(tmp)
     except PermissionError:
         raise UserError(f"cannot write to the results directory {root} (permission denied); nothing was run", exit_code=UNWRITABLE_EXIT) from None
     except OSError as e:

@@ -1,7 +1,6 @@
 """``cssl-bench transfer detection RUN_DIR`` (SimSiam Table 5) and ``cssl-bench export RUN_DIR --to FORMAT OUT``."""
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import List, Optional
 
@@ -125,25 +124,6 @@ def configs():
     print(CONFIG_DIR)
 
 
-def _check_export_target(out: Path) -> None:
-    """The export's folder must exist (or be creatable) and be writable: fail with one line before any work."""
-    import os
-    import tempfile
-
-    folder = out.parent
-    if folder.exists() and not folder.is_dir():
-        raise UserError(f"cannot write the export to {folder}: it is a file, not a folder; nothing was exported")
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.check", dir=folder)
-        os.close(fd)
-        os.unlink(tmp)
-    except PermissionError:
-        raise UserError(f"cannot write the export to {folder} (permission denied); nothing was exported") from None
-    except OSError as x:
-        raise UserError(f"cannot write the export to {folder} ({x.strerror or x}); nothing was exported") from None
-
-
 @app.command("export")
 def export(run_dir: Path = typer.Argument(..., help="a pretraining run directory"),
            out: Path = typer.Argument(..., help="output file"),
@@ -153,23 +133,9 @@ def export(run_dir: Path = typer.Argument(..., help="a pretraining run directory
 
     detectron2 users then run: python -m cssl_bench.eval.detection.detectron2_train --num-gpus 8 --config-file $(cssl-bench transfer configs)/voc0712_R_50_C4_24k.yaml MODEL.WEIGHTS OUT
     """
-    from cssl_bench.eval.features import load_run
-    from cssl_bench.export import FORMATS, export_backbone
+    from cssl_bench.export import export_run
 
-    if to not in FORMATS:
-        raise UserError(f"unknown export format {to!r}; choose from {', '.join(FORMATS)}", exit_code=2)
-    _check_export_target(out)  # before the run is loaded
-    run = load_run(run_dir, epoch)  # as export_run, with the write's errors told apart from the load's
-    try:
-        e = export_backbone(run.method.backbone, to, out)
-    except UserError as x:
-        m = re.fullmatch(r"could not write checkpoint (.*) \((.*)\); the previous checkpoint is intact", str(x))
-        if not m:
-            raise
-        raise UserError(f"could not write the export {out} ({m.group(2)}); nothing was exported"
-                        + (" and the existing file is unchanged" if out.is_file() else ""), x.exit_code) from None
-    except OSError as x:  # the detectron2 pickle is written directly
-        raise UserError(f"could not write the export {out} ({x.strerror or x}); nothing was exported") from None
+    e = export_run(run_dir, to, out, epoch)  # format and target folder checked before the run is loaded
     for n in e.notes:
         err.print(f"note: {n}", markup=False, highlight=False)
     err.print(f"wrote {e.n_tensors} tensors ({e.fmt})")

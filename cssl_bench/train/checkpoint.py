@@ -13,6 +13,7 @@ import json
 import os
 import pickle
 import signal
+import tempfile
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -55,6 +56,23 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+class CheckpointWriteError(UserError):
+    """A checkpoint could not be written (``reason``: the OS's words); the file it would replace is intact."""
+
+    def __init__(self, path: Path, reason: str):
+        super().__init__(f"could not write checkpoint {path} ({reason}); the previous checkpoint is intact")
+        self.path, self.reason = path, reason
+
+
+def check_writable_dir(folder: Path) -> None:
+    """Create ``folder`` if needed, then write and remove a temporary file in it: an ``OSError`` (permission
+    denied, a file in the way, ...) says, before any work, that records or checkpoints could not be written there."""
+    folder.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".cssl-write-check-", dir=folder)
+    os.close(fd)
+    os.unlink(tmp)
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
@@ -95,7 +113,7 @@ def save_checkpoint(state: dict, path: Path, keep_previous: bool = True) -> None
         os.replace(tmp, path)
     except OSError as e:
         tmp.unlink(missing_ok=True)
-        raise UserError(f"could not write checkpoint {path} ({e.strerror or e}); the previous checkpoint is intact") from None
+        raise CheckpointWriteError(path, e.strerror or str(e)) from None
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
