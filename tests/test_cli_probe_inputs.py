@@ -227,3 +227,18 @@ def test_progress_does_not_change_the_linear_probe():
     assert "linear probe (looc, 3 epochs)" in buf.getvalue()
     assert torch.equal(quiet.fc.weight, shown.fc.weight) and torch.equal(quiet.fc.bias, shown.fc.bias)
     assert not progress.enabled()
+
+
+def test_probe_linear_takes_the_scales_protocol_defaults(pristine, tmp_path, cli):
+    """`probe linear --protocol simsiam` on a tiny run trains as reproduce does at tiny (LinearProtocol.for_scale:
+    the literal epochs as passes, no paper_train_images), with the command's options on top."""
+    from cssl_bench.eval.linear import get_protocol
+
+    run = tmp_path / "run"
+    shutil.copytree(pristine, run)
+    p = cli("probe", "linear", run, "--protocol", "simsiam", "--epochs", "2", "--results", tmp_path / "res", "--json")
+    assert p.returncode == 0, p.stderr
+    recs = json.loads(p.stdout)
+    assert recs[0]["protocol"] == get_protocol("simsiam").for_scale("tiny").with_overrides(epochs=2).record()
+    assert "paper_train_images" not in recs[0]["protocol"]
+

@@ -280,6 +280,13 @@ def test_simsiam_probe_makes_the_papers_number_of_updates(monkeypatch):
     assert p.for_scale("tiny").passes(10000) == 90 and "paper_train_images" not in p.for_scale("tiny").record()
     assert p.for_scale("small").passes(10000) == p.passes(10000) and not p.for_scale("small").augment
     assert p.for_scale("paper").augment
+    # evaluate's suites take the same defaults (its options on top)
+    from cssl_bench.eval.suite import SuiteOptions, linear_protocol
+
+    for scale in ("tiny", "small", "paper"):
+        assert linear_protocol("simsiam", SuiteOptions(), scale).record() == p.for_scale(scale).record()
+    assert linear_protocol("simsiam", SuiteOptions(linear_epochs=3, augment=True), "tiny").record() == \
+        p.for_scale("tiny").with_overrides(epochs=3, augment=True).record()
     q = get_protocol("looc")
     assert q.passes(10000) == 200 and q.for_train_size(10000) is q
     assert "paper_train_images" not in q.record() and "trust_coefficient" not in q.record()

@@ -68,16 +68,11 @@ def _dataset(run, dataset: Optional[str], default: Optional[str] = None) -> str:
 
 
 def _protocol(run, protocol: str, epochs, batch_size, lr, augment, feature_norm):
+    """The named protocol as the run's scale probes it (``LinearProtocol.for_scale``), with the given options."""
     from cssl_bench.eval.linear import get_protocol
 
-    p = get_protocol(protocol)
-    if augment is None:
-        augment = run.recipe.scale == "paper"
-    if feature_norm is not None and feature_norm not in ("none", "bn"):
-        from cssl_bench import UserError
-
-        raise UserError(f"--feature-norm must be none or bn, got {feature_norm!r}", exit_code=2)
-    return p.with_overrides(epochs=epochs, batch_size=batch_size, lr=lr, augment=augment, feature_norm=feature_norm)
+    return get_protocol(protocol).for_scale(run.recipe.scale).with_overrides(
+        epochs=epochs, batch_size=batch_size, lr=lr, augment=augment, feature_norm=feature_norm)
 
 
 def _check_feature(run, feature: Optional[str]) -> None:

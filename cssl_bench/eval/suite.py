@@ -98,9 +98,10 @@ def plan(suite: str, scale: str) -> list[Step]:
 
 
 def linear_protocol(name: str, o: SuiteOptions, scale: str) -> LinearProtocol:
-    augment = o.augment if o.augment is not None else scale == "paper"
-    return get_protocol(name).with_overrides(epochs=o.linear_epochs, batch_size=o.batch_size, lr=o.lr, augment=augment,
-                                             feature_norm=o.feature_norm, names={"epochs": "--linear-epochs"})
+    """The named protocol as ``scale`` probes it (``LinearProtocol.for_scale``), with the suite's options."""
+    return get_protocol(name).for_scale(scale).with_overrides(epochs=o.linear_epochs, batch_size=o.batch_size, lr=o.lr,
+                                                              augment=o.augment, feature_norm=o.feature_norm,
+                                                              names={"epochs": "--linear-epochs"})
 
 
 def run_step(run: LoadedRun, step: Step, o: SuiteOptions) -> list[dict]:
