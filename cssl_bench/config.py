@@ -260,9 +260,15 @@ def load_recipe(method: str, scale: str = "tiny", overrides: dict | None = None,
     return recipe
 
 
-def recipe_from_dict(d: dict) -> Recipe:
+def check_recipe_dict(d, where: str = "config.yaml", hint: str = "") -> dict:
+    """``d`` if it can be a recipe (a mapping with a method and a scale); else one line naming ``where``."""
     if not isinstance(d, dict) or not isinstance(d.get("method"), str) or not isinstance(d.get("scale"), str):
-        raise UserError("config.yaml is empty or not a cssl-bench recipe (no method and scale)")
+        raise UserError(f"{where} is empty or not a cssl-bench recipe (no method and scale){hint}")
+    return d
+
+
+def recipe_from_dict(d: dict) -> Recipe:
+    check_recipe_dict(d)
     r = Recipe(method=d["method"], scale=d["scale"])
     _merge_layer(r, {k: v for k, v in d.items() if k not in ("method", "scale")}, "config.yaml")
     return r

@@ -22,6 +22,7 @@ import torch
 import yaml
 
 from cssl_bench import UserError, __version__
+from cssl_bench.config import check_recipe_dict
 
 FORMAT = "cssl-bench/1"
 
@@ -174,8 +175,7 @@ def read_run(run_dir: Path) -> tuple[dict, dict]:
         info = json.loads((run_dir / "run.json").read_text()) if (run_dir / "run.json").exists() else {}
     except (yaml.YAMLError, json.JSONDecodeError) as e:
         raise UserError(f"{run_dir}: unreadable run files ({type(e).__name__})") from None
-    if not isinstance(recipe, dict) or not isinstance(recipe.get("method"), str) or not isinstance(recipe.get("scale"), str):
-        raise UserError(f"{cfg} is empty or not a cssl-bench recipe (no method and scale); the run directory is damaged")
+    check_recipe_dict(recipe, str(cfg), "; the run directory is damaged")
     if not isinstance(info, dict):
         info = {}
     return recipe, info
