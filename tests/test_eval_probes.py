@@ -38,6 +38,24 @@ def _metrics(recs):
     return {r["metric"]: r["value"] for r in recs}
 
 
+def test_augmented_linear_probe_trains_on_fresh_views(run, monkeypatch):
+    """augment=True (the paper-scale probe): every epoch's features come from random-resized-crop + flip views of
+    the training split, scaled passes (for_train_size of its image count), the train split's classes."""
+    from cssl_bench.eval import linear as L
+    from cssl_bench.eval.linear import get_protocol
+    from cssl_bench.eval.probes import probe_linear, source_of
+
+    seen = []
+    real = L.train_linear
+    monkeypatch.setattr("cssl_bench.eval.probes.train_linear",
+                        lambda batches, dim, classes, p, spe, *a: seen.append((classes, p.epochs, spe)) or real(batches, dim, classes, p, spe, *a))
+    p = get_protocol("looc").with_overrides(epochs=1, augment=True, batch_size=128, paper_train_images=2 * len(source_of(run, "embedded", "train")))
+    recs, _ = probe_linear(run, "embedded", p)
+    n = len(source_of(run, "embedded", "train"))
+    assert seen == [(10, 2, n // 128)]  # twice the images: two passes
+    assert recs[0]["protocol"]["augment"] is True and 0 <= _metrics(recs)["linear/top1"] <= 100
+
+
 def test_linear_classifier_is_cached_and_shared(run):
     from cssl_bench.eval.features import features
     from cssl_bench.eval.objectnet import probe_objectnet

@@ -141,7 +141,8 @@ def probe_knn(run: LoadedRun, dataset: str, k: int | None = None, temperature: f
 
 
 def _augmented_batches(run: LoadedRun, dataset: str, feature: str, p: LinearProtocol):
-    """Per-epoch batches of features of random-resized-crop + flip views (the paper's probe training)."""
+    """Per-epoch batches of features of random-resized-crop + flip views (the paper's probe training); returns
+    (batches, steps per epoch, classes, training images)."""
     src = source_of(run, dataset, "train")
     size = run.recipe.data.image_size
     ds = ViewDataset(src, SingleView(Pipeline([ResizedCrop(size, (0.08, 1.0)), HFlip()])), seed=p.seed)
@@ -158,7 +159,7 @@ def _augmented_batches(run: LoadedRun, dataset: str, feature: str, p: LinearProt
                 f = run.method.features(to_input(views["v1"].to(device), run.recipe.model.channels_last), feature).float().cpu()
             yield f, y
 
-    return batches, len(src) // bs, len(src.classes)
+    return batches, len(src) // bs, len(src.classes), len(src)
 
 
 def _classifier_path(run: LoadedRun, dataset: str, feature: str, p: LinearProtocol):
@@ -182,16 +183,15 @@ def linear_classifier(run: LoadedRun, dataset: str, p: LinearProtocol, feature: 
             return clf.eval()
         except Exception:  # noqa: BLE001  (a damaged cache file is retrained below)
             path.unlink(missing_ok=True)
-    classes = len(source_of(run, dataset, "train").classes)
-    if p.augment:
-        batches, spe, classes = _augmented_batches(run, dataset, feature, p)
+    if p.augment:  # one scan of the training split (a folder of a million files at paper scale) serves it all
+        batches, spe, classes, n_train = _augmented_batches(run, dataset, feature, p)
         dim = features(run, dataset, "test", feature)[0].shape[1]
-        clf = train_linear(batches, dim, classes, p.for_train_size(len(source_of(run, dataset, "train"))), spe)
+        clf = train_linear(batches, dim, classes, p.for_train_size(n_train), spe)
     else:
         tf, ty = features(run, dataset, "train", feature)
         if len(tf) == 0:
             raise UserError(f"{dataset} has no training images")
-        clf = fit_linear(tf, ty, p, classes)
+        clf = fit_linear(tf, ty, p, len(source_of(run, dataset, "train").classes))
     clf.eval()
     try:
         from cssl_bench.train.checkpoint import save_checkpoint
