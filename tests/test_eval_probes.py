@@ -38,13 +38,18 @@ def _metrics(recs):
     return {r["metric"]: r["value"] for r in recs}
 
 
-def test_augmented_linear_probe_trains_on_fresh_views(run, monkeypatch):
+def test_augmented_linear_probe_trains_on_fresh_views(moco_run, tmp_path, monkeypatch):
     """augment=True (the paper-scale probe): every epoch's features come from random-resized-crop + flip views of
     the training split, scaled passes (for_train_size of its image count), the train split's classes."""
     from cssl_bench.eval import linear as L
     from cssl_bench.eval.linear import get_protocol
+    import shutil
+
+    from cssl_bench.eval.features import load_run
     from cssl_bench.eval.probes import probe_linear, source_of
 
+    shutil.copytree(moco_run, tmp_path / "run")  # its cached probe stays out of the shared run's features/
+    run = load_run(tmp_path / "run")
     seen = []
     real = L.train_linear
     monkeypatch.setattr("cssl_bench.eval.probes.train_linear",
