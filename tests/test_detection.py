@@ -190,6 +190,60 @@ def test_pycocotools_numbers_match_hand_checked_cases():
     assert coco_evaluate(hard, [_det(1, (0, 0, 20, 20)), _det(1, (30, 30, 60, 60), 0.95)])["ap50"] == pytest.approx(100.0)
 
 
+def test_voc07_scoring_hand_checked():
+    """detectron2's VOC2007 scoring: 11-point interpolation, strict IoU threshold, difficult objects ignored,
+    a second detection of a found object is a false positive, classes without ground truth left out."""
+    from cssl_bench.eval.detection.evaluate import voc_ap, voc_evaluate
+
+    gt = _set([[[10, 10, 50, 50]]])
+    assert voc_evaluate(gt, [_det(1, (10, 10, 50, 50))]) == pytest.approx({"ap": 100.0, "ap50": 100.0, "ap75": 100.0})
+    assert voc_evaluate(gt, []) == {"ap": 0.0, "ap50": 0.0, "ap75": 0.0}
+    # IoU 2/3 (8 px shift): a hit at 0.50..0.65 only; IoU exactly 0.5 is not above the 0.5 threshold
+    assert voc_evaluate(gt, [_det(1, (18, 10, 58, 50))]) == pytest.approx({"ap": 40.0, "ap50": 100.0, "ap75": 0.0})
+    assert voc_evaluate(gt, [_det(1, (10, 10, 50, 30))])["ap50"] == 0.0  # IoU 800/1600 = 0.5
+    # ranked TP, FP, TP over two objects: recall .5 .5 1, precision 1 .5 2/3 -> 11-point (6 x 1 + 5 x 2/3) / 11;
+    # VOC2010's area: .5 x 1 + .5 x 2/3
+    two = _set([[[0, 0, 20, 20], [30, 30, 60, 60]]])
+    dets = [_det(1, (0, 0, 20, 20), 0.9), _det(1, (0, 40, 20, 60), 0.8), _det(1, (30, 30, 60, 60), 0.7)]
+    assert voc_evaluate(two, dets)["ap50"] == pytest.approx(100 * 28 / 33)
+    assert voc_evaluate(two, dets, use_07_metric=False)["ap50"] == pytest.approx(100 * 5 / 6)
+    assert voc_ap(np.array([0.5, 0.5, 1.0]), np.array([1.0, 0.5, 2 / 3])) == pytest.approx(28 / 33)
+    # the same object found twice: the lower-scored duplicate is a false positive (TP, FP, TP as above)
+    dup = [_det(1, (0, 0, 20, 20), 0.9), _det(1, (1, 0, 20, 20), 0.8), _det(1, (30, 30, 60, 60), 0.7)]
+    assert voc_evaluate(two, dup)["ap50"] == pytest.approx(100 * 28 / 33)
+    # a difficult object: detecting it is neither a hit nor a false positive, missing it is no miss
+    hard = _set([[[0, 0, 20, 20], [30, 30, 60, 60]]], ignore=[[False, True]])
+    assert voc_evaluate(hard, [_det(1, (30, 30, 60, 60), 0.95), _det(1, (0, 0, 20, 20))])["ap50"] == pytest.approx(100.0)
+    assert voc_evaluate(hard, [_det(1, (0, 0, 20, 20))])["ap50"] == pytest.approx(100.0)
+    # a detection on another image, of an object that image lacks, is a false positive
+    other = _set([[[10, 10, 50, 50]], []])
+    assert voc_evaluate(other, [_det(2, (10, 10, 50, 50), 0.95), _det(1, (10, 10, 50, 50))])["ap50"] == pytest.approx(50.0)
+    # scores rounded to 3 decimals as detectron2 writes them: a tie keeps the given order (FP first here)
+    assert voc_evaluate(other, [_det(2, (10, 10, 50, 50), 0.9001), _det(1, (10, 10, 50, 50), 0.9004)])["ap50"] == pytest.approx(50.0)
+    # two classes, ground truth for one only: the mean is over that class alone
+    recs = [DetRecord(1, None, 64, 64, np.array([[10, 10, 50, 50]], np.float32), np.array([1]), np.zeros(1, bool), np.ones(1, bool))]
+    two_classes = DetectionSet("t", ["a", "b"], recs)
+    stray = {**_det(1, (0, 0, 5, 5), 0.99), "category_id": 2}
+    assert voc_evaluate(two_classes, [_det(1, (10, 10, 50, 50)), stray])["ap50"] == pytest.approx(100.0)
+
+
+def test_detection_scoring_follows_the_protocol():
+    """VOC protocols score with the VOC2007 metric, COCO with pycocotools; a record without the field was
+    scored by pycocotools, so `reproduce` does not count it as a VOC07-scored result."""
+    from cssl_bench.eval.detection.finetune import PROTOCOLS, get_protocol, record_metric
+
+    assert (PROTOCOLS["voc07"].metric, PROTOCOLS["voc0712"].metric, PROTOCOLS["coco"].metric) == ("voc07", "voc07", "coco")
+    assert get_protocol("embedded-det").metric == "voc07" and get_protocol("embedded-det", "coco").metric == "coco"
+    assert get_protocol("embedded-det", task="instance").metric == "coco"
+    assert get_protocol("embedded-det").record("embedded-det")["metric"] == "voc07"
+    assert record_metric({"protocol": {"name": "detection"}}) == "coco" and record_metric({"protocol": {"metric": "voc07"}}) == "voc07"
+    assert get_protocol("voc07").with_overrides(metric="coco").metric == "coco"
+    with pytest.raises(UserError, match="unknown detection metric 'voc12'"):
+        get_protocol("voc07").with_overrides(metric="voc12")
+    with pytest.raises(UserError, match="mask AP is scored with pycocotools only"):
+        get_protocol("coco").with_overrides(metric="voc07")
+
+
 def test_mask_ap_hand_checked():
     gt = _set([[[8, 8, 40, 40]]], masks=True).coco_gt()
     ok = coco_evaluate(gt, [_det(1, (8, 8, 40, 40), mask_box=(8, 8, 40, 40))], "segm")

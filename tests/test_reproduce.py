@@ -146,10 +146,16 @@ def test_skipping_detection_by_column_group(tmp_path):
     assert [(q.kind, q.epoch, q.protocol, q.dataset) for q in p.probes] == [
         ("detection", 0, g, "embedded-det") for g in ("voc07", "voc0712", "coco")]
     r = p.runs[0].recipe
-    rec = make_record(run_id="x", method="scratch", dataset="embedded-det", pretrain_dataset="embedded", scale="tiny",
-                      backbone=r.model.backbone, epochs=0, batch=128, seed=0, feature="backbone", protocol={"name": "voc07"},
-                      metric="voc07/ap", value=1.0, config_hash=r.hash())
-    ResultsStore(tmp_path).append([rec])
+
+    def rec(protocol):
+        return make_record(run_id="x", method="scratch", dataset="embedded-det", pretrain_dataset="embedded", scale="tiny",
+                           backbone=r.model.backbone, epochs=0, batch=128, seed=0, feature="backbone", protocol=protocol,
+                           metric="voc07/ap", value=1.0, config_hash=r.hash())
+
+    # scored with pycocotools (a record from before protocol.metric): not the VOC07 scoring the step would use
+    ResultsStore(tmp_path).append([rec({"name": "detection"})])
+    assert [q.status for q in R.plan(["transfer"], "tiny", rows=[1], results=tmp_path).probes] == ["run", "run", "run"]
+    ResultsStore(tmp_path).append([rec({"name": "detection", "metric": "voc07"})])
     p = R.plan(["transfer"], "tiny", rows=[1], results=tmp_path)
     assert [q.status for q in p.probes] == ["done", "run", "run"]
     assert "--protocol voc0712" in p.probes[1].command() and "--epoch 0" in p.probes[1].command()

@@ -257,9 +257,16 @@ class ProbeStep:
             if (rec.get("config_hash") == h and rec.get("epochs") == self.epoch and rec.get("dataset") == self.dataset
                     and str(rec.get("metric", "")).startswith(prefixes)
                     and (self.kind == "detection" or rec.get("feature") == self.feature)
-                    and (self.kind != "linear" or rec.get("protocol") == linear_protocol(self.protocol, r.scale).record())):
+                    and (self.kind != "linear" or rec.get("protocol") == linear_protocol(self.protocol, r.scale).record())
+                    and (self.kind != "detection" or self._scored_as_planned(rec))):
                 return True
         return False
+
+    def _scored_as_planned(self, rec: dict) -> bool:
+        """A detection record counts only if scored the way this step would score it (VOC07 or COCO)."""
+        from cssl_bench.eval.detection.finetune import get_protocol, record_metric
+
+        return record_metric(rec) == get_protocol(self.dataset, self.protocol if self.dataset == "embedded-det" else None).metric
 
 
 @dataclass

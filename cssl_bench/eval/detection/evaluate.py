@@ -1,10 +1,21 @@
-"""COCO-style evaluation with pycocotools: AP (mean over IoU 0.50:0.05:0.95), AP50 and AP75, for boxes
-and, with instance masks, for masks. Values are percentages.
+"""Detection scoring: AP (mean over IoU 0.50:0.05:0.95), AP50 and AP75 in percent, two ways.
 
-VOC is scored the same way (as the SimSiam/MoCo tables report VOC AP, AP50 and AP75); ``difficult``
-objects become crowd regions, which COCOeval neither counts as misses nor lets produce false positives.
-pycocotools interpolates precision at 101 recall points, where detectron2's VOC evaluator uses VOC's
-own interpolation (11 points for VOC2007), so VOC numbers are close to, not identical with, detectron2's.
+- ``voc_evaluate``: detectron2's ``PascalVOCDetectionEvaluator``, which scored the SimSiam/MoCo VOC columns:
+  per class, detections of all test images ranked by score, each matched to the unmatched ground-truth
+  box of its image with the highest IoU above the threshold (strictly), precision interpolated at 11 recall
+  points (VOC2007's metric; ``use_07_metric=False``: the area under the precision envelope, VOC2010+);
+  ``difficult`` objects count neither as hits nor as misses, and a detection whose best match is difficult
+  is left out. AP at a threshold is the mean over classes; AP is the mean of the ten thresholds. As
+  detectron2 writes its result files, scores are rounded to 3 decimals and coordinates to 0.1 px before
+  matching. VOC's ``+1`` pixel convention (1-based inclusive boxes, widths ``x2 - x1 + 1``) applied to
+  detectron2's shifted detections is exactly continuous IoU in our coordinates (``x0 = xmin - 1``).
+  One difference: a class with no (non-difficult) ground truth in the test split is left out of the mean
+  (detectron2 would count it as 0; every class of VOC2007 test has ground truth).
+- ``coco_evaluate``: pycocotools' COCOeval (101 recall points, 100 detections per image, crowd regions
+  ignored), for COCO boxes and masks.
+
+I wrote the VOC scoring here (about 60 lines) because no maintained package installed here has it:
+pycocotools and torchmetrics score COCO-style only, and detectron2 is not a dependency.
 """
 from __future__ import annotations
 
@@ -15,6 +26,7 @@ import numpy as np
 import torch
 
 METRICS = ("ap50", "ap", "ap75")
+IOU_THRESHOLDS = np.round(np.arange(0.5, 0.951, 0.05), 2)  # 0.50, 0.55, ..., 0.95
 
 
 def to_coco_results(outputs: list[dict], image_ids: list[int], category_ids: list[int], mask_threshold: float = 0.5) -> list[dict]:
@@ -59,6 +71,89 @@ def coco_evaluate(gt, results: list[dict], iou_type: str = "bbox", image_ids: li
         ev.summarize()
     # stats: 0 = AP@[.5:.95], 1 = AP@.5, 2 = AP@.75 (all areas, 100 detections); -1 means "no ground truth"
     return {"ap": 100 * max(float(ev.stats[0]), 0.0), "ap50": 100 * max(float(ev.stats[1]), 0.0), "ap75": 100 * max(float(ev.stats[2]), 0.0)}
+
+
+def voc_ap(recall: np.ndarray, precision: np.ndarray, use_07_metric: bool = True) -> float:
+    """Average precision of one ranked list (fractions, not percent). VOC2007: the mean over recall
+    levels 0, 0.1, ..., 1 of the highest precision at a recall at least that level (0 where none is).
+    Otherwise the area under the precision envelope (precision made non-increasing in recall)."""
+    recall, precision = np.asarray(recall, float), np.asarray(precision, float)
+    if use_07_metric:
+        return float(np.mean([precision[recall >= t].max() if (recall >= t).any() else 0.0 for t in np.linspace(0, 1, 11)]))
+    mrec = np.concatenate(([0.0], recall, [1.0]))
+    mpre = np.concatenate(([0.0], precision, [0.0]))
+    mpre = np.maximum.accumulate(mpre[::-1])[::-1]
+    i = np.flatnonzero(mrec[1:] != mrec[:-1])
+    return float(np.sum((mrec[i + 1] - mrec[i]) * mpre[i + 1]))
+
+
+def _iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+    """IoU of one x0, y0, x1, y1 box with each row of ``boxes`` [M, 4]."""
+    iw = np.clip(np.minimum(box[2], boxes[:, 2]) - np.maximum(box[0], boxes[:, 0]), 0, None)
+    ih = np.clip(np.minimum(box[3], boxes[:, 3]) - np.maximum(box[1], boxes[:, 1]), 0, None)
+    inter = iw * ih
+    union = (box[2] - box[0]) * (box[3] - box[1]) + (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]) - inter
+    return inter / np.maximum(union, np.finfo(np.float64).eps)
+
+
+def _class_ap(dets: list[tuple[float, int, np.ndarray]], gts: dict[int, tuple[np.ndarray, np.ndarray]], npos: int,
+              threshold: float, use_07_metric: bool) -> float:
+    """VOC AP of one class at one IoU threshold: ``dets`` (score, image id, box), ``gts`` image id -> (boxes, difficult)."""
+    order = sorted(range(len(dets)), key=lambda k: -dets[k][0])  # stable: equal scores keep their order
+    taken = {img: np.zeros(len(b), bool) for img, (b, _) in gts.items()}
+    tp = np.zeros(len(dets))
+    fp = np.zeros(len(dets))
+    for n, k in enumerate(order):
+        _, img, box = dets[k]
+        if img in gts and len(gts[img][0]):
+            boxes, difficult = gts[img]
+            ious = _iou(box, boxes)
+            j = int(ious.argmax())
+            if ious[j] > threshold:
+                if difficult[j]:
+                    continue
+                if not taken[img][j]:
+                    tp[n], taken[img][j] = 1, True
+                else:
+                    fp[n] = 1
+                continue
+        fp[n] = 1
+    tp, fp = np.cumsum(tp), np.cumsum(fp)
+    precision = tp / np.maximum(tp + fp, np.finfo(np.float64).eps)
+    return voc_ap(tp / npos, precision, use_07_metric)
+
+
+def voc_evaluate(test, results: list[dict], use_07_metric: bool = True, image_ids: list[int] | None = None) -> dict[str, float]:
+    """``{"ap": .., "ap50": .., "ap75": ..}`` in percent: detectron2's VOC scoring (module docstring) of the COCO-style
+    ``results`` (``to_coco_results``) against ``test`` (a ``DetectionSet``; ``ignore`` marks the difficult objects)."""
+    label_of = {cid: k + 1 for k, cid in enumerate(test.category_ids)}
+    wanted = None if image_ids is None else set(image_ids)
+    records = [r for r in test.records if wanted is None or r.image_id in wanted]
+    aps = np.full((len(test.classes), len(IOU_THRESHOLDS)), np.nan)
+    dets_by_class: dict[int, list] = {}
+    for d in results:
+        if wanted is not None and d["image_id"] not in wanted:
+            continue
+        x, y, w, h = d["bbox"]
+        box = np.round(np.array([x, y, x + w, y + h], np.float64), 1)
+        dets_by_class.setdefault(label_of[d["category_id"]], []).append((round(float(d["score"]), 3), d["image_id"], box))
+    for c in range(1, len(test.classes) + 1):
+        gts = {}
+        npos = 0
+        for r in records:
+            sel = r.labels == c
+            gts[r.image_id] = (r.boxes[sel].astype(np.float64), r.ignore[sel])
+            npos += int((~r.ignore[sel]).sum())
+        if npos == 0:
+            continue  # no ground truth to find: left out of the mean (module docstring)
+        for t, thr in enumerate(IOU_THRESHOLDS):
+            aps[c - 1, t] = _class_ap(dets_by_class.get(c, []), gts, npos, float(thr), use_07_metric)
+    scored = aps[~np.isnan(aps).all(axis=1)]
+    if not len(scored):
+        return {m: 0.0 for m in METRICS}
+    per_threshold = 100 * scored.mean(axis=0)
+    t50, t75 = int(np.argmin(abs(IOU_THRESHOLDS - 0.5))), int(np.argmin(abs(IOU_THRESHOLDS - 0.75)))
+    return {"ap": float(per_threshold.mean()), "ap50": float(per_threshold[t50]), "ap75": float(per_threshold[t75])}
 
 
 @torch.no_grad()

@@ -2,7 +2,8 @@
 
 ``transfer_detection(run, dataset, protocol)`` fine-tunes Faster R-CNN (``task="box"``) or Mask R-CNN
 (``"instance"``) on the run's backbone ``protocol.trials`` times (seeds ``seed, seed+1, ...``),
-evaluates each with pycocotools and returns one record per metric whose value is the mean over the
+scores each (VOC protocols: detectron2's VOC2007 evaluator, ``evaluate.voc_evaluate``; COCO: pycocotools)
+and returns one record per metric whose value is the mean over the
 trials (``trial_values`` and ``std`` alongside): ``voc07/ap50``, ``voc07/ap``, ``voc07/ap75``,
 ``voc0712/...``, ``coco/ap50, ap, ap75, ap_mask50, ap_mask, ap_mask75`` (docs/records.md).
 
@@ -10,7 +11,7 @@ Named protocols (``PROTOCOLS``), after the MoCo detectron2 configs (``configs/*.
 
 - ``voc07``: train VOC2007 trainval, test VOC2007 test; R50-C4 Faster R-CNN, batch 16, lr 0.02,
   24k iterations, x0.1 at 18k/22k, 100 warm-up iterations, train short side 480..800 (step 32),
-  test 800, long side <= 1333, 5 trials. [open] The papers do not state VOC07-only's schedule;
+  test 800, long side <= 1333, 5 trials, scored as detectron2 scores VOC2007 test (11-point AP). [open] The papers do not state VOC07-only's schedule;
   it defaults to the 07+12 one.
 - ``voc0712``: as ``voc07`` with VOC2007 + VOC2012 trainval for training.
 - ``coco``: Mask R-CNN R50-C4 1x: 90k iterations, x0.1 at 60k/80k, batch 16, lr 0.02, 1000 warm-up
@@ -47,11 +48,12 @@ import torch.nn as nn
 
 from cssl_bench import UserError
 from cssl_bench.eval.detection.datasets import DetectionSet, concat, read_coco, read_voc
-from cssl_bench.eval.detection.evaluate import coco_evaluate, predict, to_coco_results
+from cssl_bench.eval.detection.evaluate import coco_evaluate, predict, to_coco_results, voc_evaluate
 from cssl_bench.eval.detection.models import ARCHS, TASKS, build_detector, use_sync_bn
 
 DATASETS = ("voc07", "voc0712", "coco", "embedded-det")
 PROTOCOL_NAMES = ("voc07", "voc0712", "coco")
+METRICS = ("voc07", "voc", "coco")  # DetectionProtocol.metric: how the test split is scored (evaluate.py)
 
 
 @dataclass
@@ -93,6 +95,9 @@ class DetectionProtocol:
     scenes_12: int = 200
     scenes_test: int = 100
     scene_objects: int = 3
+    # scoring: voc07 (detectron2's VOC2007 evaluator: 11-point AP, difficult objects ignored), voc (VOC2010+ area AP)
+    # or coco (pycocotools); records made before this field were scored with pycocotools (``record_metric``)
+    metric: str = "voc07"
 
     def with_overrides(self, **kw) -> "DetectionProtocol":
         kw = {k: v for k, v in kw.items() if v is not None}
@@ -127,6 +132,10 @@ class DetectionProtocol:
                   "scenes_test", "scene_objects"):
             if getattr(self, k) < 1:
                 raise UserError(f"detection option {k} must be at least 1 (got {getattr(self, k)})", exit_code=2)
+        if self.metric not in METRICS:
+            raise UserError(f"unknown detection metric {self.metric!r}; choose from {', '.join(METRICS)}", exit_code=2)
+        if self.task == "instance" and self.metric != "coco":
+            raise UserError("mask AP is scored with pycocotools only: use metric=coco with --task instance", exit_code=2)
         if self.bn not in ("sync", "bn"):
             raise UserError(f"unknown bn setting {self.bn!r}; choose from sync, bn", exit_code=2)
         for k in ("warmup_iters", "precise_bn", "workers", "scenes_12"):
@@ -162,6 +171,12 @@ class DetectionProtocol:
         return {**d, "detector": "mask-rcnn" if self.task == "instance" else "faster-rcnn", "framework": "torchvision"}
 
 
+def record_metric(record: dict) -> str:
+    """How a detection record was scored: its protocol's ``metric``; records made before that field existed
+    were all scored with pycocotools."""
+    return (record.get("protocol") or {}).get("metric", "coco")
+
+
 def _check_type(key: str, value, default) -> None:
     """An ``--opt key=value`` (or option) of the wrong type fails here, naming the option, not mid-trial."""
     def number(v) -> bool:
@@ -189,7 +204,7 @@ PROTOCOLS: dict[str, DetectionProtocol] = {
     "voc07": DetectionProtocol("voc07", **_VOC_SCHEDULE),
     "voc0712": DetectionProtocol("voc0712", **_VOC_SCHEDULE),
     "coco": DetectionProtocol("coco", task="instance", iterations=90000, steps=[60 / 90, 80 / 90], warmup_iters=1000,
-                              min_size=list(range(640, 801, 32)), trials=1),
+                              min_size=list(range(640, 801, 32)), trials=1, metric="coco"),
 }
 # The CPU budget on embedded-det (see the module docstring); the schedule's shape stays the protocol's.
 EMBEDDED_BUDGET = dict(iterations=300, batch_size=8, warmup_iters=20, min_size=[40, 48, 56, 64], max_size=107, test_size=64,
@@ -387,6 +402,8 @@ def evaluate(model: nn.Module, test: DetectionSet, p: DetectionProtocol, device:
         gathered: list = [None] * world_size()
         dist.all_gather_object(gathered, results)
         results = [r for part in gathered for r in part]
+    if p.metric != "coco":
+        return voc_evaluate(test, results, use_07_metric=p.metric == "voc07")
     gt = gt or test.coco_gt()
     metrics = coco_evaluate(gt, results, "bbox")
     if p.task == "instance":
@@ -434,7 +451,7 @@ def finetune(backbone: nn.Module, train: DetectionSet, test: DetectionSet, p: De
                                            num_workers=p.workers if device.type == "cuda" else min(p.workers, 2),
                                            collate_fn=_as_list, pin_memory=device.type == "cuda")
 
-    gt = test.coco_gt()
+    gt = test.coco_gt() if p.metric == "coco" else None
     checkpoints = sorted(set(evaluate_at or []) - {p.iterations})
     history: list[tuple[int, dict[str, float]]] = []
     losses: list[tuple[int, float]] = []
