@@ -313,6 +313,9 @@ def validate(r: Recipe) -> None:
         v = getattr(getattr(r, sec), key)
         if v not in valid:
             raise UserError(f"{sec}.{key} must be one of {', '.join(valid)}, got {v!r}", exit_code=2)
+    gray_first = r.augment.color.get("gray_first", False)
+    if not isinstance(gray_first, bool):
+        raise UserError(f"augment.color.gray_first must be true or false, got {gray_first!r}", exit_code=2)
     for a in r.augment.looc_augment:
         if a not in ("color", "rotation", "texture"):
             raise UserError(f"unknown LooC augmentation {a!r}; choose from color, rotation, texture", exit_code=2)

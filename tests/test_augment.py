@@ -69,19 +69,60 @@ def assert_views_close(got: torch.Tensor, want: torch.Tensor):
     assert d.max() <= 10 and q999 <= 4 and frac < 0.06 and d.mean() < 0.08, (d.max().item(), q999, frac, d.mean().item())
 
 
+@pytest.mark.parametrize("gray_first", [False, True])
 @pytest.mark.parametrize("use_jit", [True, False])
-def test_batched_color_jitter_against_torchvision(use_jit):
+def test_batched_color_jitter_against_torchvision(use_jit, gray_first):
     if use_jit and B.jit_kernels() is None:
         pytest.skip("numba is not installed (the torch path is tested below)")
-    cj = ColorJitter(brightness=0.8, contrast=0.8, saturation=0.8, hue=0.5, p=0.9, p_gray=0.3)
+    cj = ColorJitter(brightness=0.8, contrast=0.8, saturation=0.8, hue=0.5, p=0.9, p_gray=0.3, gray_first=gray_first)
     x = torch.randint(0, 256, (48, 3, 16, 20), generator=torch.Generator().manual_seed(1), dtype=torch.uint8)
     rng = np.random.default_rng(0)
     ps = [cj.sample(rng, 16, 20) for _ in range(len(x))]
     assert {tuple(p["order"]) for p in ps}.__len__() > 5 and any(p["gray"] for p in ps) and not all(p["apply"] for p in ps)
     want = torch.stack([cj.apply(x[i], p) for i, p in enumerate(ps)])
-    got = B.color_jitter(x, ps, use_jit=use_jit)
+    got = B.color_jitter(x, ps, use_jit=use_jit, gray_first=gray_first)
     d = (got.int() - want.int()).abs()
     assert d.max() <= 2 and (d > 0).float().mean() < 0.005
+    if use_jit:  # the batched stage passes the transform's gray_first along (numba when installed)
+        assert torch.equal(B.apply_step(cj, x, ps), got)
+
+
+def test_color_jitter_gray_first_is_grayscale_then_the_factors():
+    """MoCo v1 (``gray_first``): grayscale, then the jitter factors in the drawn order; the drawn parameters
+    are those of the default (jitter, then grayscale) transform."""
+    kw = dict(brightness=0.4, contrast=0.4, saturation=0.9, hue=0.4, p=1.0, p_gray=1.0)
+    first, last = ColorJitter(**kw, gray_first=True), ColorJitter(**kw)
+    assert ColorJitter().gray_first is False
+    img = torch.randint(0, 256, (3, 20, 24), generator=torch.Generator().manual_seed(5), dtype=torch.uint8)
+    p = first.sample(np.random.default_rng(11), 20, 24)
+    assert p == last.sample(np.random.default_rng(11), 20, 24) and p["apply"] and p["gray"]
+    assert abs(p["s"] - 1) > 0.3 and abs(p["h"]) > 0.1  # saturation and hue change the luma before a late grayscale
+    want = TF.rgb_to_grayscale(img, num_output_channels=3)
+    ops = [lambda x: TF.adjust_brightness(x, p["b"]), lambda x: TF.adjust_contrast(x, p["c"]),
+           lambda x: TF.adjust_saturation(x, p["s"]), lambda x: TF.adjust_hue(x, p["h"])]
+    for i in p["order"]:
+        want = ops[i](want)
+    assert torch.equal(first.apply(img, p), want)
+    gray_last = last.apply(img, p)
+    assert (gray_last.int() - want.int()).abs().max() > 5
+    late = img
+    for i in p["order"]:
+        late = ops[i](late)
+    assert torch.equal(gray_last, TF.rgb_to_grayscale(late, num_output_channels=3))
+
+
+def test_moco_v1_recipe_puts_grayscale_before_the_jitter():
+    from cssl_bench.config import load_recipe
+    from cssl_bench.data.views import build_view_recipe
+
+    def jitters(name):
+        views = build_view_recipe(load_recipe(name, "tiny"))
+        return [s for pipe in (views.first, views.second) for s in pipe.steps if isinstance(s, ColorJitter)]
+
+    v1, v2 = jitters("moco-v1"), jitters("moco-v2")
+    assert len(v1) == len(v2) == 2
+    assert all(c.gray_first and c.p == 1.0 and c.hue == 0.4 and c.p_gray == 0.2 for c in v1)
+    assert not any(c.gray_first for c in v2)
 
 
 def test_batched_geometric_and_blur_steps_against_torchvision():

@@ -29,6 +29,7 @@ def test_hash_is_stable_and_ignores_operational_keys():
     ({"train": {"batch_size": 0}}, "batch size must be > 0"),
     ({"optim": {"name": "adam9"}}, "optim.name must be one of"),
     ({"nosection": {"a": 1}}, "unknown recipe section"),
+    ({"augment": {"color": {"p_gray": 0.2, "gray_first": "yes"}}}, "augment.color.gray_first must be true or false, got 'yes'"),
 ])
 def test_invalid_recipes(overrides, match):
     with pytest.raises(UserError, match=match):

@@ -8,7 +8,7 @@ torchvision path within a grey level per operation (float rounding order, fixed-
   vertical, each rounded to uint8), reading the decoded HWC bytes directly.
 - ``color_jitter``: brightness / contrast / saturation / hue in each image's drawn order, then
   grayscale (``adjust_*``, ``_rgb_to_hsv``/``_hsv_to_rgb``, truncation to uint8 after each
-  operation), one pass over the image per operation.
+  operation), one pass over the image per operation; with ``gray_first`` (MoCo v1) grayscale first.
 - ``blur_batch``: separable Gaussian with reflect padding, rounded once (``TF.gaussian_blur``).
 
 All are compiled with ``cache=True`` (the JIT cost is paid once per machine, ``NUMBA_CACHE_DIR``) and
@@ -228,10 +228,13 @@ def _grayscale(img):
 
 
 @njit(nogil=True, cache=True)
-def color_jitter(x, apply, order, bf, cf, sf, hf, gray):
-    """``ColorJitter.apply`` for every image of ``x`` in place: factors in each image's order, then grayscale."""
+def color_jitter(x, apply, order, bf, cf, sf, hf, gray, gray_first):
+    """``ColorJitter.apply`` for every image of ``x`` in place: factors in each image's order, then grayscale
+    (grayscale before the factors when ``gray_first``, as ``ColorJitter.gray_first``)."""
     for i in range(x.shape[0]):
         img = x[i]
+        if gray[i] and gray_first:
+            _grayscale(img)
         if apply[i]:
             for t in range(4):
                 o = order[i, t]
@@ -243,7 +246,7 @@ def color_jitter(x, apply, order, bf, cf, sf, hf, gray):
                     _saturation(img, sf[i])
                 elif hf[i] != 0:
                     _hue(img, hf[i])
-        if gray[i]:
+        if gray[i] and not gray_first:
             _grayscale(img)
 
 

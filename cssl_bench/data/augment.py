@@ -99,7 +99,12 @@ class HFlip(Atomic):
 
 @dataclass
 class ColorJitter(Atomic):
-    """Colour jitter (applied with prob ``p``, factors in a random order) then grayscale with ``p_gray``."""
+    """Colour jitter (applied with prob ``p``, factors in a random order) then grayscale with ``p_gray``.
+
+    ``gray_first``: apply the grayscale (still drawn with ``p_gray``) before the jitter factors instead
+    of after them, as MoCo v1's pipeline does (RandomGrayscale before ColorJitter). It is a property of
+    the transform, not a drawn parameter: the sampled parameters are the same either way.
+    """
 
     brightness: float = 0.4
     contrast: float = 0.4
@@ -107,6 +112,7 @@ class ColorJitter(Atomic):
     hue: float = 0.1
     p: float = 0.8
     p_gray: float = 0.2
+    gray_first: bool = False
     name = "color"
 
     def sample(self, rng, h, w):
@@ -122,6 +128,8 @@ class ColorJitter(Atomic):
         }
 
     def apply(self, img, p):
+        if p["gray"] and self.gray_first:
+            img = TF.rgb_to_grayscale(img, num_output_channels=3)
         if p["apply"]:
             ops = [
                 lambda x: TF.adjust_brightness(x, p["b"]),
@@ -131,7 +139,7 @@ class ColorJitter(Atomic):
             ]
             for i in p["order"]:
                 img = ops[i](img)
-        if p["gray"]:
+        if p["gray"] and not self.gray_first:
             img = TF.rgb_to_grayscale(img, num_output_channels=3)
         return img
 

@@ -214,8 +214,9 @@ def jit_kernels():
     return _JIT or None
 
 
-def color_jitter(x: torch.Tensor, ps: list[Params], use_jit: bool | None = None) -> torch.Tensor:
-    """``ColorJitter.apply`` for a batch: the four factors in each item's drawn order, then grayscale.
+def color_jitter(x: torch.Tensor, ps: list[Params], use_jit: bool | None = None, gray_first: bool = False) -> torch.Tensor:
+    """``ColorJitter.apply`` for a batch: the four factors in each item's drawn order, then grayscale
+    (with ``gray_first``, the transform's ``ColorJitter.gray_first``: grayscale, then the factors).
 
     With numba (``use_jit`` None or True) one compiled pass per operation and image; otherwise
     batched torch operations, items grouped by their drawn order."""
@@ -224,8 +225,12 @@ def color_jitter(x: torch.Tensor, ps: list[Params], use_jit: bool | None = None)
         out = x.contiguous().clone()
         jit.color_jitter(out.numpy(), np.array([p["apply"] for p in ps], np.bool_), np.array([p["order"] for p in ps], np.int64),
                          *(np.array([p[k] for p in ps], np.float32) for k in ("b", "c", "s", "h")),
-                         np.array([p["gray"] for p in ps], np.bool_))
+                         np.array([p["gray"] for p in ps], np.bool_), bool(gray_first))
         return out
+    gray = [i for i, p in enumerate(ps) if p["gray"]]
+    if gray_first and gray:
+        x = x.clone()
+        x[gray] = TF.rgb_to_grayscale(x[gray], num_output_channels=3)
     out = x.clone()
     groups: dict[tuple, list[int]] = {}
     for i, p in enumerate(ps):
@@ -241,8 +246,7 @@ def color_jitter(x: torch.Tensor, ps: list[Params], use_jit: bool | None = None)
                 key, fn = ops[o]
                 sub = fn(sub, _factor(ps, key, idx))
         out[idx] = sub
-    gray = [i for i, p in enumerate(ps) if p["gray"]]
-    if gray:
+    if gray and not gray_first:
         out[gray] = TF.rgb_to_grayscale(out[gray], num_output_channels=3)
     return out
 
@@ -365,7 +369,7 @@ def apply_step(step: Atomic, x, ps: list[Params]):
     if isinstance(step, HFlip):
         return hflip(x, ps)
     if isinstance(step, ColorJitter):
-        return color_jitter(x, ps)
+        return color_jitter(x, ps, gray_first=step.gray_first)
     if isinstance(step, Blur):
         return blur(x, ps)
     if isinstance(step, Solarize):
