@@ -97,6 +97,9 @@ class OptimCfg:
     weight_decay: float = 1e-4
     schedule: str = "cosine"  # cosine | multistep | constant
     warmup_epochs: float = 0.0
+    warmup_start: float = 0.0  # the linear warm-up starts at this fraction of the peak lr (SwAV: 0.3 / 4.8)
+    final_lr: float = 0.0  # the cosine ends at this fraction of the peak lr (SwAV: 0.0048 / 4.8)
+    schedule_unit: str = "iteration"  # iteration | epoch: the lr changes every step, or once at each epoch start (MoCo, SimSiam code)
     milestones: list[float] = field(default_factory=list)  # epochs, for multistep
     gamma: float = 0.1
     exclude_bn_bias: bool = False  # BYOL/SimCLR: no weight decay and no LARS adaptation for BN and bias
@@ -132,6 +135,7 @@ class Recipe:
     # keys added after records existed: left out of the hash while at their default, so the hashes of
     # the runs made before them (which behave exactly like the default) stay valid
     HASH_OMIT_IF_DEFAULT = {("augment", "looc_heads"): None,
+                            ("optim", "warmup_start"): 0.0, ("optim", "final_lr"): 0.0, ("optim", "schedule_unit"): "iteration",
                             **{("data", f.name): f.default for f in dataclasses.fields(DataCfg) if f.name in EMBEDDED_VARIANTS}}
 
     @property
@@ -294,6 +298,10 @@ def validate(r: Recipe) -> None:
         v = getattr(r.optim, key)
         if not math.isfinite(v) or v < 0:
             raise UserError(f"optim.{key} must be a finite number >= 0, got {v}", exit_code=2)
+    for key in ("warmup_start", "final_lr"):
+        v = getattr(r.optim, key)
+        if not 0.0 <= v <= 1.0:
+            raise UserError(f"optim.{key} is a fraction of the peak learning rate, between 0 and 1; got {v}", exit_code=2)
     if r.train.log_every < 1:
         raise UserError(f"train.log_every must be >= 1 (steps), got {r.train.log_every}", exit_code=2)
     if r.train.checkpoint_every < 0:
@@ -308,7 +316,7 @@ def validate(r: Recipe) -> None:
     choices = {("optim", "name"): ("sgd", "lars", "adamw"), ("optim", "schedule"): ("cosine", "multistep", "constant"),
                ("train", "precision"): ("fp32", "bf16", "fp16"), ("data", "loader"): ("auto", "torchvision", "ffcv"),
                ("augment", "views"): ("two", "multicrop", "looc", "single"), ("augment", "rotation"): ("none", "independent", "same"),
-               ("optim", "lr_scaling"): ("linear", "none")}
+               ("optim", "lr_scaling"): ("linear", "none"), ("optim", "schedule_unit"): ("iteration", "epoch")}
     for (sec, key), valid in choices.items():
         v = getattr(getattr(r, sec), key)
         if v not in valid:

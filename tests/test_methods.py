@@ -294,6 +294,34 @@ def test_shuffled_forward_restores_the_order_but_mixes_bn_groups():
         assert not torch.allclose(shuffled_forward(net, imgs), net(imgs))
 
 
+def test_lr_schedules_against_the_official_formulas():
+    """SwAV (main_swav.py, 800 epochs at batch 4096): warm-up linspace(0.3, 4.8) over 10 epochs, then
+    0.0048 + 0.5 (4.8 - 0.0048)(1 + cos(pi t / T)); MoCo v2 / SimSiam (main_moco.py, main_simsiam.py): the
+    cosine of the epoch index, set at each epoch start. The CPU scales keep per-step curves ending at 0."""
+    sw = load_recipe("swav", "paper")
+    assert sw.lr == pytest.approx(4.8) and (sw.optim.warmup_start, sw.optim.final_lr) == (0.0625, 0.001)
+    assert sw.lr * lr_factor(sw, 0) == pytest.approx(0.3) and sw.lr * lr_factor(sw, 5) == pytest.approx(0.3 + 4.5 / 2)
+    for e in (10, 100, 405.5, 800):
+        t = (e - 10) / 790
+        assert sw.lr * lr_factor(sw, e) == pytest.approx(0.0048 + 0.5 * (4.8 - 0.0048) * (1 + math.cos(math.pi * t)))
+    for name in ("moco-v2", "simsiam", "simsiam-optimal"):
+        r = load_recipe(name, "paper")
+        assert r.optim.schedule_unit == "epoch"
+        for e in (0.0, 0.99, 37.5, r.train.epochs - 0.1):
+            assert lr_factor(r, e) == pytest.approx(0.5 * (1 + math.cos(math.pi * math.floor(e) / r.train.epochs)))
+    tiny = load_recipe("moco-v2", "tiny")
+    assert tiny.optim.schedule_unit == "iteration" and lr_factor(tiny, 0.5) == pytest.approx(0.5 * (1 + math.cos(math.pi * 0.5 / tiny.train.epochs)))
+    assert load_recipe("swav", "small").optim.final_lr == 0.0
+    # the new keys stay out of the hash at their defaults; setting one changes it
+    base = load_recipe("simclr", "tiny")
+    assert "schedule_unit" not in base.hash_dict()["optim"] and "final_lr" not in base.hash_dict()["optim"]
+    assert load_recipe("simclr", "tiny", sets=["optim.final_lr=0.01"]).hash() != base.hash()
+    for bad, msg in (("optim.final_lr=1.5", "fraction of the peak"), ("optim.warmup_start=-0.1", "fraction of the peak"),
+                     ("optim.schedule_unit=step", "optim.schedule_unit must be one of iteration, epoch")):
+        with pytest.raises(UserError, match=msg):
+            load_recipe("simclr", "tiny", sets=[bad])
+
+
 def test_moco_versions_heads_and_recipes():
     v1 = build_method(load_recipe("moco-v1", "paper"))
     assert isinstance(v1.head, nn.Linear) and v1.head.out_features == 128 and v1.p.temperature == 0.07

@@ -41,13 +41,18 @@ def build_optimizer(model: torch.nn.Module, recipe: Recipe) -> torch.optim.Optim
 
 
 def lr_factor(recipe: Recipe, epoch: float) -> float:
-    """Multiplier of the base lr at fractional ``epoch``: linear warm-up, then cosine / steps / constant."""
+    """Multiplier of the base lr at fractional ``epoch``: linear warm-up from ``warmup_start`` to 1, then cosine
+    down to ``final_lr`` / steps / constant. With ``schedule_unit: epoch`` the whole schedule is read at the
+    epoch's start (the lr changes once an epoch, as in the MoCo and SimSiam code)."""
     o, total = recipe.optim, max(recipe.train.epochs, 1)
+    if o.schedule_unit == "epoch":
+        epoch = math.floor(epoch + 1e-9)
     if o.warmup_epochs > 0 and epoch < o.warmup_epochs:
-        return (epoch + 1e-8) / o.warmup_epochs
+        a = (epoch + 1e-8) / o.warmup_epochs
+        return o.warmup_start + (1 - o.warmup_start) * a
     if o.schedule == "cosine":
         t = (epoch - o.warmup_epochs) / max(total - o.warmup_epochs, 1e-8)
-        return 0.5 * (1 + math.cos(math.pi * min(max(t, 0.0), 1.0)))
+        return o.final_lr + (1 - o.final_lr) * 0.5 * (1 + math.cos(math.pi * min(max(t, 0.0), 1.0)))
     if o.schedule == "multistep":
         return o.gamma ** sum(epoch >= m for m in o.milestones)
     return 1.0
