@@ -229,6 +229,26 @@ def test_progress_does_not_change_the_linear_probe():
     assert not progress.enabled()
 
 
+def test_fewshot_progress_counts_trials_and_changes_nothing():
+    from rich.console import Console
+
+    from cssl_bench.eval import progress
+    from cssl_bench.eval.fewshot import FewShotProtocol, fewshot_eval
+
+    g = torch.Generator().manual_seed(0)
+    f, y = torch.randn(120, 8, generator=g), torch.arange(120) % 4
+    p = FewShotProtocol(shots=[1, 2], trials=3)
+    quiet = fewshot_eval(f, y, f, y, p)
+    buf = io.StringIO()
+    progress.enable(Console(file=buf, force_terminal=True, width=120))
+    try:
+        shown = fewshot_eval(f, y, f, y, p)
+    finally:
+        progress.enable(None)
+    assert "few-shot (1, 2 shots x 3 trials)" in buf.getvalue() and "/6" in buf.getvalue()
+    assert shown == quiet
+
+
 def test_probe_linear_takes_the_scales_protocol_defaults(pristine, tmp_path, cli):
     """`probe linear --protocol simsiam` on a tiny run trains as reproduce does at tiny (LinearProtocol.for_scale:
     the literal epochs as passes, no paper_train_images), with the command's options on top."""

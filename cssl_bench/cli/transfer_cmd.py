@@ -69,7 +69,7 @@ def detection(run_dir: Path = typer.Argument(..., help="a pretraining run direct
               device: Optional[str] = typer.Option(None, help="cpu | cuda (default: cuda when available)"),
               quiet: bool = typer.Option(False, help="no progress lines"),
               results: Optional[Path] = ResultsOpt, as_json: bool = JsonOpt):
-    """Fine-tune Faster R-CNN / Mask R-CNN (torchvision) on the run's backbone and evaluate with pycocotools.
+    """Fine-tune Faster R-CNN / Mask R-CNN (torchvision) on the run's backbone and score it (VOC: detectron2's VOC2007 11-point AP; COCO: pycocotools).
 
     Trainable BN (SyncBN across GPUs), no frozen stage, explicit image sizes. Records voc07/*, voc0712/* or coco/* (ap50, ap, ap75; with --task instance also ap_mask50, ap_mask, ap_mask75), each the mean over --trials.
     """

@@ -29,6 +29,7 @@ from cssl_bench import UserError
 from cssl_bench.data import corruptions as C
 from cssl_bench.data.datasets import FolderSource, ImageSource, get_source
 from cssl_bench.data.embedded import cache_dir
+from cssl_bench.eval import progress
 from cssl_bench.eval.features import LoadedRun, eval_transform, features
 from cssl_bench.eval.linear import LinearProtocol
 from cssl_bench.eval.probes import RelabelledSource, accuracy, linear_classifier, records_for, resolve_protocol, source_of, subset
@@ -86,18 +87,20 @@ def probe_corruption(run: LoadedRun, dataset: str, protocol: LinearProtocol | st
         transform = eval_transform(size)
         image_key = {"dataset": dataset, "options": repr(opts), "limit": limit, "subset_seed": seed, "seed": seed,
                      "min_size": min_size, "size": size, "crop": transform.crop_frac, "version": 1}
-    for c in corruptions:
-        for s in severities:
-            if corrupted is None:
-                src = C.cached_corrupted(C.CorruptedSource(clean, c, s, seed, min_size, transform), {**image_key, "c": c, "s": s},
-                                         cache_dir() / "corruptions")
-                tag = {"corruption": c, "severity": s, "seed": seed, "limit": limit, "min_size": min_size}
-                f, y = features(run, dataset, "test", feature, source=src, transform=_identity, cache_tag=tag)
-            else:
-                src = subset(RelabelledSource(corrupted_folder_source(corrupted, c, s, opts), train_classes), limit, seed)
-                tag = {"corrupted": corrupted, "corruption": c, "severity": s, "limit": limit, "subset_seed": seed, "crop": 1.0}
-                f, y = features(run, dataset, "test", feature, source=src, transform=stored_corrupted_transform(size), cache_tag=tag)
-            acc[(c, s)] = accuracy(clf, f, y)[1]
+    with progress.task(f"corruptions ({len(corruptions)} x {len(severities)} severities)", len(corruptions) * len(severities)) as advance:
+        for c in corruptions:
+            for s in severities:
+                if corrupted is None:
+                    src = C.cached_corrupted(C.CorruptedSource(clean, c, s, seed, min_size, transform), {**image_key, "c": c, "s": s},
+                                             cache_dir() / "corruptions")
+                    tag = {"corruption": c, "severity": s, "seed": seed, "limit": limit, "min_size": min_size}
+                    f, y = features(run, dataset, "test", feature, source=src, transform=_identity, cache_tag=tag)
+                else:
+                    src = subset(RelabelledSource(corrupted_folder_source(corrupted, c, s, opts), train_classes), limit, seed)
+                    tag = {"corrupted": corrupted, "corruption": c, "severity": s, "limit": limit, "subset_seed": seed, "crop": 1.0}
+                    f, y = features(run, dataset, "test", feature, source=src, transform=stored_corrupted_transform(size), cache_tag=tag)
+                acc[(c, s)] = accuracy(clf, f, y)[1]
+                advance()
     metrics = {f"corruption/{c}/s{s}": v for (c, s), v in acc.items()}
     metrics.update({f"corruption/{g}": v for g, v in C.group_means(acc).items()})
     record = {"name": "corruption", "source": corrupted or "on-the-fly", "corruptions": corruptions, "severities": severities,

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from cssl_bench import UserError
+from cssl_bench.eval import progress
 from cssl_bench.eval.features import LoadedRun, features
 from cssl_bench.eval.probes import records_for
 
@@ -107,16 +108,18 @@ def fewshot_eval(train_f: torch.Tensor, train_y: torch.Tensor, test_f: torch.Ten
     xtr, xte = _l2(train_f), _l2(test_f)
     ytr, yte = train_y.numpy(), test_y.numpy()
     out: dict[int, list[float]] = {}
-    for k in p.shots:
-        if k < 1:
-            raise UserError(f"shots must be >= 1, got {k}", exit_code=2)
-        accs = []
-        for t in range(p.trials):
-            idx = sample_kshot(ytr, k, np.random.default_rng([p.seed, k, t]))
-            clf = LogisticRegression(C=p.C, max_iter=p.max_iter)
-            clf.fit(xtr[idx], ytr[idx])
-            accs.append(100.0 * float((clf.predict(xte) == yte).mean()))
-        out[k] = accs
+    with progress.task(f"few-shot ({', '.join(map(str, p.shots))} shots x {p.trials} trials)", len(p.shots) * p.trials) as advance:
+        for k in p.shots:
+            if k < 1:
+                raise UserError(f"shots must be >= 1, got {k}", exit_code=2)
+            accs = []
+            for t in range(p.trials):
+                idx = sample_kshot(ytr, k, np.random.default_rng([p.seed, k, t]))
+                clf = LogisticRegression(C=p.C, max_iter=p.max_iter)
+                clf.fit(xtr[idx], ytr[idx])
+                accs.append(100.0 * float((clf.predict(xte) == yte).mean()))
+                advance()
+            out[k] = accs
     return out
 
 
