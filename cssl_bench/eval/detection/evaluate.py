@@ -96,31 +96,39 @@ def _iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
     return inter / np.maximum(union, np.finfo(np.float64).eps)
 
 
-def _class_ap(dets: list[tuple[float, int, np.ndarray]], gts: dict[int, tuple[np.ndarray, np.ndarray]], npos: int,
-              threshold: float, use_07_metric: bool) -> float:
-    """VOC AP of one class at one IoU threshold: ``dets`` (score, image id, box), ``gts`` image id -> (boxes, difficult)."""
+def _class_aps(dets: list[tuple[float, int, np.ndarray]], gts: dict[int, tuple[np.ndarray, np.ndarray]], npos: int,
+               use_07_metric: bool) -> np.ndarray:
+    """VOC AP of one class at each of ``IOU_THRESHOLDS``: ``dets`` (score, image id, box), ``gts`` image id ->
+    (boxes, difficult). Each detection's IoUs with its image's boxes are computed once for all thresholds."""
     order = sorted(range(len(dets)), key=lambda k: -dets[k][0])  # stable: equal scores keep their order
-    taken = {img: np.zeros(len(b), bool) for img, (b, _) in gts.items()}
-    tp = np.zeros(len(dets))
-    fp = np.zeros(len(dets))
-    for n, k in enumerate(order):
+    best = []  # per ranked detection: (image, index of its best-overlapping box, that IoU), or None
+    for k in order:
         _, img, box = dets[k]
-        if img in gts and len(gts[img][0]):
-            boxes, difficult = gts[img]
+        boxes = gts.get(img, (np.zeros((0, 4)), None))[0]
+        if len(boxes):
             ious = _iou(box, boxes)
             j = int(ious.argmax())
-            if ious[j] > threshold:
-                if difficult[j]:
-                    continue
-                if not taken[img][j]:
-                    tp[n], taken[img][j] = 1, True
-                else:
-                    fp[n] = 1
-                continue
-        fp[n] = 1
-    tp, fp = np.cumsum(tp), np.cumsum(fp)
-    precision = tp / np.maximum(tp + fp, np.finfo(np.float64).eps)
-    return voc_ap(tp / npos, precision, use_07_metric)
+            best.append((img, j, float(ious[j])))
+        else:
+            best.append(None)
+    aps = np.zeros(len(IOU_THRESHOLDS))
+    for t, threshold in enumerate(IOU_THRESHOLDS):
+        taken = {img: np.zeros(len(b), bool) for img, (b, _) in gts.items()}
+        tp = np.zeros(len(best))
+        fp = np.zeros(len(best))
+        for n, hit in enumerate(best):
+            if hit is None or hit[2] <= threshold:
+                fp[n] = 1
+            elif gts[hit[0]][1][hit[1]]:
+                continue  # its best match is a difficult object: neither a hit nor a false positive
+            elif not taken[hit[0]][hit[1]]:
+                tp[n], taken[hit[0]][hit[1]] = 1, True
+            else:
+                fp[n] = 1  # a second detection of an object already found
+        tp, fp = np.cumsum(tp), np.cumsum(fp)
+        precision = tp / np.maximum(tp + fp, np.finfo(np.float64).eps)
+        aps[t] = voc_ap(tp / npos, precision, use_07_metric)
+    return aps
 
 
 def voc_evaluate(test, results: list[dict], use_07_metric: bool = True, image_ids: list[int] | None = None) -> dict[str, float]:
@@ -146,8 +154,7 @@ def voc_evaluate(test, results: list[dict], use_07_metric: bool = True, image_id
             npos += int((~r.ignore[sel]).sum())
         if npos == 0:
             continue  # no ground truth to find: left out of the mean (module docstring)
-        for t, thr in enumerate(IOU_THRESHOLDS):
-            aps[c - 1, t] = _class_ap(dets_by_class.get(c, []), gts, npos, float(thr), use_07_metric)
+        aps[c - 1] = _class_aps(dets_by_class.get(c, []), gts, npos, use_07_metric)
     scored = aps[~np.isnan(aps).all(axis=1)]
     if not len(scored):
         return {m: 0.0 for m in METRICS}
