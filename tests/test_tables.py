@@ -348,6 +348,17 @@ def test_caption_states_scale_stand_ins_backbone_epochs_seeds():
     assert "seeds 0" in t.caption
     t = T.build("methods", [], "paper")
     assert "Scale: paper" in t.caption and "No results yet" in t.caption and "100 -> 100" in t.caption
+    assert "VOC scored" not in T.build("robustness", RECORDS, "small").caption
+
+
+def test_caption_says_how_the_voc_cells_were_scored():
+    """Detection records without protocol.metric were scored by pycocotools; the caption names what the cells used."""
+    t = T.build("transfer", RECORDS, "small")
+    assert "VOC scored with pycocotools (101 recall points)." in t.caption
+    rescored = [{**r, "protocol": {**r["protocol"], "metric": "voc07"}, "time": "2026-01-01T00:00:00"}
+                for r in RECORDS if r["metric"].startswith(("voc07/", "voc0712/"))]
+    t = T.build("transfer", RECORDS + rescored, "small")
+    assert "VOC scored as detectron2's VOC2007 evaluator (11-point AP)." in t.caption and "pycocotools" not in t.caption
 
 
 def test_resolve_aliases_and_unknown():

@@ -460,6 +460,10 @@ def _join(values) -> str:
     return ", ".join(str(v) for v in sorted(set(values), key=lambda v: (0, v, "") if isinstance(v, (int, float)) else (1, 0, str(v))))
 
 
+VOC_SCORING = {"voc07": "as detectron2's VOC2007 evaluator (11-point AP)", "voc": "with VOC2010's area AP",
+               "coco": "with pycocotools (101 recall points)"}
+
+
 def caption(spec: TableSpec, scale: str, cells: list[Cell | None], used: list[dict]) -> str:
     """The table's caption: what it is, the scale and its dataset stand-ins, backbone, epochs and seeds of ours."""
     parts = [spec.caption + "."]
@@ -487,6 +491,9 @@ def caption(spec: TableSpec, scale: str, cells: list[Cell | None], used: list[di
                      f"epochs {_join(r.get('epochs') for r in used)}.")
     else:
         parts.append("No results yet at this scale.")
+    voc = sorted({(r.get("protocol") or {}).get("metric", "coco") for r in used if str(r.get("metric", "")).startswith(("voc07/", "voc0712/"))})
+    if voc:  # how the VOC cells were scored (records without protocol.metric predate the VOC2007 scoring)
+        parts.append("VOC scored " + " and ".join(VOC_SCORING.get(m, m) for m in voc) + ".")
     parts.append(f"'{MISSING}' = no result; several seeds: their mean.")
     if has_pm:
         parts.append("(±x): 95% half-width over the few-shot trials (one seed) or across seeds (several).")
