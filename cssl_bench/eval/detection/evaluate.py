@@ -1,8 +1,9 @@
 """Detection scoring: AP (mean over IoU 0.50:0.05:0.95), AP50 and AP75 in percent, two ways.
 
 - ``voc_evaluate``: detectron2's ``PascalVOCDetectionEvaluator``, which scored the SimSiam/MoCo VOC columns:
-  per class, detections of all test images ranked by score, each matched to the unmatched ground-truth
-  box of its image with the highest IoU above the threshold (strictly), precision interpolated at 11 recall
+  per class, detections of all test images ranked by score; each is compared with the ground-truth box of
+  its image it overlaps most, and is a hit if that IoU is above the threshold (strictly) and the box was not
+  found before (a second detection of it is a false positive); precision interpolated at 11 recall
   points (VOC2007's metric; ``use_07_metric=False``: the area under the precision envelope, VOC2010+);
   ``difficult`` objects count neither as hits nor as misses, and a detection whose best match is difficult
   is left out. AP at a threshold is the mean over classes; AP is the mean of the ten thresholds. As
