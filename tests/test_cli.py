@@ -36,6 +36,7 @@ def test_pretrain_writes_run_directory(tiny_run):
     assert all(0 < float(r["z_std"]) <= 1 for r in logged)
     assert info["z_std_step"] == int(logged[-1]["step"]) and info["z_std"] == pytest.approx(float(logged[-1]["z_std"]), abs=1e-5)
     assert info["z_std_x_sqrt_dim"] == pytest.approx(info["z_std"] * 128 ** 0.5, abs=1e-3)  # MoCo v2: dim 128
+    assert info["train_loaders"] == [{"loader": "torchvision"}]  # which loader read the images (FFCV: also its storage)
 
 
 def test_probe_records_carry_the_checkpoints_collapse_monitor(tiny_run, cli, tmp_path):
@@ -44,6 +45,7 @@ def test_probe_records_carry_the_checkpoints_collapse_monitor(tiny_run, cli, tmp
     assert p.returncode == 0, p.stderr
     with open(out / "log.csv") as f:
         last = list(csv.DictReader(f))[-1]
+    assert json.loads(p.stdout)[0]["pretrain_loader"] == [{"loader": "torchvision"}]
     z = json.loads(p.stdout)[0]["pretrain_z_std"]
     assert z["step"] == int(last["step"]) == 10 and z["value"] == float(last["z_std"])
     assert z["x_sqrt_dim"] == pytest.approx(float(last["z_std"]) * 128 ** 0.5, abs=1e-3)

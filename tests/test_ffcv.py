@@ -108,6 +108,34 @@ def test_make_train_loader_auto_uses_the_beton(embedded, betons, monkeypatch, tm
         make_train_loader(recipe, embedded, two_views(), 0)
 
 
+@needs_ffcv
+def test_auto_never_swaps_jpeg_images_in_for_the_embedded_ones(embedded, betons, monkeypatch, tmp_path, capsys):
+    """JPEG storage changes the generated images (at 32 px enough to change what a tiny SimCLR learns), so loader
+    auto reads a JPEG .beton of an embedded dataset only when asked (loader ffcv), the loader writes raw ones
+    for them, and each loader says what it read (the run records it)."""
+    recipe = SimpleNamespace(data=SimpleNamespace(loader="auto", dataset="embedded", embedded_size=32, embedded_train=320,
+                                                  embedded_test=64, embedded_seed=0, skip_bad=False, workers=1),
+                             train=SimpleNamespace(batch_size=32, seed=0))
+    monkeypatch.setenv("CSSL_BENCH_FFCV_DIR", str(tmp_path))
+    monkeypatch.setattr(fl, "_NOTICED", set())
+    target = fl.default_beton_path("embedded", "train", OPTS)
+    target.write_bytes(betons["jpg"].read_bytes())
+    fl.sidecar_path(target).write_bytes(fl.sidecar_path(betons["jpg"]).read_bytes())
+    tv = make_train_loader(recipe, embedded, two_views(), 0)
+    assert isinstance(tv, torch.utils.data.DataLoader) and tv.provenance == {"loader": "torchvision"}
+    assert "stores the embedded images as JPEG" in capsys.readouterr().err
+    recipe.data.loader = "ffcv"  # asked for: the JPEG file is read, and says so
+    ff = make_train_loader(recipe, embedded, two_views(), 0)
+    assert ff.provenance == {"loader": "ffcv", "storage": "jpg", "jpeg_quality": 90, "max_side": None}
+    target.unlink()
+    fl.sidecar_path(target).unlink()
+    ff = make_train_loader(recipe, embedded, two_views(), 0)  # missing: written raw
+    assert ff.provenance == {"loader": "ffcv", "storage": "raw", "jpeg_quality": None, "max_side": None}
+    assert fl.stored_as(target)["storage"] == "raw"
+    recipe.data.loader = "auto"
+    assert isinstance(make_train_loader(recipe, embedded, two_views(), 0), fl.FFCVViewLoader)  # raw: exact, so auto uses it
+
+
 def test_ffcv_requested_but_not_installed_falls_back_with_one_notice(embedded, monkeypatch, capsys):
     monkeypatch.setattr(fl, "ffcv_installed", lambda: False)
     monkeypatch.setattr(fl, "_NOTICED", set())

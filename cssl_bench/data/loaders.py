@@ -80,8 +80,10 @@ def make_train_loader(recipe, source: ImageSource, view_recipe, epoch: int, star
                                                recipe.train.seed, epoch, start_batch, d.workers, rank, world)
         if loader is not None:
             return loader
-    return train_loader(source, view_recipe, recipe.train.batch_size, recipe.train.seed, epoch, start_batch,
-                        recipe.data.workers, rank, world)
+    loader = train_loader(source, view_recipe, recipe.train.batch_size, recipe.train.seed, epoch, start_batch,
+                          recipe.data.workers, rank, world)
+    loader.provenance = {"loader": "torchvision"}  # what the run records (ffcv: also how its file stores the images)
+    return loader
 
 
 def eval_loader(source: ImageSource, transform, batch_size: int = 256, workers: int = 0):

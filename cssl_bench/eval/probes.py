@@ -44,13 +44,25 @@ def pretrain_z_std(run: LoadedRun) -> dict:
     return {"pretrain_z_std": z} if z else {}
 
 
+def pretrain_loader(run: LoadedRun) -> dict:
+    """The training loaders of the probed run (run.json ``train_loaders``: torchvision, or FFCV with how its file
+    stores the images), for the records: {"pretrain_loader": [...]}; empty for runs from before it was kept."""
+    import json
+
+    try:
+        used = json.loads((run.run_dir / "run.json").read_text()).get("train_loaders")
+    except (OSError, ValueError):
+        used = None
+    return {"pretrain_loader": used} if used else {}
+
+
 def records_for(run: LoadedRun, dataset: str, feature: str, protocol: dict, metrics: dict[str, float], extra: dict | None = None,
                 ci95: dict[str, float] | None = None) -> list[dict]:
     """One record per metric; ``ci95`` gives the 95% half-width of the metrics that have one (few-shot)."""
     r = run.recipe
     looc = {"augment": list(r.augment.looc_augment), "variance_heads": r.augment.variance_heads}
     extra = {**(looc if r.augment.views == "looc" else {}), "params": dict(r.params), **data_options_record(r),
-             **pretrain_z_std(run), **(extra or {})}
+             **pretrain_z_std(run), **pretrain_loader(run), **(extra or {})}
     out = []
     for m, v in metrics.items():
         ex = dict(extra)

@@ -113,6 +113,7 @@ def pretrain(recipe: Recipe, out_dir: Path, resume: bool = False, show_progress:
     ckpt_dir = out_dir / "checkpoints"
     main = D.is_main()
     state = None
+    loaders_used: list[dict] = []  # the training loaders this run used (run.json ``train_loaders``): data provenance
     if resume:
         path = find_resume_checkpoint(out_dir)
         if path is None:
@@ -120,7 +121,8 @@ def pretrain(recipe: Recipe, out_dir: Path, resume: bool = False, show_progress:
                 raise UserError(f"nothing to resume in {out_dir} (no config.yaml and no checkpoint)")
         else:
             state = load_checkpoint(path)
-        saved, _ = read_run(out_dir)
+        saved, saved_info = read_run(out_dir)
+        loaders_used = list(saved_info.get("train_loaders") or [])
         saved_recipe = recipe_from_dict(saved)
         if saved_recipe.hash() != recipe.hash():
             raise UserError(f"{out_dir} holds a run of another recipe ({saved['method']}, hash {saved_recipe.hash()}); resume with the same options or use another --out")
@@ -193,7 +195,7 @@ def pretrain(recipe: Recipe, out_dir: Path, resume: bool = False, show_progress:
                                      "status": status, "epochs_done": epoch, "epochs": recipe.train.epochs,
                                      "steps_done": global_step, "dataset": recipe.data.dataset, "backbone": recipe.model.backbone,
                                      "seed": recipe.train.seed, "batch_size": recipe.train.batch_size, "processes": world,
-                                     **last_z})
+                                     **({"train_loaders": loaders_used} if loaders_used else {}), **last_z})
 
     if state is None:
         checkpoint(ckpt_dir / "last.pt", keep_previous=False)  # epoch 0: the random-init baseline
@@ -224,6 +226,10 @@ def pretrain(recipe: Recipe, out_dir: Path, resume: bool = False, show_progress:
         while epoch < recipe.train.epochs:
             method.on_epoch_start(epoch)
             loader = make_train_loader(local_recipe, source, view_recipe, epoch, step_in_epoch, rank, world)
+            used = getattr(loader, "provenance", {"loader": "torchvision"})
+            if used not in loaders_used:  # JPEG storage (FFCV) changes the images: the run says what it read
+                loaders_used.append(used)
+                run_info("running")
             method.train()
             t_last, n_last = time.time(), 0
             for views, labels, _ in loader:
