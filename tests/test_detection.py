@@ -230,7 +230,8 @@ def test_voc07_scoring_hand_checked():
 def test_detection_scoring_follows_the_protocol():
     """VOC protocols score with the VOC2007 metric, COCO with pycocotools; a record without the field was
     scored by pycocotools, so `reproduce` does not count it as a VOC07-scored result."""
-    from cssl_bench.eval.detection.finetune import PROTOCOLS, get_protocol, record_metric
+    from cssl_bench.eval.detection.finetune import PROTOCOLS, get_protocol
+    from cssl_bench.results.tables import record_metric
 
     assert (PROTOCOLS["voc07"].metric, PROTOCOLS["voc0712"].metric, PROTOCOLS["coco"].metric) == ("voc07", "voc07", "coco")
     assert get_protocol("embedded-det").metric == "voc07" and get_protocol("embedded-det", "coco").metric == "coco"

@@ -131,7 +131,7 @@ def test_auto_never_swaps_jpeg_images_in_for_the_embedded_ones(embedded, betons,
     fl.sidecar_path(target).unlink()
     ff = make_train_loader(recipe, embedded, two_views(), 0)  # missing: written raw
     assert ff.provenance == {"loader": "ffcv", "storage": "raw", "jpeg_quality": None, "max_side": None}
-    assert fl.stored_as(target)["storage"] == "raw"
+    assert fl.stored_as(fl.read_sidecar(target))["storage"] == "raw"
     recipe.data.loader = "auto"
     assert isinstance(make_train_loader(recipe, embedded, two_views(), 0), fl.FFCVViewLoader)  # raw: exact, so auto uses it
 

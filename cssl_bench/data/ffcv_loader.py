@@ -197,14 +197,19 @@ def _expected_size(h: int, w: int, max_side: int | None) -> tuple[int, int]:
     return int(nh), int(nw)
 
 
-def stored_as(path: Path, modes: np.ndarray | None = None) -> dict:
-    """How a ``.beton`` stores its images: ``{"storage": "jpg" | "raw", "jpeg_quality", "max_side"}`` from its
-    sidecar (or, without one, from the images' FFCV modes: 0 = JPEG). JPEG storage changes the pixels, so a
-    run records it (``train_loaders`` in run.json, ``pretrain_loader`` in records)."""
+def read_sidecar(path: Path) -> dict:
+    """The JSON sidecar of a ``.beton`` ({} when it is missing or unreadable)."""
     try:
-        meta = json.loads(sidecar_path(Path(path)).read_text())
+        return json.loads(sidecar_path(Path(path)).read_text())
     except (OSError, ValueError):
-        meta = {}
+        return {}
+
+
+def stored_as(meta: dict | None, modes: np.ndarray | None = None) -> dict:
+    """How a ``.beton`` stores its images: ``{"storage": "jpg" | "raw", "jpeg_quality", "max_side"}`` from its
+    sidecar ``meta`` (or, without one, from the images' FFCV modes: 0 = JPEG). JPEG storage changes the pixels,
+    so a run records it (``train_loaders`` in run.json, ``pretrain_loader`` in records)."""
+    meta = meta or {}
     mode = meta.get("write_mode") or ("jpg" if modes is None or (np.asarray(modes) == 0).any() else "raw")
     return {"storage": mode, "jpeg_quality": meta.get("jpeg_quality") if mode == "jpg" else None, "max_side": meta.get("max_side")}
 
@@ -250,9 +255,9 @@ class Beton:
             raise UserError(f"FFCV file {self.path} is damaged (image pointers not in its allocation table); rewrite it")
         self.sizes = alloc["size"][order][pos].astype(np.uint64)
         self.data = np.memmap(self.path, dtype=np.uint8, mode="r")
-        self.storage = stored_as(self.path, self.modes)
         side = sidecar_path(self.path)
         self.meta = json.loads(side.read_text()) if side.is_file() else None
+        self.storage = stored_as(self.meta, self.modes)
 
     def check(self, source: ImageSource, dataset: str | None = None, split: str | None = None) -> None:
         """One ``UserError`` line unless this file holds ``source``: same length, labels, classes, image size."""
@@ -401,7 +406,7 @@ def ffcv_train_loader(choice: str, dataset: str, source: ImageSource, options: D
     # stores them raw, and ``auto`` does not swap a JPEG file in for them
     lossless = dataset.startswith("embedded")
     path = find_beton(dataset, "train", options)
-    if path is not None and choice == "auto" and lossless and stored_as(path)["storage"] != "raw":
+    if path is not None and choice == "auto" and lossless and stored_as(read_sidecar(path))["storage"] != "raw":
         notice(f"{path} stores the {dataset} images as JPEG, which changes them, so loader auto reads the exact images "
                f"with torchvision (rewrite it with `cssl-bench data convert {dataset} --raw`, or set data.loader=ffcv "
                f"to train on the JPEG images)")

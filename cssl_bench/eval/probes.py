@@ -47,12 +47,7 @@ def pretrain_z_std(run: LoadedRun) -> dict:
 def pretrain_loader(run: LoadedRun) -> dict:
     """The training loaders of the probed run (run.json ``train_loaders``: torchvision, or FFCV with how its file
     stores the images), for the records: {"pretrain_loader": [...]}; empty for runs from before it was kept."""
-    import json
-
-    try:
-        used = json.loads((run.run_dir / "run.json").read_text()).get("train_loaders")
-    except (OSError, ValueError):
-        used = None
+    used = run.info.get("train_loaders")
     return {"pretrain_loader": used} if used else {}
 
 

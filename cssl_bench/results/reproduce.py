@@ -264,9 +264,9 @@ class ProbeStep:
 
     def _scored_as_planned(self, rec: dict) -> bool:
         """A detection record counts only if scored the way this step would score it (VOC07 or COCO)."""
-        from cssl_bench.eval.detection.finetune import get_protocol, record_metric
+        from cssl_bench.eval.detection.finetune import get_protocol
 
-        return record_metric(rec) == get_protocol(self.dataset, self.protocol if self.dataset == "embedded-det" else None).metric
+        return T.record_metric(rec) == get_protocol(self.dataset, self.protocol if self.dataset == "embedded-det" else None).metric
 
 
 @dataclass

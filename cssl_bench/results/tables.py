@@ -460,6 +460,12 @@ def _join(values) -> str:
     return ", ".join(str(v) for v in sorted(set(values), key=lambda v: (0, v, "") if isinstance(v, (int, float)) else (1, 0, str(v))))
 
 
+def record_metric(record: dict) -> str:
+    """How a detection record was scored: its protocol's ``metric``; records made before that field existed
+    were all scored with pycocotools."""
+    return (record.get("protocol") or {}).get("metric", "coco")
+
+
 VOC_SCORING = {"voc07": "as detectron2's VOC2007 evaluator (11-point AP)", "voc": "with VOC2010's area AP",
                "coco": "with pycocotools (101 recall points)"}
 
@@ -491,8 +497,8 @@ def caption(spec: TableSpec, scale: str, cells: list[Cell | None], used: list[di
                      f"epochs {_join(r.get('epochs') for r in used)}.")
     else:
         parts.append("No results yet at this scale.")
-    voc = sorted({(r.get("protocol") or {}).get("metric", "coco") for r in used if str(r.get("metric", "")).startswith(("voc07/", "voc0712/"))})
-    if voc:  # how the VOC cells were scored (records without protocol.metric predate the VOC2007 scoring)
+    voc = sorted({record_metric(r) for r in used if str(r.get("metric", "")).startswith(("voc07/", "voc0712/"))})
+    if voc:  # how the VOC cells were scored
         parts.append("VOC scored " + " and ".join(VOC_SCORING.get(m, m) for m in voc) + ".")
     parts.append(f"'{MISSING}' = no result; several seeds: their mean.")
     if has_pm:

@@ -226,9 +226,8 @@ def pretrain(recipe: Recipe, out_dir: Path, resume: bool = False, show_progress:
         while epoch < recipe.train.epochs:
             method.on_epoch_start(epoch)
             loader = make_train_loader(local_recipe, source, view_recipe, epoch, step_in_epoch, rank, world)
-            used = getattr(loader, "provenance", {"loader": "torchvision"})
-            if used not in loaders_used:  # JPEG storage (FFCV) changes the images: the run says what it read
-                loaders_used.append(used)
+            if loader.provenance not in loaders_used:  # JPEG storage (FFCV) changes the images: the run says what it read
+                loaders_used.append(loader.provenance)
                 run_info("running")
             method.train()
             t_last, n_last = time.time(), 0

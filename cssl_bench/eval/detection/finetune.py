@@ -96,7 +96,7 @@ class DetectionProtocol:
     scenes_test: int = 100
     scene_objects: int = 3
     # scoring: voc07 (detectron2's VOC2007 evaluator: 11-point AP, difficult objects ignored), voc (VOC2010+ area AP)
-    # or coco (pycocotools); records made before this field were scored with pycocotools (``record_metric``)
+    # or coco (pycocotools); records made before this field were scored with pycocotools (``results.tables.record_metric``)
     metric: str = "voc07"
 
     def with_overrides(self, **kw) -> "DetectionProtocol":
@@ -169,12 +169,6 @@ class DetectionProtocol:
             for k in [k for k in d if k.startswith("scene")]:
                 d.pop(k)
         return {**d, "detector": "mask-rcnn" if self.task == "instance" else "faster-rcnn", "framework": "torchvision"}
-
-
-def record_metric(record: dict) -> str:
-    """How a detection record was scored: its protocol's ``metric``; records made before that field existed
-    were all scored with pycocotools."""
-    return (record.get("protocol") or {}).get("metric", "coco")
 
 
 def _check_type(key: str, value, default) -> None:
