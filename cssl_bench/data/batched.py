@@ -228,17 +228,16 @@ def color_jitter(x: torch.Tensor, ps: list[Params], use_jit: bool | None = None,
                          np.array([p["gray"] for p in ps], np.bool_), bool(gray_first))
         return out
     gray = [i for i, p in enumerate(ps) if p["gray"]]
-    if gray_first and gray:
-        x = x.clone()
-        x[gray] = TF.rgb_to_grayscale(x[gray], num_output_channels=3)
     out = x.clone()
+    if gray_first and gray:
+        out[gray] = TF.rgb_to_grayscale(out[gray], num_output_channels=3)
     groups: dict[tuple, list[int]] = {}
     for i, p in enumerate(ps):
         if p["apply"]:
             groups.setdefault(tuple(p["order"]), []).append(i)
     ops = {0: ("b", brightness), 1: ("c", contrast), 2: ("s", saturation)}
     for order, idx in groups.items():
-        sub = x[idx]
+        sub = out[idx]  # a copy (groups are disjoint); with gray_first, already grayscale
         for o in order:
             if o == 3:
                 sub = hue(sub, _factor(ps, "h", idx).view(-1))
