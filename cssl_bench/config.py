@@ -43,6 +43,7 @@ class DataCfg:
     embedded_train: int = 10000
     embedded_test: int = 2000
     embedded_seed: int = 0
+    embedded_version: int = 2  # generator version: 2 = natural-category statistics (data/embedded_v2.py); 1 = the first
     embedded_texture_contrast: float = 0.45  # generator variant: texture's share of the object's brightness
     embedded_class_color: float = 0.0  # generator variant: probability that an image's colour is its class's
     embedded_background_jitter: float = 1.0  # generator variant: scale of the per-image background level and tint
@@ -112,7 +113,7 @@ class TrainCfg:
     epochs: int = 200
     batch_size: int = 256
     seed: int = 0
-    precision: str = "fp32"  # fp32 | bf16 | fp16
+    precision: str = "fp32"  # fp32 | bf16 | fp16 | auto (load_recipe resolves auto to bf16 or fp32: train/precision.py)
     compile: bool = False
     save_epochs: list[int] = field(default_factory=list)  # extra checkpoints kept (epoch budgets of the methods table)
     log_every: int = 10
@@ -129,6 +130,9 @@ class Recipe:
     optim: OptimCfg = field(default_factory=OptimCfg)
     train: TrainCfg = field(default_factory=TrainCfg)
     params: dict = field(default_factory=dict)  # method hyperparameters, validated by the method
+    # train.precision as asked when load_recipe resolved ``auto`` (run.json ``precision_requested``); not a recipe
+    # key: neither hashed nor in config.yaml, which hold the precision used
+    precision_requested = None
 
     # keys that do not change results (excluded from the hash)
     OPERATIONAL = {("data", "workers"), ("data", "loader"), ("train", "log_every"), ("train", "compile"), ("data", "skip_bad")}
@@ -136,7 +140,9 @@ class Recipe:
     # the runs made before them (which behave exactly like the default) stay valid
     HASH_OMIT_IF_DEFAULT = {("augment", "looc_heads"): None,
                             ("optim", "warmup_start"): 0.0, ("optim", "final_lr"): 0.0, ("optim", "schedule_unit"): "iteration",
-                            **{("data", f.name): f.default for f in dataclasses.fields(DataCfg) if f.name in EMBEDDED_VARIANTS}}
+                            **{("data", f.name): f.default for f in dataclasses.fields(DataCfg) if f.name in EMBEDDED_VARIANTS},
+                            # generator version 1 hashes as before the key existed; version 2 is part of the hash
+                            ("data", "embedded_version"): 1}
 
     @property
     def lr(self) -> float:
@@ -244,7 +250,8 @@ def parse_override(text: str) -> tuple[str, str, Any]:
 
 
 def load_recipe(method: str, scale: str = "tiny", overrides: dict | None = None, sets: list[str] | None = None) -> Recipe:
-    """Build the recipe of ``method`` at ``scale``; ``overrides`` is {section: {key: value}}."""
+    """Build the recipe of ``method`` at ``scale``; ``overrides`` is {section: {key: value}}. ``train.precision: auto``
+    is resolved once every layer is merged, for this machine's device (``resolve_auto_precision``)."""
     if scale not in SCALES:
         raise UserError(f"unknown scale {scale!r}; choose from {', '.join(SCALES)}", exit_code=2)
     methods = available_methods()
@@ -260,7 +267,22 @@ def load_recipe(method: str, scale: str = "tiny", overrides: dict | None = None,
         sec, key, value = parse_override(s)
         layer.setdefault(sec, {})[key] = value
     _merge_layer(recipe, layer, "overrides")
+    resolve_auto_precision(recipe)
     validate(recipe)
+    return recipe
+
+
+def resolve_auto_precision(recipe: Recipe, device_type: str | None = None) -> Recipe:
+    """Replace ``train.precision: auto`` by what it stands for on ``device_type`` (default: the device a run on
+    this machine uses, CUDA if torch sees one, else the CPU), ``bf16`` or ``fp32`` (cssl_bench/train/precision.py),
+    and keep the request in ``recipe.precision_requested``. The recipe, its hash, config.yaml and run.json hold the
+    precision used: a bf16 run never shares a hash with an fp32 run, and fp32 from ``auto`` hashes as plain fp32.
+    torch is imported (by the resolution) only when the recipe asks for ``auto``."""
+    if recipe.train.precision == "auto":
+        from cssl_bench.train.precision import resolve_precision
+
+        recipe.train.precision = resolve_precision("auto", device_type)
+        recipe.precision_requested = "auto"
     return recipe
 
 
@@ -272,8 +294,12 @@ def check_recipe_dict(d, where: str = "config.yaml", hint: str = "") -> dict:
 
 
 def recipe_from_dict(d: dict) -> Recipe:
+    """The recipe a run directory's ``config.yaml`` holds. A config written before ``data.embedded_version``
+    existed read generator version 1, so a missing key means 1 (not today's default)."""
     check_recipe_dict(d)
     r = Recipe(method=d["method"], scale=d["scale"])
+    if isinstance(d.get("data"), dict) and "embedded_version" not in d["data"]:
+        r.data.embedded_version = 1
     _merge_layer(r, {k: v for k, v in d.items() if k not in ("method", "scale")}, "config.yaml")
     return r
 
@@ -313,8 +339,15 @@ def validate(r: Recipe) -> None:
         v = getattr(r.data, key)
         if not 0.0 <= v <= 1.0:
             raise UserError(f"data.{key} must be between 0 and 1, got {v}", exit_code=2)
+    if r.data.embedded_version not in (1, 2):
+        raise UserError(f"data.embedded_version must be 1 or 2, got {r.data.embedded_version}", exit_code=2)
+    if r.data.embedded_version != 1:
+        changed = [k for k in EMBEDDED_VARIANTS if getattr(r.data, k) != getattr(DataCfg, k)]
+        if changed:
+            raise UserError(f"data.{changed[0]} is a variant of the embedded generator version 1; "
+                            f"add data.embedded_version=1 to use it", exit_code=2)
     choices = {("optim", "name"): ("sgd", "lars", "adamw"), ("optim", "schedule"): ("cosine", "multistep", "constant"),
-               ("train", "precision"): ("fp32", "bf16", "fp16"), ("data", "loader"): ("auto", "torchvision", "ffcv"),
+               ("train", "precision"): ("fp32", "bf16", "fp16", "auto"), ("data", "loader"): ("auto", "torchvision", "ffcv"),
                ("augment", "views"): ("two", "multicrop", "looc", "single"), ("augment", "rotation"): ("none", "independent", "same"),
                ("optim", "lr_scaling"): ("linear", "none"), ("optim", "schedule_unit"): ("iteration", "epoch")}
     for (sec, key), valid in choices.items():

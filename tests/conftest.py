@@ -1,6 +1,10 @@
 import os
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch is imported
+# Tests compare against committed fp32 records and config hashes; train.precision auto would pick bf16 on a CPU
+# with AMX-BF16 / AVX512-BF16 (cssl_bench/train/precision.py reads this variable each time auto is resolved).
+# Tests that need either answer set or delete it themselves (monkeypatch); subprocesses inherit it.
+os.environ.setdefault("CSSL_BENCH_CPU_BF16", "0")
 
 import subprocess
 import sys

@@ -165,6 +165,8 @@ def test_random_init_baseline_and_resume_refusal(tiny_run, cli):
     (["probe", "knn", "/nonexistent/run"], 1, "run directory /nonexistent/run does not exist"),
     (["pretrain", "moco-v2", "--dataset", "imagefolder:/nonexistent/x"], 1, "does not exist"),
     (["nosuchcommand"], 2, "error:"),
+    (["demo", "--seeds", "0"], 2, "--seeds must be an integer >= 1, got 0"),
+    (["table", "methods", "--seeds", "-1"], 2, "--seeds must be an integer >= 1, got -1"),
 ])
 def test_errors_are_one_line(cli, tmp_path, args, exit_code, message):
     args = [str(tmp_path) if a == "DIR" else a for a in args]
@@ -205,3 +207,19 @@ def test_data_export(cli, tmp_path):
     p = cli("data", "export", "embedded", tmp_path / "img", "--train", "20", "--test", "10")
     assert p.returncode == 0, p.stderr
     assert len(list((tmp_path / "img" / "train").rglob("*.png"))) == 20
+
+
+@pytest.mark.slow
+def test_demo_with_two_seeds(cli, tmp_path):
+    """The demo on tiny data under seeds 0 and 1: both random-init baselines, mean ± std per row, Δ against the
+    higher baseline, per-seed values, and the methods table of those seeds."""
+    p = cli("demo", "--out", tmp_path / "demo", "--epochs", "1", "--seeds", "2", "--set", "data.embedded_train=256",
+            "--set", "data.embedded_test=64", "--set", "data.workers=0", "--set", "train.batch_size=32",
+            "--set", "model.backbone=resnet10-w0.125", env={"COLUMNS": "200"})
+    assert p.returncode == 0, p.stderr
+    out = p.stdout
+    assert "(mean ± std over seeds 0-1)" in out and "random init (as initialised)" in out and "random init (BN on data)" in out
+    assert "Δ against the higher random-init baseline: random init (" in out and "Per seed (0, 1): " in out
+    recs = [json.loads(line) for line in (tmp_path / "demo" / "results" / "records.jsonl").read_text().splitlines()]
+    assert {r["seed"] for r in recs} == {0, 1} and sum(r.get("init_bn") == "data" for r in recs) == 4  # 2 seeds x top1/top5
+    assert "Seeds 0-1 only (--seeds 2)." in out

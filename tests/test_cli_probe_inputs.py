@@ -85,7 +85,7 @@ def test_unknown_probe_in_a_dry_run(pristine, cli):
     p = cli("evaluate", pristine, "--suite", "simsiam", "--probe", "knn", "--dry-run")
     one_line_error(p, 2, "suite simsiam has no probe knn")
     p = cli("evaluate", pristine, "--suite", "looc", "--probe", "fewshot", "--dry-run")  # a valid one still lists its step
-    assert p.returncode == 0 and p.stdout.strip() == "fewshot on embedded-color", p.stderr
+    assert p.returncode == 0 and p.stdout.strip() == "fewshot on embedded-fine", p.stderr
 
 
 def test_protocol_objects_validate_for_every_entry_point():

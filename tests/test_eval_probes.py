@@ -208,7 +208,7 @@ def test_evaluate_suite_all_with_subsets(moco_run, cli, tmp_path):
     recs = json.loads(p.stdout)
     by = {(r["metric"], r["dataset"], r["protocol"].get("name")) for r in recs}
     expected = {("linear/top1", "embedded", "simsiam"), ("linear/top1", "embedded", "looc"), ("rotation/acc", "embedded", "rotation"),
-                ("finegrained/top1", "embedded-color", "finegrained"), ("fewshot/2shot", "embedded-color", "fewshot"),
+                ("finegrained/top1", "embedded-fine", "finegrained"), ("fewshot/2shot", "embedded-fine", "fewshot"),
                 ("corruption/gaussian_noise/s5", "embedded", "corruption"), ("corruption/d>3", "embedded", "corruption"),
                 ("objectnet/top1", "embedded-shift", "objectnet"), ("knn/top1", "embedded", "knn")}
     assert expected <= by
@@ -256,7 +256,7 @@ def test_corruption_from_an_imagenet_c_folder_matches_on_the_fly(run, tmp_path):
 
 
 def test_derived_tasks_share_the_features_of_their_images(run):
-    """embedded-color (both splits) and embedded-shift's train split show embedded's images: their
+    """embedded-color and embedded-fine (both splits) and embedded-shift's train split show embedded's images: their
     features are embedded's, extracted once; their labels are their own."""
     from cssl_bench.eval.features import SAME_IMAGES, features
     from cssl_bench.eval.probes import source_of
@@ -276,3 +276,108 @@ def test_probe_cli_corruption_table(moco_run, capsys, tmp_path):
     assert code == 0, err
     assert "top-1 under corruption" in out and "contrast" in out and "corruption/d>3" not in out and "corruption/all" in out
     assert len((tmp_path / "records.jsonl").read_text().splitlines()) == 3  # s2 of contrast, digital, all
+
+
+# --- random-init baselines: BN statistics re-estimated on data (eval.baseline) --------------------------------
+@pytest.fixture(scope="module")
+def init_run(tmp_path_factory):
+    """An epoch-0 (random-init) MoCo v2 run on 512 training images: its backbone has split BN layers."""
+    from tests.conftest import run_cli
+
+    out = tmp_path_factory.mktemp("init") / "moco-e0"
+    p = run_cli("pretrain", "moco-v2", "--epochs", "0", "--out", out, "--quiet", "--set", "data.embedded_train=512",
+                "--set", "data.embedded_test=64", "--set", "data.workers=0", "--backbone", "resnet10-w0.125")
+    assert p.returncode == 0, p.stderr
+    return out
+
+
+def test_reestimated_bn_holds_the_statistics_of_the_training_images(init_run):
+    """The first BN's running mean is the per-channel mean of its inputs (conv1's outputs, which do not depend on BN)
+    over the training images, its running variance the mean of the batches' unbiased variances; weights, heads and
+    the original run are untouched, and split BN keeps its groups."""
+    from cssl_bench.data.loaders import eval_loader, to_input
+    from cssl_bench.eval.baseline import bn_layers, reestimate_bn
+    from cssl_bench.eval.features import eval_transform, load_run
+    from cssl_bench.eval.probes import source_of
+
+    run = load_run(init_run)
+    copy = reestimate_bn(run, "embedded", batch_size=128)  # 512 images: 4 equal batches
+    assert run.bn is None and copy.bn == {"stats": "data", "dataset": "embedded", "split": "train", "images": 512,
+                                          "batch_size": 128, "seed": 0}
+    x = torch.cat([x for x, _ in eval_loader(source_of(run, "embedded", "train"), eval_transform(run.recipe.data.image_size), 512)])
+    assert len(x) == 512
+    with torch.no_grad():
+        a = run.method.backbone.conv1(to_input(x, run.recipe.model.channels_last)).double()  # the first BN's inputs [512, C, H, W]
+    first = copy.method.backbone.bn1
+    assert first is bn_layers(copy.method.backbone)[0]
+    torch.testing.assert_close(first.running_mean.double(), a.mean((0, 2, 3)), rtol=1e-4, atol=1e-5)
+    var = torch.stack([b.transpose(0, 1).reshape(a.shape[1], -1).var(1) for b in a.split(128)]).mean(0)  # unbiased, per batch
+    torch.testing.assert_close(first.running_var.double(), var, rtol=1e-3, atol=1e-5)
+    assert int(first.num_batches_tracked) == 4
+    # every backbone BN moved off its initial statistics; the original still holds them (mean 0, variance 1)
+    for m, m0 in zip(bn_layers(copy.method.backbone), bn_layers(run.method.backbone)):
+        assert not torch.allclose(m.running_mean, torch.zeros_like(m.running_mean))
+        assert torch.equal(m0.running_mean, torch.zeros_like(m0.running_mean)) and torch.equal(m0.running_var, torch.ones_like(m0.running_var))
+        assert m.momentum == m0.momentum and getattr(m, "splits", None) == getattr(m0, "splits", None)
+    assert getattr(bn_layers(run.method.backbone)[0], "splits", 1) > 1  # the case the estimate must not split
+    # weights and every state outside the backbone's BN statistics unchanged
+    s0, s1 = run.method.state_dict(), copy.method.state_dict()
+    assert s0.keys() == s1.keys()
+    bn_buffers = {f"backbone.{n}.{b}" for n, m in run.method.backbone.named_modules() if m in bn_layers(run.method.backbone)
+                  for b in ("running_mean", "running_var", "num_batches_tracked")}
+    assert all(torch.equal(s0[k], s1[k]) for k in s0 if k not in bn_buffers)
+    assert not copy.method.training and not copy.method.backbone.training
+
+
+def test_bn_data_probe_has_its_own_caches_and_says_so_in_its_records(init_run, tmp_path):
+    from cssl_bench.eval.baseline import bn_images, reestimate_bn
+    from cssl_bench.eval.features import _cache_key, load_run
+    from cssl_bench.eval.probes import _classifier_path, probe_knn, probe_linear
+
+    shutil.copytree(init_run, tmp_path / "run")
+    run = load_run(tmp_path / "run")
+    copy = reestimate_bn(run, "embedded")
+    assert copy.bn["images"] == 512 == bn_images(512) and bn_images(10_000) == 9984 and bn_images(100) == 100
+    assert _cache_key(run, "embedded", "train", "backbone", {}) != _cache_key(copy, "embedded", "train", "backbone", {})
+    assert _classifier_path(run, "embedded", "backbone", _p(1)) != _classifier_path(copy, "embedded", "backbone", _p(1))
+    plain, data = probe_knn(run, "embedded"), probe_knn(copy, "embedded")
+    assert all("init_bn" not in r and "bn_estimate" not in r for r in plain)
+    assert all(r["init_bn"] == "data" and r["bn_estimate"]["images"] == 512 and r["epochs"] == 0 for r in data)
+    assert [r["feature"] for r in data] == [r["feature"] for r in plain] and data[0]["protocol"] == plain[0]["protocol"]
+    assert len(list((tmp_path / "run" / "features").glob("*.pt"))) == 4  # train and test features of each
+    assert plain[0]["value"] != data[0]["value"] or plain[1]["value"] != data[1]["value"]  # other features, other votes
+    lin, _ = probe_linear(copy, "embedded", _p(1))
+    assert all(r["init_bn"] == "data" for r in lin)
+
+
+def test_cli_probe_bn_data(init_run, tmp_path):
+    from tests.conftest import run_cli_here
+
+    shutil.copytree(init_run, tmp_path / "run")
+    p = run_cli_here("probe", "knn", tmp_path / "run", "--bn-data", "--json", "--results", tmp_path / "res")
+    assert p.returncode == 0, p.stderr
+    recs = json.loads(p.stdout)
+    assert {r["metric"] for r in recs} == {"knn/top1", "knn/top5"} and all(r["init_bn"] == "data" for r in recs)
+    stored = [json.loads(line) for line in (tmp_path / "res" / "records.jsonl").read_text().splitlines()]
+    assert all(r["init_bn"] == "data" for r in stored)
+
+
+def test_data_options_record_always_says_the_embedded_generator_version():
+    """A record of a run pretrained on an embedded dataset says its generator version even at the default (records
+    without it were measured on version 1); a run on another dataset (paper scale: ImageNet) says no version, and
+    its other options only when they differ from the defaults. An old run's config.yaml without the key: version 1."""
+    from cssl_bench.config import load_recipe, recipe_from_dict
+    from cssl_bench.eval.probes import data_options_record
+
+    assert data_options_record(load_recipe("moco-v2", "tiny")) == {"data_options": {"embedded_version": 2}}
+    assert data_options_record(load_recipe("moco-v2", "small", {}, ["data.embedded_train=512"])) == {
+        "data_options": {"embedded_train": 512, "embedded_version": 2}}
+    assert data_options_record(load_recipe("moco-v2", "tiny", {}, ["data.embedded_version=1"])) == {
+        "data_options": {"embedded_version": 1}}
+    old = load_recipe("moco-v2", "tiny", {}, ["data.embedded_version=1"]).to_dict()
+    del old["data"]["embedded_version"]
+    assert data_options_record(recipe_from_dict(old)) == {"data_options": {"embedded_version": 1}}
+    paper = load_recipe("moco-v2", "paper")
+    assert not paper.data.dataset.startswith("embedded") and data_options_record(paper) == {}
+    assert data_options_record(load_recipe("moco-v2", "paper", {}, ["data.embedded_train=512"])) == {
+        "data_options": {"embedded_train": 512}}

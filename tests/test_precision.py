@@ -1,7 +1,9 @@
 """Precision options of the pretraining loop on CPU: bf16 and fp16 autocast (fp16 with a GradScaler),
-channels-last, and torch.compile (slow). A few steps of a tiny model each."""
+``auto`` (resolved per device when the recipe is loaded), fp32 losses under autocast, channels-last, and
+torch.compile (slow). A few steps of a tiny model each."""
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -162,3 +164,183 @@ def test_ratio_bound_pairs_profiles_and_computes_the_bound(tmp_path, monkeypatch
     for name, p in (("a", profiles["a"]), ("b", cut)):
         (short / f"profile-{name}.json").write_text(json.dumps(p))
     assert bench.main([str(short)]) == 1 and "too few operators" in capsys.readouterr().err
+
+
+# --- precision auto ------------------------------------------------------------------------------------
+
+
+def _cpuinfo(tmp_path, flags: str) -> Path:
+    path = tmp_path / "cpuinfo"
+    path.write_text(f"processor\t: 0\nvendor_id\t: GenuineIntel\nflags\t\t: {flags}\n\n"
+                    f"processor\t: 1\nflags\t\t: {flags}\n")
+    return path
+
+
+def test_auto_follows_the_cpu_override(monkeypatch):
+    """CSSL_BENCH_CPU_BF16 forces the CPU's answer both ways; explicit precisions pass through; a bad value
+    is an error naming the variable."""
+    from cssl_bench import UserError
+    from cssl_bench.train.precision import ENV, explain_auto, resolve_precision
+
+    monkeypatch.setenv(ENV, "1")
+    assert resolve_precision("auto", "cpu") == "bf16"
+    assert explain_auto("cpu") == ("bf16", f"forced by {ENV}=1")
+    with autocast("auto", "cpu"):
+        assert torch.nn.Linear(8, 4)(torch.randn(2, 8)).dtype == torch.bfloat16
+    monkeypatch.setenv(ENV, "0")
+    assert resolve_precision("auto", "cpu") == "fp32"
+    with autocast("auto", "cpu"):
+        assert torch.nn.Linear(8, 4)(torch.randn(2, 8)).dtype == torch.float32
+    for name in ("fp32", "bf16", "fp16"):
+        assert resolve_precision(name, "cpu") == name
+    monkeypatch.setenv(ENV, "yes")
+    with pytest.raises(UserError, match=ENV):
+        resolve_precision("auto", "cpu")
+
+
+def test_auto_reads_the_cpu_flags(tmp_path, monkeypatch):
+    """Without the override, the CPU flags decide: AMX-BF16 or AVX512-BF16 give bf16; a CPU with AVX-512 and
+    AVX2 but neither bf16 extension gives fp32 (its bf16 is emulated, slower than fp32)."""
+    from cssl_bench.train import precision as P
+
+    monkeypatch.delenv(P.ENV, raising=False)
+    assert P.cpu_bf16(_cpuinfo(tmp_path, "fpu sse2 avx2 avx512f amx_tile amx_bf16 amx_int8")) == (True, "CPU has AMX-BF16")
+    assert P.cpu_has_fast_bf16(_cpuinfo(tmp_path, "fpu sse2 avx2 avx512f avx512_bf16"))
+    plain = _cpuinfo(tmp_path, "fpu sse2 avx2 avx512f avx512bw avx512_vnni amx_tile")
+    fast, why = P.cpu_bf16(plain)
+    assert not fast and "lacks AMX-BF16 and AVX512-BF16" in why
+    # the default path reads P.CPUINFO (/proc/cpuinfo): pointed at the file of a CPU without the flags -> fp32
+    monkeypatch.setattr(P, "CPUINFO", plain)
+    monkeypatch.setattr(P.sys, "platform", "linux")
+    assert P.resolve_precision("auto", "cpu") == "fp32"
+    monkeypatch.setattr(P, "CPUINFO", _cpuinfo(tmp_path, "avx2 amx_bf16"))
+    assert P.resolve_precision("auto", "cpu") == "bf16"
+    # an unreadable file (or another OS): torch's own CPU capability probe answers
+    monkeypatch.setattr(P, "CPUINFO", tmp_path / "missing")
+    caps = torch.cpu.get_capabilities()
+    assert P.cpu_has_fast_bf16() == bool(caps.get("amx_bf16") or caps.get("avx512_bf16"))
+
+
+def _load_cpu(monkeypatch, bf16: bool, method: str = "simclr", scale: str = "tiny", **train):
+    """load_recipe as on a CPU-only machine whose CPU has (or lacks) fast bf16."""
+    from cssl_bench.train import precision as P
+
+    monkeypatch.setattr(P, "default_device_type", lambda: "cpu")
+    monkeypatch.setenv(P.ENV, "1" if bf16 else "0")
+    return load_recipe(method, scale, {"train": train} if train else None)
+
+
+def test_auto_is_resolved_into_the_recipe_and_its_hash(monkeypatch):
+    """The tiny and small scales ask for auto; the loaded recipe holds bf16 or fp32, so bf16 and fp32 runs have
+    different hashes, auto's fp32 hashes as an explicit fp32 (the committed runs' hashes stay valid) and auto's
+    bf16 as an explicit bf16. config.yaml holds the resolved precision; paper stays fp32."""
+    from cssl_bench.config import recipe_from_dict
+
+    bf, fp = _load_cpu(monkeypatch, True), _load_cpu(monkeypatch, False)
+    assert (bf.train.precision, bf.precision_requested) == ("bf16", "auto")
+    assert (fp.train.precision, fp.precision_requested) == ("fp32", "auto")
+    assert bf.hash() != fp.hash()
+    assert fp.hash() == _load_cpu(monkeypatch, True, precision="fp32").hash()
+    assert bf.hash() == _load_cpu(monkeypatch, False, precision="bf16").hash()
+    assert _load_cpu(monkeypatch, True, precision="fp32").precision_requested is None
+    import yaml
+
+    assert yaml.safe_load(bf.dump())["train"]["precision"] == "bf16"
+    assert recipe_from_dict(bf.to_dict()).hash() == bf.hash()
+    assert _load_cpu(monkeypatch, True, scale="small").train.precision == "bf16"
+    paper = _load_cpu(monkeypatch, True, scale="paper")
+    assert paper.train.precision == "fp32" and paper.precision_requested is None
+
+
+def test_auto_is_resolved_for_this_machine():
+    """Unpatched, load_recipe resolves auto exactly as the precision module says for this machine's device."""
+    from cssl_bench.train.precision import default_device_type, explain_auto
+
+    assert load_recipe("byol", "tiny").train.precision == explain_auto(default_device_type())[0]
+
+
+def test_run_json_and_records_carry_the_precision(tmp_path, monkeypatch):
+    """A run asked for auto on a bf16 CPU trains in bf16: config.yaml and run.json say bf16 (run.json also
+    ``precision_requested: auto``), and its result records say bf16; an explicit fp32 run says fp32 only."""
+    import json
+
+    import yaml
+
+    from cssl_bench.eval.features import load_run
+    from cssl_bench.eval.probes import records_for
+
+    monkeypatch.setenv("CSSL_BENCH_CPU_BF16", "1")
+    r = tiny(precision="auto")
+    if torch.cuda.is_available():
+        pytest.skip("the loop would train on the GPU")
+    out = pretrain(r, tmp_path / "auto", show_progress=False, stop_after_steps=1)
+    info = json.loads((out / "run.json").read_text())
+    assert info["precision"] == "bf16" and info["precision_requested"] == "auto"
+    assert yaml.safe_load((out / "config.yaml").read_text())["train"]["precision"] == "bf16"
+    assert all(torch.isfinite(torch.tensor(_log_losses(out))))
+    (rec,) = records_for(load_run(out), "embedded", "backbone", {"name": "knn"}, {"knn/top1": 12.5})
+    assert rec["precision"] == "bf16" and rec["config_hash"] == tiny(precision="bf16").hash()
+
+    out = pretrain(tiny(precision="fp32", epochs=0), tmp_path / "fp32", show_progress=False)
+    info = json.loads((out / "run.json").read_text())
+    assert info["precision"] == "fp32" and "precision_requested" not in info
+    (rec,) = records_for(load_run(out), "embedded", "backbone", {"name": "knn"}, {"knn/top1": 10.0})
+    assert rec["precision"] == "fp32"
+
+
+def test_resume_names_a_precision_that_auto_resolves_differently(tmp_path, monkeypatch):
+    """A run made where auto meant fp32, resumed where it means bf16: refused, naming the precision to pass."""
+    from cssl_bench import UserError
+
+    if torch.cuda.is_available():
+        pytest.skip("the loop would train on the GPU")
+    monkeypatch.setenv("CSSL_BENCH_CPU_BF16", "0")
+    out = pretrain(tiny(precision="auto"), tmp_path / "run", show_progress=False, stop_after_steps=1)
+    monkeypatch.setenv("CSSL_BENCH_CPU_BF16", "1")
+    with pytest.raises(UserError, match="holds a run in fp32, but precision auto resolves to bf16 on this machine; "
+                                        "resume with --precision fp32"):
+        pretrain(tiny(precision="auto"), out, resume=True, show_progress=False)
+    out = pretrain(tiny(precision="fp32"), out, resume=True, show_progress=False)  # as the message says
+    assert json.loads((out / "run.json").read_text())["status"] == "complete"
+
+
+def test_losses_compute_in_fp32_under_autocast():
+    """Under bf16 autocast the losses run in float32 (the similarity matmuls, log-softmax and cosine included):
+    the value is the fp32 loss of the same bf16 inputs, and gradients reach the bf16 inputs. Outside autocast
+    the wrapper changes nothing."""
+    from cssl_bench.methods import losses as L
+
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.randn(16, 32, generator=g), torch.randn(16, 32, generator=g)
+    queue = torch.nn.functional.normalize(torch.randn(64, 32, generator=g), dim=1)
+    na, nb = torch.nn.functional.normalize(a, dim=1), torch.nn.functional.normalize(b, dim=1)
+    cases = {
+        "nt_xent": (L.nt_xent, (a, b)),
+        "info_nce": (L.info_nce, (na, nb, queue)),
+        "negative_cosine": (L.negative_cosine, (a, b)),
+        "byol_loss": (L.byol_loss, (a, a + 0.05 * b)),  # near 0, where bf16 arithmetic would be coarsest
+        "swav_multicrop_loss": (L.swav_multicrop_loss, ([a, b], [L.sinkhorn(a), L.sinkhorn(b)])),
+        "looc_loss": (L.looc_loss, ([na, nb], [torch.stack([nb, na])] * 2, [queue, queue])),
+    }
+    for name, (fn, args) in cases.items():
+        half = [[t.bfloat16().requires_grad_() for t in x] if isinstance(x, list) else x.bfloat16().requires_grad_() for x in args]
+        with autocast("bf16", "cpu"):
+            loss = fn(*half)
+        ref = fn.__wrapped__(*[[t.float() for t in x] if isinstance(x, list) else x.float() for x in half])
+        assert loss.dtype == torch.float32 and torch.equal(loss.detach(), ref.detach()), name
+        loss.backward()
+        first = half[0][0] if isinstance(half[0], list) else half[0]
+        assert first.grad is not None and first.grad.dtype == torch.bfloat16 and torch.isfinite(first.grad).all(), name
+        assert torch.equal(fn(*args), fn.__wrapped__(*args)), name  # fp32: bitwise the plain function
+
+
+def test_swav_prototype_scores_are_fp32_under_autocast():
+    """SwAV's prototype scores (exponentiated at 1/epsilon = 20 by Sinkhorn) stay fp32 under bf16 autocast."""
+    from cssl_bench.methods import build_method
+
+    m = build_method(load_recipe("swav", "tiny", {"model": {"backbone": "resnet10-w0.125"}, "params": {"n_prototypes": 30}}))
+    z = torch.nn.functional.normalize(torch.randn(4, m.p.dim), dim=1).bfloat16()
+    with autocast("bf16", "cpu"):
+        s = m._scores(z)
+        assert s.dtype == torch.float32 and m.prototypes(z.float()).dtype == torch.bfloat16
+    assert torch.equal(s, m.prototypes(z.float()))

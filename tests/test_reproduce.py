@@ -55,7 +55,7 @@ def test_shared_runs_are_made_once(tmp_path):
     assert len(lin) == 1 and lin[0].tables == ["rotation", "finegrained", "robustness"]
     # iNat-1k and CUB-200 share the stand-in: one fine-grained probe per run and feature
     fg = [q for q in p.probes if q.run is moco[0] and q.kind == "finegrained"]
-    assert [(q.dataset, q.feature) for q in fg] == [("embedded-color", "backbone")]
+    assert [(q.dataset, q.feature) for q in fg] == [("embedded-fine", "backbone")]
     # LooC++ rows are the LooC run read through the concatenated heads: no extra pre-training
     cr = [r for r in p.runs if r.spec.augment == ("color", "rotation")]
     assert len(cr) == 1 and {q.feature for q in p.probes if q.run is cr[0]} == {"backbone", "concat"}
@@ -130,6 +130,8 @@ def test_skipping_by_config_hash(tmp_path):
     old_lars = {k: v for k, v in _protocol_of(first).items() if k != "trust_coefficient"}
     assert old_lars["optimizer"] == "lars"
     store.append(_records_for(first, protocol=old_lars))
+    # ... nor a probe of the checkpoint with BN statistics re-estimated on data (probe linear --bn-data)
+    store.append([dict(x, init_bn="data") for x in _records_for(first)])
     assert len(R.plan(["methods"], "tiny", results=tmp_path, rows=[2]).todo_probes) == 4
     store.append(_records_for(first) + _records_for(second))
     p2 = R.plan(["methods"], "tiny", results=tmp_path, rows=[2])
@@ -150,7 +152,7 @@ def test_skipping_detection_by_column_group(tmp_path):
     def rec(protocol):
         return make_record(run_id="x", method="scratch", dataset="embedded-det", pretrain_dataset="embedded", scale="tiny",
                            backbone=r.model.backbone, epochs=0, batch=128, seed=0, feature="backbone", protocol=protocol,
-                           metric="voc07/ap", value=1.0, config_hash=r.hash())
+                           metric="voc07/ap", value=1.0, config_hash=r.hash(), extra={"data_options": {"embedded_version": 2}})
 
     # scored with pycocotools (a record from before protocol.metric): not the VOC07 scoring the step would use
     ResultsStore(tmp_path).append([rec({"name": "detection"})])
@@ -257,7 +259,8 @@ def test_execute_methods_row_end_to_end(tmp_path):
 def test_regression_diff():
     def rec(method, metric, value, **kw):
         return {"method": method, "metric": metric, "value": value, "dataset": "embedded", "scale": "tiny", "epochs": 2,
-                "feature": "backbone", "seed": 0, "protocol": {"name": "looc" if metric.startswith("linear") else "rotation"}, **kw}
+                "feature": "backbone", "seed": 0, "protocol": {"name": "looc" if metric.startswith("linear") else "rotation"},
+                "data_options": {"embedded_version": 2}, **kw}
 
     ref = [rec("moco-v2", "rotation/acc", 40.0), rec("moco-v2", "linear/top1", 30.0), rec("moco-v2", "linear/top5", 70.0)]
     ours = [rec("moco-v2", "rotation/acc", 41.9), rec("moco-v2", "linear/top1", 27.5), rec("moco-v2", "linear/top5", 70.0)]

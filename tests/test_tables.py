@@ -32,8 +32,12 @@ class Fixture:
         self.records: list[dict] = []
 
     def add(self, method, metrics: dict, *, dataset="embedded", epochs=None, seed=0, feature="backbone", protocol="looc",
-            augment=None, heads=None, scale="small", time="2025-01-01T00:00:00", ci95: dict | None = None, run=None, params: dict | None = None):
+            augment=None, heads=None, scale="small", time="2025-01-01T00:00:00", ci95: dict | None = None, run=None, params: dict | None = None,
+            data_options: dict | None = None):
+        """``data_options``: as the probes write it; by default a new record's ({"embedded_version": 2}: the current
+        generator), ``{}`` leaves the key out (a record from before generator version 2: version 1)."""
         epochs = L if epochs is None else epochs
+        data_options = {"embedded_version": T.EMBEDDED_VERSION} if data_options is None else data_options
         for metric, value in metrics.items():
             n = len(self.records)
             rec = {"id": f"rec{n:03d}", "run_id": run or f"{method}-{scale}-s{seed}", "method": method, "dataset": dataset,
@@ -48,6 +52,8 @@ class Fixture:
                 rec["params"] = dict(params)
             if ci95 and metric in ci95:
                 rec["ci95"] = ci95[metric]
+            if data_options:
+                rec["data_options"] = dict(data_options)
             self.records.append(rec)
         return self
 
@@ -104,21 +110,21 @@ def fixture_records() -> list[dict]:
     f.add("looc", {"rotation/acc": 65.0}, protocol="rotation", augment=["rotation"])
     f.add("looc", lin(79.9, 95.0), augment=["rotation"])
     f.add("looc", {"rotation/acc": 99.0}, protocol="rotation", augment=["rotation"], feature="head:0")  # another feature
-    # --- LooC Table 2 (iNat-1k, CUB-200, Flowers-102 -> embedded-color) ---
+    # --- LooC Table 2 (iNat-1k, CUB-200, Flowers-102 -> embedded-fine) ---
     fs = {"fewshot/5shot": 0.44, "fewshot/10shot": 0.12}
-    f.add("moco-v2", {"finegrained/top1": 36.0, "finegrained/top5": 60.0}, dataset="embedded-color", protocol="finegrained")
-    f.add("moco-v2", {"fewshot/5shot": 67.0, "fewshot/10shot": 77.0}, dataset="embedded-color", protocol="fewshot", ci95=fs)
-    f.add("looc", {"finegrained/top1": 41.0, "finegrained/top5": 66.0}, dataset="embedded-color", protocol="finegrained", augment=["color"])
+    f.add("moco-v2", {"finegrained/top1": 36.0, "finegrained/top5": 60.0}, dataset="embedded-fine", protocol="finegrained")
+    f.add("moco-v2", {"fewshot/5shot": 67.0, "fewshot/10shot": 77.0}, dataset="embedded-fine", protocol="fewshot", ci95=fs)
+    f.add("looc", {"finegrained/top1": 41.0, "finegrained/top5": 66.0}, dataset="embedded-fine", protocol="finegrained", augment=["color"])
     f.add("looc", lin(81.1, 95.3), augment=["color"])
-    f.add("looc", {"finegrained/top1": 40.0}, dataset="embedded-color", protocol="finegrained", augment=["rotation"])
-    f.add("looc", {"fewshot/5shot": 70.1, "fewshot/10shot": 79.3}, dataset="embedded-color", protocol="fewshot",
+    f.add("looc", {"finegrained/top1": 40.0}, dataset="embedded-fine", protocol="finegrained", augment=["rotation"])
+    f.add("looc", {"fewshot/5shot": 70.1, "fewshot/10shot": 79.3}, dataset="embedded-fine", protocol="fewshot",
           augment=["rotation"], ci95={"fewshot/5shot": 0.36})
-    f.add("looc", {"finegrained/top1": 44.0, "finegrained/top5": 69.3}, dataset="embedded-color", protocol="finegrained",
+    f.add("looc", {"finegrained/top1": 44.0, "finegrained/top5": 69.3}, dataset="embedded-fine", protocol="finegrained",
           augment=["rotation", "color"])  # order of the list does not matter
-    f.add("looc", {"finegrained/top1": 46.1}, dataset="embedded-color", protocol="finegrained", augment=["color", "rotation"], feature="concat")
-    f.add("looc", {"fewshot/5shot": 68.0}, dataset="embedded-color", protocol="fewshot", augment=["color", "rotation"],
+    f.add("looc", {"finegrained/top1": 46.1}, dataset="embedded-fine", protocol="finegrained", augment=["color", "rotation"], feature="concat")
+    f.add("looc", {"fewshot/5shot": 68.0}, dataset="embedded-fine", protocol="fewshot", augment=["color", "rotation"],
           feature="concat", seed=0, ci95={"fewshot/5shot": 0.5})
-    f.add("looc", {"fewshot/5shot": 69.0}, dataset="embedded-color", protocol="fewshot", augment=["color", "rotation"],
+    f.add("looc", {"fewshot/5shot": 69.0}, dataset="embedded-fine", protocol="fewshot", augment=["color", "rotation"],
           feature="concat", seed=1, ci95={"fewshot/5shot": 0.5})  # two seeds: 68.5, ± from the seeds
     # --- LooC Table 3 (ON-13 -> embedded-shift, IN-C-100 -> embedded) ---
     groups = ["corruption/noise", "corruption/blur", "corruption/weather", "corruption/digital", "corruption/all", "corruption/d>3"]
@@ -142,7 +148,7 @@ def fixture_records() -> list[dict]:
     f.add("looc", lin(79.7), augment=all3, heads=["color"], feature="concat")
     f.add("looc", lin(81.5), augment=all3, heads=["rotation"], feature="concat")
     f.add("looc", lin(70.0), augment=["rotation"], feature="concat")  # one augmentation, its head: not a Table 5 row
-    f.add("looc", {"fewshot/10shot": 80.5}, dataset="embedded-color", protocol="fewshot", augment=all3, heads=["texture"],
+    f.add("looc", {"fewshot/10shot": 80.5}, dataset="embedded-fine", protocol="fewshot", augment=all3, heads=["texture"],
           feature="concat", ci95={"fewshot/10shot": 0.2})
     f.add("looc", lin(82.2, 95.3), augment=["color", "rotation", "texture"], feature="concat")
     f.add("looc", lin(82.9), augment=["color", "rotation", "texture"], feature="concat:out",
@@ -241,14 +247,15 @@ def test_seed_mean_and_plus_minus():
     t, v = cell("finegrained", 4, "Flowers-102/5-shot")
     assert v.mean == pytest.approx(68.5) and v.pm == pytest.approx(6.353, abs=1e-3)
     assert T.fmt_value(v, "68.1 (±0.4)") == "68.5 (±6.4)"
-    # no ± where the paper prints none, even with several seeds
-    assert T.fmt_value(cell("methods", 2, "400 ep")[1], "73.2") == "42.6"
+    # no (±x) where the paper prints none: several seeds show mean ± sample std (42.0, 43.2: sd 0.849)
+    assert T.fmt_value(cell("methods", 2, "400 ep")[1], "73.2") == "42.6 ± 0.8"
+    assert T.fmt_value(cell("methods", 0, "400 ep")[1], "69.8") == "40.3"  # one seed: the mean alone
 
 
 def test_three_seeds_half_width():
     recs = Fixture()
     for s, v in enumerate((70.0, 71.0, 72.0)):
-        recs.add("moco-v2", {"fewshot/5shot": v}, dataset="embedded-color", protocol="fewshot", seed=s)
+        recs.add("moco-v2", {"fewshot/5shot": v}, dataset="embedded-fine", protocol="fewshot", seed=s)
     t, v = cell("finegrained", 0, "Flowers-102/5-shot", recs.records)
     assert (v.mean, v.n) == (71.0, 3)
     assert v.pm == pytest.approx(4.303 / 3 ** 0.5)  # sd 1
@@ -276,33 +283,72 @@ def test_selection_rules():
     # two concat layers of one run are two configurations: the newest is shown, the count is kept
     v = cell("heads", 4, "IN-100/top-1")[1]
     assert v.mean == 82.2 and v.families == 2
-    # iNat-1k and CUB-200 share the embedded-color stand-in at the CPU scales
+    # iNat-1k and CUB-200 share the embedded-fine stand-in at the CPU scales
     assert cell("finegrained", 3, "CUB-200/top-1")[1].mean == cell("finegrained", 3, "iNat-1k/top-1")[1].mean == 44.0
 
 
 def test_records_of_a_generator_variant_never_fill_a_cell(tmp_path):
-    """A probe record says which data it measured (data_options, only when not the defaults); a table cell
-    ignores records of an embedded-generator variant but keeps those of another dataset size."""
+    """A probe record says which data it measured (data_options: the generator version of an embedded pretraining
+    dataset always, the other options only when not the defaults); a table cell ignores records of an
+    embedded-generator variant but keeps those of another dataset size."""
     from cssl_bench.config import load_recipe
     from cssl_bench.eval.probes import data_options_record
 
-    assert data_options_record(load_recipe("moco-v2", "tiny")) == {}
-    variant = load_recipe("moco-v2", "tiny", {}, ["data.embedded_background_jitter=0", "data.embedded_train=512"])
-    assert data_options_record(variant) == {"data_options": {"embedded_train": 512, "embedded_background_jitter": 0.0}}
+    assert data_options_record(load_recipe("moco-v2", "tiny")) == {"data_options": {"embedded_version": 2}}
+    variant = load_recipe("moco-v2", "tiny", {}, ["data.embedded_version=1", "data.embedded_background_jitter=0",
+                                                  "data.embedded_train=512"])
+    assert data_options_record(variant) == {"data_options": {"embedded_train": 512, "embedded_background_jitter": 0.0,
+                                                             "embedded_version": 1}}
     base = cell("rotation", 1, "Rotation/Acc.")[1]
     recs = [dict(r, data_options={"embedded_background_jitter": 0.0}) if r in base.records else r for r in RECORDS]
     other = cell("rotation", 1, "Rotation/Acc.", recs)[1]
     assert other is None
-    sized = [dict(r, data_options={"embedded_train": 512}) if r in base.records else r for r in RECORDS]
+    sized = [dict(r, data_options={"embedded_train": 512, "embedded_version": 2}) if r in base.records else r for r in RECORDS]
     assert cell("rotation", 1, "Rotation/Acc.", sized)[1].mean == base.mean
+
+
+def test_records_of_another_generator_version_never_fill_a_cell():
+    """A record pretrained on an embedded dataset fills a cell only when measured on the current generator
+    version (data_options.embedded_version == T.EMBEDDED_VERSION); one without the key predates version 2 and
+    counts as version 1. Paper-scale records (ImageNet ...) need no version."""
+    from cssl_bench.config import DataCfg
+
+    assert T.EMBEDDED_VERSION == DataCfg.embedded_version == 2
+    rot = "Rotation/Acc."
+
+    def one(**kw):
+        return Fixture().add("moco-rot", {"rotation/acc": 43.21}, protocol="rotation", **kw).records
+
+    assert cell("rotation", 2, rot, one())[1].mean == 43.21  # version 2 (the fixture's default): fills its cell
+    assert cell("rotation", 2, rot, one(data_options={"embedded_version": 2}))[1].mean == 43.21
+    assert cell("rotation", 2, rot, one(data_options={}))[1] is None  # no version: an old record, version 1
+    assert cell("rotation", 2, rot, one(data_options={"embedded_version": 1}))[1] is None
+    assert cell("rotation", 2, rot, one(data_options={"embedded_train": 512}))[1] is None  # options but no version: v1
+    assert not T.is_variant(one()[0]) and T.is_variant(one(data_options={})[0])
+    # a version-1 record next to a version-2 one of the same configuration: only the version-2 value is shown
+    old = one(data_options={}, time="2026-01-01T00:00:00")[0]
+    both = [dict(old, value=1.0, id="old")] + one()
+    v = cell("rotation", 2, rot, both)[1]
+    assert v.mean == 43.21 and v.n == 1 and v.families == 1
+    # paper scale: pretrained on ImageNet, no data_options at all, still fills its cell
+    paper = Fixture().add("moco-rot", {"rotation/acc": 55.5}, protocol="rotation", scale="paper", dataset="imagenet100",
+                          epochs=T.LOOC_EPOCHS["paper"], data_options={}).records
+    for r in paper:
+        r["pretrain_dataset"] = "imagenet100"
+    assert "data_options" not in paper[0] and not T.is_variant(paper[0])
+    assert cell("rotation", 2, rot, paper, scale="paper")[1].mean == 55.5
+    # an embedded record probed at paper scale (no imagenet): the version rule applies by pretrain_dataset
+    assert T.is_variant({"pretrain_dataset": "embedded", "dataset": "embedded-fine", "scale": "paper"})
+    assert not T.is_variant({"dataset": "imagenet", "pretrain_dataset": "imagenet"})
+    assert T.is_variant({"dataset": "embedded-det"})  # no pretrain_dataset: its dataset says embedded
 
 
 def test_compare_deltas():
     t = T.build("rotation", RECORDS, "small")
     headers, rows = T.flat_rows(t, compare=True)
     assert headers[:4] == ["model", "Rotation/Acc. [paper]", "Rotation/Acc. [ours]", "Rotation/Acc. [delta]"]
-    # MoCo: ours 61.3 (seeds 60.0, 62.6), paper 61.1 -> +0.2; MoCo + Rotation: 43.2 vs 43.3 -> -0.1
-    assert rows[1][1:4] == ["61.1", "61.3", "+0.2"]
+    # MoCo: ours 61.3 ± 1.8 (seeds 60.0, 62.6: sample sd 1.84), paper 61.1 -> +0.2; MoCo + Rotation: 43.2 vs 43.3 -> -0.1
+    assert rows[1][1:4] == ["61.1", "61.3 ± 1.8", "+0.2"]
     assert rows[2][1:4] == ["43.3", "43.2", "-0.1"]
     # no record: ours and delta are '–', the paper number stays
     assert rows[3][4:7] == ["78.1", T.MISSING, T.MISSING]
@@ -428,3 +474,112 @@ def test_cli_table(cli, tmp_path):
     r = cli("plot", "simsiam-t4", "--results", tmp_path, "--scale", "small")
     assert r.returncode == 0, r.stderr
     assert Path(r.stdout.strip()) == tmp_path / "plots" / "methods.png" and (tmp_path / "plots" / "methods.png").stat().st_size > 1000
+
+
+def _three_seeds() -> list[dict]:
+    """SimCLR at the small scale's 100-epoch budget under seeds 0, 1, 2 (and SimSiam with seed 0 only)."""
+    f = Fixture()
+    for s, v in enumerate((44.0, 46.0, 49.0)):
+        f.add("simclr", lin(v), epochs=B[100], protocol="simsiam", seed=s)
+    f.add("simsiam", lin(40.0), epochs=B[100], protocol="simsiam", seed=0)
+    return f.records
+
+
+def test_a_cell_of_several_seeds_shows_mean_and_sample_std():
+    # 44, 46, 49: mean 46.333, deviations -2.333, -0.333, 2.667: sum of squares 12.667 / 2 = 6.333, sd 2.517
+    t, v = cell("methods", 0, "100 ep", _three_seeds())
+    assert (v.n, v.mean) == (3, pytest.approx(46.3333, abs=1e-4)) and v.std == pytest.approx(2.5166, abs=1e-4)
+    assert T.fmt_value(v, "66.5") == "46.3 ± 2.5"
+    _, rows = T.flat_rows(t)
+    assert rows[0][4] == "46.3 ± 2.5" and rows[4][4] == "40.0"  # one seed: no ±
+    assert "46.3 ± 2.5" in T.render(t, "csv").splitlines()[1] and "| 46.3 ± 2.5 |" in T.render(t, "md")
+    assert T.parse_paper("46.3 ± 2.5") == 46.3 and T.parse_paper("68.5 (±6.4)") == 68.5
+    js = json.loads(T.render(t, "json"))["rows"][0]["100 ep"]
+    assert (js["ours"], js["std"], js["n"], js["text"]) == (46.33, 2.517, 3, "46.3 ± 2.5")
+
+
+def test_seeds_option_keeps_seeds_0_to_n_minus_1_and_names_cells_with_fewer():
+    t = T.build("methods", _three_seeds(), "small", seeds=2)
+    v = t.ours[0][t.headers.index("100 ep")]
+    assert (v.n, v.mean, [r["seed"] for r in v.records]) == (2, 45.0, [0, 1]) and v.std == pytest.approx(2 ** 0.5)
+    assert "Seeds 0-1 only (--seeds 2). Fewer than 2: SimSiam: 1 seed." in t.caption
+    assert "SimCLR" not in t.caption.split("Fewer than")[1]
+    t1 = T.build("methods", _three_seeds(), "small", seeds=1)
+    assert t1.ours[0][t1.headers.index("100 ep")].mean == 44.0 and t1.caption.endswith("Seed 0 only (--seeds 1).")
+    t3 = T.build("methods", _three_seeds() + Fixture().add("simclr", lin(50.0), epochs=B[200], protocol="simsiam").records, "small", seeds=3)
+    assert t3.ours[0][t3.headers.index("100 ep")].n == 3
+    assert t3.caption.endswith("Fewer than 3: SimCLR (repro.+): 1 seed in 200 ep; SimSiam: 1 seed.")
+    assert T.build("methods", _three_seeds(), "small").ours[0][4].n == 3  # default: every seed
+    for bad in (0, -1):
+        with pytest.raises(UserError, match="--seeds must be an integer >= 1") as e:
+            T.build("methods", _three_seeds(), "small", seeds=bad)
+        assert e.value.exit_code == 2
+
+
+def _init(value, seed=0, bn=None, metric="knn/top1", time="2025-01-01T00:00:00"):
+    rec = {"id": f"i{seed}{bn}", "run_id": f"init-s{seed}", "method": "moco-v2", "dataset": "embedded", "pretrain_dataset": "embedded",
+           "scale": "tiny", "backbone": "resnet18-w0.25", "epochs": 0, "batch": 128, "seed": seed, "feature": "backbone",
+           "protocol": {"name": "knn", "k": 200, "temperature": 0.1}, "metric": metric, "value": value, "time": time,
+           "data_options": {"embedded_version": T.EMBEDDED_VERSION}}  # a new record: the current generator
+    if bn:
+        rec.update(init_bn=bn, bn_estimate={"dataset": "embedded", "split": "train", "images": 9984, "batch_size": 256, "seed": 0})
+    return rec
+
+
+def test_bn_on_data_records_are_their_own_family_and_fill_no_table_cell():
+    plain, data = _init(29.3), _init(19.45, bn="data", time="2025-02-01T00:00:00")  # newer: would win a plain select
+    assert T.family(plain) != T.family(data) and T.bn_on_data(data) and not T.bn_on_data(plain)
+    q = {"metric": "knn/top1", "dataset": "embedded", "epochs": 0}
+    assert T.select([plain, data], q).mean == 29.3 and T.select([data], q) is None
+    assert T.select([plain, data], {**q, "init_bn": "data"}).mean == 19.45
+    # a trained cell is never filled by a --bn-data probe of the same checkpoint
+    f = Fixture().add("simclr", lin(30.0), epochs=B[100], protocol="simsiam").records
+    f.append(dict(f[0], id="bn", value=90.0, init_bn="data", time="2026-01-01T00:00:00"))
+    assert cell("methods", 0, "100 ep", f)[1].mean == 30.0
+
+
+def test_the_random_init_baseline_compared_against_is_the_higher():
+    recs = [_init(29.3, 0), _init(31.3, 1), _init(19.0, 0, "data"), _init(20.0, 1, "data")]
+    base = T.random_init_baselines(recs, "knn/top1", "embedded", "tiny")
+    assert (base["init"].mean, base["data"].mean) == (30.3, 19.5)
+    assert T.higher_baseline(base) == ("init", base["init"])
+    recs2 = [_init(12.9, 0), _init(19.45, 0, "data")]  # either can be higher
+    assert T.higher_baseline(T.random_init_baselines(recs2, "knn/top1", "embedded"))[0] == "data"
+    assert T.higher_baseline({"init": None, "data": None}) is None
+    assert T.higher_baseline(T.random_init_baselines(recs[:2], "knn/top1", "embedded"))[0] == "init"
+
+
+def test_baseline_summary_rows_mean_std_and_delta_against_the_higher_baseline():
+    """The demo's summary: both baselines, then each trained checkpoint; mean ± sample std over seeds, Δ against the
+    higher baseline (BN on data here), per-seed values in the caption."""
+    def trained(method, epochs, value, seed):
+        return dict(_init(value, seed), method=method, epochs=epochs, run_id=f"{method}-s{seed}")
+
+    recs = [_init(12.0, 0), _init(14.0, 1), _init(20.0, 0, "data"), _init(22.0, 1, "data"),
+            trained("simclr", 2, 30.0, 0), trained("simclr", 2, 34.0, 1), trained("simclr", 1, 18.0, 0), trained("simclr", 1, 19.0, 1),
+            trained("moco-v2", 1, 17.0, 0), trained("moco-v2", 1, 18.0, 1),
+            dict(_init(99.0, 0), metric="knn/top5")]  # another metric: ignored
+    rows, caption = T.baseline_summary(recs, "knn/top1", "embedded")
+    got = [(r["label"], r["epochs"], r["text"], r["delta"]) for r in rows]
+    assert got == [("random init (as initialised)", 0, "13.0 ± 1.4", "-8.0"),
+                   ("random init (BN on data)", 0, "21.0 ± 1.4", ""),
+                   ("simclr", 1, "18.5 ± 0.7", "-2.5"), ("simclr", 2, "32.0 ± 2.8", "+11.0"),
+                   ("moco-v2", 1, "17.5 ± 0.7", "-3.5")]
+    assert caption.startswith("Δ against the higher random-init baseline: random init (BN on data).")
+    assert "Per seed (0, 1): random init (as initialised): 12.0 / 14.0; random init (BN on data): 20.0 / 22.0; simclr e1: 18.0 / 19.0;" in caption
+    one = T.baseline_summary([r for r in recs if r["seed"] == 0], "knn/top1", "embedded")[0]
+    assert [(r["text"], r["delta"]) for r in one[:3]] == [("12.0", "-8.0"), ("20.0", ""), ("18.0", "-2.0")]
+    assert T.baseline_summary([], "knn/top1", "embedded") == ([], "")
+
+
+def test_cli_table_seeds(tmp_path):
+    from cssl_bench.results.store import ResultsStore
+    from tests.conftest import run_cli_here
+
+    ResultsStore(tmp_path).append(_three_seeds())
+    r = run_cli_here("table", "methods", "--results", tmp_path, "--scale", "small", "--seeds", "2", "--compare", "none", "--format", "csv")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines()[1].split(",")[4] == "45.0 ± 1.4"
+    for bad in ("0", "-2"):
+        r = run_cli_here("table", "methods", "--results", tmp_path, "--seeds", bad)
+        assert r.returncode == 2 and r.stderr.strip() == f"error: --seeds must be an integer >= 1, got {bad}"

@@ -1,7 +1,8 @@
 """``cssl-bench probe KIND RUN_DIR``: evaluations on a finished run; records go to the results store.
 
 Kinds: knn, linear, rotation, fewshot, corruption, objectnet, finegrained (PROTOCOLS.md 2). Each
-prints a table (``--json``: the records) and appends its records (docs/records.md).
+prints a table (``--json``: the records) and appends its records (docs/records.md). ``knn`` and ``linear``
+take ``--bn-data``: the random-init baseline with BN statistics of the data (``eval.baseline``).
 """
 from __future__ import annotations
 
@@ -26,6 +27,8 @@ LrOpt = typer.Option(None, help="linear-probe learning rate")
 AugmentOpt = typer.Option(None, "--augment/--no-augment", help="train the probe on augmented views (paper) or on cached features; default: off at tiny/small, on at paper scale")
 NormOpt = typer.Option(None, "--feature-norm", help="none | bn (standardise features)")
 SeedOpt = typer.Option(0, help="seed of the probe's sampling (subsets, corruptions, few-shot draws)")
+BnDataOpt = typer.Option(False, "--bn-data", help="probe a copy whose backbone BN running statistics are re-estimated on the "
+                         "dataset's training images (meant for the random-init baseline, an epoch-0 run; records get init_bn: data)")
 
 
 def _start(results: Optional[Path]):
@@ -57,6 +60,15 @@ def _load(run_dir: Path, epoch: Optional[int]):
     run = load_run(run_dir, epoch)
     warn_if_collapsed(run.run_dir, err, step=run.step, dim=run.method.embedding_dim)  # the probed checkpoint's z_std
     return run
+
+
+def _bn_data(run, dataset: str, bn_data: bool):
+    """The run as loaded, or (``--bn-data``) its copy with BN statistics re-estimated on ``dataset``'s train split."""
+    if not bn_data:
+        return run
+    from cssl_bench.eval.baseline import reestimate_bn
+
+    return reestimate_bn(run, dataset)
 
 
 def _dataset(run, dataset: Optional[str], default: Optional[str] = None) -> str:
@@ -99,7 +111,7 @@ def _finish(recs: list[dict], st, as_json: bool, title: str) -> None:
 @probe_app.command("knn")
 def knn(run_dir: Path = RunDirArg, dataset: Optional[str] = DatasetOpt, k: Optional[int] = typer.Option(None, help="neighbours (default: 20 for 100 classes or more, else 200)"),
         temperature: float = typer.Option(0.1, help="vote temperature"), feature: Optional[str] = FeatureOpt,
-        epoch: Optional[int] = EpochOpt, results: Optional[Path] = ResultsOpt, as_json: bool = JsonOpt):
+        epoch: Optional[int] = EpochOpt, bn_data: bool = BnDataOpt, results: Optional[Path] = ResultsOpt, as_json: bool = JsonOpt):
     """Weighted cosine kNN on frozen features (k and T are recorded)."""
     from cssl_bench.eval.knn import check_knn_options
     from cssl_bench.eval.probes import probe_knn
@@ -109,6 +121,7 @@ def knn(run_dir: Path = RunDirArg, dataset: Optional[str] = DatasetOpt, k: Optio
     run = _load(run_dir, epoch)
     dataset = _dataset(run, dataset)
     _check_feature(run, feature)
+    run = _bn_data(run, dataset, bn_data)
     _finish(probe_knn(run, dataset, k, temperature, feature), st, as_json, "kNN")
 
 
@@ -117,7 +130,7 @@ def linear(run_dir: Path = RunDirArg, dataset: Optional[str] = DatasetOpt,
            protocol: str = typer.Option("moco", help="moco | simsiam | looc"),
            epochs: Optional[int] = EpochsOpt, batch_size: Optional[int] = BatchOpt, lr: Optional[float] = LrOpt,
            augment: Optional[bool] = AugmentOpt, feature_norm: Optional[str] = NormOpt,
-           feature: Optional[str] = FeatureOpt, epoch: Optional[int] = EpochOpt,
+           feature: Optional[str] = FeatureOpt, epoch: Optional[int] = EpochOpt, bn_data: bool = BnDataOpt,
            results: Optional[Path] = ResultsOpt, as_json: bool = JsonOpt):
     """Linear probe on frozen features with a named protocol; top-1 and top-5."""
     from cssl_bench.eval.probes import probe_linear
@@ -128,6 +141,7 @@ def linear(run_dir: Path = RunDirArg, dataset: Optional[str] = DatasetOpt,
     dataset = _dataset(run, dataset)
     _check_feature(run, feature)
     p = _protocol(run, protocol, epochs, batch_size, lr, augment, feature_norm)
+    run = _bn_data(run, dataset, bn_data)
     recs, _ = probe_linear(run, dataset, p, feature)
     _finish(recs, st, as_json, f"linear ({protocol})")
 
@@ -153,7 +167,7 @@ def rotation(run_dir: Path = RunDirArg, dataset: Optional[str] = DatasetOpt, pro
 
 
 @probe_app.command("fewshot")
-def fewshot(run_dir: Path = RunDirArg, dataset: Optional[str] = typer.Option(None, help="evaluation dataset (default: embedded-color at tiny/small, flowers102 at paper scale)"),
+def fewshot(run_dir: Path = RunDirArg, dataset: Optional[str] = typer.Option(None, help="evaluation dataset (default: embedded-fine at tiny/small, flowers102 at paper scale)"),
             shots: str = typer.Option("5,10", help="comma-separated K (images per class per trial)"),
             trials: int = typer.Option(10, help="trials per K"), seed: int = SeedOpt,
             c: float = typer.Option(100.0, "--C", help="inverse L2 strength of the logistic regression"),
@@ -248,7 +262,7 @@ def objectnet(run_dir: Path = RunDirArg, dataset: Optional[str] = typer.Option(N
 
 
 @probe_app.command("finegrained")
-def finegrained(run_dir: Path = RunDirArg, dataset: Optional[str] = typer.Option(None, help="fine-grained dataset: inat2019 | cub200 | flowers102 | ... (default: embedded-color at tiny/small, inat2019 at paper scale)"),
+def finegrained(run_dir: Path = RunDirArg, dataset: Optional[str] = typer.Option(None, help="fine-grained dataset: inat2019 | cub200 | flowers102 | ... (default: embedded-fine at tiny/small, inat2019 at paper scale)"),
                 protocol: str = ProtocolOpt, epochs: Optional[int] = EpochsOpt, batch_size: Optional[int] = BatchOpt,
                 lr: Optional[float] = LrOpt, augment: Optional[bool] = AugmentOpt, feature_norm: Optional[str] = NormOpt,
                 feature: Optional[str] = FeatureOpt, epoch: Optional[int] = EpochOpt,

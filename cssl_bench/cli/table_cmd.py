@@ -25,6 +25,7 @@ def table(name: Optional[str] = typer.Argument(None, help="table name or alias (
           compare: str = typer.Option("paper", "--compare", help="'paper' (default): paper | ours | delta per cell, the paper's numbers beside ours; 'none': our numbers only, in the paper's exact columns"),
           scale: Optional[str] = ScaleOpt,
           provenance: bool = typer.Option(False, "--provenance", help="list, per cell, the record ids, runs and commands behind it"),
+          seeds: Optional[int] = typer.Option(None, help="only seeds 0..N-1 of each configuration (the caption names cells with fewer); default: every seed"),
           list_: bool = typer.Option(False, "--list", help="list the tables with their captions")):
     """Render a paper table in its own layout from the results store ('–' where no record exists)."""
     from cssl_bench.results import tables
@@ -42,11 +43,12 @@ def table(name: Optional[str] = typer.Argument(None, help="table name or alias (
     if compare not in ("none", "paper"):
         raise UserError(f"unknown --compare {compare!r}; choose from paper, none", exit_code=2)
     _check_scale(scale)
+    tables.check_seeds(seeds)
     tables.resolve(name)
     st = store(results)
     if not st.path.exists():
         err.print(f"[yellow]warning:[/] no results store at {st.path}: every cell is '–' (pass --results FOLDER)")
-    rendered = tables.build(name, st.read(), scale)
+    rendered = tables.build(name, st.read(), scale, seeds)
     print(tables.render(rendered, fmt, compare == "paper", provenance), end="")
 
 

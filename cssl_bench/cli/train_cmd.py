@@ -176,7 +176,10 @@ def pretrain(
                                                  "head, comma-separated, or 'none' (LooC Table 5); default: every augmentation"),
     skip_bad: Optional[bool] = typer.Option(None, "--skip-bad/--no-skip-bad", help="read unreadable image files as black images "
                                             "instead of failing (recipe data.skip_bad)"),
-    precision: Optional[str] = typer.Option(None, help="fp32 | bf16 | fp16 (autocast; fp16 adds a GradScaler)"),
+    precision: Optional[str] = typer.Option(None, help="fp32 | bf16 | fp16 | auto (autocast; fp16 adds a GradScaler). "
+                                             "auto: bf16 on a GPU with native bf16 (Ampere+) or a CPU with AMX-BF16/AVX512-BF16, "
+                                             "else fp32; the run records the resolved one (see 'cssl-bench info'). "
+                                             "tiny and small default to auto"),
     save_epochs: Optional[str] = typer.Option(None, "--save-epochs", help="comma-separated epochs whose checkpoints are kept (epoch budgets)"),
     sets: List[str] = typer.Option([], "--set", help="recipe override section.key=value, repeatable (e.g. --set optim.weight_decay=1e-5)"),
     out: Optional[Path] = typer.Option(None, help="run directory (default: runs/METHOD-SCALE-HASH-sSEED)"),

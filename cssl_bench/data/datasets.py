@@ -128,6 +128,7 @@ class DatasetOptions:
     embedded_texture_contrast: float = 0.45
     embedded_class_color: float = 0.0
     embedded_background_jitter: float = 1.0
+    embedded_version: int = 2
 
     @classmethod
     def from_recipe(cls, d) -> DatasetOptions:
@@ -138,16 +139,20 @@ class DatasetOptions:
 def _embedded(task: str) -> Callable[[str, DatasetOptions], ImageSource]:
     def build(split: str, o: DatasetOptions) -> ImageSource:
         spec = emb.EmbeddedSpec(o.embedded_size, o.embedded_train, o.embedded_test, o.embedded_seed,
-                                o.embedded_texture_contrast, o.embedded_class_color, o.embedded_background_jitter)
+                                o.embedded_texture_contrast, o.embedded_class_color, o.embedded_background_jitter,
+                                o.embedded_version)
+        name = {"label": "embedded", "color": "embedded-color", "fine": "embedded-fine", "shift": "embedded-shift"}[task]
+        field_ = "label" if task == "shift" else task
+        try:
+            classes = list(spec.classes(field_))
+        except ValueError as e:
+            raise UserError(f"{name}: {e}", exit_code=2) from None
         data = emb.load(spec)
         part = split
         if task == "shift" and split == "test":
             part = "shift"
         d = data[part]
-        field_ = "color" if task == "color" else "label"
-        classes = list(emb.COLORS if task == "color" else emb.CLASSES)
-        attrs = {k: d[k] for k in emb.ATTRIBUTES}
-        name = {"label": "embedded", "color": "embedded-color", "shift": "embedded-shift"}[task]
+        attrs = {k: d[k] for k in spec.attributes}
         return ArraySource(f"{name}/{split}", d["images"], d[field_], classes, attrs)
 
     return build
@@ -166,8 +171,10 @@ class DatasetInfo:
 
 REGISTRY: dict[str, DatasetInfo] = {
     "embedded": DatasetInfo("embedded", "procedural shapes, 10 shape classes", _embedded("label"), stand_in_for="ImageNet-100"),
-    "embedded-color": DatasetInfo("embedded-color", "the embedded images labelled by object colour (10 colours)", _embedded("color"),
-                                  stand_in_for="iNat-1k / CUB-200 / Flowers-102"),
+    "embedded-color": DatasetInfo("embedded-color", "the embedded images labelled by object colour (v1: 10 palette colours; v2: 12 hue bins)",
+                                  _embedded("color"), stand_in_for="iNat-1k / CUB-200 / Flowers-102 (generator v1)"),
+    "embedded-fine": DatasetInfo("embedded-fine", "the embedded images labelled by sub-category (v2: 40, four per class)", _embedded("fine"),
+                                 stand_in_for="iNat-1k / CUB-200 / Flowers-102"),
     "embedded-shift": DatasetInfo("embedded-shift", "train: filled shapes; test: held-out outline style", _embedded("shift"),
                                   stand_in_for="ObjectNet-13"),
 }

@@ -26,7 +26,9 @@ from PIL import Image, ImageDraw
 
 from cssl_bench.data.textures import TEXTURES, pattern, sample_texture_params
 
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 1  # this module's renderer; version 2 lives in ``embedded_v2`` (the default dataset)
+LATEST_VERSION = 2
+VERSIONS = (1, 2)
 
 
 def _arc(cx: float, cy: float, r: float, a0: float, a1: float, n: int = 12) -> list[tuple[float, float]]:
@@ -80,13 +82,49 @@ class EmbeddedSpec:
     texture_contrast: float = 0.45
     class_color: float = 0.0
     background_jitter: float = 1.0
+    version: int = LATEST_VERSION
+
+    def __post_init__(self):
+        if self.version not in VERSIONS:
+            raise ValueError(f"unknown embedded generator version {self.version}; choose from {VERSIONS}")
+        if self.version != 1 and self.variant_tag():
+            raise ValueError("texture_contrast, class_color and background_jitter are variants of generator version 1 only")
+
+    def variant_tag(self) -> str:
+        return "".join(f"-{tag}{getattr(self, name):g}" for name, tag in
+                       (("texture_contrast", "tc"), ("class_color", "cc"), ("background_jitter", "bj"))
+                       if getattr(self, name) != getattr(_V1_DEFAULTS, name))
 
     def key(self) -> str:
-        default = EmbeddedSpec()
-        variant = "".join(f"-{tag}{getattr(self, name):g}" for name, tag in
-                          (("texture_contrast", "tc"), ("class_color", "cc"), ("background_jitter", "bj"))
-                          if getattr(self, name) != getattr(default, name))
-        return f"embedded-v{GENERATOR_VERSION}-s{self.size}-{self.n_train}-{self.n_test}-seed{self.seed}{variant}"
+        return f"embedded-v{self.version}-s{self.size}-{self.n_train}-{self.n_test}-seed{self.seed}{self.variant_tag()}"
+
+    @property
+    def attributes(self) -> tuple[str, ...]:
+        """The per-image attributes this version stores (besides ``images``)."""
+        if self.version == 1:
+            return ATTRIBUTES
+        from cssl_bench.data import embedded_v2
+
+        return embedded_v2.ATTRIBUTES
+
+    def classes(self, task: str) -> tuple[str, ...]:
+        """Class names of a derived task: ``label`` (shape class), ``color``, ``fine`` (v2: sub-categories)."""
+        if task == "label":
+            return CLASSES
+        if self.version == 1:
+            if task == "color":
+                return COLORS
+        else:
+            from cssl_bench.data import embedded_v2
+
+            if task == "color":
+                return embedded_v2.HUE_NAMES
+            if task == "fine":
+                return embedded_v2.FINE_CLASSES
+        raise ValueError(f"embedded generator version {self.version} has no task {task!r}")
+
+
+_V1_DEFAULTS = EmbeddedSpec(version=1)
 
 
 def cache_dir() -> Path:
@@ -145,6 +183,10 @@ def _generate_split(spec: EmbeddedSpec, n: int, split: str, style: str) -> dict[
 
 def generate(spec: EmbeddedSpec) -> dict[str, dict[str, np.ndarray]]:
     """Generate the three splits (``train``, ``test``, ``shift`` = test in the held-out style)."""
+    if spec.version == 2:
+        from cssl_bench.data import embedded_v2
+
+        return embedded_v2.generate(spec.size, spec.n_train, spec.n_test, spec.seed)
     return {
         "train": _generate_split(spec, spec.n_train, "train", "filled"),
         "test": _generate_split(spec, spec.n_test, "test", "filled"),
@@ -176,7 +218,7 @@ def load(spec: EmbeddedSpec = EmbeddedSpec()) -> dict[str, dict[str, np.ndarray]
 def export_imagefolder(spec: EmbeddedSpec, out: Path, task: str = "label") -> int:
     """Write the dataset as ``out/{train,test}/{class}/{index}.png``; returns the number of images written."""
     data = load(spec)
-    names = {"label": CLASSES, "color": COLORS}[task]
+    names = spec.classes(task)
     count = 0
     for split in ("train", "test"):
         d = data[split]

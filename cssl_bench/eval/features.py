@@ -4,7 +4,8 @@
 into it (refusing checkpoints of another method or backbone). ``extract`` computes features of a
 dataset split in evaluation mode with a deterministic transform; the result is cached under
 ``RUN/features/`` keyed by checkpoint step, dataset, split, feature kind and transform, so a probe on
-cached features takes seconds.
+cached features takes seconds. A run whose BN statistics were re-estimated on data
+(``eval.baseline.reestimate_bn``, ``LoadedRun.bn``) has cache keys of its own.
 """
 from __future__ import annotations
 
@@ -37,6 +38,10 @@ class LoadedRun:
     epoch: int
     step: int
     info: dict
+    # None: the checkpoint's own BN statistics. A copy made by ``eval.baseline.reestimate_bn`` holds what its
+    # backbone's BN statistics were re-estimated on ({"stats": "data", "dataset", "images", ...}); it keys the
+    # caches under RUN/features/ apart from the checkpoint's own.
+    bn: dict | None = None
 
     @property
     def default_feature(self) -> str:
@@ -111,15 +116,22 @@ def compute_features(method, source: ImageSource, kind: str, image_size: int, ch
     return torch.cat(feats), torch.cat(labels)
 
 
+def cache_identity(run: LoadedRun) -> dict:
+    """What identifies the probed model in a cache key: checkpoint and step, plus ``bn`` for a copy with
+    re-estimated BN statistics (absent otherwise, so the keys of existing caches stay as they were)."""
+    return {"step": run.step, "ckpt": run.checkpoint.name, **({"bn": run.bn} if run.bn else {})}
+
+
 def _cache_key(run: LoadedRun, dataset: str, split: str, kind: str, extra: dict) -> str:
-    blob = json.dumps({"step": run.step, "ckpt": run.checkpoint.name, "dataset": dataset, "split": split, "kind": kind,
+    blob = json.dumps({**cache_identity(run), "dataset": dataset, "split": split, "kind": kind,
                        "size": run.recipe.data.image_size, **extra}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
 # Derived tasks that show the same images as another dataset's split, with other labels: their features
 # are those of the other split (extracted once), their labels their own.
-SAME_IMAGES = {("embedded-color", "train"): "embedded", ("embedded-color", "test"): "embedded", ("embedded-shift", "train"): "embedded"}
+SAME_IMAGES = {("embedded-color", "train"): "embedded", ("embedded-color", "test"): "embedded", ("embedded-fine", "train"): "embedded",
+               ("embedded-fine", "test"): "embedded", ("embedded-shift", "train"): "embedded"}
 
 
 def features(run: LoadedRun, dataset: str, split: str, kind: str | None = None, source: ImageSource | None = None,

@@ -18,7 +18,7 @@ from cssl_bench import UserError
 from cssl_bench.data.augment import HFlip, Pipeline, ResizedCrop, SingleView
 from cssl_bench.data.datasets import DatasetOptions, ImageSource, ViewDataset, get_source
 from cssl_bench.data.loaders import to_input
-from cssl_bench.eval.features import LoadedRun, features
+from cssl_bench.eval.features import LoadedRun, cache_identity, features
 from cssl_bench.eval.knn import check_knn_options, knn_eval, topk_accuracy
 from cssl_bench.eval.linear import LinearClassifier, LinearProtocol, fit_linear, get_protocol, train_linear
 from cssl_bench.results.store import make_record
@@ -27,11 +27,15 @@ from cssl_bench.train.loop import dataset_options
 
 def data_options_record(recipe) -> dict:
     """``{"data_options": {...}}`` with the dataset options that differ from the defaults (an embedded dataset's
-    size, seed or generator variant), or {} when none does: a record says which data it was measured on."""
+    size, seed or generator variant), or {} when none does: a record says which data it was measured on. A run
+    pretrained on an embedded dataset always says its generator version (``embedded_version``, even at the
+    default): records written before the key existed were measured on version 1 (docs/records.md)."""
     from dataclasses import asdict, fields
 
     opts, default = asdict(dataset_options(recipe)), asdict(DatasetOptions())
     changed = {f.name: opts[f.name] for f in fields(DatasetOptions) if f.name != "skip_bad" and opts[f.name] != default[f.name]}
+    if str(recipe.data.dataset).startswith("embedded"):
+        changed["embedded_version"] = opts["embedded_version"]
     return {"data_options": changed} if changed else {}
 
 
@@ -51,13 +55,24 @@ def pretrain_loader(run: LoadedRun) -> dict:
     return {"pretrain_loader": used} if used else {}
 
 
+def bn_record(run: LoadedRun) -> dict:
+    """``{"init_bn": "data", "bn_estimate": {dataset, split, images, batch_size, seed}}`` for a copy of a run whose
+    backbone's BN statistics ``eval.baseline.reestimate_bn`` re-estimated; {} for a run probed as it is."""
+    bn = run.bn
+    if not bn:
+        return {}
+    return {"init_bn": bn.get("stats", "data"), "bn_estimate": {k: v for k, v in bn.items() if k != "stats"}}
+
+
 def records_for(run: LoadedRun, dataset: str, feature: str, protocol: dict, metrics: dict[str, float], extra: dict | None = None,
                 ci95: dict[str, float] | None = None) -> list[dict]:
     """One record per metric; ``ci95`` gives the 95% half-width of the metrics that have one (few-shot)."""
     r = run.recipe
     looc = {"augment": list(r.augment.looc_augment), "variance_heads": r.augment.variance_heads}
-    extra = {**(looc if r.augment.views == "looc" else {}), "params": dict(r.params), **data_options_record(r),
+    extra = {**(looc if r.augment.views == "looc" else {}), "params": dict(r.params), "precision": r.train.precision,
+             **data_options_record(r),
              **pretrain_z_std(run), **pretrain_loader(run), **(extra or {})}
+    extra.update(bn_record(run))  # a copy with BN statistics re-estimated on data (eval.baseline): init_bn, bn_estimate
     out = []
     for m, v in metrics.items():
         ex = dict(extra)
@@ -170,7 +185,7 @@ def _augmented_batches(run: LoadedRun, dataset: str, feature: str, p: LinearProt
 
 
 def _classifier_path(run: LoadedRun, dataset: str, feature: str, p: LinearProtocol):
-    blob = json.dumps({"ckpt": run.checkpoint.name, "step": run.step, "dataset": dataset, "feature": feature,
+    blob = json.dumps({**cache_identity(run), "dataset": dataset, "feature": feature,
                        "size": run.recipe.data.image_size, "protocol": p.record()}, sort_keys=True)
     return run.run_dir / "features" / f"linear-{hashlib.sha256(blob.encode()).hexdigest()[:16]}.pt"
 

@@ -8,7 +8,7 @@
 
 Dataset roles map to the paper's datasets at ``paper`` scale and to the embedded stand-ins at
 ``tiny``/``small`` (docs/records.md); steps that coincide at a scale (iNat and CUB both become
-``embedded-color``) run once. Linear classifiers and features are cached in the run directory, so
+``embedded-fine``) run once. Linear classifiers and features are cached in the run directory, so
 the probes that share the IN-100 probe train it once.
 """
 from __future__ import annotations
@@ -24,9 +24,9 @@ from cssl_bench.eval.linear import LinearProtocol, get_protocol
 ROLES: dict[str, dict[str, str | None]] = {
     "in100": {"cpu": "embedded", "paper": "imagenet100"},
     "in1k": {"cpu": "embedded", "paper": "imagenet"},
-    "inat": {"cpu": "embedded-color", "paper": "inat2019"},
-    "cub": {"cpu": "embedded-color", "paper": "cub200"},
-    "flowers": {"cpu": "embedded-color", "paper": "flowers102"},
+    "inat": {"cpu": "embedded-fine", "paper": "inat2019"},
+    "cub": {"cpu": "embedded-fine", "paper": "cub200"},
+    "flowers": {"cpu": "embedded-fine", "paper": "flowers102"},
     "inc": {"cpu": None, "paper": "imagenet-c-100"},  # None: corrupt the IN-100 stand-in's test split on the fly
     "on13": {"cpu": "embedded-shift", "paper": "objectnet13"},
 }

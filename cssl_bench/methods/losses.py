@@ -1,14 +1,62 @@
 """Losses of every method, as pure functions (no module state). Shapes are stated per function.
 
 All return scalar tensors except ``sinkhorn`` (a code matrix) and ``looc_masks`` (boolean masks).
+
+Under mixed precision (``train.precision`` bf16 or fp16) every loss computes in float32 with autocast off
+(``fp32_loss``), as the official implementations do (fp32 losses; SwAV's Sinkhorn in fp32): autocast would
+otherwise run the similarity matmuls, ``log_softmax`` and ``cosine_similarity`` (on the CPU) in bf16, whose
+8-bit mantissa is coarse next to a temperature of 0.1 (logits up to 10) or a loss near 0 (BYOL's 2 - 2 cos).
+In fp32 training the wrapper does nothing: the numbers are bitwise those of the plain functions.
 """
 from __future__ import annotations
+
+import functools
+from contextlib import nullcontext
 
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
 
+def fp32_region(device_type: str):
+    """A context with autocast off on ``device_type`` when it is on there (else a no-op): the ops inside run
+    in the dtype of their inputs (upcast them to float32 first)."""
+    return torch.autocast(device_type, enabled=False) if torch.is_autocast_enabled(device_type) else nullcontext()
+
+
+def _upcast(x):
+    if isinstance(x, torch.Tensor):
+        return x.float() if x.is_floating_point() and x.dtype != torch.float32 else x
+    if isinstance(x, (list, tuple)):
+        return type(x)(_upcast(v) for v in x)
+    return x
+
+
+def _first_tensor(xs):
+    for x in xs:
+        if isinstance(x, torch.Tensor):
+            return x
+        if isinstance(x, (list, tuple)):
+            t = _first_tensor(x)
+            if t is not None:
+                return t
+    return None
+
+
+def fp32_loss(fn):
+    """Run loss ``fn`` in float32: its tensor arguments (also inside lists) upcast, autocast off (gradients flow
+    back to the reduced-precision tensors through the casts)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        t = _first_tensor(list(args) + list(kwargs.values()))
+        with fp32_region(t.device.type) if t is not None else nullcontext():
+            return fn(*_upcast(args), **{k: _upcast(v) for k, v in kwargs.items()})
+
+    return wrapper
+
+
+@fp32_loss
 def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.1) -> torch.Tensor:
     """SimCLR's NT-Xent (Chen et al. 2020, eq. 1).
 
@@ -25,6 +73,7 @@ def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.1) -> tor
     return F.cross_entropy(sim, target)
 
 
+@fp32_loss
 def info_nce(q: torch.Tensor, k: torch.Tensor, negatives: torch.Tensor, temperature: float = 0.2) -> torch.Tensor:
     """MoCo's InfoNCE (He et al. 2020, eq. 1): one positive per query plus shared negatives.
 
@@ -38,6 +87,7 @@ def info_nce(q: torch.Tensor, k: torch.Tensor, negatives: torch.Tensor, temperat
     return F.cross_entropy(logits, torch.zeros(q.shape[0], dtype=torch.long, device=q.device))
 
 
+@fp32_loss
 def negative_cosine(p: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
     """SimSiam's D(p, z) = -cos(p, stopgrad(z)) (Chen & He 2021, eq. 1 and 3), mean over the batch.
 
@@ -47,6 +97,7 @@ def negative_cosine(p: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
     return -F.cosine_similarity(p, z.detach(), dim=1).mean()
 
 
+@fp32_loss
 def byol_loss(p: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
     """BYOL's loss (Grill et al. 2020, eq. 2): 2 - 2 cos(p, stopgrad(z)) = ||p/|p| - z/|z|||^2, mean over the batch.
 
@@ -89,6 +140,7 @@ def sinkhorn(scores: torch.Tensor, epsilon: float = 0.05, iterations: int = 3, d
     return (q * b).t()
 
 
+@fp32_loss
 def swav_loss(scores_a: torch.Tensor, scores_b: torch.Tensor, codes_a: torch.Tensor, codes_b: torch.Tensor,
               temperature: float = 0.1) -> torch.Tensor:
     """SwAV's swapped prediction: predict view a's code from view b's scores and vice versa.
@@ -117,6 +169,7 @@ def looc_masks(n: int) -> torch.Tensor:
     return m
 
 
+@fp32_loss
 def looc_loss(queries: list[torch.Tensor], keys: list[torch.Tensor], queues: list[torch.Tensor],
               temperature: float = 0.2) -> torch.Tensor:
     """LooC (Xiao et al. 2021): one InfoNCE per embedding space, summed over the n+1 spaces.
@@ -145,6 +198,7 @@ def looc_loss(queries: list[torch.Tensor], keys: list[torch.Tensor], queues: lis
     return total
 
 
+@fp32_loss
 def swav_multicrop_loss(scores: list[torch.Tensor], codes: list[torch.Tensor], temperature: float = 0.1) -> torch.Tensor:
     """SwAV with multi-crop: the codes of each large crop (``codes[i]``, i < len(codes)) are predicted
     from every other crop's scores; mean over code crops and their partner crops.

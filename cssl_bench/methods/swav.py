@@ -74,6 +74,12 @@ class SwAV(Method):
     def normalize_prototypes(self) -> None:
         self.prototypes.weight.copy_(F.normalize(self.prototypes.weight, dim=1))
 
+    def _scores(self, z: torch.Tensor) -> torch.Tensor:
+        """Prototype scores [N, K] in float32 also under bf16/fp16 autocast (the Sinkhorn step exponentiates
+        score / epsilon = score / 0.05: bf16's rounding of the scores would change each code by several percent)."""
+        with losses.fp32_region(z.device.type):
+            return self.prototypes(z.float())
+
     def _embed(self, crops: list[torch.Tensor]) -> list[torch.Tensor]:
         """L2-normalised projections [N, dim] of every crop; one backbone pass per run of equal resolution."""
         out: list[torch.Tensor] = []
@@ -95,7 +101,7 @@ class SwAV(Method):
             large, small = _crop_order(views)
             names = large + small
         zs = self._embed([views[k] for k in names])
-        scores = [self.prototypes(z) for z in zs]
+        scores = [self._scores(z) for z in zs]
         n = zs[0].shape[0]
         n_codes = min(self.n_code_crops, len(zs))
         use_queue = self.rank_queue_length > 0 and self.epoch >= self.p.queue_start
@@ -105,7 +111,7 @@ class SwAV(Method):
                 s = scores[i].detach()
                 # the queue joins the Sinkhorn problem once it is full (SwAV's main_swav.py); its codes are dropped
                 if use_queue and bool(self.queue[i, -1].abs().sum() > 0):
-                    s = torch.cat([s, self.prototypes(self.queue[i])])
+                    s = torch.cat([s, self._scores(self.queue[i])])
                 codes.append(losses.sinkhorn(s, self.p.epsilon, self.p.sinkhorn_iterations, distributed=True)[:n])
             if use_queue:
                 m = min(n, self.rank_queue_length)

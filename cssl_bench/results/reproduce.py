@@ -3,7 +3,7 @@
 The plan is derived from the table specs (``tables.py``): each row names a run of the catalogue below
 and a feature, each metric column a probe (by its metric's prefix), a dataset role and an epoch
 budget. Probes are deduplicated (at the CPU scales iNat-1k and CUB-200 share the stand-in
-``embedded-color``, so one fine-grained probe serves both columns), and runs are deduplicated by
+``embedded-fine``, so one fine-grained probe serves both columns), and runs are deduplicated by
 recipe hash, so a run shared by several tables is made once: one MoCo run serves LooC Tables 1-3, one
 run per method with checkpoints kept at every epoch budget (``train.save_epochs``) serves all epoch
 columns of SimSiam Table 4 and the 200-epoch column of Table 5. Every catalogue run has the same
@@ -255,6 +255,7 @@ class ProbeStep:
         prefixes = metric_prefixes(self.kind, self.protocol)
         for rec in records:
             if (rec.get("config_hash") == h and rec.get("epochs") == self.epoch and rec.get("dataset") == self.dataset
+                    and not T.bn_on_data(rec)  # a probe of the copy with re-estimated BN statistics is another measurement
                     and str(rec.get("metric", "")).startswith(prefixes)
                     and (self.kind == "detection" or rec.get("feature") == self.feature)
                     and (self.kind != "linear" or rec.get("protocol") == linear_protocol(self.protocol, r.scale).record())

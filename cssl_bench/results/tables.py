@@ -12,9 +12,20 @@ only ever shown as paper numbers (``--compare paper``), never in place of ours.
 A cell's value: the records matching row and column, grouped by configuration ("family": the recipe
 without its seed, plus feature and probe protocol); the family ranked first by the column's preferred
 protocol, then by its newest record, is shown: the mean over its seeds (one value per seed, a re-run
-of a seed replaces the older record). Where the paper prints ``mean (±x)`` (few-shot), ours is
-``mean (±x)`` too: x is the record's 95% half-width over trials for one seed, and the Student-t 95%
-half-width across seeds for several.
+of a seed replaces the older record), as ``mean ± std`` (sample standard deviation, ddof 1) when it has
+several; ``seeds=N`` (``cssl-bench table --seeds N``) keeps seeds 0..N-1 only. Where the paper prints
+``mean (±x)`` (few-shot), ours is ``mean (±x)`` too: x is the record's 95% half-width over trials for one
+seed, and the Student-t 95% half-width across seeds for several.
+
+Only records measured on the tables' stand-in fill a cell (``is_variant``): not those of a variant of the
+embedded generator (``data_options`` naming one of ``EMBEDDED_VARIANTS``), nor, for records pretrained on an
+embedded dataset, those of another generator version than ``EMBEDDED_VERSION`` (a record without
+``data_options.embedded_version`` was measured on version 1); paper-scale records (ImageNet ...) are unaffected.
+
+Records of a probe on a copy with BN statistics re-estimated on data (``init_bn: "data"``,
+``eval.baseline``) are another family, and fill no cell unless asked for: ``random_init_baselines``
+gives the two random-init baselines (epoch 0: as initialised, and with BN on data), ``higher_baseline``
+the one to compare against, ``baseline_summary`` the demo's summary rows.
 """
 from __future__ import annotations
 
@@ -28,7 +39,11 @@ from importlib import resources
 from typing import Callable
 
 from cssl_bench import UserError
-from cssl_bench.config import EMBEDDED_VARIANTS
+from cssl_bench.config import EMBEDDED_VARIANTS, DataCfg
+
+# The embedded generator version whose records fill the tables' cells (the recipe default, data/embedded.py
+# LATEST_VERSION; read from the torch- and numpy-free config so that results/ stays light to import).
+EMBEDDED_VERSION = DataCfg.embedded_version
 
 SCALES = ("tiny", "small", "paper")
 # SimSiam's epoch columns (paper pre-training epochs) -> our epochs at each scale, and LooC's 500
@@ -42,7 +57,7 @@ LOOC_EPOCHS = {"tiny": 2, "small": 8, "paper": LOOC_PAPER_EPOCHS}
 
 # Dataset roles -> the dataset evaluated on, per scale (docs/records.md: the CPU scales use embedded stand-ins).
 _EMB = {"tiny": "embedded", "small": "embedded"}
-_COLOR = {"tiny": "embedded-color", "small": "embedded-color"}
+_COLOR = {"tiny": "embedded-fine", "small": "embedded-fine"}  # generator v2: the 40 sub-categories
 _DET = {"tiny": "embedded-det", "small": "embedded-det"}
 STAND_INS = {
     "in100": {**_EMB, "paper": "imagenet100"},
@@ -342,12 +357,30 @@ def pick_scale(records: list[dict], scale: str | None) -> str:
     return max(records, key=lambda r: r.get("time", "")).get("scale", "tiny")
 
 
+def bn_on_data(rec: dict) -> bool:
+    """Probed on a copy whose backbone BN statistics were re-estimated on data (``init_bn: "data"``)."""
+    return rec.get("init_bn") == "data"
+
+
 def family(rec: dict) -> str:
     """One configuration up to its seed: the recipe without its seed (``config_family``, written by
-    ``reproduce``; else the record fields that identify a configuration), the feature and the probe protocol."""
+    ``reproduce``; else the record fields that identify a configuration), the feature and the probe protocol,
+    and the BN statistics probed with (``init_bn``, where a record has it)."""
     proto = {k: v for k, v in (rec.get("protocol") or {}).items() if k != "seed"}
     base = rec.get("config_family") or [rec.get(k) for k in ("method", "pretrain_dataset", "backbone", "batch")] + [sorted(rec.get("augment") or [])]
-    return json.dumps([base, rec.get("epochs"), rec.get("feature"), proto], sort_keys=True, default=str)
+    key = [base, rec.get("epochs"), rec.get("feature"), proto] + ([{"init_bn": rec["init_bn"]}] if rec.get("init_bn") else [])
+    return json.dumps(key, sort_keys=True, default=str)
+
+
+def in_seeds(rec: dict, seeds: int | None) -> bool:
+    """``seeds`` None: any record; else only those of seeds 0..seeds-1."""
+    s = rec.get("seed")
+    return seeds is None or (isinstance(s, int) and not isinstance(s, bool) and 0 <= s < seeds)
+
+
+def check_seeds(seeds: int | None, option: str = "--seeds") -> None:
+    if seeds is not None and (isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1):
+        raise UserError(f"{option} must be an integer >= 1, got {seeds!r}", exit_code=2)
 
 
 @dataclass
@@ -374,15 +407,34 @@ def cell_query(row: Row, cell: Cell, scale: str) -> dict:
     return q
 
 
+def embedded_version(rec: dict) -> int | None:
+    """The embedded generator version a record was measured on (``data_options.embedded_version``; a record
+    without it predates the key and was measured on version 1), or None when its pretraining dataset
+    (``pretrain_dataset``, else ``dataset``) is not an embedded one."""
+    ds = rec.get("pretrain_dataset") or rec.get("dataset") or ""
+    if not str(ds).startswith("embedded"):
+        return None
+    return int((rec.get("data_options") or {}).get("embedded_version", 1))
+
+
 def is_variant(rec: dict) -> bool:
-    """Measured on a variant of the embedded generator (another dataset than the tables' stand-in)."""
-    return any(k in (rec.get("data_options") or {}) for k in EMBEDDED_VARIANTS)
+    """Measured on another dataset than the tables' stand-in: on a variant of the embedded generator
+    (``data_options`` names one of ``EMBEDDED_VARIANTS``), or, for a record pretrained on an embedded dataset,
+    on another generator version than the current one (``EMBEDDED_VERSION``; no ``embedded_version`` in
+    ``data_options`` means version 1). Records on other datasets (ImageNet ...) are never a version variant."""
+    if any(k in (rec.get("data_options") or {}) for k in EMBEDDED_VARIANTS):
+        return True
+    version = embedded_version(rec)
+    return version is not None and version != EMBEDDED_VERSION
 
 
-def select(records: list[dict], query: dict, prefer: dict | None = None) -> Value | None:
+def select(records: list[dict], query: dict, prefer: dict | None = None, seeds: int | None = None) -> Value | None:
     """The value of the records matching ``query`` (see the module docstring for the rules); records of an
-    embedded-generator variant never fill a paper table's cell."""
-    hits = [r for r in records if _match(r, query) and not is_variant(r)]
+    embedded-generator variant or of an embedded generator version other than ``EMBEDDED_VERSION`` (``is_variant``)
+    never fill a paper table's cell, nor do those probed with BN statistics re-estimated on data unless ``query``
+    asks for them (``init_bn``); ``seeds``: only seeds 0..seeds-1."""
+    hits = [r for r in records if _match(r, query) and not is_variant(r) and in_seeds(r, seeds)
+            and ("init_bn" in query or not bn_on_data(r))]
     if not hits:
         return None
     groups: dict[str, list[dict]] = {}
@@ -393,27 +445,101 @@ def select(records: list[dict], query: dict, prefer: dict | None = None) -> Valu
         pref = sum(all(_matches(r, k, v) for k, v in (prefer or {}).items()) for r in recs) > 0
         return (pref, max(r.get("time", "") for r in recs))
 
-    best = max(groups.values(), key=rank)
-    latest: dict = {}  # one value per seed: a re-run of the same seed replaces the older record
-    for r in sorted(best, key=lambda r: r.get("time", "")):
+    return seed_value(max(groups.values(), key=rank), len(groups))
+
+
+def _seed_order(seed) -> tuple:
+    return (0, seed, "") if isinstance(seed, (int, float)) and not isinstance(seed, bool) else (1, 0, str(seed))
+
+
+def seed_value(records: list[dict], families: int = 1) -> Value | None:
+    """The value of one configuration's records (one family): one value per seed (a re-run of a seed replaces
+    the older record, by ``time``), their mean, sample std (ddof 1; None for one seed) and the (±x) half-width
+    (Student t across seeds; a single seed's own ``ci95``). ``Value.records``: one per seed, in seed order."""
+    if not records:
+        return None
+    latest: dict = {}
+    for r in sorted(records, key=lambda r: r.get("time", "")):
         latest[r.get("seed")] = r
-    recs = [latest[s] for s in sorted(latest, key=str)]
+    recs = [latest[s] for s in sorted(latest, key=_seed_order)]
     vals = [r["value"] for r in recs]
     std = statistics.stdev(vals) if len(vals) > 1 else None
     if len(vals) > 1:
         pm = t95(len(vals) - 1) * std / math.sqrt(len(vals))
     else:
         pm = recs[0].get("ci95")
-    return Value(statistics.fmean(vals), std, len(vals), pm, recs, len(groups))
+    return Value(statistics.fmean(vals), std, len(vals), pm, recs, families)
 
 
-def cell_value(records: list[dict], row: Row, cell: Cell, scale: str) -> Value | None:
-    return select(records, cell_query(row, cell, scale), dict(cell.prefer))
+def cell_value(records: list[dict], row: Row, cell: Cell, scale: str, seeds: int | None = None) -> Value | None:
+    return select(records, cell_query(row, cell, scale), dict(cell.prefer), seeds)
+
+
+# --- random-init baselines -----------------------------------------------------------------------
+BASELINE_LABELS = {"init": "random init (as initialised)", "data": "random init (BN on data)"}
+
+
+def random_init_baselines(records: list[dict], metric: str, dataset: str, scale: str | None = None,
+                          seeds: int | None = None) -> dict[str, Value | None]:
+    """The two random-init baselines of ``metric`` on ``dataset``: epoch-0 records probed with the BN statistics
+    of initialisation (``"init"``) and with BN statistics re-estimated on data (``"data"``, ``init_bn``), each
+    chosen as a table cell is (``select``); None where the records have none."""
+    q = {"metric": metric, "dataset": dataset, "epochs": 0, **({"scale": scale} if scale else {})}
+    return {"init": select(records, q, seeds=seeds), "data": select(records, {**q, "init_bn": "data"}, seeds=seeds)}
+
+
+def higher_baseline(baselines: dict[str, Value | None]) -> tuple[str, Value] | None:
+    """(key, value) of the baseline with the higher mean, the one a method must beat (a tie: ``"init"``);
+    None when no baseline has a value."""
+    have = [(k, v) for k, v in baselines.items() if v is not None]
+    return max(have, key=lambda kv: kv[1].mean) if have else None
+
+
+def fmt_mean_std(v: Value | None) -> str:
+    """``mean`` for one seed, ``mean ± std`` (sample std) for several; one decimal."""
+    if v is None:
+        return MISSING
+    return f"{v.mean:.1f}" + (f" ± {v.std:.1f}" if v.n > 1 and v.std is not None else "")
+
+
+def baseline_summary(records: list[dict], metric: str = "knn/top1", dataset: str = "embedded") -> tuple[list[dict], str]:
+    """The demo's summary: rows for the two random-init baselines (epoch-0 records, as initialised and with BN
+    on data), then one per trained method and checkpoint epoch (in order of first appearance, epochs
+    ascending), each over its seeds. A row: {"label", "epochs", "value" (Value), "text" (``fmt_mean_std``),
+    "delta" (mean - the higher baseline's mean, "+x.x"; "" for the higher baseline itself)}. Also a caption
+    line naming the baseline compared against and listing each row's per-seed values."""
+    mine = [r for r in records if r.get("metric") == metric and r.get("dataset") == dataset]
+    base = {k: seed_value([r for r in mine if r.get("epochs") == 0 and bn_on_data(r) == (k == "data")])
+            for k in BASELINE_LABELS}
+    top = higher_baseline(base)
+    rows = [{"label": BASELINE_LABELS[k], "epochs": 0, "value": v} for k, v in base.items() if v is not None]
+    trained: dict[tuple, list[dict]] = {}
+    for r in mine:
+        if r.get("epochs") != 0 and not bn_on_data(r):
+            trained.setdefault((r.get("method"), r.get("epochs")), []).append(r)
+    order = list(dict.fromkeys(m for m, _ in trained))
+    for (m, e) in sorted(trained, key=lambda k: (order.index(k[0]), k[1])):
+        rows.append({"label": str(m), "epochs": e, "value": seed_value(trained[(m, e)])})
+    for row in rows:
+        v = row["value"]
+        row["text"] = fmt_mean_std(v)
+        higher = top is not None and row["epochs"] == 0 and row["label"] == BASELINE_LABELS[top[0]]
+        row["delta"] = "" if top is None or higher else f"{round(v.mean, 1) - round(top[1].mean, 1):+.1f}"
+    parts = []
+    if top is not None:
+        parts.append(f"Δ against the higher random-init baseline: {BASELINE_LABELS[top[0]]}.")
+    per_seed = [f"{row['label']}" + (f" e{row['epochs']}" if row["epochs"] else "") + ": "
+                + " / ".join(f"{r['value']:.1f}" for r in row["value"].records) for row in rows]
+    seeds = _join(r.get("seed") for row in rows for r in row["value"].records)
+    if rows:
+        parts.append(f"Per seed ({seeds}): " + "; ".join(per_seed) + ".")
+    return rows, " ".join(parts)
 
 
 def parse_paper(text: str) -> float | None:
+    """The number of a cell's text: ``46.5``, ``46.5 (±1.2)`` and ``46.5 ± 1.2`` give 46.5; None for '–' or a label."""
     try:
-        return float(text.split("(")[0].strip())
+        return float(text.split("(")[0].split("±")[0].strip())
     except ValueError:
         return None
 
@@ -430,7 +556,10 @@ class Rendered:
     scale: str
 
 
-def build(name: str, records: list[dict], scale: str | None = None) -> Rendered:
+def build(name: str, records: list[dict], scale: str | None = None, seeds: int | None = None) -> Rendered:
+    """Table ``name`` from ``records`` at ``scale`` (default: the newest record's); ``seeds``: only seeds
+    0..seeds-1 of each configuration (the caption names the cells that have fewer)."""
+    check_seeds(seeds)
     spec = resolve(name)
     headers, paper_rows = paper_csv(spec.csv)
     if len(paper_rows) != len(spec.rows) or any(p[0] != r.label for p, r in zip(paper_rows, spec.rows)):
@@ -447,12 +576,34 @@ def build(name: str, records: list[dict], scale: str | None = None) -> Rendered:
             if c is None:
                 out_row.append(prow[j])
             else:
-                v = cell_value(records, row, c, scale)
+                v = cell_value(records, row, c, scale, seeds)
                 out_row.append(v)
                 if v:
                     used.extend(v.records)
         ours.append(out_row)
-    return Rendered(headers, cells, paper_rows, ours, caption(spec, scale, cells, used), spec, scale)
+    t = Rendered(headers, cells, paper_rows, ours, caption(spec, scale, cells, used), spec, scale)
+    if seeds is not None:
+        t.caption += " " + seeds_caption(t, seeds)
+    return t
+
+
+def seeds_caption(t: Rendered, seeds: int) -> str:
+    """What ``--seeds N`` kept, and which rows' cells have fewer than N seeds (per row: the number of seeds
+    and, unless it is every filled cell of the row, the columns)."""
+    short = []
+    labels = [p[0] for p in t.paper]
+    for i, orow in enumerate(t.ours):
+        filled = [(h, o) for h, o in zip(t.headers, orow) if isinstance(o, Value)]
+        by_n: dict[int, list[str]] = {}
+        for h, o in filled:
+            if o.n < seeds:
+                by_n.setdefault(o.n, []).append(h)
+        for n, hs in sorted(by_n.items()):
+            where = "" if len(hs) == len(filled) else f" in {', '.join(hs)}"
+            name = labels[i] if labels.count(labels[i]) == 1 else row_name(t, i)  # the LooC tables repeat labels
+            short.append(f"{name}: {n} seed{'s' * (n != 1)}{where}")
+    text = f"Seeds 0-{seeds - 1} only (--seeds {seeds})." if seeds > 1 else "Seed 0 only (--seeds 1)."
+    return text + (f" Fewer than {seeds}: " + "; ".join(short) + "." if short else "")
 
 
 def _join(values) -> str:
@@ -500,19 +651,20 @@ def caption(spec: TableSpec, scale: str, cells: list[Cell | None], used: list[di
     voc = sorted({record_metric(r) for r in used if str(r.get("metric", "")).startswith(("voc07/", "voc0712/"))})
     if voc:  # how the VOC cells were scored
         parts.append("VOC scored " + " and ".join(VOC_SCORING.get(m, m) for m in voc) + ".")
-    parts.append(f"'{MISSING}' = no result; several seeds: their mean.")
+    parts.append(f"'{MISSING}' = no result; several seeds: mean ± sample std.")
     if has_pm:
         parts.append("(±x): 95% half-width over the few-shot trials (one seed) or across seeds (several).")
     return " ".join(parts)
 
 
 def fmt_value(v: Value | None, paper_cell: str = "") -> str:
+    """A cell's text: ``mean``; ``mean ± std`` (sample std across seeds) for several seeds; where the paper
+    prints ``mean (±x)`` (few-shot), ``mean (±x)`` with our 95% half-width instead."""
     if v is None:
         return MISSING
-    s = f"{v.mean:.1f}"
-    if "±" in paper_cell and v.pm is not None:
-        s += f" (±{v.pm:.1f})"
-    return s
+    if "±" in paper_cell:
+        return f"{v.mean:.1f}" + (f" (±{v.pm:.1f})" if v.pm is not None else "")
+    return fmt_mean_std(v)
 
 
 def fmt_delta(v: Value | None, paper_cell: str) -> str:

@@ -3,6 +3,7 @@ steps the optimiser, updates the momentum pairs, logs, and checkpoints atomicall
 ``--resume`` continues exactly (model, optimiser, queues, momentum encoders, RNG states, position)."""
 from __future__ import annotations
 
+import copy
 import csv
 import dataclasses
 import os
@@ -18,7 +19,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from cssl_bench import UserError, __version__
 from cssl_bench.collapse import checkpoint_z_std, collapse_warning, x_sqrt_dim
-from cssl_bench.config import Recipe, recipe_from_dict
+from cssl_bench.config import Recipe, recipe_from_dict, resolve_auto_precision
 from cssl_bench.data.datasets import DatasetOptions, get_source
 from cssl_bench.data.loaders import make_train_loader, steps_per_epoch, to_input
 from cssl_bench.data.views import build_view_recipe
@@ -27,6 +28,7 @@ from cssl_bench.methods.base import update_momentum_pairs
 from cssl_bench.train import distributed as D
 from cssl_bench.train.checkpoint import FORMAT, find_resume_checkpoint, load_checkpoint, read_run, save_checkpoint, atomic_write_text, write_run_json
 from cssl_bench.train.optim import build_optimizer, set_lr
+from cssl_bench.train.precision import resolve_precision
 
 # z_std: the collapse monitor of the method's embedding (methods.base.output_std), empty where a method has none
 LOG_FIELDS = ["epoch", "step", "loss", "lr", "images_per_s", "elapsed_s", "z_std"]
@@ -75,11 +77,15 @@ def set_rng_state(state: dict) -> None:
 
 def autocast(precision: str, device_type: str | None = None):
     """Mixed precision for the forward pass and the loss: ``fp32`` (none), ``bf16`` or ``fp16`` autocast
-    (fp16 also needs the loop's GradScaler). Parameters, gradients and optimiser state stay fp32."""
+    (fp16 also needs the loop's GradScaler), ``auto`` (bf16 where the device computes it fast, else fp32:
+    train/precision.py). Parameters, gradients and optimiser state stay fp32."""
+    device = device_type or ("cuda" if torch.cuda.is_available() else "cpu")
+    precision = resolve_precision(precision, device)
     if precision == "fp32":
         return nullcontext()
+    if precision not in ("bf16", "fp16"):
+        raise UserError(f"unknown precision {precision!r}; choose from fp32, bf16, fp16, auto", exit_code=2)
     dtype = torch.bfloat16 if precision == "bf16" else torch.float16
-    device = device_type or ("cuda" if torch.cuda.is_available() else "cpu")
     return torch.autocast(device, dtype=dtype)
 
 
@@ -110,6 +116,10 @@ def pretrain(recipe: Recipe, out_dir: Path, resume: bool = False, show_progress:
     after that many optimiser steps of this call, as a kill would, without a final checkpoint."""
     console = console or Console(stderr=True)
     out_dir = Path(out_dir)
+    if recipe.train.precision == "auto":  # a recipe not from load_recipe: resolved here, for this run's device
+        recipe = copy.deepcopy(recipe)
+        resolve_auto_precision(recipe, _device().type)
+    precision_requested = recipe.precision_requested  # "auto" when load_recipe resolved it (run.json)
     ckpt_dir = out_dir / "checkpoints"
     main = D.is_main()
     state = None
@@ -123,7 +133,12 @@ def pretrain(recipe: Recipe, out_dir: Path, resume: bool = False, show_progress:
             state = load_checkpoint(path)
         saved, saved_info = read_run(out_dir)
         loaders_used = list(saved_info.get("train_loaders") or [])
+        precision_requested = precision_requested or saved_info.get("precision_requested")
         saved_recipe = recipe_from_dict(saved)
+        if saved_recipe.hash() != recipe.hash() and precision_requested == "auto" and saved_recipe.hash() == dataclasses.replace(
+                recipe, train=dataclasses.replace(recipe.train, precision=saved_recipe.train.precision)).hash():
+            raise UserError(f"{out_dir} holds a run in {saved_recipe.train.precision}, but precision auto resolves to "
+                            f"{recipe.train.precision} on this machine; resume with --precision {saved_recipe.train.precision}")
         if saved_recipe.hash() != recipe.hash():
             raise UserError(f"{out_dir} holds a run of another recipe ({saved['method']}, hash {saved_recipe.hash()}); resume with the same options or use another --out")
         recipe = saved_recipe if state is None else recipe
@@ -195,6 +210,9 @@ def pretrain(recipe: Recipe, out_dir: Path, resume: bool = False, show_progress:
                                      "status": status, "epochs_done": epoch, "epochs": recipe.train.epochs,
                                      "steps_done": global_step, "dataset": recipe.data.dataset, "backbone": recipe.model.backbone,
                                      "seed": recipe.train.seed, "batch_size": recipe.train.batch_size, "processes": world,
+                                     "precision": recipe.train.precision,
+                                     **({"precision_requested": precision_requested}
+                                        if precision_requested not in (None, recipe.train.precision) else {}),
                                      **({"train_loaders": loaders_used} if loaders_used else {}), **last_z})
 
     if state is None:
