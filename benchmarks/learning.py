@@ -54,7 +54,41 @@ def _recipe(key: str, scale: str, seed: int, epochs: int | None, sets: list[str]
     return load_recipe(method, scale, ov, spec_sets + sets)
 
 
-def _probe(run_dir: Path, dataset: str, bn_data: bool = False) -> dict[str, float]:
+# Nuisance attributes of the embedded images (generator v2), binned into classes for a kNN probe: what the
+# features encode besides the class. Continuous attributes are cut into NUISANCE_BINS equal-width bins.
+NUISANCE = ("cx", "cy", "scale", "tilt", "light_angle", "bg_level", "context", "color", "fine")
+NUISANCE_BINS = 5
+
+
+def nuisance_knn(run, dataset: str = "embedded") -> dict[str, float]:
+    """kNN top-1 (k 200, t 0.1) of the run's backbone features on each nuisance attribute of the embedded
+    images (train split -> test split), binned; with chance (the most frequent bin's share) beside each."""
+    import numpy as np
+
+    from cssl_bench.data.datasets import get_source
+    from cssl_bench.eval.features import features
+    from cssl_bench.eval.knn import knn_predict
+    from cssl_bench.train.loop import dataset_options
+
+    opts = dataset_options(run.recipe)
+    src = {s: get_source(dataset, s, opts) for s in ("train", "test")}
+    f = {s: features(run, dataset, s, "backbone")[0] for s in ("train", "test")}
+    out = {}
+    for attr in NUISANCE:
+        if attr not in src["train"].attributes:
+            continue
+        a, b = (np.asarray(src[s].attributes[attr]) for s in ("train", "test"))
+        if a.dtype.kind == "f":
+            edges = np.linspace(a.min(), a.max(), NUISANCE_BINS + 1)[1:-1]
+            a, b = np.digitize(a, edges), np.digitize(b, edges)
+        ya, yb = torch.from_numpy(a.astype(np.int64)), torch.from_numpy(b.astype(np.int64))
+        pred = knn_predict(f["train"], ya, f["test"], 200, 0.1, int(max(ya.max(), yb.max())) + 1).argmax(1)
+        out[attr] = round(100.0 * (pred == yb).float().mean().item(), 2)
+        out[f"{attr}/chance"] = round(100.0 * np.bincount(b).max() / len(b), 2)
+    return out
+
+
+def _probe(run_dir: Path, dataset: str, bn_data: bool = False, nuisance: bool = False) -> dict[str, float]:
     run = load_run(run_dir)
     if bn_data:
         from cssl_bench.eval.baseline import reestimate_bn
@@ -62,7 +96,10 @@ def _probe(run_dir: Path, dataset: str, bn_data: bool = False) -> dict[str, floa
         run = reestimate_bn(run, dataset)
     knn = next(r["value"] for r in probe_knn(run, dataset) if r["metric"] == "knn/top1")
     lin, _ = probe_linear(run, dataset, get_protocol("moco").with_overrides(augment=False))
-    return {"knn": knn, "linear": next(r["value"] for r in lin if r["metric"] == "linear/top1")}
+    out = {"knn": knn, "linear": next(r["value"] for r in lin if r["metric"] == "linear/top1")}
+    if nuisance and dataset == "embedded" and not bn_data:
+        out.update({f"nuisance/{k}": v for k, v in nuisance_knn(run, dataset).items()})
+    return out
 
 
 def _pretrain(recipe, run_dir: Path) -> dict:
@@ -99,6 +136,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--json", type=Path, default=None, help="default: benchmarks/results/learning_SCALE.json")
     ap.add_argument("--no-baseline", action="store_true", help="skip the random-init baselines")
     ap.add_argument("--baseline-only", action="store_true", help="only the random-init baselines")
+    ap.add_argument("--nuisance", action="store_true",
+                    help="also kNN-probe the features for each nuisance attribute of the embedded images (NUISANCE)")
     a = ap.parse_args(argv)
     methods = [m for m in a.methods.split(",") if m]
     out_json = a.json or Path(__file__).parent / "results" / f"learning_{a.scale}.json"
@@ -116,10 +155,10 @@ def main(argv: list[str] | None = None) -> dict:
             rd = a.runs / f"init-{r.method}-{r.hash()}"
             _pretrain(r, rd)
             for bn_data in (False, True):
-                m = _probe(rd, dataset_of(r), bn_data)
+                m = _probe(rd, dataset_of(r), bn_data, a.nuisance)
                 for k, v in m.items():
                     per.setdefault(f"{k}/{'bn_data' if bn_data else 'init'}", []).append(v)
-            print(f"random init seed {seed}: " + ", ".join(f"{k} {v[-1]:.2f}" for k, v in per.items()), flush=True)
+            print(f"random init seed {seed}: " + ", ".join(f"{k} {v[-1]:.2f}" for k, v in per.items() if "/chance" not in k), flush=True)
         result["baselines"] = {k: _stats(v) for k, v in per.items()}
     for key in [] if a.baseline_only else methods:
         per = {}
@@ -128,7 +167,7 @@ def main(argv: list[str] | None = None) -> dict:
             r = _recipe(key, a.scale, seed, a.epochs, a.sets, a.dataset)
             rd = a.runs / f"{key}-{r.hash()}"
             info.append(_pretrain(r, rd))
-            m = _probe(rd, dataset_of(r))
+            m = _probe(rd, dataset_of(r), nuisance=a.nuisance)
             for k, v in m.items():
                 per.setdefault(k, []).append(v)
             print(f"{key} seed {seed}: kNN {m['knn']:.2f} linear {m['linear']:.2f} ({info[-1]['minutes']} min)", flush=True)

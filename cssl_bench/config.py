@@ -58,7 +58,7 @@ EMBEDDED_VARIANTS = ("embedded_texture_contrast", "embedded_class_color", "embed
 
 @dataclass
 class AugmentCfg:
-    """The SSL augmentation (PROTOCOLS.md 1). ``views``: two | multicrop | looc | single."""
+    """The SSL augmentation (docs/protocols.md, section 1). ``views``: two | multicrop | looc | single."""
 
     views: str = "two"
     crop_scale: list[float] = field(default_factory=lambda: [0.2, 1.0])

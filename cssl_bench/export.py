@@ -11,7 +11,7 @@
   ``strict=True`` into ``timm.create_model("resnet50", num_classes=0)`` (no classifier), or into a
   timm model of a ``timm:NAME`` run.
 - ``detectron2``: a pickle ``{"model": {name: numpy array}, "__author__": "cssl-bench",
-  "matching_heuristics": True}`` following the MoCo conversion (PROTOCOLS.md 3): backbone keys only;
+  "matching_heuristics": True}`` following the MoCo conversion (docs/protocols.md, section 3): backbone keys only;
   stem keys get ``stem.``; ``layerN`` -> ``res{N+1}``; ``bnK`` -> ``convK.norm``;
   ``downsample.0`` / ``downsample.1`` -> ``shortcut`` / ``shortcut.norm``. BN's
   ``num_batches_tracked`` counters are dropped: detectron2's norm layers (FrozenBN, naiveSyncBN)
@@ -87,7 +87,7 @@ def timm_state_dict(backbone: nn.Module) -> dict[str, torch.Tensor]:
 
 
 def detectron2_key(key: str) -> str:
-    """One torchvision ResNet key in detectron2's naming (PROTOCOLS.md 3), e.g.
+    """One torchvision ResNet key in detectron2's naming (docs/protocols.md, section 3), e.g.
     ``layer1.0.downsample.1.weight`` -> ``res2.0.shortcut.norm.weight``, ``bn1.bias`` -> ``stem.conv1.norm.bias``."""
     parts = key.split(".")
     if not _LAYER.match(parts[0]):

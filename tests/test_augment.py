@@ -146,7 +146,7 @@ def test_blur_kernel_is_torchvisions():
 
 
 def test_looc_shares_exactly_qs_parameters_of_augmentation_i():
-    """PROTOCOLS.md 1: k_i reuses q's parameters of atomic augmentation i; every other draw is fresh."""
+    """docs/protocols.md, section 1: k_i reuses q's parameters of atomic augmentation i; every other draw is fresh."""
     recipe = RECIPES["looc"]()
     names = [a.name for a in recipe.atomics]
     shared_hits = {n: 0 for n in names}

@@ -29,7 +29,7 @@ def img(path, value=0, size=(6, 5), fmt=None):
 
 def test_imagenet100_list_is_cmcs():
     """CMC's imagenet100.txt (Tian et al., github.com/HobbitLong/CMC): 100 distinct ids, first/last as published,
-    and the 13 ObjectNet classes of PROTOCOLS.md 2 are among them."""
+    and the 13 ObjectNet classes of docs/protocols.md, section 2 are among them."""
     ids = imagenet100_wnids()
     assert len(ids) == 100 and len(set(ids)) == 100
     assert ids[:3] == ["n02869837", "n01749939", "n02488291"] and ids[-1] == "n02090622"
@@ -148,7 +148,7 @@ def test_objectnet13_maps_folders_to_in100_ids(tmp_path, monkeypatch):
     img(images / "laptop_x" / "0.png")
     monkeypatch.setenv("CSSL_BENCH_DATA", str(tmp_path))
     src = get_source("objectnet13", "test")
-    assert src.classes == ["n03891251", "n02877765", "n04099969", "n03642806", "n02974003"]  # PROTOCOLS.md order, found ones
+    assert src.classes == ["n03891251", "n02877765", "n04099969", "n03642806", "n02974003"]  # docs/protocols.md order, found ones
     assert len(src) == 9 and list(src.labels) == [0, 0, 1, 1, 2, 2, 3, 4, 4]
     assert "n07753592" not in objectnet13_folders(images)  # banana is not one of the 13
     with pytest.raises(UserError, match="only a test split"):

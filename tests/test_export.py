@@ -1,5 +1,5 @@
 """`cssl-bench export`: torchvision / timm state dicts that load strictly, and detectron2 pickles named
-by the MoCo conversion rules (PROTOCOLS.md 3)."""
+by the MoCo conversion rules (docs/protocols.md, section 3)."""
 import pickle
 import re
 

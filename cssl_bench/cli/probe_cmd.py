@@ -1,6 +1,6 @@
 """``cssl-bench probe KIND RUN_DIR``: evaluations on a finished run; records go to the results store.
 
-Kinds: knn, linear, rotation, fewshot, corruption, objectnet, finegrained (PROTOCOLS.md 2). Each
+Kinds: knn, linear, rotation, fewshot, corruption, objectnet, finegrained (docs/protocols.md, section 2). Each
 prints a table (``--json``: the records) and appends its records (docs/records.md). ``knn`` and ``linear``
 take ``--bn-data``: the random-init baseline with BN statistics of the data (``eval.baseline``).
 """

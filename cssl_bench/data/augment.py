@@ -6,7 +6,7 @@ deterministic function of the image and those parameters. Images are uint8 tenso
 
 View recipes (``TwoViews``, ``MultiCrop``, ``LeaveOneOut``) turn one image into named views and
 return the parameters they drew. LooC's ``LeaveOneOut`` draws q's parameters once and reuses
-augmentation i's parameters for view k_i (PROTOCOLS.md 1). The same recipe objects drive the
+augmentation i's parameters for view k_i (docs/protocols.md, section 1). The same recipe objects drive the
 torchvision loader and the FFCV loader.
 """
 from __future__ import annotations

@@ -2,7 +2,7 @@
 Neural Network Robustness to Common Corruptions and Perturbations, ICLR 2019), through the
 ``imagecorruptions`` module of the ``imagecorruptions-imaug`` package.
 
-Groups (PROTOCOLS.md 2, LooC Table 3): Noise = gaussian, shot, impulse; Blur = defocus, glass, motion,
+Groups (docs/protocols.md, section 2, LooC Table 3): Noise = gaussian, shot, impulse; Blur = defocus, glass, motion,
 zoom; Weather = snow, frost, fog, brightness; Digital = contrast, elastic, pixelate, jpeg.
 
 Determinism: the library draws from numpy's global RNG (and glass blur from numba's, impulse noise
@@ -44,7 +44,7 @@ SEVERITIES: tuple[int, ...] = (1, 2, 3, 4, 5)
 SHORT_NAMES = {"gaussian": "gaussian_noise", "shot": "shot_noise", "impulse": "impulse_noise", "defocus": "defocus_blur",
                "glass": "glass_blur", "motion": "motion_blur", "zoom": "zoom_blur", "elastic": "elastic_transform",
                "jpeg": "jpeg_compression"}
-HIGH_SEVERITIES = (4, 5)  # "d>3" (PROTOCOLS.md 2, [open])
+HIGH_SEVERITIES = (4, 5)  # "d>3" (docs/protocols.md, section 2, [open])
 
 
 def parse_corruptions(text: str | None) -> list[str]:
@@ -194,7 +194,7 @@ def cached_corrupted(source: CorruptedSource, key: dict, cache_root: Path, max_b
 
 
 def group_means(acc: dict[tuple[str, int], float]) -> dict[str, float]:
-    """Group means of per-(corruption, severity) accuracies (PROTOCOLS.md 2).
+    """Group means of per-(corruption, severity) accuracies (docs/protocols.md, section 2).
 
     ``noise``/``blur``/``weather``/``digital``: mean over the group's corruptions and every severity
     given; ``all``: mean over every (corruption, severity) given (15 x 5 for the full protocol);

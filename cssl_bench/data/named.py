@@ -22,7 +22,7 @@ cub200              CSSL_BENCH_CUB200        ``CUB_200_2011/``: ``images.txt``, 
 inat2019            CSSL_BENCH_INAT2019      ``inat2019/``: ``train2019.json``, ``val2019.json`` (COCO-style)
                                              with image paths relative to the folder; test = val2019
 objectnet13         CSSL_BENCH_OBJECTNET     ``objectnet-1.0/``: ``images/FOLDER/*`` (test split only); the 13
-                                             ObjectNet classes of PROTOCOLS.md 2, labelled by their IN-100
+                                             ObjectNet classes of docs/protocols.md, section 2, labelled by their IN-100
                                              WordNet ids (class folders named by ObjectNet's folder name,
                                              e.g. ``bottle_cap``, or by the WordNet id)
 imagenet-c-100      CSSL_BENCH_IMAGENET_C    ``imagenet-c/``: ``CORRUPTION/SEVERITY/WNID/*.JPEG`` (Hendrycks &
@@ -47,7 +47,7 @@ import numpy as np
 from cssl_bench import UserError
 from cssl_bench.data.datasets import IMAGE_EXTENSIONS, DatasetInfo, DatasetOptions, FolderSource, ImageSource, register
 
-# The 13 ObjectNet classes that map into IN-100 (PROTOCOLS.md 2): WordNet id -> ImageNet name.
+# The 13 ObjectNet classes that map into IN-100 (docs/protocols.md, section 2): WordNet id -> ImageNet name.
 ON13: dict[str, str] = {
     "n03891251": "park bench", "n02877765": "bottlecap", "n04099969": "rocking chair", "n03379051": "football helmet",
     "n03584829": "iron", "n03594734": "jean", "n03085013": "computer keyboard", "n03637318": "lampshade",

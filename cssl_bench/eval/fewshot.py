@@ -7,7 +7,7 @@ inverse strength ``C``) is fitted on the L2-normalised features of those K x C i
 whole test split. Reported: mean top-1 over T trials and the 95% confidence half-width of that mean,
 ``t``: t_{0.975, T-1} * s / sqrt(T) with s the sample standard deviation (the default), or ``normal``:
 1.96 * s / sqrt(T). The layout is ``70.9 (±0.3)`` (``format_ci``). Every choice here is [open] in
-PROTOCOLS.md 2 and recorded with the result.
+docs/protocols.md, section 2 and recorded with the result.
 """
 from __future__ import annotations
 

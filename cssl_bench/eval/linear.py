@@ -1,4 +1,4 @@
-"""Linear probes on frozen features (PROTOCOLS.md 2).
+"""Linear probes on frozen features (docs/protocols.md, section 2).
 
 Named protocols:
 - ``moco``: SGD lr 30, momentum 0.9, wd 0, batch 256, 100 epochs, lr x0.1 at 60 and 80;

@@ -1,6 +1,6 @@
 """ObjectNet-13 scoring (LooC Table 3; Barbu et al., ObjectNet, NeurIPS 2019).
 
-ON-13 is the set of 13 ObjectNet classes that map into ImageNet-100 (PROTOCOLS.md 2). Default scoring
+ON-13 is the set of 13 ObjectNet classes that map into ImageNet-100 (docs/protocols.md, section 2). Default scoring
 [open]: the IN-100 linear probe (the cached classifier of ``probe linear``) scores every ObjectNet
 image; its logits are restricted to the columns of the 13 mapped classes and top-1/top-5 are taken
 among those 13. Metrics ``objectnet/top1``, ``objectnet/top5``.

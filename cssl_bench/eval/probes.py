@@ -151,7 +151,7 @@ class RelabelledSource(ImageSource):
 
 
 def probe_knn(run: LoadedRun, dataset: str, k: int | None = None, temperature: float = 0.1, feature: str | None = None) -> list[dict]:
-    """Weighted cosine kNN; ``k`` None: 20 for sets of 100 classes or more, else 200 (PROTOCOLS.md 2)."""
+    """Weighted cosine kNN; ``k`` None: 20 for sets of 100 classes or more, else 200 (docs/protocols.md, section 2)."""
     check_knn_options(k, temperature)
     feature = feature or run.default_feature
     tf, ty = features(run, dataset, "train", feature)
@@ -231,7 +231,7 @@ def accuracy(clf: LinearClassifier, f: torch.Tensor, y: torch.Tensor) -> dict[in
 
 def probe_linear(run: LoadedRun, dataset: str, protocol: LinearProtocol | str | None = None, feature: str | None = None,
                  metric_prefix: str = "linear") -> tuple[list[dict], LinearClassifier]:
-    """Linear probe (PROTOCOLS.md 2): trained on the train split, top-1/top-5 on the test split."""
+    """Linear probe (docs/protocols.md, section 2): trained on the train split, top-1/top-5 on the test split."""
     feature = feature or run.default_feature
     protocol = resolve_protocol(run, protocol, "moco")
     clf = linear_classifier(run, dataset, protocol, feature)

@@ -180,7 +180,7 @@ def looc_loss(queries: list[torch.Tensor], keys: list[torch.Tensor], queues: lis
     term with logits [q.k_j, q.(the image's own keys that are negatives in s), q.queue] / t: in Z_i the
     negatives are k0 and every k_j (j != i) of the same image plus the queue; in Z0 (n+1 positives, no
     own negatives) the other positives stay out of the denominator and the n+1 terms are averaged
-    [open: PROTOCOLS.md 1]. Returns the sum over the n+1 spaces (a scalar).
+    [open: docs/protocols.md, section 1]. Returns the sum over the n+1 spaces (a scalar).
     """
     masks = looc_masks(len(queries) - 1)
     total = queries[0].new_zeros(())

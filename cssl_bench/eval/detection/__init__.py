@@ -1,4 +1,4 @@
-"""Detection transfer (SimSiam Table 5; PROTOCOLS.md 3).
+"""Detection transfer (SimSiam Table 5; docs/protocols.md, section 3).
 
 - ``finetune``: the built-in adapter (torchvision Faster R-CNN / Mask R-CNN, C4 or FPN, trainable
   synchronised BN) with its named protocols and result records;

@@ -1,4 +1,4 @@
-"""Detection fine-tuning (SimSiam Table 5; PROTOCOLS.md 3) with torchvision's detectors, and its records.
+"""Detection fine-tuning (SimSiam Table 5; docs/protocols.md, section 3) with torchvision's detectors, and its records.
 
 ``transfer_detection(run, dataset, protocol)`` fine-tunes Faster R-CNN (``task="box"``) or Mask R-CNN
 (``"instance"``) on the run's backbone ``protocol.trials`` times (seeds ``seed, seed+1, ...``),
