@@ -770,7 +770,7 @@ def probe_top1(cli, run_dir, results, probe="knn", *extra):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name,sets,seeds", [("simclr", (), (0, 1, 2)), ("moco-v2", ("params.symmetric=true",), (0, 1, 2)),
+@pytest.mark.parametrize("name,sets,seeds", [("simclr", (), (0, 1, 2)), ("moco-v2", ("params.symmetric=true", "params.symmetric_reduction=sum"), (0, 1, 2)),
                                              ("supervised", (), (0,))])
 def test_tiny_gate_demo_methods_beat_random_init(name, sets, seeds, cli, tmp_path):
     """The tiny gate (the demo's two methods: SimCLR and SimSiam Table 4's symmetrised MoCo v2): on each of seeds
