@@ -12,7 +12,8 @@ from tests.conftest import run_cli
 def _record(value, metric="rotation/acc"):
     r = make_record(run_id="r", method="moco-v2", dataset="embedded", pretrain_dataset="embedded", scale="small",
                     backbone="resnet18-w0.25", epochs=8, batch=128, seed=0, feature="backbone",
-                    protocol={"name": "rotation"}, metric=metric, value=1.0, config_hash="h")
+                    protocol={"name": "rotation"}, metric=metric, value=1.0, config_hash="h",
+                    extra={"data_options": {"embedded_version": 2}})
     r["value"] = value
     return r
 

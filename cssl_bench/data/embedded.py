@@ -131,6 +131,19 @@ def cache_dir() -> Path:
     return Path(os.environ.get("CSSL_BENCH_CACHE", Path.home() / ".cache" / "cssl_bench"))
 
 
+def coverage(pts: list[tuple[float, float]], style: str, size: int, ss: int = 4) -> np.ndarray:
+    """Anti-aliased coverage [size, size, 1] in [0, 1] of the polygon ``pts`` (vertices in the pixel coordinates
+    of the ``ss``-times supersampled image): filled, or its outline (``style`` "outline", 9% of the side wide)."""
+    big = size * ss
+    mask = Image.new("L", (big, big), 0)
+    draw = ImageDraw.Draw(mask)
+    if style == "filled":
+        draw.polygon(pts, fill=255)
+    else:
+        draw.line(pts + [pts[0]], fill=255, width=max(2, int(0.09 * big)), joint="curve")
+    return np.asarray(mask.resize((size, size), Image.BOX), dtype=np.float32)[..., None] / 255.0
+
+
 def render(label: int, color: int, texture: int, cx: float, cy: float, scale: float, style: str,
            size: int, rng: np.random.Generator, texture_contrast: float = EmbeddedSpec.texture_contrast,
            background_jitter: float = EmbeddedSpec.background_jitter) -> np.ndarray:
@@ -140,13 +153,7 @@ def render(label: int, color: int, texture: int, cx: float, cy: float, scale: fl
     tilt = rng.uniform(-0.2, 0.2)  # small tilt keeps the canonical orientation
     c, s = np.cos(tilt), np.sin(tilt)
     pts = [((cx + scale * (c * x - s * y)) * big, (cy + scale * (s * x + c * y)) * big) for x, y in SHAPES[CLASSES[label]]]
-    mask_img = Image.new("L", (big, big), 0)
-    draw = ImageDraw.Draw(mask_img)
-    if style == "filled":
-        draw.polygon(pts, fill=255)
-    else:
-        draw.line(pts + [pts[0]], fill=255, width=max(2, int(0.09 * big)), joint="curve")
-    alpha = np.asarray(mask_img.resize((size, size), Image.BOX), dtype=np.float32)[..., None] / 255.0
+    alpha = coverage(pts, style, size, ss)
 
     tex = pattern(TEXTURES[texture], sample_texture_params(rng), size, size)[..., None]
     fg = np.asarray(PALETTE[COLORS[color]], np.float32) * ((1 - texture_contrast) + texture_contrast * tex)

@@ -41,7 +41,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageDraw
 
-from cssl_bench.data.embedded import CLASSES, SHAPES
+from cssl_bench.data.embedded import CLASSES, SHAPES, coverage
 
 VERSION = 2
 N_SUB = 4
@@ -185,14 +185,7 @@ def render(label: int, sub: int, inst: dict, style: str, size: int, rng: np.rand
     # object mask (4x supersampled; vertices jittered per instance) and object coordinates of every pixel centre
     base = np.asarray(SHAPES[cdef.shape], np.float64)
     base = base + rng.uniform(-0.05, 0.05, base.shape)
-    pts_list = [tuple(p) for p in (base @ m.T + np.array([cx, cy])) * big]
-    mask = Image.new("L", (big, big), 0)
-    mdraw = ImageDraw.Draw(mask)
-    if style == "filled":
-        mdraw.polygon(pts_list, fill=255)
-    else:
-        mdraw.line(pts_list + [pts_list[0]], fill=255, width=max(2, int(0.09 * big)), joint="curve")
-    alpha = np.asarray(mask.resize((size, size), Image.BOX), np.float32)[..., None] / 255.0
+    alpha = coverage([tuple(p) for p in (base @ m.T + np.array([cx, cy])) * big], style, size, ss)
     yy, xx = np.meshgrid((np.arange(size) + 0.5) / size, (np.arange(size) + 0.5) / size, indexing="ij")
     inv = np.linalg.inv(m)
     u = inv[0, 0] * (xx - cx) + inv[0, 1] * (yy - cy)
