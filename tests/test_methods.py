@@ -741,14 +741,16 @@ def test_one_method_pretrains_through_the_cli(cli, tmp_path, small_args):
 
 
 def test_head_bn_option_uses_split_bn_in_moco_and_looc_heads():
-    """params.head_bn (a CPU-recipe option, off in the papers' recipes): the head's BN gets the same
+    """params.head_bn (on in the CPU budget recipes, off in the papers' recipes): the head's BN gets the same
     per-group statistics as the backbone's, LooC's hidden-layer features stop before the last Linear."""
     from cssl_bench.methods.base import SplitBatchNorm1d
 
     moco = build_method(load_recipe("moco-v2", "tiny", {}, ["params.head_bn=true"]))
     bns = (nn.modules.batchnorm._BatchNorm,)
     assert [type(m) for m in moco.head if isinstance(m, bns)] == [SplitBatchNorm1d]
-    assert not any(isinstance(m, bns) for m in build_method(load_recipe("moco-v2", "tiny")).head)
+    assert not any(isinstance(m, bns) for m in build_method(load_recipe("moco-v2", "tiny", {}, ["params.head_bn=false"])).head)
+    assert not load_recipe("moco-v2", "paper").params.get("head_bn", False)  # the paper's MoCo v2 head has no BN
+    assert load_recipe("moco-v2", "tiny").params["head_bn"] and load_recipe("looc", "small").params["head_bn"]
     x = torch.randn(8, 5) * 4 + 2
     sbn = SplitBatchNorm1d(5, 2)
     ref = torch.cat([F.batch_norm(c, None, None, training=True) for c in x.chunk(2)])

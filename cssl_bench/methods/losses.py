@@ -24,11 +24,13 @@ def fp32_region(device_type: str):
     return torch.autocast(device_type, enabled=False) if torch.is_autocast_enabled(device_type) else nullcontext()
 
 
-def _upcast(x):
+def upcast(x):
+    """``x`` (a tensor, or tensors in lists/tuples) with bf16/fp16 tensors cast to float32; float32 and float64
+    tensors are returned as they are (a float64 model stays float64)."""
     if isinstance(x, torch.Tensor):
-        return x.float() if x.is_floating_point() and x.dtype != torch.float32 else x
+        return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
     if isinstance(x, (list, tuple)):
-        return type(x)(_upcast(v) for v in x)
+        return type(x)(upcast(v) for v in x)
     return x
 
 
@@ -51,7 +53,7 @@ def fp32_loss(fn):
     def wrapper(*args, **kwargs):
         t = _first_tensor(list(args) + list(kwargs.values()))
         with fp32_region(t.device.type) if t is not None else nullcontext():
-            return fn(*_upcast(args), **{k: _upcast(v) for k, v in kwargs.items()})
+            return fn(*upcast(args), **{k: upcast(v) for k, v in kwargs.items()})
 
     return wrapper
 

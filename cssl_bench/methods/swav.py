@@ -78,7 +78,7 @@ class SwAV(Method):
         """Prototype scores [N, K] in float32 also under bf16/fp16 autocast (the Sinkhorn step exponentiates
         score / epsilon = score / 0.05: bf16's rounding of the scores would change each code by several percent)."""
         with losses.fp32_region(z.device.type):
-            return self.prototypes(z.float())
+            return self.prototypes(losses.upcast(z))
 
     def _embed(self, crops: list[torch.Tensor]) -> list[torch.Tensor]:
         """L2-normalised projections [N, dim] of every crop; one backbone pass per run of equal resolution."""
