@@ -16,6 +16,7 @@ pretrains and probes on an image folder instead of the embedded stand-in.
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import os
 import platform
@@ -28,11 +29,13 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import torch  # noqa: E402
 
+from cssl_bench import UserError  # noqa: E402
 from cssl_bench.config import load_recipe  # noqa: E402
 from cssl_bench.eval.features import load_run  # noqa: E402
 from cssl_bench.eval.linear import get_protocol  # noqa: E402
 from cssl_bench.eval.probes import probe_knn, probe_linear  # noqa: E402
 from cssl_bench.results.reproduce import run_spec  # noqa: E402
+from cssl_bench.train.checkpoint import run_complete  # noqa: E402
 from cssl_bench.train.loop import pretrain  # noqa: E402
 
 ALL_METHODS = ("simclr", "moco-v1", "moco-v2", "byol", "swav", "simsiam", "simsiam-optimal", "looc", "looc++",
@@ -40,11 +43,13 @@ ALL_METHODS = ("simclr", "moco-v1", "moco-v2", "byol", "swav", "simsiam", "simsi
 
 
 def _recipe(key: str, scale: str, seed: int, epochs: int | None, sets: list[str], dataset: str | None):
-    """The recipe of a catalogue key (``moco-v2-sym`` etc., see results.reproduce) or a method name."""
+    """The recipe of a method name, or of a catalogue key (``moco-v2-sym``, see results.reproduce) at its method's
+    scale recipe plus the key's ``sets``; the catalogue's epochs and LooC augmentations are not applied (the scale
+    recipe's epochs are what the demo trains; ``--epochs`` and ``--set`` change them)."""
     try:
         spec = run_spec(key, scale)
         method, spec_sets = spec.method, list(spec.sets)
-    except Exception:  # noqa: BLE001 - a plain method name
+    except UserError:  # not a catalogue key: a method name (load_recipe refuses an unknown one)
         method, spec_sets = key, []
     ov: dict = {"train": {"seed": seed}}
     if epochs is not None:
@@ -103,15 +108,16 @@ def _probe(run_dir: Path, dataset: str, bn_data: bool = False, nuisance: bool = 
 
 
 def _pretrain(recipe, run_dir: Path) -> dict:
-    done = (run_dir / "run.json").exists() and '"complete"' in (run_dir / "run.json").read_text()
+    done = run_complete(run_dir, recipe)
     t0 = time.time()
     if not done:
         pretrain(recipe, run_dir, resume=(run_dir / "config.yaml").exists(), show_progress=False)
     minutes = (time.time() - t0) / 60
     info = json.loads((run_dir / "run.json").read_text())
     steps = info.get("steps_done", 0)
-    log = (run_dir / "log.csv").read_text().splitlines()
-    elapsed = float(log[-1].split(",")[5]) if len(log) > 1 else 0.0
+    with open(run_dir / "log.csv", newline="") as f:
+        log = list(csv.DictReader(f))
+    elapsed = float(log[-1]["elapsed_s"]) if log else 0.0
     images = steps * recipe.train.batch_size
     return {"minutes": round(elapsed / 60 if done else minutes, 2), "steps": steps,
             "images_per_s": round(images / elapsed, 1) if elapsed else None,

@@ -65,7 +65,7 @@ def export(name: str = typer.Argument(..., help="embedded | embedded-color"),
         raise UserError(f"--test must be >= 0, got {test}", exit_code=2)
     spec = embedded.EmbeddedSpec(size, train, test, seed)
     _prepare_export_folder(out, {"dataset": name, "size": size, "train": train, "test": test, "seed": seed,
-                                 "generator": embedded.GENERATOR_VERSION})
+                                 "generator": spec.version})
     try:
         n = embedded.export_imagefolder(spec, out, tasks[name])
     except OSError as e:  # disk full, or the dataset cache not writable

@@ -70,6 +70,7 @@ def demo(results: Optional[Path] = typer.Option(None, "--results", help="results
     from cssl_bench.results import tables
     from cssl_bench.results.reproduce import run_spec
     from cssl_bench.results.store import ResultsStore
+    from cssl_bench.train.checkpoint import run_complete
     from cssl_bench.train.loop import pretrain, warn_if_collapsed
 
     tables.check_seeds(seeds)  # before any work (exit 2)
@@ -88,7 +89,7 @@ def demo(results: Optional[Path] = typer.Option(None, "--results", help="results
     made: list[dict] = []  # this demo's kNN records: the summary's rows
     for label, recipe in runs:
         run_dir = out / f"{recipe.method}-e{recipe.train.epochs}-{recipe.hash()}"
-        if not (run_dir / "run.json").exists() or '"complete"' not in (run_dir / "run.json").read_text():
+        if not run_complete(run_dir, recipe):
             err.print(f"[bold]pretrain {label} (seed {recipe.train.seed})[/] -> {run_dir}")
             pretrain(recipe, run_dir, resume=(run_dir / "config.yaml").exists(), console=err)
         warn_if_collapsed(run_dir, err)

@@ -219,9 +219,10 @@ def pretrain(
 
 
 def _pretrain(recipe, out: Path, resume: bool, quiet: bool, main: bool) -> None:
+    from cssl_bench.train.checkpoint import run_complete
     from cssl_bench.train.loop import pretrain as run, warn_if_collapsed
 
-    if not resume and (out / "checkpoints" / "last.pt").exists() and _complete(out, recipe):
+    if not resume and (out / "checkpoints" / "last.pt").exists() and run_complete(out, recipe):
         if main:
             err.print(f"[green]already complete[/]: {out}")
     else:
@@ -235,16 +236,6 @@ def _pretrain(recipe, out: Path, resume: bool, quiet: bool, main: bool) -> None:
     if main:
         warn_if_collapsed(out, err)
         print(out)
-
-
-def _complete(out: Path, recipe) -> bool:
-    import json
-
-    try:
-        info = json.loads((out / "run.json").read_text())
-    except (OSError, ValueError):
-        return False
-    return info.get("status") == "complete" and info.get("config_hash") == recipe.hash()
 
 
 @app.command()

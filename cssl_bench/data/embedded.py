@@ -26,7 +26,7 @@ from PIL import Image, ImageDraw
 
 from cssl_bench.data.textures import TEXTURES, pattern, sample_texture_params
 
-GENERATOR_VERSION = 1  # this module's renderer; version 2 lives in ``embedded_v2`` (the default dataset)
+# generator versions: 1 is this module's renderer, 2 (the default dataset) lives in ``embedded_v2``
 LATEST_VERSION = 2
 VERSIONS = (1, 2)
 

@@ -43,7 +43,6 @@ from PIL import Image, ImageDraw
 
 from cssl_bench.data.embedded import CLASSES, SHAPES, coverage
 
-VERSION = 2
 N_SUB = 4
 N_HUES = 12
 HUE_NAMES = ("red", "orange", "yellow", "lime", "green", "teal", "cyan", "azure", "blue", "violet", "magenta", "pink")

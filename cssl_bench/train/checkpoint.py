@@ -162,6 +162,16 @@ def write_run_json(run_dir: Path, info: dict[str, Any]) -> None:
     atomic_write_text(run_dir / "run.json", json.dumps({"cssl_bench_version": __version__, **info}, indent=2))
 
 
+def run_complete(run_dir: Path, recipe) -> bool:
+    """Whether ``run_dir`` holds a finished pretraining of ``recipe``: its run.json says ``complete`` for the
+    recipe's hash (False when run.json is missing or unreadable)."""
+    try:
+        info = json.loads((Path(run_dir) / "run.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return info.get("status") == "complete" and info.get("config_hash") == recipe.hash()
+
+
 def read_run(run_dir: Path) -> tuple[dict, dict]:
     """(recipe dict, run.json) of a run directory, with one-line errors when it is not one."""
     run_dir = Path(run_dir)
