@@ -34,7 +34,7 @@ from cssl_bench.config import load_recipe  # noqa: E402
 from cssl_bench.eval.features import load_run  # noqa: E402
 from cssl_bench.eval.linear import get_protocol  # noqa: E402
 from cssl_bench.eval.probes import probe_knn, probe_linear  # noqa: E402
-from cssl_bench.results.reproduce import run_spec  # noqa: E402
+from cssl_bench.pipeline.reproduce import run_spec  # noqa: E402
 from cssl_bench.train.checkpoint import run_complete  # noqa: E402
 from cssl_bench.train.loop import pretrain  # noqa: E402
 
@@ -43,7 +43,7 @@ ALL_METHODS = ("simclr", "moco-v1", "moco-v2", "byol", "swav", "simsiam", "simsi
 
 
 def _recipe(key: str, scale: str, seed: int, epochs: int | None, sets: list[str], dataset: str | None):
-    """The recipe of a method name, or of a catalogue key (``moco-v2-sym``, see results.reproduce) at its method's
+    """The recipe of a method name, or of a catalogue key (``moco-v2-sym``, see pipeline.reproduce) at its method's
     scale recipe plus the key's ``sets``; the catalogue's epochs and LooC augmentations are not applied (the scale
     recipe's epochs are what the demo trains; ``--epochs`` and ``--set`` change them)."""
     try:

@@ -282,7 +282,7 @@ def test_hashes_of_committed_runs_are_unchanged_by_new_options():
     import json
     from pathlib import Path
 
-    from cssl_bench.results.reproduce import recipe_of, run_spec
+    from cssl_bench.pipeline.reproduce import recipe_of, run_spec
 
     recs = [json.loads(line) for line in (Path(__file__).parents[1] / "results" / "tiny" / "records.jsonl").read_text().splitlines()]
     looc = {r["config_hash"] for r in recs if r["method"] == "looc" and r.get("augment") == ["rotation"] and r["seed"] == 0
@@ -291,7 +291,7 @@ def test_hashes_of_committed_runs_are_unchanged_by_new_options():
 
 
 def test_catalogue_keys_and_commands_of_variance_head_runs(tmp_path):
-    from cssl_bench.results import reproduce as R
+    from cssl_bench.pipeline import reproduce as R
 
     s = R.run_spec("looc[color,rotation,texture;heads=]", "small")
     assert s.augment == tuple(ALL3) and s.heads == ()

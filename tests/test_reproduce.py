@@ -10,7 +10,7 @@ import pytest
 
 from cssl_bench import UserError
 from cssl_bench.config import available_methods
-from cssl_bench.results import reproduce as R
+from cssl_bench.pipeline import reproduce as R
 from cssl_bench.results import tables as T
 from cssl_bench.results.store import ResultsStore, make_record
 

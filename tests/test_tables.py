@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from cssl_bench import UserError
-from cssl_bench.results import reproduce as R
+from cssl_bench.pipeline import reproduce as R
 from cssl_bench.results import tables as T
 
 GOLDEN = Path(__file__).parent / "golden"

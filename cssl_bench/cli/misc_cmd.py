@@ -68,7 +68,7 @@ def demo(results: Optional[Path] = typer.Option(None, "--results", help="results
     from cssl_bench.eval.linear import get_protocol
     from cssl_bench.eval.probes import probe_knn, probe_linear
     from cssl_bench.results import tables
-    from cssl_bench.results.reproduce import run_spec
+    from cssl_bench.pipeline.reproduce import run_spec
     from cssl_bench.results.store import ResultsStore
     from cssl_bench.train.checkpoint import run_complete
     from cssl_bench.train.loop import pretrain, warn_if_collapsed

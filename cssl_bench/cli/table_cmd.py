@@ -63,7 +63,7 @@ def reproduce(name: str = typer.Argument(..., help="table name or alias, or 'all
               sets: List[str] = typer.Option([], "--set", help="recipe override for every pre-training, section.key=value (changes the runs' hashes)"),
               quiet: bool = typer.Option(False, help="no training progress bars")):
     """Run every pre-training and probe a table needs (skipping what the store holds), then print it."""
-    from cssl_bench.results import reproduce as R
+    from cssl_bench.pipeline import reproduce as R
     from cssl_bench.results import tables
 
     names = list(tables.TABLES) if name == "all" else [tables.resolve(name).name]
@@ -88,7 +88,7 @@ def reproduce(name: str = typer.Argument(..., help="table name or alias, or 'all
 def _show_plan(plan) -> None:
     from rich.markup import escape
 
-    from cssl_bench.results import reproduce as R
+    from cssl_bench.pipeline import reproduce as R
 
     t = Table(title=f"reproduce {', '.join(plan.tables)} at {plan.scale} scale", show_lines=False)
     for col in ("step", "what", "status", "est. min"):
