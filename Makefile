@@ -8,11 +8,12 @@ STAMP := $(VENV)/.installed
 export OMP_WAIT_POLICY := PASSIVE
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: install demo test test-all ffcv bench reproduce-small clean help
+.PHONY: install lint demo test test-all ffcv bench reproduce-small clean help
 
 help:
 	@echo "make demo   - install, then tiny SimCLR + MoCo v2 on the embedded dataset -> kNN + linear probes -> methods table"
-	@echo "make test   - install, then the test suite (slow tests excluded; 'make test-all' includes them)"
+	@echo "make lint   - ruff (lint + format check)"
+	@echo "make test   - install, lint, then the test suite (slow tests excluded; 'make test-all' includes them)"
 	@echo "make ffcv   - install the FFCV fast loader with its system packages"
 	@echo "make bench  - install lightly and run the training-step benchmark"
 
@@ -30,7 +31,11 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/cssl-bench demo
 
-test: $(STAMP)
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+test: $(STAMP) lint
 	$(BIN)/python -m pytest
 
 test-all: $(STAMP)

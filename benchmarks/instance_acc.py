@@ -10,16 +10,16 @@ recognise instances by cues that do not carry the class (high retrieval, low kNN
 
     python benchmarks/instance_acc.py RUN [RUN ...] [--images 512] [--json OUT.json]
 """
+
 from __future__ import annotations
 
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from moco_shortcut import cli_main, views_of  # noqa: E402  (also sets OMP_WAIT_POLICY and the import path)
-
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
+from moco_shortcut import cli_main, views_of  # noqa: E402  (also sets OMP_WAIT_POLICY and the import path)
 
 from cssl_bench.config import load_recipe  # noqa: E402
 from cssl_bench.eval.features import load_run  # noqa: E402
@@ -41,12 +41,27 @@ def measure(run_dir: Path, images: int) -> dict:
     dev = next(run.method.parameters()).device
     with torch.no_grad():
         fa, fb = (run.method.features(views[k].to(dev), "backbone").float().cpu() for k in ("v1", "v2"))
-    return {"run": str(run_dir), "method": run.recipe.method, "epoch": run.epoch, "config_hash": run.recipe.hash(),
-            "images": images, "views": VIEWS, "instance_top1": retrieval_top1(fa, fb), "chance": 1.0 / images}
+    return {
+        "run": str(run_dir),
+        "method": run.recipe.method,
+        "epoch": run.epoch,
+        "config_hash": run.recipe.hash(),
+        "images": images,
+        "views": VIEWS,
+        "instance_top1": retrieval_top1(fa, fb),
+        "chance": 1.0 / images,
+    }
 
 
 def main() -> None:
-    cli_main("instance_acc", __doc__, measure, ["method", "epoch", "instance_top1", "chance"], size_flag="--images", default=512)
+    cli_main(
+        "instance_acc",
+        __doc__,
+        measure,
+        ["method", "epoch", "instance_top1", "chance"],
+        size_flag="--images",
+        default=512,
+    )
 
 
 if __name__ == "__main__":

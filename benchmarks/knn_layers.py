@@ -13,6 +13,7 @@ Attribute kNN (embedded datasets): the same features against the images' colour 
 
 A run of ``--epochs 0`` (``cssl-bench pretrain moco-v2 --epochs 0 --out RUN``) is the random-init baseline.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -43,13 +44,17 @@ def images(src) -> torch.Tensor:
 
 
 @torch.no_grad()
-def stage_features(backbone: nn.Module, x: torch.Tensor, channels_last: bool, batch: int = 500) -> dict[str, torch.Tensor]:
+def stage_features(
+    backbone: nn.Module, x: torch.Tensor, channels_last: bool, batch: int = 500
+) -> dict[str, torch.Tensor]:
     out: dict[str, list[torch.Tensor]] = {s: [] for s in STAGES}
-    hooks = [getattr(backbone, s).register_forward_hook(lambda _m, _i, o, s=s: out[s].append(o.float().mean((2, 3))))
-             for s in STAGES]
+    hooks = [
+        getattr(backbone, s).register_forward_hook(lambda _m, _i, o, s=s: out[s].append(o.float().mean((2, 3))))
+        for s in STAGES
+    ]
     try:
         for i in range(0, len(x), batch):
-            backbone(to_input(x[i:i + batch], channels_last))
+            backbone(to_input(x[i : i + batch], channels_last))
     finally:
         for h in hooks:
             h.remove()
@@ -66,7 +71,7 @@ def measure(run_dir: Path, dataset: str) -> dict:
     row = {"run": str(run_dir), "method": run.recipe.method, "epochs": run.recipe.train.epochs, "dataset": dataset}
     for tag in ("own_bn", "precise_bn"):
         if tag == "precise_bn":  # every full batch of 256 training images
-            batches = [(to_input(xtr[i:i + 256], cl),) for i in range(0, len(xtr) - 255, 256)]
+            batches = [(to_input(xtr[i : i + 256], cl),) for i in range(0, len(xtr) - 255, 256)]
             precise_bn(backbone, iter(batches), len(batches))
             backbone.eval()
         a, b = stage_features(backbone, xtr, cl), stage_features(backbone, xte, cl)
@@ -89,15 +94,30 @@ def main() -> int:
         row = measure(r, a.dataset)
         rows.append(row)
         print(json.dumps(row), flush=True)
-    print(f"\n| run | method | epochs | BN | {' | '.join(STAGES)} | colour | texture |\n|---|---|---|---|---|---|---|---|---|---|")
+    print(
+        f"\n| run | method | epochs | BN | {' | '.join(STAGES)} | colour | texture |\n|---|---|---|---|---|---|---|---|---|---|"
+    )
     for row in rows:
         for tag in ("own_bn", "precise_bn"):
             v = row[tag]
-            print(f"| {Path(row['run']).name} | {row['method']} | {row['epochs']} | {tag} | "
-                  + " | ".join(str(v[s]) for s in STAGES) + f" | {v.get('color', '-')} | {v.get('texture', '-')} |")
+            print(
+                f"| {Path(row['run']).name} | {row['method']} | {row['epochs']} | {tag} | "
+                + " | ".join(str(v[s]) for s in STAGES)
+                + f" | {v.get('color', '-')} | {v.get('texture', '-')} |"
+            )
     if a.out:
-        atomic_write_text(a.out, json.dumps({"benchmark": "knn_layers", "rows": rows,
-                                             "command": " ".join(["python", "benchmarks/knn_layers.py", *sys.argv[1:]])}, indent=1) + "\n")
+        atomic_write_text(
+            a.out,
+            json.dumps(
+                {
+                    "benchmark": "knn_layers",
+                    "rows": rows,
+                    "command": " ".join(["python", "benchmarks/knn_layers.py", *sys.argv[1:]]),
+                },
+                indent=1,
+            )
+            + "\n",
+        )
     return 0
 
 

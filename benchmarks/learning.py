@@ -13,6 +13,7 @@ images; a recipe's margin is measured against the higher of the two, per metric.
 ``--set section.key=value`` overrides every recipe (e.g. a sweep); ``--dataset imagefolder:PATH``
 pretrains and probes on an image folder instead of the embedded stand-in.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -38,8 +39,19 @@ from cssl_bench.pipeline.reproduce import run_spec  # noqa: E402
 from cssl_bench.train.checkpoint import run_complete  # noqa: E402
 from cssl_bench.train.loop import pretrain  # noqa: E402
 
-ALL_METHODS = ("simclr", "moco-v1", "moco-v2", "byol", "swav", "simsiam", "simsiam-optimal", "looc", "looc++",
-               "moco-rot", "moco-rot-same")
+ALL_METHODS = (
+    "simclr",
+    "moco-v1",
+    "moco-v2",
+    "byol",
+    "swav",
+    "simsiam",
+    "simsiam-optimal",
+    "looc",
+    "looc++",
+    "moco-rot",
+    "moco-rot-same",
+)
 
 
 def _recipe(key: str, scale: str, seed: int, epochs: int | None, sets: list[str], dataset: str | None):
@@ -119,15 +131,21 @@ def _pretrain(recipe, run_dir: Path) -> dict:
         log = list(csv.DictReader(f))
     elapsed = float(log[-1]["elapsed_s"]) if log else 0.0
     images = steps * recipe.train.batch_size
-    return {"minutes": round(elapsed / 60 if done else minutes, 2), "steps": steps,
-            "images_per_s": round(images / elapsed, 1) if elapsed else None,
-            "precision": info.get("precision", recipe.train.precision),
-            "z_std_x_sqrt_dim": info.get("z_std_x_sqrt_dim")}
+    return {
+        "minutes": round(elapsed / 60 if done else minutes, 2),
+        "steps": steps,
+        "images_per_s": round(images / elapsed, 1) if elapsed else None,
+        "precision": info.get("precision", recipe.train.precision),
+        "z_std_x_sqrt_dim": info.get("z_std_x_sqrt_dim"),
+    }
 
 
 def _stats(values: list[float]) -> dict:
-    return {"values": values, "mean": round(statistics.fmean(values), 2),
-            "std": round(statistics.stdev(values), 2) if len(values) > 1 else None}
+    return {
+        "values": values,
+        "mean": round(statistics.fmean(values), 2),
+        "std": round(statistics.stdev(values), 2) if len(values) > 1 else None,
+    }
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -142,14 +160,27 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--json", type=Path, default=None, help="default: benchmarks/results/learning_SCALE.json")
     ap.add_argument("--no-baseline", action="store_true", help="skip the random-init baselines")
     ap.add_argument("--baseline-only", action="store_true", help="only the random-init baselines")
-    ap.add_argument("--nuisance", action="store_true",
-                    help="also kNN-probe the features for each nuisance attribute of the embedded images (NUISANCE)")
+    ap.add_argument(
+        "--nuisance",
+        action="store_true",
+        help="also kNN-probe the features for each nuisance attribute of the embedded images (NUISANCE)",
+    )
     a = ap.parse_args(argv)
     methods = [m for m in a.methods.split(",") if m]
     out_json = a.json or Path(__file__).parent / "results" / f"learning_{a.scale}.json"
-    result: dict = {"scale": a.scale, "seeds": list(range(a.seeds)), "sets": a.sets, "machine": {
-        "cpu_count": os.cpu_count(), "torch": torch.__version__, "platform": platform.platform(),
-        "threads": torch.get_num_threads()}, "baselines": {}, "methods": {}}
+    result: dict = {
+        "scale": a.scale,
+        "seeds": list(range(a.seeds)),
+        "sets": a.sets,
+        "machine": {
+            "cpu_count": os.cpu_count(),
+            "torch": torch.__version__,
+            "platform": platform.platform(),
+            "threads": torch.get_num_threads(),
+        },
+        "baselines": {},
+        "methods": {},
+    }
 
     def dataset_of(recipe) -> str:
         return recipe.data.dataset
@@ -164,7 +195,11 @@ def main(argv: list[str] | None = None) -> dict:
                 m = _probe(rd, dataset_of(r), bn_data, a.nuisance)
                 for k, v in m.items():
                     per.setdefault(f"{k}/{'bn_data' if bn_data else 'init'}", []).append(v)
-            print(f"random init seed {seed}: " + ", ".join(f"{k} {v[-1]:.2f}" for k, v in per.items() if "/chance" not in k), flush=True)
+            print(
+                f"random init seed {seed}: "
+                + ", ".join(f"{k} {v[-1]:.2f}" for k, v in per.items() if "/chance" not in k),
+                flush=True,
+            )
         result["baselines"] = {k: _stats(v) for k, v in per.items()}
     for key in [] if a.baseline_only else methods:
         per = {}
@@ -176,13 +211,26 @@ def main(argv: list[str] | None = None) -> dict:
             m = _probe(rd, dataset_of(r), nuisance=a.nuisance)
             for k, v in m.items():
                 per.setdefault(k, []).append(v)
-            print(f"{key} seed {seed}: kNN {m['knn']:.2f} linear {m['linear']:.2f} ({info[-1]['minutes']} min)", flush=True)
+            print(
+                f"{key} seed {seed}: kNN {m['knn']:.2f} linear {m['linear']:.2f} ({info[-1]['minutes']} min)",
+                flush=True,
+            )
         entry = {k: _stats(v) for k, v in per.items()}
-        entry.update({"minutes": [i["minutes"] for i in info], "images_per_s": [i["images_per_s"] for i in info],
-                      "precision": info[0]["precision"], "z_std_x_sqrt_dim": [i["z_std_x_sqrt_dim"] for i in info],
-                      "recipe_hash_seed0": None})
+        entry.update(
+            {
+                "minutes": [i["minutes"] for i in info],
+                "images_per_s": [i["images_per_s"] for i in info],
+                "precision": info[0]["precision"],
+                "z_std_x_sqrt_dim": [i["z_std_x_sqrt_dim"] for i in info],
+                "recipe_hash_seed0": None,
+            }
+        )
         for metric in ("knn", "linear"):
-            base = [result["baselines"][f"{metric}/{b}"]["mean"] for b in ("init", "bn_data") if f"{metric}/{b}" in result["baselines"]]
+            base = [
+                result["baselines"][f"{metric}/{b}"]["mean"]
+                for b in ("init", "bn_data")
+                if f"{metric}/{b}" in result["baselines"]
+            ]
             if base:
                 entry[metric]["margin_vs_best_init"] = round(entry[metric]["mean"] - max(base), 2)
         result["methods"][key] = entry
@@ -209,9 +257,11 @@ def _print(result: dict) -> None:
     print(f"{'method':18s} {'kNN':>12s} {'margin':>7s} {'linear':>12s} {'margin':>7s} {'img/s':>7s} {'min':>5s}")
     for k, e in result["methods"].items():
         ips = [x for x in e["images_per_s"] if x]
-        print(f"{k:18s} {_fmt(e['knn']):>12s} {e['knn'].get('margin_vs_best_init', float('nan')):>+7.1f} "
-              f"{_fmt(e['linear']):>12s} {e['linear'].get('margin_vs_best_init', float('nan')):>+7.1f} "
-              f"{statistics.fmean(ips) if ips else 0:>7.0f} {statistics.fmean(e['minutes']):>5.1f}")
+        print(
+            f"{k:18s} {_fmt(e['knn']):>12s} {e['knn'].get('margin_vs_best_init', float('nan')):>+7.1f} "
+            f"{_fmt(e['linear']):>12s} {e['linear'].get('margin_vs_best_init', float('nan')):>+7.1f} "
+            f"{statistics.fmean(ips) if ips else 0:>7.0f} {statistics.fmean(e['minutes']):>5.1f}"
+        )
 
 
 if __name__ == "__main__":

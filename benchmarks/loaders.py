@@ -19,6 +19,7 @@ resnet18-w0.25 at 32 px with two views, batch 64). Prints a markdown table and w
     python benchmarks/loaders.py                     # everything, ~5-10 minutes on 2 cores
     python benchmarks/loaders.py --sizes 64 --recipes two --seconds 10
 """
+
 from __future__ import annotations
 
 import argparse
@@ -37,7 +38,18 @@ import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from cssl_bench.data import embedded  # noqa: E402
-from cssl_bench.data.augment import Blur, ColorJitter, HFlip, LeaveOneOut, Pipeline, ResizedCrop, Rotation, Texture, TwoViews, ssl_pipeline  # noqa: E402
+from cssl_bench.data.augment import (  # noqa: E402
+    Blur,
+    ColorJitter,
+    HFlip,
+    LeaveOneOut,
+    Pipeline,
+    ResizedCrop,
+    Rotation,
+    Texture,
+    TwoViews,
+    ssl_pipeline,
+)
 from cssl_bench.data.datasets import FolderSource  # noqa: E402
 from cssl_bench.data.loaders import train_loader  # noqa: E402
 from cssl_bench.train.checkpoint import atomic_write_text  # noqa: E402
@@ -48,7 +60,9 @@ RESULTS = Path(__file__).resolve().parent / "results"
 def recipes(size: int) -> dict:
     return {
         "two": TwoViews(ssl_pipeline(size, blur_p=0.5), ssl_pipeline(size, blur_p=0.5)),
-        "looc3": LeaveOneOut(Pipeline([ResizedCrop(size), HFlip()]), [ColorJitter(), Rotation(), Texture()], Pipeline([Blur(p=0.5)])),
+        "looc3": LeaveOneOut(
+            Pipeline([ResizedCrop(size), HFlip()]), [ColorJitter(), Rotation(), Texture()], Pipeline([Blur(p=0.5)])
+        ),
     }
 
 
@@ -136,7 +150,14 @@ def main() -> None:
         if "ffcv" in args.loaders:
             beton_path = root / f"images{size}.beton"
             if not beton_path.exists():
-                fl.write_beton(source, beton_path, dataset=f"imagefolder:{folder}", split="train", jpeg_quality=90, workers=args.workers)
+                fl.write_beton(
+                    source,
+                    beton_path,
+                    dataset=f"imagefolder:{folder}",
+                    split="train",
+                    jpeg_quality=90,
+                    workers=args.workers,
+                )
             beton = fl.open_checked(beton_path, source, f"imagefolder:{folder}", "train")
         for rname in args.recipes:
             recipe = recipes(size)[rname]
@@ -147,27 +168,56 @@ def main() -> None:
                 else:
                     loader = train_loader(source, recipe, batch, seed=0, epoch=0, workers=args.workers)
                 ips, timed = time_loader(loader, args.seconds, batch)
-                row = {"size": size, "recipe": rname, "loader": lname, "workers": args.workers, "batch": batch,
-                       "images_per_s": round(ips, 1), "views_per_s": round(ips * n_views, 1), "images_timed": timed,
-                       "vs_train_step": round(ips / consume, 2)}
+                row = {
+                    "size": size,
+                    "recipe": rname,
+                    "loader": lname,
+                    "workers": args.workers,
+                    "batch": batch,
+                    "images_per_s": round(ips, 1),
+                    "views_per_s": round(ips * n_views, 1),
+                    "images_timed": timed,
+                    "vs_train_step": round(ips / consume, 2),
+                }
                 rows.append(row)
-                print(f"{size:>4} px  {rname:<6} {lname:<12} {ips:8.1f} img/s  {ips * n_views:8.1f} views/s", file=sys.stderr, flush=True)
+                print(
+                    f"{size:>4} px  {rname:<6} {lname:<12} {ips:8.1f} img/s  {ips * n_views:8.1f} views/s",
+                    file=sys.stderr,
+                    flush=True,
+                )
     speedup = {}
     for r in rows:
         if r["loader"] == "ffcv":
-            base = next((b for b in rows if b["loader"] == "torchvision" and (b["size"], b["recipe"]) == (r["size"], r["recipe"])), None)
+            base = next(
+                (
+                    b
+                    for b in rows
+                    if b["loader"] == "torchvision" and (b["size"], b["recipe"]) == (r["size"], r["recipe"])
+                ),
+                None,
+            )
             if base:
                 speedup[(r["size"], r["recipe"])] = r["images_per_s"] / base["images_per_s"]
     print(f"\n| size | views | loader | images/s | views/s | FFCV / torchvision | / train step ({consume:.0f} img/s) |")
     print("|---:|---|---|---:|---:|---:|---:|")
     for r in rows:
         sp = speedup.get((r["size"], r["recipe"])) if r["loader"] == "ffcv" else None
-        print(f"| {r['size']} | {r['recipe']} | {r['loader']} | {r['images_per_s']:.0f} | {r['views_per_s']:.0f} | "
-              f"{'' if sp is None else f'{sp:.1f}x'} | {r['vs_train_step']:.2f} |")
-    report = {"benchmark": "loaders", "time": time.strftime("%Y-%m-%d %H:%M:%S"), "machine": platform.platform(),
-              "cpus": os.cpu_count(), "load_average": os.getloadavg(), "consume_images_per_s": round(consume, 1),
-              "consume_measured": args.measure_step, "seconds_per_run": args.seconds, "rows": rows,
-              "ffcv_over_torchvision": {f"{k[0]}/{k[1]}": round(v, 2) for k, v in speedup.items()}}
+        print(
+            f"| {r['size']} | {r['recipe']} | {r['loader']} | {r['images_per_s']:.0f} | {r['views_per_s']:.0f} | "
+            f"{'' if sp is None else f'{sp:.1f}x'} | {r['vs_train_step']:.2f} |"
+        )
+    report = {
+        "benchmark": "loaders",
+        "time": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "machine": platform.platform(),
+        "cpus": os.cpu_count(),
+        "load_average": os.getloadavg(),
+        "consume_images_per_s": round(consume, 1),
+        "consume_measured": args.measure_step,
+        "seconds_per_run": args.seconds,
+        "rows": rows,
+        "ffcv_over_torchvision": {f"{k[0]}/{k[1]}": round(v, 2) for k, v in speedup.items()},
+    }
     atomic_write_text(args.out, json.dumps(report, indent=1))
     print(f"\nwrote {args.out}", file=sys.stderr)
 

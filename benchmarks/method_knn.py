@@ -10,6 +10,7 @@ Prints a markdown table and writes ``OUT/summary.json`` (``--json`` also there).
     python benchmarks/method_knn.py --out /tmp/mknn moco-v2 simclr     # some methods
     python benchmarks/method_knn.py --out /tmp/mknn moco-v2 -- --set augment.crop_scale=[0.5,1]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -26,8 +27,20 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from cssl_bench.train.checkpoint import atomic_write_text  # noqa: E402
 
-METHODS = ["simclr", "moco-v1", "moco-v2", "moco-rot", "moco-rot-same", "byol", "swav", "simsiam", "simsiam-optimal",
-           "looc", "looc++", "supervised"]
+METHODS = [
+    "simclr",
+    "moco-v1",
+    "moco-v2",
+    "moco-rot",
+    "moco-rot-same",
+    "byol",
+    "swav",
+    "simsiam",
+    "simsiam-optimal",
+    "looc",
+    "looc++",
+    "supervised",
+]
 
 
 def cli(*args: str) -> str:
@@ -65,14 +78,30 @@ def main() -> None:
         run = args.out / f"{m.replace('+', 'p')}{args.tag}"
         t0 = time.time()
         if not (run / "run.json").exists() or '"complete"' not in (run / "run.json").read_text():
-            cli("pretrain", m, "--scale", args.scale, "--out", str(run), "--quiet", *(["--resume"] if (run / "config.yaml").exists() else []), *extra)
+            cli(
+                "pretrain",
+                m,
+                "--scale",
+                args.scale,
+                "--out",
+                str(run),
+                "--quiet",
+                *(["--resume"] if (run / "config.yaml").exists() else []),
+                *extra,
+            )
         wall = time.time() - t0
         trained = probe_top1(run, results)
         base = None if args.no_baseline else args.out / f"{m.replace('+', 'p')}{args.tag}-init"
         if base is not None and not (base / "run.json").exists():
             cli("pretrain", m, "--scale", args.scale, "--epochs", "0", "--out", str(base), "--quiet", *extra)
         rand = None if base is None else probe_top1(base, results)
-        row = {"method": m, "knn_trained": trained, "knn_random_init": rand, "images_per_s": images_per_s(run), "pretrain_wall_s": round(wall, 1)}
+        row = {
+            "method": m,
+            "knn_trained": trained,
+            "knn_random_init": rand,
+            "images_per_s": images_per_s(run),
+            "pretrain_wall_s": round(wall, 1),
+        }
         if args.linear:
             row["linear_trained"] = probe_top1(run, results, "linear")
             row["linear_random_init"] = None if base is None else probe_top1(base, results, "linear")
@@ -81,8 +110,14 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(args.out / f"summary{args.tag}.json", json.dumps(rows, indent=1))
     if args.json:
-        info = {"benchmark": "method_knn", "scale": args.scale, "extra": extra, "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                "command": "python benchmarks/method_knn.py " + " ".join(sys.argv[1:]), "rows": rows}
+        info = {
+            "benchmark": "method_knn",
+            "scale": args.scale,
+            "extra": extra,
+            "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "command": "python benchmarks/method_knn.py " + " ".join(sys.argv[1:]),
+            "rows": rows,
+        }
         atomic_write_text(args.json, json.dumps(info, indent=1) + "\n")
 
     def num(v):
@@ -93,7 +128,9 @@ def main() -> None:
     print("|---" * (6 if args.linear else 4) + "|---|")
     for r in rows:
         lin = f" {num(r['linear_trained'])} | {num(r['linear_random_init'])} |" if args.linear else ""
-        print(f"| {r['method']} | {num(r['knn_trained'])} | {num(r['knn_random_init'])} |{lin} {r['images_per_s']:.0f} | {r['pretrain_wall_s']:.0f} |")
+        print(
+            f"| {r['method']} | {num(r['knn_trained'])} | {num(r['knn_random_init'])} |{lin} {r['images_per_s']:.0f} | {r['pretrain_wall_s']:.0f} |"
+        )
 
 
 if __name__ == "__main__":

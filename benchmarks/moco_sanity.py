@@ -8,6 +8,7 @@ every sample of the batch (dead ReLUs). Arguments are recipe overrides (section.
 A loss that settles at ln(queue + 1) means every logit is equal; a mean query cosine near 1 means the head
 outputs (almost) the same vector for every image: collapse.
 """
+
 from __future__ import annotations
 
 import os
@@ -56,7 +57,14 @@ def main(overrides: list[str]) -> None:
                 q = m.query(x)
                 cos = (q @ q.t() - torch.eye(BATCH)).sum() / (BATCH * (BATCH - 1))
                 dead = (hidden["h"] <= 0).all(0).float().mean()
-            print(step, round(out["loss"].item(), 3), round(float(out["pos_acc"]), 3), round(cos.item(), 3), round(dead.item(), 3), flush=True)
+            print(
+                step,
+                round(out["loss"].item(), 3),
+                round(float(out["pos_acc"]), 3),
+                round(cos.item(), 3),
+                round(dead.item(), 3),
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

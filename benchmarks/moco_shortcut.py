@@ -17,6 +17,7 @@ shuffled-BN keys as the training step does, and prints:
 
     python benchmarks/moco_shortcut.py RUN [RUN ...] [--batch 128] [--json OUT.json]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -59,11 +60,15 @@ def shortcut_stats(q: torch.Tensor, k: torch.Tensor, queue: torch.Tensor) -> dic
     other = inb.masked_fill(torch.eye(n, dtype=torch.bool), float("-inf")).max(1).values
     other_mean = inb[~torch.eye(n, dtype=torch.bool)].mean()
     qq = (q @ queue.t()).max(1).values
-    return {"cos_positive": pos.mean().item(), "cos_other_in_batch": other_mean.item(),
-            "cos_queue": (q @ queue.t()).mean().item(),
-            "positive_beats_batch": (pos > other).float().mean().item(),
-            "positive_beats_queue": (pos > qq).float().mean().item(),
-            "other_beats_queue": (other > qq).float().mean().item(), "chance": 1.0 / n}
+    return {
+        "cos_positive": pos.mean().item(),
+        "cos_other_in_batch": other_mean.item(),
+        "cos_queue": (q @ queue.t()).mean().item(),
+        "positive_beats_batch": (pos > other).float().mean().item(),
+        "positive_beats_queue": (pos > qq).float().mean().item(),
+        "other_beats_queue": (other > qq).float().mean().item(),
+        "chance": 1.0 / n,
+    }
 
 
 def measure(run: Path, batch: int) -> dict:
@@ -87,21 +92,39 @@ def measure(run: Path, batch: int) -> dict:
     return {"run": str(run), "method": recipe.method, "config_hash": recipe.hash(), **out}
 
 
-def report(benchmark: str, rows: list[dict], cols: list[str], batch: int, json_path: Path | None, size_name: str = "batch") -> None:
+def report(
+    benchmark: str, rows: list[dict], cols: list[str], batch: int, json_path: Path | None, size_name: str = "batch"
+) -> None:
     """Print ``rows`` as a markdown table (run folder name + ``cols``) and, with ``json_path``, write them with the
     command and date (also used by swav_span.py)."""
     print("| run | " + " | ".join(cols) + " |")
     print("|---|" + "---|" * len(cols))
     for r in rows:
-        print(f"| {Path(r['run']).name} | " + " | ".join(f"{r[c]:.4f}" if isinstance(r[c], float) else str(r[c]) for c in cols) + " |")
+        print(
+            f"| {Path(r['run']).name} | "
+            + " | ".join(f"{r[c]:.4f}" if isinstance(r[c], float) else str(r[c]) for c in cols)
+            + " |"
+        )
     if json_path:
-        atomic_write_text(json_path, json.dumps({
-            "benchmark": benchmark, "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "command": f"python benchmarks/{benchmark}.py " + " ".join(sys.argv[1:]), size_name: batch,
-            "rows": rows}, indent=1) + "\n")
+        atomic_write_text(
+            json_path,
+            json.dumps(
+                {
+                    "benchmark": benchmark,
+                    "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                    "command": f"python benchmarks/{benchmark}.py " + " ".join(sys.argv[1:]),
+                    size_name: batch,
+                    "rows": rows,
+                },
+                indent=1,
+            )
+            + "\n",
+        )
 
 
-def cli_main(benchmark: str, doc: str, measure_run, cols: list[str], size_flag: str = "--batch", default: int = 128) -> int:
+def cli_main(
+    benchmark: str, doc: str, measure_run, cols: list[str], size_flag: str = "--batch", default: int = 128
+) -> int:
     """The command line the run diagnostics share: RUN [RUN ...] [--batch N] [--json OUT] (``size_flag``: the
     name of the images-per-measurement option); returns that size."""
     ap = argparse.ArgumentParser(description=doc.splitlines()[0])
@@ -114,9 +137,21 @@ def cli_main(benchmark: str, doc: str, measure_run, cols: list[str], size_flag: 
 
 
 def main() -> None:
-    batch = cli_main("moco_shortcut", __doc__, measure, ["cos_positive", "cos_other_in_batch", "cos_queue", "positive_beats_batch",
-                                                         "positive_beats_queue", "other_beats_queue",
-                                                         "positive_beats_batch_eval_bn", "z_std"])
+    batch = cli_main(
+        "moco_shortcut",
+        __doc__,
+        measure,
+        [
+            "cos_positive",
+            "cos_other_in_batch",
+            "cos_queue",
+            "positive_beats_batch",
+            "positive_beats_queue",
+            "other_beats_queue",
+            "positive_beats_batch_eval_bn",
+            "z_std",
+        ],
+    )
     print(f"(chance of beating the other keys of a batch: {1 / batch:.4f})")
 
 

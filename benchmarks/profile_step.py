@@ -12,6 +12,7 @@ kernels; on a CPU the operators' self CPU time), with the step's wall time and h
 Writes ``benchmarks/results/profile-METHOD-DEVICE-PRECISION[-lightly][-LABEL].json`` (``--out``, ``--label``):
 the arguments, the machine, step wall times and the top operators (name, calls per step, self time per step).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -41,10 +42,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=False)
     ap.add_argument("--config", default="r18-32", choices=list(CONFIGS))
     ap.add_argument("--batch", type=int, default=None, help="batch size (default: train_step.py's for the config)")
-    ap.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE", help="recipe override (repeatable)")
+    ap.add_argument(
+        "--set", dest="sets", action="append", default=[], metavar="KEY=VALUE", help="recipe override (repeatable)"
+    )
     ap.add_argument("--lightly", action="store_true", help="profile lightly's step instead of ours")
-    ap.add_argument("--split-bn", default="auto", choices=["auto", "one-call", "per-group", "view"],
-                    help="SplitBatchNorm2d's path (as train_step.py --split-bn)")
+    ap.add_argument(
+        "--split-bn",
+        default="auto",
+        choices=["auto", "one-call", "per-group", "view"],
+        help="SplitBatchNorm2d's path (as train_step.py --split-bn)",
+    )
     ap.add_argument("--warmup", type=int, default=None, help="untimed steps first (default 1 CPU, 5 GPU)")
     ap.add_argument("--steps", type=int, default=None, help="profiled steps (default 2 CPU, 5 GPU)")
     ap.add_argument("--top", type=int, default=25, help="operators to print and record")
@@ -87,24 +94,45 @@ def main(argv: list[str] | None = None) -> int:
     events.sort(key=lambda e: getattr(e, key), reverse=True)
     total = sum(getattr(e, key) for e in events) / steps / 1e3  # ms of device (or CPU) self time per step
     wall = statistics.median(walls) * 1e3  # as ratio_bound.py reads step_ms
-    rows = [{"name": e.key, "calls_per_step": e.count / steps, "self_ms_per_step": getattr(e, key) / steps / 1e3}
-            for e in events[: args.top]]
+    rows = [
+        {"name": e.key, "calls_per_step": e.count / steps, "self_ms_per_step": getattr(e, key) / steps / 1e3}
+        for e in events[: args.top]
+    ]
     side = "lightly" if args.lightly else "ours"
-    print(f"{side} {args.method} {args.config} batch {batch} {args.precision}{' channels-last' if args.channels_last else ''}"
-          f"{' ' + ' '.join(args.sets) if args.sets else ''}: step {wall:.1f} ms (median of {steps}, unprofiled), "
-          f"{batch / wall * 1e3:.0f} img/s; {'device' if gpu else 'CPU'} self time {total:.1f} ms/step "
-          f"({100 * total / wall:.0f}% of the wall time)")
+    print(
+        f"{side} {args.method} {args.config} batch {batch} {args.precision}{' channels-last' if args.channels_last else ''}"
+        f"{' ' + ' '.join(args.sets) if args.sets else ''}: step {wall:.1f} ms (median of {steps}, unprofiled), "
+        f"{batch / wall * 1e3:.0f} img/s; {'device' if gpu else 'CPU'} self time {total:.1f} ms/step "
+        f"({100 * total / wall:.0f}% of the wall time)"
+    )
     print(f"{'self ms/step':>12} {'calls/step':>10}  operator")
     for r in rows:
         print(f"{r['self_ms_per_step']:12.2f} {r['calls_per_step']:10.1f}  {r['name'][:100]}")
-    info = {"benchmark": "profile_step", "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-            "machine": machine(device), "side": side, "method": args.method, "config": args.config, "batch": batch,
-            "precision": args.precision, "channels_last": args.channels_last, "sets": args.sets, "split_bn": args.split_bn,
-            "steps": steps, "warmup": warmup, "step_ms": [round(w * 1e3, 3) for w in walls],
-            "self_ms_per_step_total": total, "top": rows,
-            "command": " ".join(["python", f"benchmarks/{Path(sys.argv[0]).name}", *(argv if argv is not None else sys.argv[1:])])}
-    name = (f"profile-{args.method}-{device.type}-{args.precision}{'-lightly' if args.lightly else ''}"
-            f"{'-' + args.label if args.label else ''}.json")
+    info = {
+        "benchmark": "profile_step",
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "machine": machine(device),
+        "side": side,
+        "method": args.method,
+        "config": args.config,
+        "batch": batch,
+        "precision": args.precision,
+        "channels_last": args.channels_last,
+        "sets": args.sets,
+        "split_bn": args.split_bn,
+        "steps": steps,
+        "warmup": warmup,
+        "step_ms": [round(w * 1e3, 3) for w in walls],
+        "self_ms_per_step_total": total,
+        "top": rows,
+        "command": " ".join(
+            ["python", f"benchmarks/{Path(sys.argv[0]).name}", *(argv if argv is not None else sys.argv[1:])]
+        ),
+    }
+    name = (
+        f"profile-{args.method}-{device.type}-{args.precision}{'-lightly' if args.lightly else ''}"
+        f"{'-' + args.label if args.label else ''}.json"
+    )
     write_json(args.out / name, info)
     return 0
 

@@ -6,6 +6,7 @@ fp32. Same arguments as ``profile_step.py``:
     python benchmarks/profile_step_bf16coef.py moco-v2 --device cuda --precision bf16 --channels-last \\
         --config r50-224 --label view-bf16coef
 """
+
 import sys
 from pathlib import Path
 

@@ -11,6 +11,7 @@ activations, heads, loss, optimiser) cost nothing. A target above the bound cann
     python benchmarks/profile_step.py simclr --channels-last --batch 64 --lightly --out DIR  # lightly
     python benchmarks/ratio_bound.py DIR [--out benchmarks/results/ratio_bound-cpu.json]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -22,8 +23,12 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from train_step import write_json  # noqa: E402
 
-CONV_OPS = ("aten::mkldnn_convolution", "aten::convolution_backward", "aten::cudnn_convolution",
-            "aten::_convolution_depthwise2d")
+CONV_OPS = (
+    "aten::mkldnn_convolution",
+    "aten::convolution_backward",
+    "aten::cudnn_convolution",
+    "aten::_convolution_depthwise2d",
+)
 
 
 def conv_ms(profile: dict) -> float:
@@ -33,6 +38,7 @@ def conv_ms(profile: dict) -> float:
 
 def bound_rows(profiles: list[dict]) -> list[dict]:
     """Pair each of our profiles with lightly's of the same method, config, batch, precision and memory format."""
+
     def key(p):
         return (p["method"], p["config"], p["batch"], p["precision"], p["channels_last"], tuple(p.get("sets", [])))
 
@@ -43,15 +49,28 @@ def bound_rows(profiles: list[dict]) -> list[dict]:
         if q is None:
             continue
         if not all(any(r["name"] == "aten::convolution_backward" for r in x["top"]) for x in (p, q)):
-            print(f"skipped {p['method']}: a profile records too few operators to hold the convolutions "
-                  "(profile with --top 40)", file=sys.stderr)
+            print(
+                f"skipped {p['method']}: a profile records too few operators to hold the convolutions "
+                "(profile with --top 40)",
+                file=sys.stderr,
+            )
             continue
         ours_ms, theirs_ms, conv = statistics.median(p["step_ms"]), statistics.median(q["step_ms"]), conv_ms(p)
-        rows.append({"method": p["method"], "config": p["config"], "batch": p["batch"], "precision": p["precision"],
-                     "ours_step_ms": round(ours_ms, 1), "lightly_step_ms": round(theirs_ms, 1),
-                     "ratio": round(theirs_ms / ours_ms, 3), "ours_conv_ms": round(conv, 1),
-                     "lightly_conv_ms": round(conv_ms(q), 1), "conv_share": round(conv / ours_ms, 3),
-                     "bound": round(theirs_ms / conv, 3)})
+        rows.append(
+            {
+                "method": p["method"],
+                "config": p["config"],
+                "batch": p["batch"],
+                "precision": p["precision"],
+                "ours_step_ms": round(ours_ms, 1),
+                "lightly_step_ms": round(theirs_ms, 1),
+                "ratio": round(theirs_ms / ours_ms, 3),
+                "ours_conv_ms": round(conv, 1),
+                "lightly_conv_ms": round(conv_ms(q), 1),
+                "conv_share": round(conv / ours_ms, 3),
+                "bound": round(theirs_ms / conv, 3),
+            }
+        )
     return rows
 
 
@@ -65,16 +84,30 @@ def main(argv: list[str] | None = None) -> int:
     profiles = [p for p in profiles if p.get("benchmark") == "profile_step"]
     rows = bound_rows(profiles)
     if not rows:
-        print("error: no pair of ours/lightly profiles of the same step in " + ", ".join(map(str, a.dirs)), file=sys.stderr)
+        print(
+            "error: no pair of ours/lightly profiles of the same step in " + ", ".join(map(str, a.dirs)),
+            file=sys.stderr,
+        )
         return 1
-    print(f"{'method':9} {'config':7} {'batch':>5} {'ours ms':>9} {'lightly ms':>10} {'ratio':>6} {'conv share':>10} {'bound':>6}")
+    print(
+        f"{'method':9} {'config':7} {'batch':>5} {'ours ms':>9} {'lightly ms':>10} {'ratio':>6} {'conv share':>10} {'bound':>6}"
+    )
     for r in rows:
-        print(f"{r['method']:9} {r['config']:7} {r['batch']:5d} {r['ours_step_ms']:9.1f} {r['lightly_step_ms']:10.1f} "
-              f"{r['ratio']:6.2f} {r['conv_share']:10.2f} {r['bound']:6.2f}")
+        print(
+            f"{r['method']:9} {r['config']:7} {r['batch']:5d} {r['ours_step_ms']:9.1f} {r['lightly_step_ms']:10.1f} "
+            f"{r['ratio']:6.2f} {r['conv_share']:10.2f} {r['bound']:6.2f}"
+        )
     if a.out:
-        write_json(a.out, {"benchmark": "ratio_bound", "rows": rows, "machine": profiles[0].get("machine"),
-                           "profiles": [str(f) for f in files],
-                           "command": "python benchmarks/ratio_bound.py " + " ".join(sys.argv[1:])})
+        write_json(
+            a.out,
+            {
+                "benchmark": "ratio_bound",
+                "rows": rows,
+                "machine": profiles[0].get("machine"),
+                "profiles": [str(f) for f in files],
+                "command": "python benchmarks/ratio_bound.py " + " ".join(sys.argv[1:]),
+            },
+        )
     return 0
 
 

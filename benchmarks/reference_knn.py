@@ -20,6 +20,7 @@ not learn at that scale. lightly is installed by ``make bench`` only.
 Prints a table and writes ``benchmarks/results/reference_knn-SCALE.json`` (``--json``) with every row and the
 machine description.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -79,8 +80,9 @@ def knn_of(method: torch.nn.Module, recipe) -> float:
     opts = dataset_options(recipe)
     f = {}
     for split in ("train", "test"):
-        f[split] = compute_features(method, get_source("embedded", split, opts), "backbone", recipe.data.image_size,
-                                    recipe.model.channels_last)
+        f[split] = compute_features(
+            method, get_source("embedded", split, opts), "backbone", recipe.data.image_size, recipe.model.channels_last
+        )
     return knn_eval(f["train"][0], f["train"][1], f["test"][0], f["test"][1], k=200, temperature=0.1)["knn/top1"]
 
 
@@ -105,7 +107,9 @@ def main() -> None:
     ap.add_argument("methods", nargs="*", default=METHODS)
     ap.add_argument("--out", type=Path, required=True, help="folder for the runs")
     ap.add_argument("--scale", default="tiny")
-    ap.add_argument("--set", action="append", default=[], help="recipe override (as cssl-bench pretrain --set), repeatable")
+    ap.add_argument(
+        "--set", action="append", default=[], help="recipe override (as cssl-bench pretrain --set), repeatable"
+    )
     ap.add_argument("--json", type=Path, default=None, help="default: benchmarks/results/reference_knn-SCALE.json")
     args = ap.parse_args()
     if not train_step.lightly_available():
@@ -115,8 +119,16 @@ def main() -> None:
         recipe = load_recipe(name, args.scale, {}, list(args.set))
         seed_everything(recipe.train.seed)
         init = knn_of(build_method(recipe).eval(), recipe)
-        row = {"method": name, "implementation": implementation(recipe), "scale": args.scale, "overrides": args.set,
-               "epochs": recipe.train.epochs, "batch": recipe.train.batch_size, "seed": recipe.train.seed, "knn_random_init": init}
+        row = {
+            "method": name,
+            "implementation": implementation(recipe),
+            "scale": args.scale,
+            "overrides": args.set,
+            "epochs": recipe.train.epochs,
+            "batch": recipe.train.batch_size,
+            "seed": recipe.train.seed,
+            "knn_random_init": init,
+        }
         for label, flag in (("ours", False), ("lightly", True)):
             t = time.time()
             d = args.out / f"{name.replace('+', 'p')}-{label}"
@@ -128,10 +140,16 @@ def main() -> None:
         print(json.dumps(row), flush=True)
     print("\n| method | epochs x batch | kNN random init | kNN ours | kNN lightly |\n|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['method']} | {r['epochs']} x {r['batch']} | {r['knn_random_init']:.1f} | {r['knn_ours']:.1f} | {r['knn_lightly']:.1f} |")
+        print(
+            f"| {r['method']} | {r['epochs']} x {r['batch']} | {r['knn_random_init']:.1f} | {r['knn_ours']:.1f} | {r['knn_lightly']:.1f} |"
+        )
     path = args.json or Path(__file__).resolve().parent / "results" / f"reference_knn-{args.scale}.json"
-    info = {"date": datetime.date.today().isoformat(), "command": " ".join(sys.argv),
-            "machine": train_step.machine(torch.device("cpu")), "rows": rows}
+    info = {
+        "date": datetime.date.today().isoformat(),
+        "command": " ".join(sys.argv),
+        "machine": train_step.machine(torch.device("cpu")),
+        "rows": rows,
+    }
     atomic_write_text(path, json.dumps(info, indent=1))
     print(f"wrote {path}")
 

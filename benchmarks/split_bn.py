@@ -10,6 +10,7 @@ picks for that shape on that device. Channels-last, fp32 (``--dtype bf16`` on a 
     python benchmarks/split_bn.py                                  # CPU
     python benchmarks/split_bn.py --device cuda --dtype bf16       # GPU
 """
+
 from __future__ import annotations
 
 import argparse
@@ -32,12 +33,18 @@ from cssl_bench.methods.base import SplitBatchNorm2d  # noqa: E402
 
 # (label, N, C, H, W, groups)
 SHAPES = [
-    ("r18-32 stem", 16, 64, 32, 32, 8), ("r18-32 layer2", 16, 128, 16, 16, 8),
-    ("r18-32 layer3", 16, 256, 8, 8, 8), ("r18-32 layer4", 16, 512, 4, 4, 8),
-    ("r50-224 layer1", 16, 256, 56, 56, 8), ("r50-224 layer2", 16, 512, 28, 28, 8),
-    ("r50-224 layer3", 16, 1024, 14, 14, 8), ("r50-224 layer4", 16, 2048, 7, 7, 8),
-    ("w0.25 stem, b128/4", 128, 16, 32, 32, 4), ("w0.25 layer2, b128/4", 128, 32, 16, 16, 4),
-    ("w0.25 layer3, b128/4", 128, 64, 8, 8, 4), ("w0.25 layer4, b128/4", 128, 128, 4, 4, 4),
+    ("r18-32 stem", 16, 64, 32, 32, 8),
+    ("r18-32 layer2", 16, 128, 16, 16, 8),
+    ("r18-32 layer3", 16, 256, 8, 8, 8),
+    ("r18-32 layer4", 16, 512, 4, 4, 8),
+    ("r50-224 layer1", 16, 256, 56, 56, 8),
+    ("r50-224 layer2", 16, 512, 28, 28, 8),
+    ("r50-224 layer3", 16, 1024, 14, 14, 8),
+    ("r50-224 layer4", 16, 2048, 7, 7, 8),
+    ("w0.25 stem, b128/4", 128, 16, 32, 32, 4),
+    ("w0.25 layer2, b128/4", 128, 32, 16, 16, 4),
+    ("w0.25 layer3, b128/4", 128, 64, 8, 8, 4),
+    ("w0.25 layer4, b128/4", 128, 128, 4, 4, 4),
 ]
 PATHS = ["one-call", "per-group", "view"]  # SplitBatchNorm2d.PATH values
 GPU_BATCH = 128  # on a GPU the shapes' batch is scaled to the GPU benchmark's (8 groups of 16)
@@ -70,11 +77,15 @@ def main() -> int:
     for label, n, c, h, w, s in SHAPES:
         if device.type == "cuda" and n == 16:
             n = GPU_BATCH
-        x = torch.randn(n, c, h, w, device=device, dtype=dtype).contiguous(memory_format=torch.channels_last).requires_grad_()
+        x = (
+            torch.randn(n, c, h, w, device=device, dtype=dtype)
+            .contiguous(memory_format=torch.channels_last)
+            .requires_grad_()
+        )
         g = torch.randn_like(x)
         bn = SplitBatchNorm2d(c, s).to(device)
 
-        def run(mode):
+        def run(mode, x=x, g=g, bn=bn):
             if mode == "plain":
                 y = F.batch_norm(x, None, None, bn.weight, bn.bias, True)
             else:
@@ -88,20 +99,44 @@ def main() -> int:
             times[mode] = time_it(lambda mode=mode: run(mode), device, reps) * 1e3
         del bn.PATH  # back to the class's choice
         auto = bn.path(x)
-        rows.append({"layer": label, "shape": [n, c, h, w], "groups": s, "elements_per_group": x.numel() // s,
-                     "ms": {k: round(v, 3) for k, v in times.items()}, "auto": auto,
-                     "auto_is_fastest": times[auto] <= min(times[p] for p in PATHS) * 1.05})
-    print("| layer | shape | groups | elements/group | " + " | ".join(f"{p} ms" for p in PATHS)
-          + " | plain BN ms | auto | auto within 5% of best |")
+        rows.append(
+            {
+                "layer": label,
+                "shape": [n, c, h, w],
+                "groups": s,
+                "elements_per_group": x.numel() // s,
+                "ms": {k: round(v, 3) for k, v in times.items()},
+                "auto": auto,
+                "auto_is_fastest": times[auto] <= min(times[p] for p in PATHS) * 1.05,
+            }
+        )
+    print(
+        "| layer | shape | groups | elements/group | "
+        + " | ".join(f"{p} ms" for p in PATHS)
+        + " | plain BN ms | auto | auto within 5% of best |"
+    )
     print("|---|---|---|---|" + "---|" * len(PATHS) + "---|---|---|")
     for r in rows:
         t = r["ms"]
-        print(f"| {r['layer']} | {'x'.join(map(str, r['shape']))} | {r['groups']} | {r['elements_per_group']} | "
-              + " | ".join(str(t[p]) for p in PATHS) + f" | {t['plain']} | {r['auto']} | {'yes' if r['auto_is_fastest'] else 'no'} |")
-    info = {"benchmark": "split_bn", "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-            "machine": {"platform": platform.platform(), "torch": torch.__version__, "threads": torch.get_num_threads(),
-                        "device": torch.cuda.get_device_name() if device.type == "cuda" else platform.processor() or "cpu"},
-            "dtype": a.dtype, "reps": reps, "command": " ".join(["python", "benchmarks/split_bn.py", *sys.argv[1:]]), "rows": rows}
+        print(
+            f"| {r['layer']} | {'x'.join(map(str, r['shape']))} | {r['groups']} | {r['elements_per_group']} | "
+            + " | ".join(str(t[p]) for p in PATHS)
+            + f" | {t['plain']} | {r['auto']} | {'yes' if r['auto_is_fastest'] else 'no'} |"
+        )
+    info = {
+        "benchmark": "split_bn",
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "machine": {
+            "platform": platform.platform(),
+            "torch": torch.__version__,
+            "threads": torch.get_num_threads(),
+            "device": torch.cuda.get_device_name() if device.type == "cuda" else platform.processor() or "cpu",
+        },
+        "dtype": a.dtype,
+        "reps": reps,
+        "command": " ".join(["python", "benchmarks/split_bn.py", *sys.argv[1:]]),
+        "rows": rows,
+    }
     path = a.out / f"split_bn-{a.device}-{a.dtype}.json"
     write_json(path, info)
     return 0

@@ -8,16 +8,16 @@ the mean cosine between prototypes.
 
     python benchmarks/swav_span.py RUN [RUN ...] [--batch 128] [--json OUT.json]
 """
+
 from __future__ import annotations
 
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from moco_shortcut import cli_main, views_of  # noqa: E402  (also sets OMP_WAIT_POLICY and the import path)
-
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
+from moco_shortcut import cli_main, views_of  # noqa: E402  (also sets OMP_WAIT_POLICY and the import path)
 
 from cssl_bench.config import recipe_from_dict  # noqa: E402
 from cssl_bench.methods import build_method  # noqa: E402
@@ -31,9 +31,14 @@ def span_stats(z: torch.Tensor, prototypes: torch.Tensor) -> dict[str, float]:
     q, _ = torch.linalg.qr(prototypes.t())  # an orthonormal basis of the prototypes' span, [D, min(K, D)]
     k = prototypes.shape[0]
     cos = prototypes @ prototypes.t()
-    return {"n_prototypes": k, "dim": prototypes.shape[1], "abs_score": s.abs().mean().item(),
-            "score_std": s.std(1).mean().item(), "norm_in_span": (z @ q).norm(dim=1).mean().item(),
-            "prototype_cos": ((cos.sum() - cos.diagonal().sum()) / (k * k - k)).item()}
+    return {
+        "n_prototypes": k,
+        "dim": prototypes.shape[1],
+        "abs_score": s.abs().mean().item(),
+        "score_std": s.std(1).mean().item(),
+        "norm_in_span": (z @ q).norm(dim=1).mean().item(),
+        "prototype_cos": ((cos.sum() - cos.diagonal().sum()) / (k * k - k)).item(),
+    }
 
 
 def measure(run: Path, batch: int) -> dict:
@@ -53,7 +58,12 @@ def measure(run: Path, batch: int) -> dict:
 
 
 def main() -> None:
-    cli_main("swav_span", __doc__, measure, ["n_prototypes", "dim", "abs_score", "score_std", "norm_in_span", "prototype_cos"])
+    cli_main(
+        "swav_span",
+        __doc__,
+        measure,
+        ["n_prototypes", "dim", "abs_score", "score_std", "norm_in_span", "prototype_cos"],
+    )
 
 
 if __name__ == "__main__":

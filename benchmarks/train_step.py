@@ -29,6 +29,7 @@ peak measured next to it (on a shared CPU both drift with the neighbours' load).
 Prints a table and writes ``benchmarks/results/train_step-DEVICE-PRECISION[-cl][-compiled][-quick].json``
 (``--out``) with the machine description, the matmul peaks and every row (step times of every round).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -81,9 +82,15 @@ def cpu_model() -> str:
 
 
 def machine(device: torch.device) -> dict:
-    d = {"cpu": cpu_model(), "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-         "torch": torch.__version__, "python": platform.python_version(), "platform": platform.platform(),
-         "device": "cpu" if device.type == "cpu" else torch.cuda.get_device_name(device)}
+    d = {
+        "cpu": cpu_model(),
+        "cores": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "device": "cpu" if device.type == "cpu" else torch.cuda.get_device_name(device),
+    }
     if hasattr(os, "getloadavg"):
         d["load_average_at_start"] = round(os.getloadavg()[0], 2)  # the CPU may be shared: a noise indicator
     if device.type == "cuda":
@@ -131,9 +138,17 @@ def recipe_for(method: str, config: str, batch: int, precision: str, channels_la
     params = {}
     if method == "swav":
         params = {"freeze_prototypes_epochs": 0, "queue_length": 0}  # prototypes trained, as in lightly's example
-    return load_recipe(method, "paper", {"model": {"backbone": backbone, "channels_last": channels_last},
-                                         "data": {"image_size": size}, "params": params,
-                                         "train": {"batch_size": batch, "precision": precision}}, list(sets))
+    return load_recipe(
+        method,
+        "paper",
+        {
+            "model": {"backbone": backbone, "channels_last": channels_last},
+            "data": {"image_size": size},
+            "params": params,
+            "train": {"batch_size": batch, "precision": precision},
+        },
+        list(sets),
+    )
 
 
 def synthetic_views(recipe, batch: int, device: torch.device, channels_last: bool) -> dict[str, torch.Tensor]:
@@ -149,8 +164,16 @@ def synthetic_views(recipe, batch: int, device: torch.device, channels_last: boo
     return out
 
 
-def ours(method_name: str, config: str, batch: int, precision: str, channels_last: bool, device: torch.device, compile_: bool,
-         sets: tuple[str, ...] = ()):
+def ours(
+    method_name: str,
+    config: str,
+    batch: int,
+    precision: str,
+    channels_last: bool,
+    device: torch.device,
+    compile_: bool,
+    sets: tuple[str, ...] = (),
+):
     """(step function, views) of our implementation: the loop's step on one batch."""
     recipe = recipe_for(method_name, config, batch, precision, channels_last, sets)
     torch.manual_seed(0)
@@ -197,8 +220,16 @@ def lightly_available() -> bool:
 
 def _lightly_model(method_name: str, recipe, backbone: nn.Module):
     from lightly.loss import NegativeCosineSimilarity, NTXentLoss, SwaVLoss
-    from lightly.models.modules import (BYOLPredictionHead, BYOLProjectionHead, MoCoProjectionHead, SimCLRProjectionHead,
-                                        SimSiamPredictionHead, SimSiamProjectionHead, SwaVProjectionHead, SwaVPrototypes)
+    from lightly.models.modules import (
+        BYOLPredictionHead,
+        BYOLProjectionHead,
+        MoCoProjectionHead,
+        SimCLRProjectionHead,
+        SimSiamPredictionHead,
+        SimSiamProjectionHead,
+        SwaVProjectionHead,
+        SwaVPrototypes,
+    )
     from lightly.models.utils import deactivate_requires_grad, update_momentum
 
     p, feat = dataclasses.asdict(build_method(recipe).p), backbone.out_dim  # the recipe's params with their defaults
@@ -279,15 +310,21 @@ def _lightly_model(method_name: str, recipe, backbone: nn.Module):
             self.backbone = backbone
             self.projection_head = SwaVProjectionHead(feat, p["hidden"], p["dim"])
             self.prototypes = SwaVPrototypes(p["dim"], n_prototypes=p["n_prototypes"])
-            self.criterion = SwaVLoss(temperature=p["temperature"], sinkhorn_iterations=p["sinkhorn_iterations"],
-                                      sinkhorn_epsilon=p["epsilon"])
+            self.criterion = SwaVLoss(
+                temperature=p["temperature"],
+                sinkhorn_iterations=p["sinkhorn_iterations"],
+                sinkhorn_epsilon=p["epsilon"],
+            )
 
         def training_loss(self, views, progress):
             self.prototypes.normalize()
             large = sorted((k for k in views if k.startswith("g")), key=lambda k: int(k[1:]))
             small = sorted((k for k in views if k.startswith("l")), key=lambda k: int(k[1:]))
-            out = [self.prototypes(F.normalize(self.projection_head(self.backbone(views[k])), dim=1)) for k in large + small]
-            return self.criterion(out[: len(large)], out[len(large):])
+            out = [
+                self.prototypes(F.normalize(self.projection_head(self.backbone(views[k])), dim=1))
+                for k in large + small
+            ]
+            return self.criterion(out[: len(large)], out[len(large) :])
 
     classes = {"simclr": SimCLR, "moco": MoCo, "byol": BYOL, "simsiam": SimSiam, "swav": SwaV}
     from cssl_bench.methods import implementation
@@ -296,8 +333,16 @@ def _lightly_model(method_name: str, recipe, backbone: nn.Module):
     return classes[impl]() if impl in classes else None
 
 
-def lightly_step(method_name: str, config: str, batch: int, precision: str, channels_last: bool, device: torch.device,
-                 compile_: bool, sets: tuple[str, ...] = ()):
+def lightly_step(
+    method_name: str,
+    config: str,
+    batch: int,
+    precision: str,
+    channels_last: bool,
+    device: torch.device,
+    compile_: bool,
+    sets: tuple[str, ...] = (),
+):
     """(step function, views) of lightly's implementation, or None when lightly has no such method."""
     from lightly.utils.lars import LARS
 
@@ -313,7 +358,9 @@ def lightly_step(method_name: str, config: str, batch: int, precision: str, chan
         model = model.to(memory_format=torch.channels_last)
     o, params = recipe.optim, [q for q in model.parameters() if q.requires_grad]
     if o.name == "lars":
-        optimizer = LARS(params, lr=recipe.lr, momentum=o.momentum, weight_decay=o.weight_decay, trust_coefficient=o.lars_trust)
+        optimizer = LARS(
+            params, lr=recipe.lr, momentum=o.momentum, weight_decay=o.weight_decay, trust_coefficient=o.lars_trust
+        )
     else:
         optimizer = torch.optim.SGD(params, lr=recipe.lr, momentum=o.momentum, weight_decay=o.weight_decay)
     scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
@@ -361,13 +408,25 @@ def timed(step, steps: int, device: torch.device) -> float:
 
 def measure(method: str, config: str, args, device: torch.device, peaks: dict, use_lightly: bool) -> dict:
     batch = args.batch or BATCH["cuda" if device.type == "cuda" else "cpu"][config]
-    row = {"method": method, "config": config, "backbone": CONFIGS[config][0], "image_size": CONFIGS[config][1], "batch": batch,
-           "precision": args.precision, "channels_last": args.channels_last, "compile": args.compile}
-    step, views = ours(method, config, batch, args.precision, args.channels_last, device, args.compile, tuple(args.sets))
+    row = {
+        "method": method,
+        "config": config,
+        "backbone": CONFIGS[config][0],
+        "image_size": CONFIGS[config][1],
+        "batch": batch,
+        "precision": args.precision,
+        "channels_last": args.channels_last,
+        "compile": args.compile,
+    }
+    step, views = ours(
+        method, config, batch, args.precision, args.channels_last, device, args.compile, tuple(args.sets)
+    )
     row["views"] = {k: list(v.shape[-2:]) for k, v in views.items()}
     other = None
     if use_lightly:
-        built = lightly_step(method, config, batch, args.precision, args.channels_last, device, args.compile, tuple(args.sets))
+        built = lightly_step(
+            method, config, batch, args.precision, args.channels_last, device, args.compile, tuple(args.sets)
+        )
         other = built[0] if built else None
         row["lightly"] = "n/a (no lightly implementation)" if built is None else "measured"
     else:
@@ -408,43 +467,79 @@ def print_table(rows: list[dict], info: dict) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    t = Table(title=f"training step, {info['machine']['device']} ({info['machine']['cpu']}), {info['precision']}"
-                    f"{', channels-last' if info['channels_last'] else ''}{', compiled' if info['compile'] else ''}")
+    t = Table(
+        title=f"training step, {info['machine']['device']} ({info['machine']['cpu']}), {info['precision']}"
+        f"{', channels-last' if info['channels_last'] else ''}{', compiled' if info['compile'] else ''}"
+    )
     unit, scale = ("TFLOP/s", 1e12) if max(info["matmul_peak_tflops"].values()) >= 1 else ("GFLOP/s", 1e9)
     for col in ("method", "config", "batch", "img/s", unit, "of peak", "lightly img/s", "ours/lightly"):
         t.add_column(col, justify="left" if col in ("method", "config") else "right")
     for r in rows:
         lightly_ips = f"{r['lightly_images_per_s']:.1f}" if "lightly_images_per_s" in r else r["lightly"]
         ratio = f"{r['ratio_ours_over_lightly']:.2f}" if "ratio_ours_over_lightly" in r else "-"
-        t.add_row(r["method"], r["config"], str(r["batch"]), f"{r['images_per_s']:.1f}", f"{r['tflops'] * 1e12 / scale:.3g}",
-                  f"{100 * r['fraction_of_peak']:.0f}%", lightly_ips, ratio)
+        t.add_row(
+            r["method"],
+            r["config"],
+            str(r["batch"]),
+            f"{r['images_per_s']:.1f}",
+            f"{r['tflops'] * 1e12 / scale:.3g}",
+            f"{100 * r['fraction_of_peak']:.0f}%",
+            lightly_ips,
+            ratio,
+        )
     Console(width=max(120, Console().width)).print(t)
     peaks = ", ".join(f"{k} {v * 1e12 / scale:.3g}" for k, v in info["matmul_peak_tflops"].items())
     Console(width=max(120, Console().width)).print(
         f"matmul peak ({unit}, best seen): {peaks}; 'of peak': the step's FLOP/s over the peak of its compute dtype "
-        "measured next to each timed round (median over rounds)")
+        "measured next to each timed round (median over rounds)"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", choices=["cpu", "cuda"])
     ap.add_argument("--precision", default="fp32", choices=list(DTYPES))
     ap.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=False)
     ap.add_argument("--compile", action="store_true", help="torch.compile both steps (slow to start on CPUs)")
-    ap.add_argument("--configs", default=None, help=f"comma-separated subset of {', '.join(CONFIGS)} (default: all; --quick: r18-32)")
+    ap.add_argument(
+        "--configs",
+        default=None,
+        help=f"comma-separated subset of {', '.join(CONFIGS)} (default: all; --quick: r18-32)",
+    )
     ap.add_argument("--methods", default=",".join(METHODS), help="comma-separated methods (recipe names)")
     ap.add_argument("--batch", type=int, default=None, help="batch size (default: per configuration and device)")
     ap.add_argument("--steps", type=int, default=None, help="steps per timed round (default 2 on CPU, 20 on GPU)")
-    ap.add_argument("--rounds", type=int, default=None, help="timed rounds, ours and lightly alternating (default 3; --quick: 5)")
+    ap.add_argument(
+        "--rounds", type=int, default=None, help="timed rounds, ours and lightly alternating (default 3; --quick: 5)"
+    )
     ap.add_argument("--warmup", type=int, default=None, help="untimed steps first (default 1 on CPU, 5 on GPU)")
-    ap.add_argument("--quick", action="store_true", help="CPU subset: r18-32, batch 16, 1 step x 5 rounds (~3 minutes on 2 cores)")
+    ap.add_argument(
+        "--quick", action="store_true", help="CPU subset: r18-32, batch 16, 1 step x 5 rounds (~3 minutes on 2 cores)"
+    )
     ap.add_argument("--no-lightly", action="store_true", help="do not measure lightly")
-    ap.add_argument("--peak-seconds", type=float, default=None, help="matmul-peak measurement before each round (default 0.5 s CPU, 0.2 s GPU)")
-    ap.add_argument("--split-bn", default="auto", choices=["auto", "one-call", "per-group", "view"],
-                    help="MoCo/LooC split BN: the library's choice (auto), always one rearranged call, a call per group "
-                         "or statistics on a grouped view (SplitBatchNorm2d.PATH)")
-    ap.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
-                    help="recipe override for both sides (repeatable; lightly's step ignores what it does not use)")
+    ap.add_argument(
+        "--peak-seconds",
+        type=float,
+        default=None,
+        help="matmul-peak measurement before each round (default 0.5 s CPU, 0.2 s GPU)",
+    )
+    ap.add_argument(
+        "--split-bn",
+        default="auto",
+        choices=["auto", "one-call", "per-group", "view"],
+        help="MoCo/LooC split BN: the library's choice (auto), always one rearranged call, a call per group "
+        "or statistics on a grouped view (SplitBatchNorm2d.PATH)",
+    )
+    ap.add_argument(
+        "--set",
+        dest="sets",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="recipe override for both sides (repeatable; lightly's step ignores what it does not use)",
+    )
     ap.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results")
     args = ap.parse_args(argv)
     SplitBatchNorm2d.PATH = args.split_bn  # "auto": the library's own choice
@@ -477,11 +572,22 @@ def main(argv: list[str] | None = None) -> int:
     peaks = {"fp32": matmul_peak(device, torch.float32)}
     if args.precision != "fp32":
         peaks[args.precision] = matmul_peak(device, DTYPES[args.precision])
-    info = {"benchmark": "train_step", "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-            "machine": machine(device), "precision": args.precision, "channels_last": args.channels_last, "compile": args.compile,
-            "split_bn": args.split_bn, "sets": args.sets, "matmul_peak_tflops": {k: v / 1e12 for k, v in peaks.items()},
-            "steps_per_round": args.steps, "rounds": args.rounds, "warmup": args.warmup, "quick": args.quick,
-            "command": " ".join(["python", "benchmarks/train_step.py", *(argv if argv is not None else sys.argv[1:])])}
+    info = {
+        "benchmark": "train_step",
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "machine": machine(device),
+        "precision": args.precision,
+        "channels_last": args.channels_last,
+        "compile": args.compile,
+        "split_bn": args.split_bn,
+        "sets": args.sets,
+        "matmul_peak_tflops": {k: v / 1e12 for k, v in peaks.items()},
+        "steps_per_round": args.steps,
+        "rounds": args.rounds,
+        "warmup": args.warmup,
+        "quick": args.quick,
+        "command": " ".join(["python", "benchmarks/train_step.py", *(argv if argv is not None else sys.argv[1:])]),
+    }
     rows = []
     for config in configs:
         for method in methods:
@@ -490,9 +596,11 @@ def main(argv: list[str] | None = None) -> int:
     info["rows"] = rows
     info["matmul_peak_tflops"] = {k: v / 1e12 for k, v in peaks.items()}  # the best seen over the run
     print_table(rows, info)
-    name = (f"train_step-{'cuda' if gpu else 'cpu'}-{args.precision}{'-cl' if args.channels_last else ''}"
-            f"{'-compiled' if args.compile else ''}{'' if args.split_bn == 'auto' else '-splitbn-' + args.split_bn}"
-            f"{'-set' if args.sets else ''}{'-quick' if args.quick else ''}.json")
+    name = (
+        f"train_step-{'cuda' if gpu else 'cpu'}-{args.precision}{'-cl' if args.channels_last else ''}"
+        f"{'-compiled' if args.compile else ''}{'' if args.split_bn == 'auto' else '-splitbn-' + args.split_bn}"
+        f"{'-set' if args.sets else ''}{'-quick' if args.quick else ''}.json"
+    )
     write_json(args.out / name, info)
     return 0
 

@@ -4,6 +4,7 @@ Importing the package sets ``OMP_WAIT_POLICY=PASSIVE`` (unless the user set it) 
 imported anywhere below: with OpenMP's default busy-waiting, a neighbour process on a small CPU
 machine makes torch an order of magnitude slower.
 """
+
 import os
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")

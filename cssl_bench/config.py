@@ -7,6 +7,7 @@ errors naming the key. ``Recipe.hash()`` is a stable hash of everything that cha
 excludes purely operational settings such as the number of loader workers), used for provenance and
 to skip work already in the results store.
 """
+
 from __future__ import annotations
 
 import copy
@@ -17,7 +18,7 @@ import math
 import typing
 from dataclasses import dataclass, field
 from importlib import resources
-from typing import Any, Optional
+from typing import Any
 
 import yaml
 
@@ -29,7 +30,7 @@ SCALES = ("tiny", "small", "paper")
 @dataclass
 class ModelCfg:
     backbone: str = "resnet50"
-    cifar_stem: Optional[bool] = None  # None: automatic (CIFAR stem for images of 64 px and less)
+    cifar_stem: bool | None = None  # None: automatic (CIFAR stem for images of 64 px and less)
     zero_init_residual: bool = False
     channels_last: bool = True
     sync_bn: bool = False  # with several processes: BN statistics over the global batch (SimCLR's "global BN")
@@ -62,11 +63,20 @@ class AugmentCfg:
 
     views: str = "two"
     crop_scale: list[float] = field(default_factory=lambda: [0.2, 1.0])
-    color: dict = field(default_factory=lambda: {"brightness": 0.4, "contrast": 0.4, "saturation": 0.4, "hue": 0.1, "p": 0.8, "p_gray": 0.2})
+    color: dict = field(
+        default_factory=lambda: {
+            "brightness": 0.4,
+            "contrast": 0.4,
+            "saturation": 0.4,
+            "hue": 0.1,
+            "p": 0.8,
+            "p_gray": 0.2,
+        }
+    )
     blur_p: float = 0.5
-    blur_p2: Optional[float] = None  # BYOL's asymmetric pair: the second view's blur probability
+    blur_p2: float | None = None  # BYOL's asymmetric pair: the second view's blur probability
     solarize_p: float = 0.0
-    solarize_p2: Optional[float] = None
+    solarize_p2: float | None = None
     rotation: str = "none"  # none | independent | same (MoCo + Rotation rows of LooC Table 1)
     # multi-crop (SwAV)
     n_large: int = 2
@@ -79,7 +89,7 @@ class AugmentCfg:
     # LooC's variance heads: the augmentations that get a variant embedding space Z_i and a view k_i
     # (LooC Table 5 varies them with every augmentation applied). None = every looc_augment entry;
     # [] = only the invariant space Z0 (MoCo v2 with the atomic augmentations).
-    looc_heads: Optional[list[str]] = None
+    looc_heads: list[str] | None = None
     texture_transfer: str = "procedural"
     texture_p: float = 0.8
 
@@ -100,11 +110,15 @@ class OptimCfg:
     warmup_epochs: float = 0.0
     warmup_start: float = 0.0  # the linear warm-up starts at this fraction of the peak lr (SwAV: 0.3 / 4.8)
     final_lr: float = 0.0  # the cosine ends at this fraction of the peak lr (SwAV: 0.0048 / 4.8)
-    schedule_unit: str = "iteration"  # iteration | epoch: the lr changes every step, or once at each epoch start (MoCo, SimSiam code)
+    schedule_unit: str = (
+        "iteration"  # iteration | epoch: the lr changes every step, or once at each epoch start (MoCo, SimSiam code)
+    )
     milestones: list[float] = field(default_factory=list)  # epochs, for multistep
     gamma: float = 0.1
     exclude_bn_bias: bool = False  # BYOL/SimCLR: no weight decay and no LARS adaptation for BN and bias
-    fixed_lr: list[str] = field(default_factory=list)  # parameter-name prefixes whose lr stays fixed (SimSiam predictor)
+    fixed_lr: list[str] = field(
+        default_factory=list
+    )  # parameter-name prefixes whose lr stays fixed (SimSiam predictor)
     lars_trust: float = 0.001
 
 
@@ -135,14 +149,24 @@ class Recipe:
     precision_requested = None
 
     # keys that do not change results (excluded from the hash)
-    OPERATIONAL = {("data", "workers"), ("data", "loader"), ("train", "log_every"), ("train", "compile"), ("data", "skip_bad")}
+    OPERATIONAL = {
+        ("data", "workers"),
+        ("data", "loader"),
+        ("train", "log_every"),
+        ("train", "compile"),
+        ("data", "skip_bad"),
+    }
     # keys added after records existed: left out of the hash while at their default, so the hashes of
     # the runs made before them (which behave exactly like the default) stay valid
-    HASH_OMIT_IF_DEFAULT = {("augment", "looc_heads"): None,
-                            ("optim", "warmup_start"): 0.0, ("optim", "final_lr"): 0.0, ("optim", "schedule_unit"): "iteration",
-                            **{("data", f.name): f.default for f in dataclasses.fields(DataCfg) if f.name in EMBEDDED_VARIANTS},
-                            # generator version 1 hashes as before the key existed; version 2 is part of the hash
-                            ("data", "embedded_version"): 1}
+    HASH_OMIT_IF_DEFAULT = {
+        ("augment", "looc_heads"): None,
+        ("optim", "warmup_start"): 0.0,
+        ("optim", "final_lr"): 0.0,
+        ("optim", "schedule_unit"): "iteration",
+        **{("data", f.name): f.default for f in dataclasses.fields(DataCfg) if f.name in EMBEDDED_VARIANTS},
+        # generator version 1 hashes as before the key existed; version 2 is part of the hash
+        ("data", "embedded_version"): 1,
+    }
 
     @property
     def lr(self) -> float:
@@ -232,7 +256,10 @@ def _merge_layer(recipe: Recipe, layer: dict, where: str) -> None:
                 raise UserError(f"recipe section {where}.{sec} must be a mapping")
             _apply(getattr(recipe, sec), values, f"{sec}")
         else:
-            raise UserError(f"unknown recipe section {sec!r} in {where}; valid: {', '.join(list(SECTIONS) + ['params'])}", exit_code=2)
+            raise UserError(
+                f"unknown recipe section {sec!r} in {where}; valid: {', '.join(list(SECTIONS) + ['params'])}",
+                exit_code=2,
+            )
 
 
 def parse_override(text: str) -> tuple[str, str, Any]:
@@ -245,11 +272,15 @@ def parse_override(text: str) -> tuple[str, str, Any]:
         value = yaml.safe_load(rhs)
     except yaml.YAMLError as e:
         why = getattr(e, "problem", None) or type(e).__name__
-        raise UserError(f"override {text!r}: the value {rhs!r} is not valid YAML ({why}); quote it or fix the brackets", exit_code=2) from None
+        raise UserError(
+            f"override {text!r}: the value {rhs!r} is not valid YAML ({why}); quote it or fix the brackets", exit_code=2
+        ) from None
     return sec, key, value
 
 
-def load_recipe(method: str, scale: str = "tiny", overrides: dict | None = None, sets: list[str] | None = None) -> Recipe:
+def load_recipe(
+    method: str, scale: str = "tiny", overrides: dict | None = None, sets: list[str] | None = None
+) -> Recipe:
     """Build the recipe of ``method`` at ``scale``; ``overrides`` is {section: {key: value}}. ``train.precision: auto``
     is resolved once every layer is merged, for this machine's device (``resolve_auto_precision``)."""
     if scale not in SCALES:
@@ -327,11 +358,15 @@ def validate(r: Recipe) -> None:
     for key in ("warmup_start", "final_lr"):
         v = getattr(r.optim, key)
         if not 0.0 <= v <= 1.0:
-            raise UserError(f"optim.{key} is a fraction of the peak learning rate, between 0 and 1; got {v}", exit_code=2)
+            raise UserError(
+                f"optim.{key} is a fraction of the peak learning rate, between 0 and 1; got {v}", exit_code=2
+            )
     if r.train.log_every < 1:
         raise UserError(f"train.log_every must be >= 1 (steps), got {r.train.log_every}", exit_code=2)
     if r.train.checkpoint_every < 0:
-        raise UserError(f"train.checkpoint_every must be >= 0 (0: at epoch ends only), got {r.train.checkpoint_every}", exit_code=2)
+        raise UserError(
+            f"train.checkpoint_every must be >= 0 (0: at epoch ends only), got {r.train.checkpoint_every}", exit_code=2
+        )
     bad = [e for e in r.train.save_epochs if e < 0]
     if bad:
         raise UserError(f"train.save_epochs (--save-epochs) must be epochs >= 0, got {bad[0]}", exit_code=2)
@@ -344,12 +379,21 @@ def validate(r: Recipe) -> None:
     if r.data.embedded_version != 1:
         changed = [k for k in EMBEDDED_VARIANTS if getattr(r.data, k) != getattr(DataCfg, k)]
         if changed:
-            raise UserError(f"data.{changed[0]} is a variant of the embedded generator version 1; "
-                            f"add data.embedded_version=1 to use it", exit_code=2)
-    choices = {("optim", "name"): ("sgd", "lars", "adamw"), ("optim", "schedule"): ("cosine", "multistep", "constant"),
-               ("train", "precision"): ("fp32", "bf16", "fp16", "auto"), ("data", "loader"): ("auto", "torchvision", "ffcv"),
-               ("augment", "views"): ("two", "multicrop", "looc", "single"), ("augment", "rotation"): ("none", "independent", "same"),
-               ("optim", "lr_scaling"): ("linear", "none"), ("optim", "schedule_unit"): ("iteration", "epoch")}
+            raise UserError(
+                f"data.{changed[0]} is a variant of the embedded generator version 1; "
+                f"add data.embedded_version=1 to use it",
+                exit_code=2,
+            )
+    choices = {
+        ("optim", "name"): ("sgd", "lars", "adamw"),
+        ("optim", "schedule"): ("cosine", "multistep", "constant"),
+        ("train", "precision"): ("fp32", "bf16", "fp16", "auto"),
+        ("data", "loader"): ("auto", "torchvision", "ffcv"),
+        ("augment", "views"): ("two", "multicrop", "looc", "single"),
+        ("augment", "rotation"): ("none", "independent", "same"),
+        ("optim", "lr_scaling"): ("linear", "none"),
+        ("optim", "schedule_unit"): ("iteration", "epoch"),
+    }
     for (sec, key), valid in choices.items():
         v = getattr(getattr(r, sec), key)
         if v not in valid:
@@ -364,8 +408,11 @@ def validate(r: Recipe) -> None:
     if heads is not None:
         missing = [h for h in heads if h not in r.augment.looc_augment]
         if missing:
-            raise UserError(f"augment.looc_heads names {', '.join(missing)}, which augment.looc_augment "
-                            f"({', '.join(r.augment.looc_augment) or 'empty'}) does not apply", exit_code=2)
+            raise UserError(
+                f"augment.looc_heads names {', '.join(missing)}, which augment.looc_augment "
+                f"({', '.join(r.augment.looc_augment) or 'empty'}) does not apply",
+                exit_code=2,
+            )
         if len(set(heads)) != len(heads):
             raise UserError(f"augment.looc_heads lists an augmentation twice: {heads}", exit_code=2)
         if list(heads) == list(r.augment.looc_augment):

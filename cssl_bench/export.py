@@ -26,6 +26,7 @@ Runs on small images use the CIFAR stem (3x3 ``conv1``, no max-pool): their ``co
 Width-scaled ResNets (``resnet18-w0.25``) keep torchvision's key names but have no torchvision
 constructor: rebuild them with ``cssl_bench.models.backbones.build_backbone``.
 """
+
 from __future__ import annotations
 
 import pickle
@@ -71,7 +72,10 @@ def torchvision_state_dict(backbone: nn.Module, num_classes: int = 1000, seed: i
     """Backbone keys plus a fresh ``fc`` ([num_classes, D] weight, [num_classes] bias) so that
     ``torchvision.models.resnetXX().load_state_dict(sd, strict=True)`` succeeds."""
     if not is_resnet(backbone):
-        raise UserError("--to torchvision needs a ResNet backbone (resnet18, resnet50, resnet18-w0.25, ...); use --to timm for timm models", exit_code=2)
+        raise UserError(
+            "--to torchvision needs a ResNet backbone (resnet18, resnet50, resnet18-w0.25, ...); use --to timm for timm models",
+            exit_code=2,
+        )
     sd = backbone_state_dict(backbone)
     g = torch.get_rng_state()
     torch.manual_seed(seed)  # the fresh classifier is reproducible
@@ -113,7 +117,11 @@ def detectron2_checkpoint(backbone: nn.Module) -> dict:
     """The pickle payload detectron2's ``DetectionCheckpointer`` reads (numpy arrays, matching heuristics on)."""
     if not is_resnet(backbone):
         raise UserError("--to detectron2 needs a ResNet backbone (detectron2's R50-C4 is a ResNet)", exit_code=2)
-    model = {detectron2_key(k): v.numpy() for k, v in backbone_state_dict(backbone).items() if not k.endswith("num_batches_tracked")}
+    model = {
+        detectron2_key(k): v.numpy()
+        for k, v in backbone_state_dict(backbone).items()
+        if not k.endswith("num_batches_tracked")
+    }
     return {"model": model, "__author__": "cssl-bench", "matching_heuristics": True}
 
 
@@ -146,18 +154,24 @@ def export_backbone(backbone: nn.Module, fmt: str, out: Path, seed: int = 0) -> 
     notes: list[str] = []
     if uses_cifar_stem(backbone):
         c = backbone.conv1.out_channels
-        notes.append(f"{arch} uses the CIFAR stem (3x3 conv1, no max-pool): before loading, set model.conv1 = "
-                     f"nn.Conv2d(3, {c}, 3, 1, 1, bias=False) and model.maxpool = nn.Identity()"
-                     + (" (detectron2 cannot take a 3x3 stem and will skip conv1)" if fmt == "detectron2" else ""))
+        notes.append(
+            f"{arch} uses the CIFAR stem (3x3 conv1, no max-pool): before loading, set model.conv1 = "
+            f"nn.Conv2d(3, {c}, 3, 1, 1, bias=False) and model.maxpool = nn.Identity()"
+            + (" (detectron2 cannot take a 3x3 stem and will skip conv1)" if fmt == "detectron2" else "")
+        )
     if is_resnet(backbone) and "-w" in arch and fmt != "detectron2":
-        notes.append(f"{arch} is width-scaled: no {fmt} constructor builds it; use cssl_bench.models.backbones.build_backbone('{arch}')")
+        notes.append(
+            f"{arch} is width-scaled: no {fmt} constructor builds it; use cssl_bench.models.backbones.build_backbone('{arch}')"
+        )
     existed = out.is_file()
     try:
         n = _write_export(backbone, fmt, out, seed, arch, notes)
     except (CheckpointWriteError, OSError) as x:
         reason = x.reason if isinstance(x, CheckpointWriteError) else (x.strerror or str(x))
-        raise UserError(f"could not write the export {out} ({reason}); nothing was exported"
-                        + (" and the existing file is unchanged" if existed else "")) from None
+        raise UserError(
+            f"could not write the export {out} ({reason}); nothing was exported"
+            + (" and the existing file is unchanged" if existed else "")
+        ) from None
     return Exported(fmt, out, n, notes)
 
 

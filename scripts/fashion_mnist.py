@@ -10,6 +10,7 @@ Usage: python scripts/fashion_mnist.py OUT_ROOT [--train-per-class N] [--test-pe
 Writes OUT_ROOT/{train,test}/{class}/{i:05d}.png  (i = index within the official split;
 a cap keeps the first N images of each class in file order, so it is deterministic)
 """
+
 from __future__ import annotations
 
 import argparse
@@ -22,8 +23,7 @@ from PIL import Image
 
 SRC = Path("/usr/share/datasets/fashion-mnist")
 # Official Fashion-MNIST label order (0..9); names made folder-safe.
-CLASSES = ["t-shirt_top", "trouser", "pullover", "dress", "coat",
-           "sandal", "shirt", "sneaker", "bag", "ankle_boot"]
+CLASSES = ["t-shirt_top", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag", "ankle_boot"]
 
 
 def _read_idx(path: Path) -> np.ndarray:
@@ -33,7 +33,7 @@ def _read_idx(path: Path) -> np.ndarray:
     zero, dtype, ndim = struct.unpack(">HBB", data[:4])
     if zero != 0 or dtype != 0x08:
         raise ValueError(f"{path}: not an unsigned-byte IDX file")
-    shape = struct.unpack(">" + "I" * ndim, data[4:4 + 4 * ndim])
+    shape = struct.unpack(">" + "I" * ndim, data[4 : 4 + 4 * ndim])
     arr = np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim)
     return arr.reshape(shape)
 
@@ -41,7 +41,7 @@ def _read_idx(path: Path) -> np.ndarray:
 def load_split(split: str) -> tuple[np.ndarray, np.ndarray]:
     """images uint8 [N, 28, 28, 3] (grey replicated to RGB), labels int64 [N]."""
     prefix = {"train": "train", "test": "t10k"}[split]
-    x = _read_idx(SRC / f"{prefix}-images-idx3-ubyte.gz")          # [N, 28, 28]
+    x = _read_idx(SRC / f"{prefix}-images-idx3-ubyte.gz")  # [N, 28, 28]
     y = _read_idx(SRC / f"{prefix}-labels-idx1-ubyte.gz").astype(np.int64)
     assert x.shape[0] == y.shape[0]
     return np.repeat(x[..., None], 3, axis=-1), y

@@ -30,7 +30,9 @@ def load_benchmark(name):
     import importlib.util
     from pathlib import Path
 
-    spec = importlib.util.spec_from_file_location(name, Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py")
+    spec = importlib.util.spec_from_file_location(
+        name, Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
+    )
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod
@@ -40,8 +42,14 @@ def run_cli(*args, cwd=None, env=None, timeout=600):
     """Run the real console entry point in a subprocess; returns CompletedProcess (text)."""
     e = dict(os.environ)
     e.update(env or {})
-    return subprocess.run([sys.executable, "-m", "cssl_bench", *map(str, args)], capture_output=True, text=True,
-                          cwd=cwd, env=e, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "cssl_bench", *map(str, args)],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env=e,
+        timeout=timeout,
+    )
 
 
 @pytest.fixture
@@ -71,8 +79,19 @@ def run_cli_here(*args, env=None, **kw):
 
 
 # CLI options for a few-second pretraining: small data, no loader workers, a tiny backbone
-FAST_CLI = ["--set", "data.embedded_train=256", "--set", "data.embedded_test=64", "--set", "data.workers=0",
-            "--batch-size", "32", "--backbone", "resnet10-w0.125", "--quiet"]
+FAST_CLI = [
+    "--set",
+    "data.embedded_train=256",
+    "--set",
+    "data.embedded_test=64",
+    "--set",
+    "data.workers=0",
+    "--batch-size",
+    "32",
+    "--backbone",
+    "resnet10-w0.125",
+    "--quiet",
+]
 
 
 def one_line_error(p, code=None, *contains) -> str:

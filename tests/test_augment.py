@@ -3,6 +3,7 @@
 The batched stage must draw exactly the recipe's parameters (checked against the recipe's own
 report) and compute the same pixels as the per-item torchvision kernels (within a grey level).
 """
+
 import math
 
 import numpy as np
@@ -11,8 +12,22 @@ import torch
 import torchvision.transforms.v2.functional as TF
 
 from cssl_bench.data import batched as B
-from cssl_bench.data.augment import (Blur, ColorJitter, HFlip, LeaveOneOut, MultiCrop, Pipeline, ResizedCrop, Rotation, SingleView,
-                                     Solarize, Texture, TwoViews, ssl_pipeline, texture_transfer)
+from cssl_bench.data.augment import (
+    Blur,
+    ColorJitter,
+    HFlip,
+    LeaveOneOut,
+    MultiCrop,
+    Pipeline,
+    ResizedCrop,
+    Rotation,
+    SingleView,
+    Solarize,
+    Texture,
+    TwoViews,
+    ssl_pipeline,
+    texture_transfer,
+)
 from cssl_bench.data.views import SharedRotationTwoViews
 
 
@@ -29,9 +44,15 @@ S = 24
 RECIPES = {
     "two": lambda: TwoViews(ssl_pipeline(S, blur_p=0.5, solarize_p=0.3), ssl_pipeline(S, blur_p=0.1)),
     "multicrop": lambda: MultiCrop(ssl_pipeline(S), ssl_pipeline(12, (0.05, 0.14)), 2, 3),
-    "looc": lambda: LeaveOneOut(Pipeline([ResizedCrop(S), HFlip()]), [ColorJitter(), Rotation(), Texture()], Pipeline([Blur(p=0.5)])),
-    "looc-heads": lambda: LeaveOneOut(Pipeline([ResizedCrop(S), HFlip()]), [ColorJitter(), Rotation(), Texture()],
-                                      Pipeline([Blur(p=0.5)]), variant=["texture", "color"]),
+    "looc": lambda: LeaveOneOut(
+        Pipeline([ResizedCrop(S), HFlip()]), [ColorJitter(), Rotation(), Texture()], Pipeline([Blur(p=0.5)])
+    ),
+    "looc-heads": lambda: LeaveOneOut(
+        Pipeline([ResizedCrop(S), HFlip()]),
+        [ColorJitter(), Rotation(), Texture()],
+        Pipeline([Blur(p=0.5)]),
+        variant=["texture", "color"],
+    ),
     "looc-no-heads": lambda: LeaveOneOut(Pipeline([ResizedCrop(S)]), [ColorJitter(), Rotation()], variant=[]),
     "single": lambda: SingleView(Pipeline([ResizedCrop(S), HFlip()])),
     "shared-rotation": lambda: SharedRotationTwoViews(TwoViews(ssl_pipeline(S), ssl_pipeline(S)), Rotation()),
@@ -66,7 +87,12 @@ def assert_views_close(got: torch.Tensor, want: torch.Tensor):
     can amplify a difference to a few levels. Measured: 2-4% of pixels differ, the 99.9th percentile by <= 4."""
     d = (got.int() - want.int()).abs().flatten().float()
     frac, q999 = (d > 0).float().mean().item(), torch.quantile(d[:1_000_000], 0.999).item()
-    assert d.max() <= 10 and q999 <= 4 and frac < 0.06 and d.mean() < 0.08, (d.max().item(), q999, frac, d.mean().item())
+    assert d.max() <= 10 and q999 <= 4 and frac < 0.06 and d.mean() < 0.08, (
+        d.max().item(),
+        q999,
+        frac,
+        d.mean().item(),
+    )
 
 
 @pytest.mark.parametrize("gray_first", [False, True])
@@ -78,7 +104,9 @@ def test_batched_color_jitter_against_torchvision(use_jit, gray_first):
     x = torch.randint(0, 256, (48, 3, 16, 20), generator=torch.Generator().manual_seed(1), dtype=torch.uint8)
     rng = np.random.default_rng(0)
     ps = [cj.sample(rng, 16, 20) for _ in range(len(x))]
-    assert {tuple(p["order"]) for p in ps}.__len__() > 5 and any(p["gray"] for p in ps) and not all(p["apply"] for p in ps)
+    assert (
+        {tuple(p["order"]) for p in ps}.__len__() > 5 and any(p["gray"] for p in ps) and not all(p["apply"] for p in ps)
+    )
     want = torch.stack([cj.apply(x[i], p) for i, p in enumerate(ps)])
     got = B.color_jitter(x, ps, use_jit=use_jit, gray_first=gray_first)
     d = (got.int() - want.int()).abs()
@@ -98,8 +126,12 @@ def test_color_jitter_gray_first_is_grayscale_then_the_factors():
     assert p == last.sample(np.random.default_rng(11), 20, 24) and p["apply"] and p["gray"]
     assert abs(p["s"] - 1) > 0.3 and abs(p["h"]) > 0.1  # saturation and hue change the luma before a late grayscale
     want = TF.rgb_to_grayscale(img, num_output_channels=3)
-    ops = [lambda x: TF.adjust_brightness(x, p["b"]), lambda x: TF.adjust_contrast(x, p["c"]),
-           lambda x: TF.adjust_saturation(x, p["s"]), lambda x: TF.adjust_hue(x, p["h"])]
+    ops = [
+        lambda x: TF.adjust_brightness(x, p["b"]),
+        lambda x: TF.adjust_contrast(x, p["c"]),
+        lambda x: TF.adjust_saturation(x, p["s"]),
+        lambda x: TF.adjust_hue(x, p["h"]),
+    ]
     for i in p["order"]:
         want = ops[i](want)
     assert torch.equal(first.apply(img, p), want)
@@ -137,7 +169,7 @@ def test_batched_geometric_and_blur_steps_against_torchvision():
 
 
 def test_blur_kernel_is_torchvisions():
-    for k, sigma in ((3, 0.4), (7, 1.3), (23, 2.0)):
+    for _k, sigma in ((3, 0.4), (7, 1.3), (23, 2.0)):
         x = torch.zeros(1, 3, 31, 31, dtype=torch.uint8)
         x[..., 15, 15] = 255
         got = B.blur(x, [{"apply": True, "sigma": sigma}])
@@ -164,7 +196,9 @@ def test_looc_shares_exactly_qs_parameters_of_augmentation_i():
 
 def looc_colour_rotation():
     """A LooC recipe whose base is deterministic (whole image, no flip): views differ only by colour and rotation."""
-    return LeaveOneOut(Pipeline([ResizedCrop(S, scale=(1.0, 1.0), ratio=(1.0, 1.0))]), [ColorJitter(p=1.0, p_gray=0.0), Rotation()])
+    return LeaveOneOut(
+        Pipeline([ResizedCrop(S, scale=(1.0, 1.0), ratio=(1.0, 1.0))]), [ColorJitter(p=1.0, p_gray=0.0), Rotation()]
+    )
 
 
 def assert_looc_sharing(views: dict[str, torch.Tensor], tol: int = 1):
@@ -197,7 +231,9 @@ def test_images_smaller_than_the_crop_are_upsampled():
     recipe = TwoViews(Pipeline([ResizedCrop(32), HFlip()]), Pipeline([ResizedCrop(32)]))
     out = B.batched_views(recipe, small, rngs(2))
     assert out["v1"].shape == (2, 3, 32, 32)
-    assert out["v1"][0].float().mean() == pytest.approx(100, abs=0.5) and out["v2"][1].float().mean() == pytest.approx(50, abs=0.5)
+    assert out["v1"][0].float().mean() == pytest.approx(100, abs=0.5) and out["v2"][1].float().mean() == pytest.approx(
+        50, abs=0.5
+    )
     v, _ = recipe(small[1], np.random.default_rng(0))
     assert v["v1"].shape == (3, 32, 32)
 
@@ -205,12 +241,17 @@ def test_images_smaller_than_the_crop_are_upsampled():
 def test_unknown_recipe_falls_back_to_the_recipe_itself():
     class Custom:
         def __call__(self, img, rng):
-            return {"a": TF.resize(img, [8, 8], antialias=True), "b": torch.full((3, 8, 8), int(rng.integers(0, 255)), dtype=torch.uint8)}, {}
+            return {
+                "a": TF.resize(img, [8, 8], antialias=True),
+                "b": torch.full((3, 8, 8), int(rng.integers(0, 255)), dtype=torch.uint8),
+            }, {}
 
     imgs = images(4)
     out = B.batched_views(Custom(), imgs, rngs(4))
     assert out["a"].shape == (4, 3, 8, 8)
-    assert [int(out["b"][i, 0, 0, 0]) for i in range(4)] == [int(np.random.default_rng([7, 1, i]).integers(0, 255)) for i in range(4)]
+    assert [int(out["b"][i, 0, 0, 0]) for i in range(4)] == [
+        int(np.random.default_rng([7, 1, i]).integers(0, 255)) for i in range(4)
+    ]
 
 
 def test_texture_transfer_is_deterministic_and_keeps_the_layout():

@@ -3,6 +3,7 @@ Cases already covered elsewhere: unknown method/table/protocol/scale/dataset, in
 types, negative or zero epochs and batch, batch larger than the dataset, missing/empty/non-image
 folders (tests/test_cli.py); every PIL mode (tests/test_datasets.py); disk full during a checkpoint
 write and non-finite loss (tests/test_reliability.py)."""
+
 from __future__ import annotations
 
 import json
@@ -26,7 +27,11 @@ FAST = FAST_CLI
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("bad")
-    for name, method, extra in (("moco", "moco-v2", []), ("simclr", "simclr", []), ("r18", "moco-v2", ["--backbone", "resnet10-w0.25"])):
+    for name, method, extra in (
+        ("moco", "moco-v2", []),
+        ("simclr", "simclr", []),
+        ("r18", "moco-v2", ["--backbone", "resnet10-w0.25"]),
+    ):
         p = run_cli("pretrain", method, "--epochs", "0", "--out", root / name, *FAST, *extra)
         assert p.returncode == 0, p.stderr
     return root
@@ -85,7 +90,9 @@ def test_checkpoint_that_would_execute_code_is_refused(runs, tmp_path):
 def test_resume_with_another_recipe_and_nothing_to_resume(runs, tmp_path):
     run = _copy(runs, "moco", tmp_path)
     one_line_error(run_cli("pretrain", "simclr", "--epochs", "1", "--out", run, "--resume", *FAST), 1, "another recipe")
-    one_line_error(run_cli("pretrain", "moco-v2", "--out", tmp_path / "none", "--resume", *FAST), 1, "nothing to resume")
+    one_line_error(
+        run_cli("pretrain", "moco-v2", "--out", tmp_path / "none", "--resume", *FAST), 1, "nothing to resume"
+    )
 
 
 def test_run_directory_without_config(tmp_path):
@@ -94,7 +101,9 @@ def test_run_directory_without_config(tmp_path):
 
 
 def test_unknown_feature_for_method(runs):
-    one_line_error(run_cli("probe", "knn", runs / "moco", "--feature", "concat"), 2, "feature 'concat' is not available")
+    one_line_error(
+        run_cli("probe", "knn", runs / "moco", "--feature", "concat"), 2, "feature 'concat' is not available"
+    )
 
 
 @pytest.mark.parametrize("key", ["embedded_texture_contrast", "embedded_class_color", "embedded_background_jitter"])
@@ -114,8 +123,21 @@ def test_truncated_jpeg_fails_or_is_skipped(tmp_path):
             Image.new("RGB", (40, 40), (i * 5, 100, 0 if c == "a" else 200)).save(root / c / f"{i}.jpg", quality=90)
     bad = root / "a" / "0.jpg"
     bad.write_bytes(bad.read_bytes()[:200])
-    args = ["pretrain", "moco-v2", "--dataset", f"imagefolder:{root}", "--epochs", "1", "--batch-size", "16",
-            "--backbone", "resnet10-w0.125", "--set", "data.workers=0", "--quiet"]
+    args = [
+        "pretrain",
+        "moco-v2",
+        "--dataset",
+        f"imagefolder:{root}",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "16",
+        "--backbone",
+        "resnet10-w0.125",
+        "--set",
+        "data.workers=0",
+        "--quiet",
+    ]
     one_line_error(run_cli(*args, "--out", tmp_path / "r1"), 1, "unreadable image")
     p = run_cli(*args, "--out", tmp_path / "r2", "--set", "data.skip_bad=true")
     assert p.returncode == 0, p.stderr
@@ -127,8 +149,23 @@ def test_images_smaller_than_the_crop_are_upsampled(tmp_path):
     (root / "a").mkdir(parents=True)
     for i in range(40):
         Image.new("RGB", (8, 6), (i * 5, 0, 0)).save(root / "a" / f"{i}.png")
-    p = run_cli("pretrain", "simclr", "--dataset", f"imagefolder:{root}", "--epochs", "1", "--batch-size", "16",
-                "--backbone", "resnet10-w0.125", "--set", "data.workers=0", "--quiet", "--out", tmp_path / "r")
+    p = run_cli(
+        "pretrain",
+        "simclr",
+        "--dataset",
+        f"imagefolder:{root}",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "16",
+        "--backbone",
+        "resnet10-w0.125",
+        "--set",
+        "data.workers=0",
+        "--quiet",
+        "--out",
+        tmp_path / "r",
+    )
     assert p.returncode == 0, p.stderr
 
 
@@ -142,19 +179,27 @@ def test_corrupted_results_line_is_skipped_with_warning(runs, tmp_path):
     assert p.returncode == 0 and "skipped an unreadable results line" in p.stderr
     p = run_cli("probe", "knn", runs / "moco", "--k", "5", "--results", res)  # appending after a torn line
     assert p.returncode == 0
-    good = [json.loads(line) for line in (res / "records.jsonl").read_text().splitlines() if line.startswith('{"') and line.endswith("}")]
+    good = [
+        json.loads(line)
+        for line in (res / "records.jsonl").read_text().splitlines()
+        if line.startswith('{"') and line.endswith("}")
+    ]
     assert len(good) == 4
 
 
 def test_concurrent_writers_lose_nothing(tmp_path):
     res = tmp_path / "res"
-    code = ("import sys; from cssl_bench.results.store import ResultsStore; s = ResultsStore(sys.argv[1]);"
-            "[s.append([{'metric': 'm', 'value': i, 'writer': sys.argv[2]}]) for i in range(100)]")
+    code = (
+        "import sys; from cssl_bench.results.store import ResultsStore; s = ResultsStore(sys.argv[1]);"
+        "[s.append([{'metric': 'm', 'value': i, 'writer': sys.argv[2]}]) for i in range(100)]"
+    )
     procs = [subprocess.Popen([sys.executable, "-c", code, str(res), str(w)]) for w in range(4)]
     assert all(p.wait(timeout=120) == 0 for p in procs)
     lines = (res / "records.jsonl").read_text().splitlines()
     recs = [json.loads(line) for line in lines]
-    assert len(recs) == 400 and {(r["writer"], r["value"]) for r in recs} == {(str(w), i) for w in range(4) for i in range(100)}
+    assert len(recs) == 400 and {(r["writer"], r["value"]) for r in recs} == {
+        (str(w), i) for w in range(4) for i in range(100)
+    }
 
 
 def test_results_directory_without_write_permission(runs):
@@ -171,9 +216,28 @@ def test_results_directory_without_write_permission(runs):
             p.chmod(p.stat().st_mode | stat.S_IROTH | (stat.S_IXOTH if p.is_dir() else 0))
         (root / "results").chmod(0o555)
         env = {**os.environ, "CSSL_BENCH_CACHE": str(root / "cache"), "HOME": str(root)}
-        p = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable, "-m", "cssl_bench",
-                            "probe", "knn", str(root / "run"), "--k", "5", "--results", str(root / "results")],
-                           capture_output=True, text=True, env=env, cwd=str(root))
+        p = subprocess.run(
+            [
+                "setpriv",
+                "--reuid=65534",
+                "--regid=65534",
+                "--clear-groups",
+                sys.executable,
+                "-m",
+                "cssl_bench",
+                "probe",
+                "knn",
+                str(root / "run"),
+                "--k",
+                "5",
+                "--results",
+                str(root / "results"),
+            ],
+            capture_output=True,
+            text=True,
+            env=env,
+            cwd=str(root),
+        )
         one_line_error(p, 1, "permission denied")
     finally:
         shutil.rmtree(root, ignore_errors=True)
@@ -184,10 +248,16 @@ def test_pipeline_without_network(runs, tmp_path):
     if not shutil.which("unshare") or subprocess.run(["unshare", "-n", "true"]).returncode != 0:
         pytest.skip("needs unshare -n (network namespaces)")
     base = ["unshare", "-n", sys.executable, "-m", "cssl_bench"]
-    p = subprocess.run([*base, "pretrain", "simclr", "--epochs", "1", "--out", str(tmp_path / "r"), *FAST],
-                       capture_output=True, text=True)
+    p = subprocess.run(
+        [*base, "pretrain", "simclr", "--epochs", "1", "--out", str(tmp_path / "r"), *FAST],
+        capture_output=True,
+        text=True,
+    )
     assert p.returncode == 0, p.stderr
-    p = subprocess.run([*base, "probe", "knn", str(tmp_path / "r"), "--results", str(tmp_path / "res"), "--json"],
-                       capture_output=True, text=True)
+    p = subprocess.run(
+        [*base, "probe", "knn", str(tmp_path / "r"), "--results", str(tmp_path / "res"), "--json"],
+        capture_output=True,
+        text=True,
+    )
     assert p.returncode == 0, p.stderr
     assert json.loads(p.stdout)[0]["metric"] == "knn/top1"

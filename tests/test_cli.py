@@ -1,4 +1,5 @@
 """The foundation pipeline through the real CLI (pretrain -> knn -> linear -> table) and its error cases."""
+
 import csv
 import json
 
@@ -8,7 +9,18 @@ SMALL = ["--set", "data.embedded_train=640", "--set", "data.embedded_test=200", 
 
 
 # SimSiam Table 4's MoCo v2 (the symmetrised loss), so that its probes fill that table's MoCo v2 row
-TINY_RUN = ("pretrain", "moco-v2", "--epochs", "1", "--batch-size", "64", "--seed", "3", "--set", "params.symmetric=true")
+TINY_RUN = (
+    "pretrain",
+    "moco-v2",
+    "--epochs",
+    "1",
+    "--batch-size",
+    "64",
+    "--seed",
+    "3",
+    "--set",
+    "params.symmetric=true",
+)
 
 
 @pytest.fixture(scope="module")
@@ -34,8 +46,10 @@ def test_pretrain_writes_run_directory(tiny_run):
     with open(out / "log.csv") as f:  # the collapse monitor of MoCo's queries: a std of unit vectors' channels
         logged = list(csv.DictReader(f))
     assert all(0 < float(r["z_std"]) <= 1 for r in logged)
-    assert info["z_std_step"] == int(logged[-1]["step"]) and info["z_std"] == pytest.approx(float(logged[-1]["z_std"]), abs=1e-5)
-    assert info["z_std_x_sqrt_dim"] == pytest.approx(info["z_std"] * 128 ** 0.5, abs=1e-3)  # MoCo v2: dim 128
+    assert info["z_std_step"] == int(logged[-1]["step"]) and info["z_std"] == pytest.approx(
+        float(logged[-1]["z_std"]), abs=1e-5
+    )
+    assert info["z_std_x_sqrt_dim"] == pytest.approx(info["z_std"] * 128**0.5, abs=1e-3)  # MoCo v2: dim 128
     assert info["train_loaders"] == [{"loader": "torchvision"}]  # which loader read the images (FFCV: also its storage)
 
 
@@ -48,7 +62,7 @@ def test_probe_records_carry_the_checkpoints_collapse_monitor(tiny_run, cli, tmp
     assert json.loads(p.stdout)[0]["pretrain_loader"] == [{"loader": "torchvision"}]
     z = json.loads(p.stdout)[0]["pretrain_z_std"]
     assert z["step"] == int(last["step"]) == 10 and z["value"] == float(last["z_std"])
-    assert z["x_sqrt_dim"] == pytest.approx(float(last["z_std"]) * 128 ** 0.5, abs=1e-3)
+    assert z["x_sqrt_dim"] == pytest.approx(float(last["z_std"]) * 128**0.5, abs=1e-3)
 
 
 def test_collapse_warning_threshold():
@@ -116,7 +130,18 @@ def test_probes_and_table(tiny_run, cli):
     recs = json.loads(p.stdout)
     assert {r["metric"] for r in recs} == {"knn/top1", "knn/top5"}
     for r in recs:
-        assert {"metric", "value", "method", "dataset", "scale", "epochs", "seed", "config_hash", "protocol", "backbone"} <= set(r)
+        assert {
+            "metric",
+            "value",
+            "method",
+            "dataset",
+            "scale",
+            "epochs",
+            "seed",
+            "config_hash",
+            "protocol",
+            "backbone",
+        } <= set(r)
         assert r["method"] == "moco-v2" and r["scale"] == "tiny" and r["epochs"] == 1 and r["seed"] == 3
         assert r["protocol"]["k"] == 20 and 0 <= r["value"] <= 100
     p = cli("probe", "linear", out, "--epochs", "5", "--results", res, "--json")
@@ -137,7 +162,10 @@ def test_probes_and_table(tiny_run, cli):
     simclr_row = next(line for line in p.stdout.splitlines() if line.startswith("| SimCLR"))
     assert "66.5" in simclr_row and "–" in simclr_row and "tiny" in p.stdout
     p = cli("table", "simsiam-t4", "--results", res, "--format", "csv", "--compare", "none")
-    assert p.returncode == 0 and p.stdout.splitlines()[0] == "method,batch size,negative pairs,momentum encoder,100 ep,200 ep,400 ep,800 ep"
+    assert (
+        p.returncode == 0
+        and p.stdout.splitlines()[0] == "method,batch size,negative pairs,momentum encoder,100 ep,200 ep,400 ep,800 ep"
+    )
 
 
 def test_random_init_baseline_and_resume_refusal(tiny_run, cli):
@@ -150,24 +178,31 @@ def test_random_init_baseline_and_resume_refusal(tiny_run, cli):
     assert p.returncode != 0 and "already holds a run" in p.stderr and "Traceback" not in p.stderr
 
 
-@pytest.mark.parametrize("args,exit_code,message", [
-    (["pretrain", "mocov9"], 2, "unknown method 'mocov9'; choose from"),
-    (["pretrain", "moco-v2", "--dataset", "cifar1000"], 2, "unknown dataset 'cifar1000'; choose from"),
-    (["pretrain", "moco-v2", "--scale", "huge"], 2, "unknown scale 'huge'; choose from tiny, small, paper"),
-    (["pretrain", "moco-v2", "--precision", "fp8"], 2, "train.precision must be one of fp32, bf16, fp16"),
-    (["pretrain", "moco-v2", "--epochs", "-1"], 2, "epochs must be >= 0"),
-    (["pretrain", "moco-v2", "--batch-size", "0"], 2, "batch size must be > 0"),
-    (["pretrain", "moco-v2", "--set", "optim.nope=1"], 2, "unknown recipe key optim.nope"),
-    (["pretrain", "moco-v2", "--epochs", "ten"], 2, "error:"),
-    (["table", "nosuchtable"], 2, "unknown table 'nosuchtable'; choose from"),
-    (["table", "methods", "--format", "xls"], 2, "unknown format 'xls'"),
-    (["probe", "linear", "DIR", "--protocol", "simclr"], 2, "unknown linear protocol 'simclr'; choose from moco, simsiam, looc"),
-    (["probe", "knn", "/nonexistent/run"], 1, "run directory /nonexistent/run does not exist"),
-    (["pretrain", "moco-v2", "--dataset", "imagefolder:/nonexistent/x"], 1, "does not exist"),
-    (["nosuchcommand"], 2, "error:"),
-    (["demo", "--seeds", "0"], 2, "--seeds must be an integer >= 1, got 0"),
-    (["table", "methods", "--seeds", "-1"], 2, "--seeds must be an integer >= 1, got -1"),
-])
+@pytest.mark.parametrize(
+    "args,exit_code,message",
+    [
+        (["pretrain", "mocov9"], 2, "unknown method 'mocov9'; choose from"),
+        (["pretrain", "moco-v2", "--dataset", "cifar1000"], 2, "unknown dataset 'cifar1000'; choose from"),
+        (["pretrain", "moco-v2", "--scale", "huge"], 2, "unknown scale 'huge'; choose from tiny, small, paper"),
+        (["pretrain", "moco-v2", "--precision", "fp8"], 2, "train.precision must be one of fp32, bf16, fp16"),
+        (["pretrain", "moco-v2", "--epochs", "-1"], 2, "epochs must be >= 0"),
+        (["pretrain", "moco-v2", "--batch-size", "0"], 2, "batch size must be > 0"),
+        (["pretrain", "moco-v2", "--set", "optim.nope=1"], 2, "unknown recipe key optim.nope"),
+        (["pretrain", "moco-v2", "--epochs", "ten"], 2, "error:"),
+        (["table", "nosuchtable"], 2, "unknown table 'nosuchtable'; choose from"),
+        (["table", "methods", "--format", "xls"], 2, "unknown format 'xls'"),
+        (
+            ["probe", "linear", "DIR", "--protocol", "simclr"],
+            2,
+            "unknown linear protocol 'simclr'; choose from moco, simsiam, looc",
+        ),
+        (["probe", "knn", "/nonexistent/run"], 1, "run directory /nonexistent/run does not exist"),
+        (["pretrain", "moco-v2", "--dataset", "imagefolder:/nonexistent/x"], 1, "does not exist"),
+        (["nosuchcommand"], 2, "error:"),
+        (["demo", "--seeds", "0"], 2, "--seeds must be an integer >= 1, got 0"),
+        (["table", "methods", "--seeds", "-1"], 2, "--seeds must be an integer >= 1, got -1"),
+    ],
+)
 def test_errors_are_one_line(cli, tmp_path, args, exit_code, message):
     args = [str(tmp_path) if a == "DIR" else a for a in args]
     p = cli(*args, "--out", tmp_path / "o") if args[0] == "pretrain" else cli(*args)
@@ -213,13 +248,36 @@ def test_data_export(cli, tmp_path):
 def test_demo_with_two_seeds(cli, tmp_path):
     """The demo on tiny data under seeds 0 and 1: both random-init baselines, mean ± std per row, Δ against the
     higher baseline, per-seed values, and the methods table of those seeds."""
-    p = cli("demo", "--out", tmp_path / "demo", "--epochs", "1", "--seeds", "2", "--set", "data.embedded_train=256",
-            "--set", "data.embedded_test=64", "--set", "data.workers=0", "--set", "train.batch_size=32",
-            "--set", "model.backbone=resnet10-w0.125", env={"COLUMNS": "200"})
+    p = cli(
+        "demo",
+        "--out",
+        tmp_path / "demo",
+        "--epochs",
+        "1",
+        "--seeds",
+        "2",
+        "--set",
+        "data.embedded_train=256",
+        "--set",
+        "data.embedded_test=64",
+        "--set",
+        "data.workers=0",
+        "--set",
+        "train.batch_size=32",
+        "--set",
+        "model.backbone=resnet10-w0.125",
+        env={"COLUMNS": "200"},
+    )
     assert p.returncode == 0, p.stderr
     out = p.stdout
-    assert "(mean ± std over seeds 0-1)" in out and "random init (as initialised)" in out and "random init (BN on data)" in out
+    assert (
+        "(mean ± std over seeds 0-1)" in out
+        and "random init (as initialised)" in out
+        and "random init (BN on data)" in out
+    )
     assert "Δ against the higher random-init baseline: random init (" in out and "Per seed (0, 1): " in out
     recs = [json.loads(line) for line in (tmp_path / "demo" / "results" / "records.jsonl").read_text().splitlines()]
-    assert {r["seed"] for r in recs} == {0, 1} and sum(r.get("init_bn") == "data" for r in recs) == 4  # 2 seeds x top1/top5
+    assert {r["seed"] for r in recs} == {0, 1} and sum(
+        r.get("init_bn") == "data" for r in recs
+    ) == 4  # 2 seeds x top1/top5
     assert "Seeds 0-1 only (--seeds 2)." in out

@@ -1,6 +1,7 @@
 """Bad input to `probe`, `evaluate`, `transfer detection` and `export`: one `error:` line, the right exit status,
 refused before any work (no features extracted, no dataset built) and nothing appended to the results store.
 Also: the run_dir help text and the progress bars of feature extraction and linear-probe training."""
+
 from __future__ import annotations
 
 import io
@@ -46,8 +47,6 @@ def res(tmp_path):
     return d
 
 
-
-
 def untouched(run: Path, res: Path) -> None:
     assert (res / "records.jsonl").read_text() == SEED_RECORD
     assert not (run / "features").exists(), "work was done before the error"
@@ -55,23 +54,33 @@ def untouched(run: Path, res: Path) -> None:
 
 # ------------------------------------------------------------------------------------------- 1, 4: option ranges
 
-@pytest.mark.parametrize("args,message", [
-    (["probe", "knn", "RUN", "--k", "0"], "--k must be an integer >= 1, got 0"),
-    (["probe", "knn", "RUN", "--k", "-5"], "--k must be an integer >= 1, got -5"),
-    (["probe", "knn", "RUN", "--temperature", "0"], "--temperature must be a positive number"),
-    (["probe", "knn", "RUN", "--temperature", "-1"], "--temperature must be a positive number"),
-    (["probe", "linear", "RUN", "--epochs", "-2"], "--epochs must be an integer >= 1, got -2"),
-    (["probe", "linear", "RUN", "--epochs", "0"], "--epochs must be an integer >= 1, got 0"),
-    (["probe", "linear", "RUN", "--batch-size", "-1"], "--batch-size must be an integer >= 1, got -1"),
-    (["probe", "linear", "RUN", "--batch-size", "0"], "--batch-size must be an integer >= 1, got 0"),
-    (["probe", "linear", "RUN", "--lr", "-1"], "--lr must be a positive number"),
-    (["probe", "rotation", "RUN", "--limit", "0"], "--limit must be an integer >= 1"),
-    (["probe", "fewshot", "RUN", "--C", "-1"], "--C must be a positive number"),
-    (["probe", "fewshot", "RUN", "--trials", "0"], "--trials must be an integer >= 1"),
-    (["evaluate", "RUN", "--probe", "linear", "--linear-epochs", "-3"], "--linear-epochs must be an integer >= 1, got -3"),
-    (["evaluate", "RUN", "--trials", "0"], "--trials must be an integer >= 1"),
-    (["evaluate", "RUN", "--probe", "nope"], "unknown --probe 'nope'; choose from linear, rotation, finegrained, fewshot, corruption, objectnet, knn"),
-])
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["probe", "knn", "RUN", "--k", "0"], "--k must be an integer >= 1, got 0"),
+        (["probe", "knn", "RUN", "--k", "-5"], "--k must be an integer >= 1, got -5"),
+        (["probe", "knn", "RUN", "--temperature", "0"], "--temperature must be a positive number"),
+        (["probe", "knn", "RUN", "--temperature", "-1"], "--temperature must be a positive number"),
+        (["probe", "linear", "RUN", "--epochs", "-2"], "--epochs must be an integer >= 1, got -2"),
+        (["probe", "linear", "RUN", "--epochs", "0"], "--epochs must be an integer >= 1, got 0"),
+        (["probe", "linear", "RUN", "--batch-size", "-1"], "--batch-size must be an integer >= 1, got -1"),
+        (["probe", "linear", "RUN", "--batch-size", "0"], "--batch-size must be an integer >= 1, got 0"),
+        (["probe", "linear", "RUN", "--lr", "-1"], "--lr must be a positive number"),
+        (["probe", "rotation", "RUN", "--limit", "0"], "--limit must be an integer >= 1"),
+        (["probe", "fewshot", "RUN", "--C", "-1"], "--C must be a positive number"),
+        (["probe", "fewshot", "RUN", "--trials", "0"], "--trials must be an integer >= 1"),
+        (
+            ["evaluate", "RUN", "--probe", "linear", "--linear-epochs", "-3"],
+            "--linear-epochs must be an integer >= 1, got -3",
+        ),
+        (["evaluate", "RUN", "--trials", "0"], "--trials must be an integer >= 1"),
+        (
+            ["evaluate", "RUN", "--probe", "nope"],
+            "unknown --probe 'nope'; choose from linear, rotation, finegrained, fewshot, corruption, objectnet, knn",
+        ),
+    ],
+)
 def test_bad_probe_options_are_refused_before_any_work(pristine, res, cli, args, message):
     p = cli(*[pristine if a == "RUN" else a for a in args], "--results", res)
     one_line_error(p, 2, message)
@@ -84,7 +93,9 @@ def test_unknown_probe_in_a_dry_run(pristine, cli):
     assert p.stdout == ""
     p = cli("evaluate", pristine, "--suite", "simsiam", "--probe", "knn", "--dry-run")
     one_line_error(p, 2, "suite simsiam has no probe knn")
-    p = cli("evaluate", pristine, "--suite", "looc", "--probe", "fewshot", "--dry-run")  # a valid one still lists its step
+    p = cli(
+        "evaluate", pristine, "--suite", "looc", "--probe", "fewshot", "--dry-run"
+    )  # a valid one still lists its step
     assert p.returncode == 0 and p.stdout.strip() == "fewshot on embedded-fine", p.stderr
 
 
@@ -111,6 +122,7 @@ def test_protocol_objects_validate_for_every_entry_point():
 
 # --------------------------------------------------------------------------------------- 2: unwritable results
 
+
 def _permission_denied_dir(tmp_path: Path) -> Path | None:
     """A folder this process may not create files in (root ignores permission bits: then try sysfs)."""
     d = tmp_path / "read-only"
@@ -128,7 +140,9 @@ def _permission_denied_dir(tmp_path: Path) -> Path | None:
     return None
 
 
-@pytest.mark.parametrize("command", [["probe", "linear", "RUN", "--epochs", "1"], ["evaluate", "RUN", "--probe", "knn"]])
+@pytest.mark.parametrize(
+    "command", [["probe", "linear", "RUN", "--epochs", "1"], ["evaluate", "RUN", "--probe", "knn"]]
+)
 def test_unwritable_results_store_fails_before_the_probe(pristine, tmp_path, cli, command):
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder")
@@ -154,15 +168,29 @@ def test_missing_results_folder_is_created(pristine, tmp_path, cli):
 
 # ---------------------------------------------------------------------------------- 3: detection before work
 
-@pytest.mark.parametrize("args,message", [
-    (["--arch", "nope"], "unknown --arch 'nope'; choose from c4, fpn"),
-    (["--task", "nope"], "unknown --task 'nope'; choose from box, instance"),
-    (["--opt", "roi_batch=abc"], "detection option roi_batch must be an integer, got 'abc'"),
-])
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--arch", "nope"], "unknown --arch 'nope'; choose from c4, fpn"),
+        (["--task", "nope"], "unknown --task 'nope'; choose from box, instance"),
+        (["--opt", "roi_batch=abc"], "detection option roi_batch must be an integer, got 'abc'"),
+    ],
+)
 def test_detection_options_are_checked_before_the_dataset_is_built(pristine, res, tmp_path, cli, args, message):
     cache = tmp_path / "cache"
-    p = cli("transfer", "detection", pristine, "--iterations", "2", "--quiet", *args, "--results", res,
-            env={"CSSL_BENCH_CACHE": str(cache)})
+    p = cli(
+        "transfer",
+        "detection",
+        pristine,
+        "--iterations",
+        "2",
+        "--quiet",
+        *args,
+        "--results",
+        res,
+        env={"CSSL_BENCH_CACHE": str(cache)},
+    )
     one_line_error(p, 2, message)
     assert not cache.exists() or not any(cache.iterdir()), "the detection dataset was built before the error"
     assert (res / "records.jsonl").read_text() == SEED_RECORD
@@ -170,22 +198,31 @@ def test_detection_options_are_checked_before_the_dataset_is_built(pristine, res
 
 # ------------------------------------------------------------------------------------- 7: export's own message
 
+
 def test_export_write_errors_speak_of_the_export(pristine, tmp_path, cli):
     blocker = tmp_path / "a-file"
     blocker.write_text("x")
-    line = one_line_error(cli("export", pristine, "--to", "timm", blocker / "w.pt"), 1, "export", "nothing was exported")
+    line = one_line_error(
+        cli("export", pristine, "--to", "timm", blocker / "w.pt"), 1, "export", "nothing was exported"
+    )
     assert "checkpoint" not in line
     out = tmp_path / "w.pt"
-    line = one_line_error(cli("export", pristine, "--to", "timm", out, env={"CSSL_BENCH_FAULT": "enospc:1"}), 1,
-                          f"could not write the export {out} (No space left on device)")
+    line = one_line_error(
+        cli("export", pristine, "--to", "timm", out, env={"CSSL_BENCH_FAULT": "enospc:1"}),
+        1,
+        f"could not write the export {out} (No space left on device)",
+    )
     assert "previous checkpoint" not in line and not out.exists()
     ro = _permission_denied_dir(tmp_path)
     if ro is not None:
-        line = one_line_error(cli("export", pristine, "--to", "timm", ro / "w.pt"), 1, "cannot write the export", "permission denied")
+        line = one_line_error(
+            cli("export", pristine, "--to", "timm", ro / "w.pt"), 1, "cannot write the export", "permission denied"
+        )
         assert "previous checkpoint" not in line
 
 
 # ----------------------------------------------------------------------------------------- 6: run_dir help
+
 
 @pytest.mark.parametrize("command", [["probe", "knn"], ["probe", "linear"], ["probe", "fewshot"], ["evaluate"]])
 def test_run_dir_has_help(cli, command):
@@ -194,6 +231,7 @@ def test_run_dir_has_help(cli, command):
 
 
 # --------------------------------------------------------------------------------------------- 5: progress
+
 
 def test_progress_bars_on_a_terminal_only(pristine, tmp_path, cli):
     run = tmp_path / "run"
@@ -261,4 +299,3 @@ def test_probe_linear_takes_the_scales_protocol_defaults(pristine, tmp_path, cli
     recs = json.loads(p.stdout)
     assert recs[0]["protocol"] == get_protocol("simsiam").for_scale("tiny").with_overrides(epochs=2).record()
     assert "paper_train_images" not in recs[0]["protocol"]
-

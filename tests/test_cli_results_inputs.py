@@ -1,4 +1,5 @@
 """Bad input to the results commands (table, reproduce): one clear line, the right exit code, nothing lost."""
+
 from __future__ import annotations
 
 import json
@@ -10,10 +11,23 @@ from tests.conftest import run_cli
 
 
 def _record(value, metric="rotation/acc"):
-    r = make_record(run_id="r", method="moco-v2", dataset="embedded", pretrain_dataset="embedded", scale="small",
-                    backbone="resnet18-w0.25", epochs=8, batch=128, seed=0, feature="backbone",
-                    protocol={"name": "rotation"}, metric=metric, value=1.0, config_hash="h",
-                    extra={"data_options": {"embedded_version": 2}})
+    r = make_record(
+        run_id="r",
+        method="moco-v2",
+        dataset="embedded",
+        pretrain_dataset="embedded",
+        scale="small",
+        backbone="resnet18-w0.25",
+        epochs=8,
+        batch=128,
+        seed=0,
+        feature="backbone",
+        protocol={"name": "rotation"},
+        metric=metric,
+        value=1.0,
+        config_hash="h",
+        extra={"data_options": {"embedded_version": 2}},
+    )
     r["value"] = value
     return r
 
@@ -35,7 +49,17 @@ def test_table_of_a_missing_store_says_so(tmp_path):
 
 def test_reproduce_with_an_override_every_run_refuses_exits_2(tmp_path):
     for extra in ([], ["--dry-run"]):
-        p = run_cli("reproduce", "rotation", "--set", "optim.nope=1", "--results", tmp_path / "res", "--runs", tmp_path / "runs", *extra)
+        p = run_cli(
+            "reproduce",
+            "rotation",
+            "--set",
+            "optim.nope=1",
+            "--results",
+            tmp_path / "res",
+            "--runs",
+            tmp_path / "runs",
+            *extra,
+        )
         assert p.returncode == 2, p.stderr
         lines = p.stderr.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("error: --set optim.nope=1"), p.stderr

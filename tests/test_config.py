@@ -22,15 +22,21 @@ def test_hash_is_stable_and_ignores_operational_keys():
     assert recipe_from_dict(a.to_dict()).hash() == a.hash()
 
 
-@pytest.mark.parametrize("overrides,match", [
-    ({"train": {"bogus": 1}}, "unknown recipe key train.bogus"),
-    ({"train": {"epochs": "ten"}}, "expected int"),
-    ({"train": {"epochs": -1}}, "epochs must be >= 0"),
-    ({"train": {"batch_size": 0}}, "batch size must be > 0"),
-    ({"optim": {"name": "adam9"}}, "optim.name must be one of"),
-    ({"nosection": {"a": 1}}, "unknown recipe section"),
-    ({"augment": {"color": {"p_gray": 0.2, "gray_first": "yes"}}}, "augment.color.gray_first must be true or false, got 'yes'"),
-])
+@pytest.mark.parametrize(
+    "overrides,match",
+    [
+        ({"train": {"bogus": 1}}, "unknown recipe key train.bogus"),
+        ({"train": {"epochs": "ten"}}, "expected int"),
+        ({"train": {"epochs": -1}}, "epochs must be >= 0"),
+        ({"train": {"batch_size": 0}}, "batch size must be > 0"),
+        ({"optim": {"name": "adam9"}}, "optim.name must be one of"),
+        ({"nosection": {"a": 1}}, "unknown recipe section"),
+        (
+            {"augment": {"color": {"p_gray": 0.2, "gray_first": "yes"}}},
+            "augment.color.gray_first must be true or false, got 'yes'",
+        ),
+    ],
+)
 def test_invalid_recipes(overrides, match):
     with pytest.raises(UserError, match=match):
         load_recipe("moco-v2", "tiny", overrides)

@@ -1,4 +1,5 @@
 """Named datasets read from small fixtures in their published layouts, and bad input."""
+
 import json
 
 import numpy as np
@@ -10,8 +11,16 @@ from cssl_bench.data.datasets import REGISTRY, get_source
 from cssl_bench.data.named import ON13, imagenet100_wnids, objectnet13_folders
 
 NAMED = ("imagenet", "imagenet100", "flowers102", "cub200", "inat2019", "objectnet13", "imagenet-c-100")
-ROOT_VARS = ("CSSL_BENCH_DATA", "CSSL_BENCH_IMAGENET", "CSSL_BENCH_IMAGENET100", "CSSL_BENCH_FLOWERS102", "CSSL_BENCH_CUB200",
-             "CSSL_BENCH_INAT2019", "CSSL_BENCH_OBJECTNET", "CSSL_BENCH_IMAGENET_C")
+ROOT_VARS = (
+    "CSSL_BENCH_DATA",
+    "CSSL_BENCH_IMAGENET",
+    "CSSL_BENCH_IMAGENET100",
+    "CSSL_BENCH_FLOWERS102",
+    "CSSL_BENCH_CUB200",
+    "CSSL_BENCH_INAT2019",
+    "CSSL_BENCH_OBJECTNET",
+    "CSSL_BENCH_IMAGENET_C",
+)
 
 
 @pytest.fixture(autouse=True)
@@ -92,7 +101,10 @@ def test_flowers102_layout(tmp_path, monkeypatch):
     for i in range(1, 10):
         img(root / "jpg" / f"image_{i:05d}.jpg", value=i * 20, fmt="JPEG")
     savemat(root / "imagelabels.mat", {"labels": labels})
-    savemat(root / "setid.mat", {"trnid": np.array([[4, 1, 2]]), "valid": np.array([[3, 5]]), "tstid": np.array([[6, 7, 8, 9]])})
+    savemat(
+        root / "setid.mat",
+        {"trnid": np.array([[4, 1, 2]]), "valid": np.array([[3, 5]]), "tstid": np.array([[6, 7, 8, 9]])},
+    )
     monkeypatch.setenv("CSSL_BENCH_FLOWERS102", str(root))
     tr, va, te = (get_source("flowers102", s) for s in ("train", "val", "test"))
     assert [f.name for f in tr.files] == ["image_00001.jpg", "image_00002.jpg", "image_00004.jpg"]
@@ -102,7 +114,12 @@ def test_flowers102_layout(tmp_path, monkeypatch):
 
 def test_cub200_layout(tmp_path, monkeypatch):
     root = tmp_path / "CUB_200_2011"
-    rows = [(1, "001.Albatross/a.jpg", 1, 1), (2, "001.Albatross/b.jpg", 1, 0), (3, "002.Auklet/c.jpg", 2, 1), (4, "002.Auklet/d.jpg", 2, 0)]
+    rows = [
+        (1, "001.Albatross/a.jpg", 1, 1),
+        (2, "001.Albatross/b.jpg", 1, 0),
+        (3, "002.Auklet/c.jpg", 2, 1),
+        (4, "002.Auklet/d.jpg", 2, 0),
+    ]
     for i, p, _, _ in rows:
         img(root / "images" / p, value=i * 30, fmt="JPEG")
     (root / "images.txt").write_text("".join(f"{i} {p}\n" for i, p, _, _ in rows))
@@ -144,11 +161,19 @@ def test_objectnet13_maps_folders_to_in100_ids(tmp_path, monkeypatch):
         for i in range(2):
             img(images / folder / f"{i}.png", value=i)
     (tmp_path / "objectnet-1.0" / "mappings").mkdir()
-    (tmp_path / "objectnet-1.0" / "mappings" / "folder_to_objectnet_label.json").write_text(json.dumps({"laptop_x": "Laptop (open)"}))
+    (tmp_path / "objectnet-1.0" / "mappings" / "folder_to_objectnet_label.json").write_text(
+        json.dumps({"laptop_x": "Laptop (open)"})
+    )
     img(images / "laptop_x" / "0.png")
     monkeypatch.setenv("CSSL_BENCH_DATA", str(tmp_path))
     src = get_source("objectnet13", "test")
-    assert src.classes == ["n03891251", "n02877765", "n04099969", "n03642806", "n02974003"]  # docs/protocols.md order, found ones
+    assert src.classes == [
+        "n03891251",
+        "n02877765",
+        "n04099969",
+        "n03642806",
+        "n02974003",
+    ]  # docs/protocols.md order, found ones
     assert len(src) == 9 and list(src.labels) == [0, 0, 1, 1, 2, 2, 3, 4, 4]
     assert "n07753592" not in objectnet13_folders(images)  # banana is not one of the 13
     with pytest.raises(UserError, match="only a test split"):

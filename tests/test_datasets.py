@@ -11,7 +11,11 @@ def test_every_pil_mode_becomes_rgb(tmp_path, mode):
     arr = (np.random.default_rng(0).random((20, 24, 3)) * 255).astype(np.uint8)
     img = Image.fromarray(arr).convert("L" if mode in ("I;16", "I", "F", "1") else "RGB")
     if mode in ("I;16", "I", "F"):
-        img = Image.fromarray((np.asarray(img).astype(np.uint16) * 200).astype(np.uint16 if mode == "I;16" else np.int32 if mode == "I" else np.float32))
+        img = Image.fromarray(
+            (np.asarray(img).astype(np.uint16) * 200).astype(
+                np.uint16 if mode == "I;16" else np.int32 if mode == "I" else np.float32
+            )
+        )
     else:
         img = img.convert(mode)
     out = to_rgb(img)

@@ -1,6 +1,7 @@
 """Detection transfer: embedded-det scenes, the VOC and COCO readers on hand-written fixtures, pycocotools
 numbers on hand-checked cases, the torchvision detectors' set-up (trainable BN, C4 head), and a short
 fine-tune on embedded-det that beats its own first evaluation."""
+
 import json
 import time
 import xml.etree.ElementTree as ET
@@ -15,9 +16,8 @@ from cssl_bench import UserError
 from cssl_bench.eval.detection.datasets import DetectionSet, DetRecord, concat, read_coco, read_voc
 from cssl_bench.eval.detection.evaluate import coco_evaluate, to_coco_results
 
-
-
 # ---------------------------------------------------------------- embedded-det
+
 
 def test_embedded_det_is_deterministic_and_both_layouts_agree(tmp_path, monkeypatch):
     from cssl_bench.data import embedded_det as ed
@@ -28,8 +28,13 @@ def test_embedded_det_is_deterministic_and_both_layouts_agree(tmp_path, monkeypa
     a = ed.ensure(spec)
     monkeypatch.setenv("CSSL_BENCH_CACHE", str(tmp_path / "b"))
     b = ed.ensure(spec)
-    for f in ("annotations/instances_train.json", "annotations/instances_test.json", "VOCdevkit/VOC2007/Annotations/000001.xml",
-              "VOCdevkit/VOC2012/Annotations/2012_000004.xml", "VOCdevkit/VOC2007/JPEGImages/000011.png"):
+    for f in (
+        "annotations/instances_train.json",
+        "annotations/instances_test.json",
+        "VOCdevkit/VOC2007/Annotations/000001.xml",
+        "VOCdevkit/VOC2012/Annotations/2012_000004.xml",
+        "VOCdevkit/VOC2007/JPEGImages/000011.png",
+    ):
         assert (a / f).read_bytes() == (b / f).read_bytes(), f
     monkeypatch.setenv("CSSL_BENCH_CACHE", str(tmp_path / "c"))
     c = ed.ensure(ed.EmbeddedDetSpec(size=48, n_train07=6, n_train12=4, n_test=5, max_objects=3, seed=2))
@@ -48,7 +53,12 @@ def test_embedded_det_is_deterministic_and_both_layouts_agree(tmp_path, monkeypa
         assert img.shape == (3, 48, 48) and img.dtype == torch.uint8
         for box, mask in zip(t["boxes"], t["masks"]):
             ys, xs = torch.nonzero(mask, as_tuple=True)
-            assert box.tolist() == [xs.min().item(), ys.min().item(), xs.max().item() + 1, ys.max().item() + 1]  # tight box of the mask
+            assert box.tolist() == [
+                xs.min().item(),
+                ys.min().item(),
+                xs.max().item() + 1,
+                ys.max().item() + 1,
+            ]  # tight box of the mask
         if len(t["masks"]) > 1:
             assert (t["masks"].sum(0) <= 1).all()  # visible masks do not overlap
     test = read_voc(a, "2007", "test", CLASSES)
@@ -56,6 +66,7 @@ def test_embedded_det_is_deterministic_and_both_layouts_agree(tmp_path, monkeypa
 
 
 # ---------------------------------------------------------------- readers on hand-written fixtures
+
 
 def _voc_xml(path, w, h, objects):
     root = ET.Element("annotation")
@@ -95,7 +106,9 @@ def test_voc_reader(tmp_path):
     assert r.ignore.tolist() == [False, True] and r.train_keep.all()  # difficult: trained on, ignored in evaluation
     img, t = ds[1]
     assert img.shape == (3, 20, 20) and t["labels"].tolist() == [20] and t["boxes"].tolist() == [[2, 3, 12, 18]]
-    assert read_voc(tmp_path / "VOCdevkit" / "VOC2007", "2007", "trainval").records[1].file == r.file.parent / "000007.jpg"
+    assert (
+        read_voc(tmp_path / "VOCdevkit" / "VOC2007", "2007", "trainval").records[1].file == r.file.parent / "000007.jpg"
+    )
     gt = ds.coco_gt()
     assert [a["iscrowd"] for a in gt.dataset["annotations"]] == [0, 1, 0]
     assert gt.dataset["annotations"][1]["bbox"] == [4.0, 5.0, 36.0, 25.0]
@@ -116,11 +129,33 @@ def test_coco_reader(tmp_path):
     Image.new("RGB", (32, 24)).save(tmp_path / "a.png")
     Image.new("RGB", (16, 16)).save(tmp_path / "b.png")
     square = [[4, 4, 14, 4, 14, 12, 4, 12]]  # polygon of the box x 4..14, y 4..12
-    ann = {"images": [{"id": 7, "file_name": "a.png", "width": 32, "height": 24}, {"id": 9, "file_name": "b.png", "width": 16, "height": 16}],
-           "categories": [{"id": 5, "name": "cat"}, {"id": 1, "name": "ant"}],
-           "annotations": [{"id": 1, "image_id": 7, "category_id": 5, "bbox": [4, 4, 10, 8], "area": 80, "iscrowd": 0, "segmentation": square},
-                           {"id": 2, "image_id": 7, "category_id": 1, "bbox": [20, 2, 6, 6], "area": 36, "iscrowd": 1,
-                            "segmentation": {"size": [24, 32], "counts": [482, 6, 18, 6, 18, 6, 18, 6, 18, 6, 18, 6, 160]}}]}
+    ann = {
+        "images": [
+            {"id": 7, "file_name": "a.png", "width": 32, "height": 24},
+            {"id": 9, "file_name": "b.png", "width": 16, "height": 16},
+        ],
+        "categories": [{"id": 5, "name": "cat"}, {"id": 1, "name": "ant"}],
+        "annotations": [
+            {
+                "id": 1,
+                "image_id": 7,
+                "category_id": 5,
+                "bbox": [4, 4, 10, 8],
+                "area": 80,
+                "iscrowd": 0,
+                "segmentation": square,
+            },
+            {
+                "id": 2,
+                "image_id": 7,
+                "category_id": 1,
+                "bbox": [20, 2, 6, 6],
+                "area": 36,
+                "iscrowd": 1,
+                "segmentation": {"size": [24, 32], "counts": [482, 6, 18, 6, 18, 6, 18, 6, 18, 6, 18, 6, 160]},
+            },
+        ],
+    }
     (tmp_path / "inst.json").write_text(json.dumps(ann))
     ds = read_coco(tmp_path / "inst.json", tmp_path)
     assert ds.classes == ["ant", "cat"] and ds.category_ids == [1, 5]  # sorted category ids -> contiguous labels 1..K
@@ -139,6 +174,7 @@ def test_coco_reader(tmp_path):
 
 
 # ---------------------------------------------------------------- pycocotools on hand-checked cases
+
 
 def _set(boxes_per_image, masks=False, ignore=None):
     recs = []
@@ -166,7 +202,7 @@ def _det(image_id, box, score=0.9, mask_box=None):
         from pycocotools import mask as mu
 
         m = np.zeros((64, 64), np.uint8)
-        m[mask_box[1]:mask_box[3], mask_box[0]:mask_box[2]] = 1
+        m[mask_box[1] : mask_box[3], mask_box[0] : mask_box[2]] = 1
         rle = mu.encode(np.asfortranarray(m))
         r["segmentation"] = {"size": [64, 64], "counts": rle["counts"].decode()}
     return r
@@ -184,10 +220,14 @@ def test_pycocotools_numbers_match_hand_checked_cases():
     two = _set([[[0, 0, 20, 20], [30, 30, 60, 60]]]).coco_gt()
     assert coco_evaluate(two, [_det(1, (0, 0, 20, 20))])["ap50"] == pytest.approx(100 * 51 / 101)
     # a confident false positive ranked first: precision 1/2 at recall 1 -> interpolated 0.5 everywhere
-    assert coco_evaluate(gt, [_det(1, (10, 10, 50, 50), 0.5), _det(1, (0, 50, 10, 60), 0.9)])["ap50"] == pytest.approx(50.0)
+    assert coco_evaluate(gt, [_det(1, (10, 10, 50, 50), 0.5), _det(1, (0, 50, 10, 60), 0.9)])["ap50"] == pytest.approx(
+        50.0
+    )
     # a VOC 'difficult' object (crowd in COCO terms) is neither a miss nor a source of false positives
     hard = _set([[[0, 0, 20, 20], [30, 30, 60, 60]]], ignore=[[False, True]]).coco_gt()
-    assert coco_evaluate(hard, [_det(1, (0, 0, 20, 20)), _det(1, (30, 30, 60, 60), 0.95)])["ap50"] == pytest.approx(100.0)
+    assert coco_evaluate(hard, [_det(1, (0, 0, 20, 20)), _det(1, (30, 30, 60, 60), 0.95)])["ap50"] == pytest.approx(
+        100.0
+    )
 
 
 def test_voc07_scoring_hand_checked():
@@ -213,15 +253,32 @@ def test_voc07_scoring_hand_checked():
     assert voc_evaluate(two, dup)["ap50"] == pytest.approx(100 * 28 / 33)
     # a difficult object: detecting it is neither a hit nor a false positive, missing it is no miss
     hard = _set([[[0, 0, 20, 20], [30, 30, 60, 60]]], ignore=[[False, True]])
-    assert voc_evaluate(hard, [_det(1, (30, 30, 60, 60), 0.95), _det(1, (0, 0, 20, 20))])["ap50"] == pytest.approx(100.0)
+    assert voc_evaluate(hard, [_det(1, (30, 30, 60, 60), 0.95), _det(1, (0, 0, 20, 20))])["ap50"] == pytest.approx(
+        100.0
+    )
     assert voc_evaluate(hard, [_det(1, (0, 0, 20, 20))])["ap50"] == pytest.approx(100.0)
     # a detection on another image, of an object that image lacks, is a false positive
     other = _set([[[10, 10, 50, 50]], []])
-    assert voc_evaluate(other, [_det(2, (10, 10, 50, 50), 0.95), _det(1, (10, 10, 50, 50))])["ap50"] == pytest.approx(50.0)
+    assert voc_evaluate(other, [_det(2, (10, 10, 50, 50), 0.95), _det(1, (10, 10, 50, 50))])["ap50"] == pytest.approx(
+        50.0
+    )
     # scores rounded to 3 decimals as detectron2 writes them: a tie keeps the given order (FP first here)
-    assert voc_evaluate(other, [_det(2, (10, 10, 50, 50), 0.9001), _det(1, (10, 10, 50, 50), 0.9004)])["ap50"] == pytest.approx(50.0)
+    assert voc_evaluate(other, [_det(2, (10, 10, 50, 50), 0.9001), _det(1, (10, 10, 50, 50), 0.9004)])[
+        "ap50"
+    ] == pytest.approx(50.0)
     # two classes, ground truth for one only: the mean is over that class alone
-    recs = [DetRecord(1, None, 64, 64, np.array([[10, 10, 50, 50]], np.float32), np.array([1]), np.zeros(1, bool), np.ones(1, bool))]
+    recs = [
+        DetRecord(
+            1,
+            None,
+            64,
+            64,
+            np.array([[10, 10, 50, 50]], np.float32),
+            np.array([1]),
+            np.zeros(1, bool),
+            np.ones(1, bool),
+        )
+    ]
     two_classes = DetectionSet("t", ["a", "b"], recs)
     stray = {**_det(1, (0, 0, 5, 5), 0.99), "category_id": 2}
     assert voc_evaluate(two_classes, [_det(1, (10, 10, 50, 50)), stray])["ap50"] == pytest.approx(100.0)
@@ -233,11 +290,18 @@ def test_detection_scoring_follows_the_protocol():
     from cssl_bench.eval.detection.finetune import PROTOCOLS, get_protocol
     from cssl_bench.results.tables import record_metric
 
-    assert (PROTOCOLS["voc07"].metric, PROTOCOLS["voc0712"].metric, PROTOCOLS["coco"].metric) == ("voc07", "voc07", "coco")
+    assert (PROTOCOLS["voc07"].metric, PROTOCOLS["voc0712"].metric, PROTOCOLS["coco"].metric) == (
+        "voc07",
+        "voc07",
+        "coco",
+    )
     assert get_protocol("embedded-det").metric == "voc07" and get_protocol("embedded-det", "coco").metric == "coco"
     assert get_protocol("embedded-det", task="instance").metric == "coco"
     assert get_protocol("embedded-det").record("embedded-det")["metric"] == "voc07"
-    assert record_metric({"protocol": {"name": "detection"}}) == "coco" and record_metric({"protocol": {"metric": "voc07"}}) == "voc07"
+    assert (
+        record_metric({"protocol": {"name": "detection"}}) == "coco"
+        and record_metric({"protocol": {"metric": "voc07"}}) == "voc07"
+    )
     assert get_protocol("voc07").with_overrides(metric="coco").metric == "coco"
     with pytest.raises(UserError, match="unknown detection metric 'voc12'"):
         get_protocol("voc07").with_overrides(metric="voc12")
@@ -257,10 +321,18 @@ def test_mask_ap_hand_checked():
 def test_to_coco_results_converts_boxes_labels_and_masks():
     masks = torch.zeros(2, 1, 8, 8)
     masks[0, 0, :4, :4] = 0.9
-    out = {"boxes": torch.tensor([[1.0, 2.0, 5.0, 8.0], [0.0, 0.0, 2.0, 2.0]]), "labels": torch.tensor([2, 1]),
-           "scores": torch.tensor([0.8, 0.3]), "masks": masks}
+    out = {
+        "boxes": torch.tensor([[1.0, 2.0, 5.0, 8.0], [0.0, 0.0, 2.0, 2.0]]),
+        "labels": torch.tensor([2, 1]),
+        "scores": torch.tensor([0.8, 0.3]),
+        "masks": masks,
+    }
     res = to_coco_results([out], [42], [3, 17])
-    assert [r["category_id"] for r in res] == [17, 3] and res[0]["bbox"] == [1.0, 2.0, 4.0, 6.0] and res[0]["image_id"] == 42
+    assert (
+        [r["category_id"] for r in res] == [17, 3]
+        and res[0]["bbox"] == [1.0, 2.0, 4.0, 6.0]
+        and res[0]["image_id"] == 42
+    )
     from pycocotools import mask as mu
 
     assert mu.area({"size": res[0]["segmentation"]["size"], "counts": res[0]["segmentation"]["counts"].encode()}) == 16
@@ -268,6 +340,7 @@ def test_to_coco_results_converts_boxes_labels_and_masks():
 
 
 # ---------------------------------------------------------------- detectors and protocols
+
 
 @pytest.mark.parametrize("arch,task", [("c4", "box"), ("c4", "instance"), ("fpn", "box"), ("fpn", "instance")])
 def test_detector_trains_every_layer_with_real_batchnorm(arch, task):
@@ -278,19 +351,38 @@ def test_detector_trains_every_layer_with_real_batchnorm(arch, task):
 
     torch.manual_seed(0)
     bb = build_backbone("resnet18-w0.25", 32)
-    model = build_detector(bb, 3, arch, task, min_size=(48,), max_size=80, roi_size=8, roi_batch=16, rpn_batch=32,
-                           rpn_pre_nms_train=200, rpn_post_nms_train=50, rpn_pre_nms_test=100, rpn_post_nms_test=20)
+    model = build_detector(
+        bb,
+        3,
+        arch,
+        task,
+        min_size=(48,),
+        max_size=80,
+        roi_size=8,
+        roi_batch=16,
+        rpn_batch=32,
+        rpn_pre_nms_train=200,
+        rpn_post_nms_train=50,
+        rpn_pre_nms_test=100,
+        rpn_post_nms_test=20,
+    )
     assert not any(isinstance(m, FrozenBatchNorm2d) for m in model.modules())
     assert all(p.requires_grad for p in model.parameters())
     assert model.transform.min_size == (48,) and model.transform.max_size == 80
     if arch == "c4":
         head = model.roi_heads.box_head
-        assert head.res5 is bb.layer4 and isinstance(head.norm, nn.BatchNorm2d) and head.norm.num_features == 128  # extra norm after res5
+        assert (
+            head.res5 is bb.layer4 and isinstance(head.norm, nn.BatchNorm2d) and head.norm.num_features == 128
+        )  # extra norm after res5
         if task == "instance":
-            assert model.roi_heads.mask_head.res5 is head.res5 and model.roi_heads.mask_head.norm is head.norm  # shared res5
+            assert (
+                model.roi_heads.mask_head.res5 is head.res5 and model.roi_heads.mask_head.norm is head.norm
+            )  # shared res5
     images = [torch.rand(3, 48, 48), torch.rand(3, 40, 56)]
-    targets = [{"boxes": torch.tensor([[4.0, 4.0, 30.0, 30.0]]), "labels": torch.tensor([1])},
-               {"boxes": torch.tensor([[10.0, 5.0, 40.0, 35.0], [0.0, 0.0, 12.0, 12.0]]), "labels": torch.tensor([3, 2])}]
+    targets = [
+        {"boxes": torch.tensor([[4.0, 4.0, 30.0, 30.0]]), "labels": torch.tensor([1])},
+        {"boxes": torch.tensor([[10.0, 5.0, 40.0, 35.0], [0.0, 0.0, 12.0, 12.0]]), "labels": torch.tensor([3, 2])},
+    ]
     if task == "instance":
         for t, img in zip(targets, images):
             t["masks"] = torch.zeros(len(t["boxes"]), *img.shape[1:], dtype=torch.uint8)
@@ -298,10 +390,14 @@ def test_detector_trains_every_layer_with_real_batchnorm(arch, task):
                 t["masks"][k, y0:y1, x0:x1] = 1
     model.train()
     losses = model(images, targets)
-    expected = {"loss_classifier", "loss_box_reg", "loss_objectness", "loss_rpn_box_reg"} | ({"loss_mask"} if task == "instance" else set())
+    expected = {"loss_classifier", "loss_box_reg", "loss_objectness", "loss_rpn_box_reg"} | (
+        {"loss_mask"} if task == "instance" else set()
+    )
     assert set(losses) == expected and all(torch.isfinite(v) for v in losses.values())
     sum(losses.values()).backward()
-    assert bb.conv1.weight.grad is not None and bb.layer4[0].conv1.weight.grad is not None  # FREEZE_AT 0: the stem learns too
+    assert (
+        bb.conv1.weight.grad is not None and bb.layer4[0].conv1.weight.grad is not None
+    )  # FREEZE_AT 0: the stem learns too
     model.eval()
     with torch.no_grad():
         out = model(images)
@@ -314,7 +410,13 @@ def test_protocols_and_schedule():
     from cssl_bench.eval.detection.finetune import PROTOCOLS, get_protocol
 
     voc = PROTOCOLS["voc0712"]
-    assert (voc.iterations, voc.step_iterations(), voc.batch_size, voc.trials, voc.test_size) == (24000, [18000, 22000], 16, 5, 800)
+    assert (voc.iterations, voc.step_iterations(), voc.batch_size, voc.trials, voc.test_size) == (
+        24000,
+        [18000, 22000],
+        16,
+        5,
+        800,
+    )
     assert voc.min_size == [480, 512, 544, 576, 608, 640, 672, 704, 736, 768, 800]
     coco = PROTOCOLS["coco"]
     assert (coco.iterations, coco.step_iterations(), coco.task, coco.lr) == (90000, [60000, 80000], "instance", 0.02)
@@ -322,7 +424,12 @@ def test_protocols_and_schedule():
     assert voc.lr_at(100) == pytest.approx(0.02) and voc.lr_at(17999) == pytest.approx(0.02)
     assert voc.lr_at(18000) == pytest.approx(0.002) and voc.lr_at(23999) == pytest.approx(0.0002)
     small = get_protocol("embedded-det").with_overrides(iterations=60, batch_size=4)
-    assert small.name == "voc07" and small.step_iterations() == [45, 55] and small.warmup_iters == 4 and small.scaled_lr == pytest.approx(0.005)
+    assert (
+        small.name == "voc07"
+        and small.step_iterations() == [45, 55]
+        and small.warmup_iters == 4
+        and small.scaled_lr == pytest.approx(0.005)
+    )
     assert get_protocol("embedded-det", task="instance").name == "coco"
     assert get_protocol("embedded-det", "voc0712").name == "voc0712"
     one = get_protocol("voc07").with_overrides(min_size=[600])
@@ -336,6 +443,7 @@ def test_protocols_and_schedule():
 
 
 # ---------------------------------------------------------------- fine-tuning
+
 
 def _tiny_protocol(**kw):
     from cssl_bench.eval.detection.finetune import get_protocol
@@ -372,21 +480,63 @@ def test_transfer_cli_writes_records(tmp_path, cli):
     from cssl_bench.train.loop import pretrain
 
     out = tmp_path / "run"  # an --epochs 0 run (random init), pretrained in-process to spare a CLI start-up
-    pretrain(load_recipe("simclr", "tiny", {"train": {"epochs": 0}, "data": {"embedded_train": 640, "embedded_test": 200, "workers": 0}}),
-             out, show_progress=False)
+    pretrain(
+        load_recipe(
+            "simclr",
+            "tiny",
+            {"train": {"epochs": 0}, "data": {"embedded_train": 640, "embedded_test": 200, "workers": 0}},
+        ),
+        out,
+        show_progress=False,
+    )
     res = tmp_path / "results"
-    common = ["--iterations", "2", "--batch-size", "2", "--opt", "scenes_07=8", "--opt", "scenes_12=4", "--opt", "scenes_test=4",
-              "--results", res, "--json", "--quiet"]
+    common = [
+        "--iterations",
+        "2",
+        "--batch-size",
+        "2",
+        "--opt",
+        "scenes_07=8",
+        "--opt",
+        "scenes_12=4",
+        "--opt",
+        "scenes_test=4",
+        "--results",
+        res,
+        "--json",
+        "--quiet",
+    ]
     p = cli("transfer", "detection", out, "--dataset", "embedded-det", "--task", "instance", "--trials", "2", *common)
     assert p.returncode == 0, p.stderr
     recs = json.loads(p.stdout)
-    assert {r["metric"] for r in recs} == {"coco/ap50", "coco/ap", "coco/ap75", "coco/ap_mask50", "coco/ap_mask", "coco/ap_mask75"}
+    assert {r["metric"] for r in recs} == {
+        "coco/ap50",
+        "coco/ap",
+        "coco/ap75",
+        "coco/ap_mask50",
+        "coco/ap_mask",
+        "coco/ap_mask75",
+    }
     for r in recs:
-        assert r["dataset"] == "embedded-det" and r["method"] == "scratch" and r["epochs"] == 0  # an --epochs 0 run is random init
+        assert (
+            r["dataset"] == "embedded-det" and r["method"] == "scratch" and r["epochs"] == 0
+        )  # an --epochs 0 run is random init
         assert r["scale"] == "tiny" and r["seed"] == 0 and r["backbone"] == "resnet18-w0.25"
         pr = r["protocol"]
-        assert (pr["name"], pr["arch"], pr["task"], pr["iterations"], pr["trials"], pr["detector"]) == ("coco", "c4", "instance", 2, 2, "mask-rcnn")
-        assert pr["min_size"] == [40, 48, 56, 64] and pr["max_size"] == 107 and pr["norm_layer"] == "BatchNorm2d" and pr["bn"] == "sync"
+        assert (pr["name"], pr["arch"], pr["task"], pr["iterations"], pr["trials"], pr["detector"]) == (
+            "coco",
+            "c4",
+            "instance",
+            2,
+            2,
+            "mask-rcnn",
+        )
+        assert (
+            pr["min_size"] == [40, 48, 56, 64]
+            and pr["max_size"] == 107
+            and pr["norm_layer"] == "BatchNorm2d"
+            and pr["bn"] == "sync"
+        )
         assert len(r["trial_values"]) == 2 and r["value"] == pytest.approx(np.mean(r["trial_values"]), abs=1e-3)
     assert len((res / "records.jsonl").read_text().splitlines()) == 6
     p = cli("transfer", "detection", out, "--task", "instance", "--protocol", "voc07", *common)

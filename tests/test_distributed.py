@@ -14,6 +14,7 @@ What is compared, and why it must be equal:
   be identical on both ranks. The BN grouping of shuffling BN is checked separately
   (``test_shuffled_forward_groups``) with a batch-dependent function whose output shows each sample's group.
 """
+
 from __future__ import annotations
 
 import copy
@@ -38,19 +39,50 @@ SIZE = 32
 
 # method -> (implementation, recipe overrides); small models so that the whole file runs in seconds
 CASES = {
-    "simclr": ("simclr", {"model": {"backbone": "resnet10-w0.125", "sync_bn": True},
-                          "params": {"dim": 8, "hidden": 32, "proj_layers": 3, "temperature": 0.2}}),
-    "byol": ("byol", {"model": {"backbone": "resnet10-w0.125", "sync_bn": True},
-                      "params": {"hidden": 32, "dim": 8, "tau_base": 0.9}}),
-    "simsiam": ("simsiam", {"model": {"backbone": "resnet10-w0.125", "sync_bn": True},
-                            "params": {"dim": 16, "pred_hidden": 8, "proj_layers": 2}}),
-    "swav": ("swav", {"model": {"backbone": "resnet10-w0.125", "sync_bn": True},
-                      "augment": {"views": "multicrop", "n_large": 2, "n_small": 2},
-                      "params": {"hidden": 32, "dim": 8, "n_prototypes": 12, "freeze_prototypes_epochs": 0, "queue_length": 0}}),
-    "moco-v2": ("moco", {"model": {"backbone": "timm:test_convnext"},
-                         "params": {"version": 2, "dim": 8, "mlp_hidden": 32, "queue_size": 20, "momentum": 0.9, "bn_splits": 2}}),
-    "looc": ("looc", {"model": {"backbone": "timm:test_convnext"}, "augment": {"views": "looc", "looc_augment": ["color", "rotation"]},
-                      "params": {"dim": 8, "hidden": 32, "queue_size": 20, "momentum": 0.9, "bn_splits": 2}}),
+    "simclr": (
+        "simclr",
+        {
+            "model": {"backbone": "resnet10-w0.125", "sync_bn": True},
+            "params": {"dim": 8, "hidden": 32, "proj_layers": 3, "temperature": 0.2},
+        },
+    ),
+    "byol": (
+        "byol",
+        {
+            "model": {"backbone": "resnet10-w0.125", "sync_bn": True},
+            "params": {"hidden": 32, "dim": 8, "tau_base": 0.9},
+        },
+    ),
+    "simsiam": (
+        "simsiam",
+        {
+            "model": {"backbone": "resnet10-w0.125", "sync_bn": True},
+            "params": {"dim": 16, "pred_hidden": 8, "proj_layers": 2},
+        },
+    ),
+    "swav": (
+        "swav",
+        {
+            "model": {"backbone": "resnet10-w0.125", "sync_bn": True},
+            "augment": {"views": "multicrop", "n_large": 2, "n_small": 2},
+            "params": {"hidden": 32, "dim": 8, "n_prototypes": 12, "freeze_prototypes_epochs": 0, "queue_length": 0},
+        },
+    ),
+    "moco-v2": (
+        "moco",
+        {
+            "model": {"backbone": "timm:test_convnext"},
+            "params": {"version": 2, "dim": 8, "mlp_hidden": 32, "queue_size": 20, "momentum": 0.9, "bn_splits": 2},
+        },
+    ),
+    "looc": (
+        "looc",
+        {
+            "model": {"backbone": "timm:test_convnext"},
+            "augment": {"views": "looc", "looc_augment": ["color", "rotation"]},
+            "params": {"dim": 8, "hidden": 32, "queue_size": 20, "momentum": 0.9, "bn_splits": 2},
+        },
+    ),
 }
 
 
@@ -96,7 +128,7 @@ def _train_steps(name: str, rank: int, world: int) -> dict:
     recipe, method = make_method(name)
     batch = global_batch(recipe)
     n = GLOBAL_BATCH // world
-    views = {k: v[rank * n:(rank + 1) * n] for k, v in batch.items()}
+    views = {k: v[rank * n : (rank + 1) * n] for k, v in batch.items()}
     labels = torch.zeros(n, dtype=torch.long)
     model = D.distribute(method, recipe.model.sync_bn, torch.device("cpu"))
     optimizer = build_optimizer(method, recipe)
@@ -175,7 +207,11 @@ def test_two_ranks_match_one_process(name, two_ranks):
         _, init = make_method(name)
     finally:
         torch.set_default_dtype(torch.float32)
-    moved = max((r0["state"][k] - v).abs().max().item() for k, v in init.state_dict().items() if v.is_floating_point() and v.numel())
+    moved = max(
+        (r0["state"][k] - v).abs().max().item()
+        for k, v in init.state_dict().items()
+        if v.is_floating_point() and v.numel()
+    )
     assert moved > 1e-4
 
 
@@ -195,7 +231,7 @@ def _shuffle_check(rank: int) -> dict:
     from cssl_bench.methods.base import shuffled_forward
 
     x = torch.arange(16, dtype=torch.float32).view(16, 1)  # the global batch: sample i has value i
-    mine = x[rank * 8:(rank + 1) * 8]
+    mine = x[rank * 8 : (rank + 1) * 8]
     torch.manual_seed(5 + rank)  # different RNG states: the permutation must still be rank 0's
     seen = []
 
@@ -242,7 +278,17 @@ def test_torchrun_command():
     from cssl_bench.cli.train_cmd import torchrun_command
 
     cmd = torchrun_command(["pretrain", "simclr"], 4)
-    assert cmd[1:] == ["-m", "torch.distributed.run", "--nproc-per-node", "4", "--standalone", "-m", "cssl_bench", "pretrain", "simclr"]
+    assert cmd[1:] == [
+        "-m",
+        "torch.distributed.run",
+        "--nproc-per-node",
+        "4",
+        "--standalone",
+        "-m",
+        "cssl_bench",
+        "pretrain",
+        "simclr",
+    ]
     cmd = torchrun_command(["pretrain", "simclr"], 8, nnodes=2, node_rank=1, rdzv_endpoint="node0:29400", rdzv_id="job")
     assert cmd[cmd.index("--nnodes") + 1] == "2" and cmd[cmd.index("--node-rank") + 1] == "1"
     assert cmd[cmd.index("--rdzv-endpoint") + 1] == "node0:29400" and cmd[cmd.index("--rdzv-backend") + 1] == "c10d"
@@ -267,9 +313,28 @@ def test_pretrain_nproc2_matches_one_process_and_only_rank0_writes(cli, tmp_path
     once (rank 0). Weights are compared in float64 by ``test_two_ranks_match_one_process``: here the
     embedded images have flat regions whose BN outputs sit at ReLU's kink at initialisation, so float32
     rounding differences flip gradient masks and the weights drift apart by ~1e-2 in a few steps."""
-    args = ["pretrain", "simclr", "--epochs", "1", "--batch-size", "16", "--sync-bn", "--quiet",
-            "--set", "data.embedded_train=48", "--set", "data.embedded_test=16", "--set", "data.workers=0",
-            "--set", "model.backbone=resnet10-w0.125", "--set", "params.hidden=32", "--set", "train.log_every=1"]
+    args = [
+        "pretrain",
+        "simclr",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "16",
+        "--sync-bn",
+        "--quiet",
+        "--set",
+        "data.embedded_train=48",
+        "--set",
+        "data.embedded_test=16",
+        "--set",
+        "data.workers=0",
+        "--set",
+        "model.backbone=resnet10-w0.125",
+        "--set",
+        "params.hidden=32",
+        "--set",
+        "train.log_every=1",
+    ]
     one = cli(*args, "--out", tmp_path / "one")
     assert one.returncode == 0, one.stderr
     two = cli(*args, "--out", tmp_path / "two", "--nproc", "2", env={"OMP_NUM_THREADS": "1"})

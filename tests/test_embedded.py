@@ -1,7 +1,7 @@
 import numpy as np
 
 from cssl_bench.data import embedded as emb
-from cssl_bench.data.datasets import get_source, DatasetOptions
+from cssl_bench.data.datasets import DatasetOptions, get_source
 
 
 def test_generation_is_deterministic_and_seed_dependent():
@@ -72,8 +72,13 @@ def test_generator_variants_change_only_their_attribute(tmp_path, monkeypatch):
 
     # a variant is another recipe (hash); the defaults hash as before the options existed (tests/test_looc.py)
     v1 = ["data.embedded_version=1"]
-    assert load_recipe("simclr", "tiny", {}, v1 + ["data.embedded_class_color=0.5"]).hash() != load_recipe("simclr", "tiny", {}, v1).hash()
-    r = load_recipe("simclr", "tiny", {}, v1 + ["data.embedded_train=300", "data.embedded_test=20", "data.embedded_class_color=0.5"])
+    assert (
+        load_recipe("simclr", "tiny", {}, v1 + ["data.embedded_class_color=0.5"]).hash()
+        != load_recipe("simclr", "tiny", {}, v1).hash()
+    )
+    r = load_recipe(
+        "simclr", "tiny", {}, v1 + ["data.embedded_train=300", "data.embedded_test=20", "data.embedded_class_color=0.5"]
+    )
     src = get_source("embedded", "train", dataset_options(r))
     np.testing.assert_array_equal(src.attributes["color"], cc["color"])
     assert sorted(p.name for p in tmp_path.glob("*.npz")) == ["embedded-v1-s32-300-20-seed0-cc0.5.npz"]
@@ -110,7 +115,9 @@ def _v2(n=400, seed=0):
 
 
 def test_v2_is_the_default_and_v1_stays_selectable():
-    assert emb.EmbeddedSpec(32, 10, 5).version == 2 and emb.EmbeddedSpec(32, 10, 5).key() == "embedded-v2-s32-10-5-seed0"
+    assert (
+        emb.EmbeddedSpec(32, 10, 5).version == 2 and emb.EmbeddedSpec(32, 10, 5).key() == "embedded-v2-s32-10-5-seed0"
+    )
     assert emb.EmbeddedSpec(32, 10, 5, version=1).key() == "embedded-v1-s32-10-5-seed0"
     a, b = _v2(60, 3), _v2(60, 3)
     for split in ("train", "test", "shift"):
@@ -155,12 +162,32 @@ def test_v2_objects_are_large_and_background_carries_no_per_image_tint():
     tr = _v2(300)["train"]
     assert 0.34 <= tr["scale"].min() and tr["scale"].max() <= 0.46
     assert np.abs(tr["bg_level"] - 1).max() <= 0.12 < 0.4
-    rng = np.random.default_rng(0)
-    inst = dict(cx=0.5, cy=0.5, scale=0.4, tilt=0.0, sx=1.0, sy=1.0, shear=0.0, hue=0.0, sat=0.8, val=0.9, freq_scale=1.0,
-                context=0, bg_level=1.0, light_angle=0.0, light_gain=0.0)
+    np.random.default_rng(0)
+    inst = dict(
+        cx=0.5,
+        cy=0.5,
+        scale=0.4,
+        tilt=0.0,
+        sx=1.0,
+        sy=1.0,
+        shear=0.0,
+        hue=0.0,
+        sat=0.8,
+        val=0.9,
+        freq_scale=1.0,
+        context=0,
+        bg_level=1.0,
+        light_angle=0.0,
+        light_gain=0.0,
+    )
     blank = v2.render(0, 0, {**inst, "scale": 0.0001}, "filled", 32, np.random.default_rng(0)).astype(np.float32)
-    covered = [(np.abs(v2.render(k, 0, inst, "filled", 32, np.random.default_rng(0)).astype(np.float32) - blank).sum(-1) > 30).mean()
-               for k in range(10)]  # the same draws of rng: only the object differs
+    covered = [
+        (
+            np.abs(v2.render(k, 0, inst, "filled", 32, np.random.default_rng(0)).astype(np.float32) - blank).sum(-1)
+            > 30
+        ).mean()
+        for k in range(10)
+    ]  # the same draws of rng: only the object differs
     assert np.mean(covered) > 0.3 and min(covered) > 0.2, covered
     # no i.i.d. pixel noise: neighbouring background pixels differ little
     assert np.abs(np.diff(blank, axis=1)).mean() < 6

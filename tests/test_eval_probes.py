@@ -1,5 +1,6 @@
 """Every probe on a tiny MoCo v2 run of the embedded dataset (1 epoch on 640 images), through the
 library and the CLI, and `evaluate --suite all`."""
+
 import json
 import shutil
 
@@ -41,20 +42,26 @@ def _metrics(recs):
 def test_augmented_linear_probe_trains_on_fresh_views(moco_run, tmp_path, monkeypatch):
     """augment=True (the paper-scale probe): every epoch's features come from random-resized-crop + flip views of
     the training split, scaled passes (for_train_size of its image count), the train split's classes."""
-    from cssl_bench.eval import linear as L
-    from cssl_bench.eval.linear import get_protocol
     import shutil
 
+    from cssl_bench.eval import linear as L
     from cssl_bench.eval.features import load_run
+    from cssl_bench.eval.linear import get_protocol
     from cssl_bench.eval.probes import probe_linear, source_of
 
     shutil.copytree(moco_run, tmp_path / "run")  # its cached probe stays out of the shared run's features/
     run = load_run(tmp_path / "run")
     seen = []
     real = L.train_linear
-    monkeypatch.setattr("cssl_bench.eval.probes.train_linear",
-                        lambda batches, dim, classes, p, spe, *a: seen.append((classes, p.epochs, spe)) or real(batches, dim, classes, p, spe, *a))
-    p = get_protocol("looc").with_overrides(epochs=1, augment=True, batch_size=128, paper_train_images=2 * len(source_of(run, "embedded", "train")))
+    monkeypatch.setattr(
+        "cssl_bench.eval.probes.train_linear",
+        lambda batches, dim, classes, p, spe, *a: (
+            seen.append((classes, p.epochs, spe)) or real(batches, dim, classes, p, spe, *a)
+        ),
+    )
+    p = get_protocol("looc").with_overrides(
+        epochs=1, augment=True, batch_size=128, paper_train_images=2 * len(source_of(run, "embedded", "train"))
+    )
     recs, _ = probe_linear(run, "embedded", p)
     n = len(source_of(run, "embedded", "train"))
     assert seen == [(10, 2, n // 128)]  # twice the images: two passes
@@ -126,9 +133,13 @@ def test_corruption_probe_groups_and_determinism(run, tmp_path, monkeypatch):
     per = {k: v for k, v in m.items() if k.count("/") == 2}
     assert set(per) == {f"corruption/{c}/s{s}" for c in ("gaussian_noise", "pixelate") for s in (1, 5)}
     assert set(m) - set(per) == {"corruption/noise", "corruption/digital", "corruption/all", "corruption/d>3"}
-    assert m["corruption/noise"] == pytest.approx((per["corruption/gaussian_noise/s1"] + per["corruption/gaussian_noise/s5"]) / 2, abs=1e-3)
+    assert m["corruption/noise"] == pytest.approx(
+        (per["corruption/gaussian_noise/s1"] + per["corruption/gaussian_noise/s5"]) / 2, abs=1e-3
+    )
     assert m["corruption/all"] == pytest.approx(np.mean(list(per.values())), abs=1e-3)
-    assert m["corruption/d>3"] == pytest.approx((per["corruption/gaussian_noise/s5"] + per["corruption/pixelate/s5"]) / 2, abs=1e-3)
+    assert m["corruption/d>3"] == pytest.approx(
+        (per["corruption/gaussian_noise/s5"] + per["corruption/pixelate/s5"]) / 2, abs=1e-3
+    )
     # determinism: a fresh copy of the run with empty caches scores exactly the same
     fresh = tmp_path / "copy"
     shutil.copytree(run.run_dir, fresh, ignore=shutil.ignore_patterns("features"))
@@ -168,12 +179,15 @@ def _main(capsys, *args):
     return code, out.out, out.err
 
 
-@pytest.mark.parametrize("args, needle", [
-    (["probe", "corruption", "RUN", "--corruptions", "rain"], "unknown corruption"),
-    (["probe", "rotation", "RUN", "--protocol", "byol"], "unknown linear protocol"),
-    (["probe", "objectnet", "RUN", "--feature", "concat"], "not available for moco-v2"),
-    (["evaluate", "RUN", "--suite", "everything"], "unknown suite"),
-])
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (["probe", "corruption", "RUN", "--corruptions", "rain"], "unknown corruption"),
+        (["probe", "rotation", "RUN", "--protocol", "byol"], "unknown linear protocol"),
+        (["probe", "objectnet", "RUN", "--feature", "concat"], "not available for moco-v2"),
+        (["evaluate", "RUN", "--suite", "everything"], "unknown suite"),
+    ],
+)
 def test_bad_options_fail_with_one_line(moco_run, capsys, tmp_path, args, needle):
     code, out, err = _main(capsys, *[moco_run if a == "RUN" else a for a in args], "--results", tmp_path)
     assert code == 2, out + err
@@ -202,15 +216,43 @@ def test_missing_or_foreign_checkpoint_fails_with_one_line(moco_run, capsys, tmp
 
 def test_evaluate_suite_all_with_subsets(moco_run, cli, tmp_path):
     res = tmp_path / "results"
-    p = cli("evaluate", moco_run, "--suite", "all", "--linear-epochs", "2", "--rotation-limit", "30", "--corruptions", "gaussian",
-            "--severities", "5", "--limit", "30", "--shots", "1,2", "--trials", "2", "--json", "--results", res)
+    p = cli(
+        "evaluate",
+        moco_run,
+        "--suite",
+        "all",
+        "--linear-epochs",
+        "2",
+        "--rotation-limit",
+        "30",
+        "--corruptions",
+        "gaussian",
+        "--severities",
+        "5",
+        "--limit",
+        "30",
+        "--shots",
+        "1,2",
+        "--trials",
+        "2",
+        "--json",
+        "--results",
+        res,
+    )
     assert p.returncode == 0, p.stderr
     recs = json.loads(p.stdout)
     by = {(r["metric"], r["dataset"], r["protocol"].get("name")) for r in recs}
-    expected = {("linear/top1", "embedded", "simsiam"), ("linear/top1", "embedded", "looc"), ("rotation/acc", "embedded", "rotation"),
-                ("finegrained/top1", "embedded-fine", "finegrained"), ("fewshot/2shot", "embedded-fine", "fewshot"),
-                ("corruption/gaussian_noise/s5", "embedded", "corruption"), ("corruption/d>3", "embedded", "corruption"),
-                ("objectnet/top1", "embedded-shift", "objectnet"), ("knn/top1", "embedded", "knn")}
+    expected = {
+        ("linear/top1", "embedded", "simsiam"),
+        ("linear/top1", "embedded", "looc"),
+        ("rotation/acc", "embedded", "rotation"),
+        ("finegrained/top1", "embedded-fine", "finegrained"),
+        ("fewshot/2shot", "embedded-fine", "fewshot"),
+        ("corruption/gaussian_noise/s5", "embedded", "corruption"),
+        ("corruption/d>3", "embedded", "corruption"),
+        ("objectnet/top1", "embedded-shift", "objectnet"),
+        ("knn/top1", "embedded", "knn"),
+    }
     assert expected <= by
     assert [r["protocol"]["k"] for r in recs if r["metric"] == "knn/top1"] == [200]  # 10 classes: the CIFAR-size k
     assert len((res / "records.jsonl").read_text().splitlines()) == len(recs)
@@ -223,8 +265,20 @@ def test_evaluate_suite_all_defaults(moco_run, cli, tmp_path):
     assert p.returncode == 0, p.stderr
     metrics = {r["metric"] for r in json.loads(p.stdout)}
     assert len([m for m in metrics if m.startswith("corruption/") and m.count("/") == 2]) == 75
-    assert {"corruption/all", "corruption/noise", "corruption/blur", "corruption/weather", "corruption/digital", "corruption/d>3",
-            "rotation/acc", "fewshot/5shot", "fewshot/10shot", "objectnet/top5", "finegrained/top5", "knn/top1"} <= metrics
+    assert {
+        "corruption/all",
+        "corruption/noise",
+        "corruption/blur",
+        "corruption/weather",
+        "corruption/digital",
+        "corruption/d>3",
+        "rotation/acc",
+        "fewshot/5shot",
+        "fewshot/10shot",
+        "objectnet/top5",
+        "finegrained/top5",
+        "knn/top1",
+    } <= metrics
 
 
 def test_corruption_from_an_imagenet_c_folder_matches_on_the_fly(run, tmp_path):
@@ -252,7 +306,9 @@ def test_corruption_from_an_imagenet_c_folder_matches_on_the_fly(run, tmp_path):
     folder = _metrics(recs)
     for c, s in pairs:
         assert folder[f"corruption/{c}/s{s}"] == fly[f"corruption/{c}/s{s}"]
-    assert recs[0]["dataset"] == f"imagefolder:{tmp_path / 'inc'}" and recs[0]["protocol"]["source"] == recs[0]["dataset"]
+    assert (
+        recs[0]["dataset"] == f"imagefolder:{tmp_path / 'inc'}" and recs[0]["protocol"]["source"] == recs[0]["dataset"]
+    )
 
 
 def test_derived_tasks_share_the_features_of_their_images(run):
@@ -267,14 +323,35 @@ def test_derived_tasks_share_the_features_of_their_images(run):
         f, y = features(run, dataset, split, "backbone")
         g, _ = features(run, same, split, "backbone")
         assert torch.equal(f, g) and np.array_equal(y.numpy(), a.labels)
-    assert not np.array_equal(source_of(run, "embedded-color", "test").labels, source_of(run, "embedded", "test").labels)
+    assert not np.array_equal(
+        source_of(run, "embedded-color", "test").labels, source_of(run, "embedded", "test").labels
+    )
 
 
 def test_probe_cli_corruption_table(moco_run, capsys, tmp_path):
-    code, out, err = _main(capsys, "probe", "corruption", moco_run, "--corruptions", "contrast", "--severities", "2",
-                           "--limit", "20", "--epochs", "2", "--results", tmp_path)
+    code, out, err = _main(
+        capsys,
+        "probe",
+        "corruption",
+        moco_run,
+        "--corruptions",
+        "contrast",
+        "--severities",
+        "2",
+        "--limit",
+        "20",
+        "--epochs",
+        "2",
+        "--results",
+        tmp_path,
+    )
     assert code == 0, err
-    assert "top-1 under corruption" in out and "contrast" in out and "corruption/d>3" not in out and "corruption/all" in out
+    assert (
+        "top-1 under corruption" in out
+        and "contrast" in out
+        and "corruption/d>3" not in out
+        and "corruption/all" in out
+    )
     assert len((tmp_path / "records.jsonl").read_text().splitlines()) == 3  # s2 of contrast, digital, all
 
 
@@ -285,8 +362,23 @@ def init_run(tmp_path_factory):
     from tests.conftest import run_cli
 
     out = tmp_path_factory.mktemp("init") / "moco-e0"
-    p = run_cli("pretrain", "moco-v2", "--epochs", "0", "--out", out, "--quiet", "--set", "data.embedded_train=512",
-                "--set", "data.embedded_test=64", "--set", "data.workers=0", "--backbone", "resnet10-w0.125")
+    p = run_cli(
+        "pretrain",
+        "moco-v2",
+        "--epochs",
+        "0",
+        "--out",
+        out,
+        "--quiet",
+        "--set",
+        "data.embedded_train=512",
+        "--set",
+        "data.embedded_test=64",
+        "--set",
+        "data.workers=0",
+        "--backbone",
+        "resnet10-w0.125",
+    )
     assert p.returncode == 0, p.stderr
     return out
 
@@ -302,29 +394,52 @@ def test_reestimated_bn_holds_the_statistics_of_the_training_images(init_run):
 
     run = load_run(init_run)
     copy = reestimate_bn(run, "embedded", batch_size=128)  # 512 images: 4 equal batches
-    assert run.bn is None and copy.bn == {"stats": "data", "dataset": "embedded", "split": "train", "images": 512,
-                                          "batch_size": 128, "seed": 0}
-    x = torch.cat([x for x, _ in eval_loader(source_of(run, "embedded", "train"), eval_transform(run.recipe.data.image_size), 512)])
+    assert run.bn is None and copy.bn == {
+        "stats": "data",
+        "dataset": "embedded",
+        "split": "train",
+        "images": 512,
+        "batch_size": 128,
+        "seed": 0,
+    }
+    x = torch.cat(
+        [
+            x
+            for x, _ in eval_loader(
+                source_of(run, "embedded", "train"), eval_transform(run.recipe.data.image_size), 512
+            )
+        ]
+    )
     assert len(x) == 512
     with torch.no_grad():
-        a = run.method.backbone.conv1(to_input(x, run.recipe.model.channels_last)).double()  # the first BN's inputs [512, C, H, W]
+        a = run.method.backbone.conv1(
+            to_input(x, run.recipe.model.channels_last)
+        ).double()  # the first BN's inputs [512, C, H, W]
     first = copy.method.backbone.bn1
     assert first is bn_layers(copy.method.backbone)[0]
     torch.testing.assert_close(first.running_mean.double(), a.mean((0, 2, 3)), rtol=1e-4, atol=1e-5)
-    var = torch.stack([b.transpose(0, 1).reshape(a.shape[1], -1).var(1) for b in a.split(128)]).mean(0)  # unbiased, per batch
+    var = torch.stack([b.transpose(0, 1).reshape(a.shape[1], -1).var(1) for b in a.split(128)]).mean(
+        0
+    )  # unbiased, per batch
     torch.testing.assert_close(first.running_var.double(), var, rtol=1e-3, atol=1e-5)
     assert int(first.num_batches_tracked) == 4
     # every backbone BN moved off its initial statistics; the original still holds them (mean 0, variance 1)
     for m, m0 in zip(bn_layers(copy.method.backbone), bn_layers(run.method.backbone)):
         assert not torch.allclose(m.running_mean, torch.zeros_like(m.running_mean))
-        assert torch.equal(m0.running_mean, torch.zeros_like(m0.running_mean)) and torch.equal(m0.running_var, torch.ones_like(m0.running_var))
+        assert torch.equal(m0.running_mean, torch.zeros_like(m0.running_mean)) and torch.equal(
+            m0.running_var, torch.ones_like(m0.running_var)
+        )
         assert m.momentum == m0.momentum and getattr(m, "splits", None) == getattr(m0, "splits", None)
     assert getattr(bn_layers(run.method.backbone)[0], "splits", 1) > 1  # the case the estimate must not split
     # weights and every state outside the backbone's BN statistics unchanged
     s0, s1 = run.method.state_dict(), copy.method.state_dict()
     assert s0.keys() == s1.keys()
-    bn_buffers = {f"backbone.{n}.{b}" for n, m in run.method.backbone.named_modules() if m in bn_layers(run.method.backbone)
-                  for b in ("running_mean", "running_var", "num_batches_tracked")}
+    bn_buffers = {
+        f"backbone.{n}.{b}"
+        for n, m in run.method.backbone.named_modules()
+        if m in bn_layers(run.method.backbone)
+        for b in ("running_mean", "running_var", "num_batches_tracked")
+    }
     assert all(torch.equal(s0[k], s1[k]) for k in s0 if k not in bn_buffers)
     assert not copy.method.training and not copy.method.backbone.training
 
@@ -371,13 +486,16 @@ def test_data_options_record_always_says_the_embedded_generator_version():
 
     assert data_options_record(load_recipe("moco-v2", "tiny")) == {"data_options": {"embedded_version": 2}}
     assert data_options_record(load_recipe("moco-v2", "small", {}, ["data.embedded_train=512"])) == {
-        "data_options": {"embedded_train": 512, "embedded_version": 2}}
+        "data_options": {"embedded_train": 512, "embedded_version": 2}
+    }
     assert data_options_record(load_recipe("moco-v2", "tiny", {}, ["data.embedded_version=1"])) == {
-        "data_options": {"embedded_version": 1}}
+        "data_options": {"embedded_version": 1}
+    }
     old = load_recipe("moco-v2", "tiny", {}, ["data.embedded_version=1"]).to_dict()
     del old["data"]["embedded_version"]
     assert data_options_record(recipe_from_dict(old)) == {"data_options": {"embedded_version": 1}}
     paper = load_recipe("moco-v2", "paper")
     assert not paper.data.dataset.startswith("embedded") and data_options_record(paper) == {}
     assert data_options_record(load_recipe("moco-v2", "paper", {}, ["data.embedded_train=512"])) == {
-        "data_options": {"embedded_train": 512}}
+        "data_options": {"embedded_train": 512}
+    }

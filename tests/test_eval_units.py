@@ -1,4 +1,5 @@
 """Unit tests of the evaluation pieces, against hand computations (no pretraining)."""
+
 import math
 
 import numpy as np
@@ -12,7 +13,7 @@ from cssl_bench.data.datasets import ArraySource
 from cssl_bench.eval.fewshot import FewShotProtocol, fewshot_eval, format_ci, mean_ci95, sample_kshot
 from cssl_bench.eval.knn import topk_accuracy
 from cssl_bench.eval.linear import fit_linear, get_protocol
-from cssl_bench.eval.objectnet import ON13, _ALIASES, restricted_scores
+from cssl_bench.eval.objectnet import _ALIASES, ON13, restricted_scores
 from cssl_bench.eval.probes import RelabelledSource, class_columns, subset
 from cssl_bench.eval.rotation import RotatedSource
 
@@ -166,8 +167,12 @@ def test_on13_mapping_and_restricted_scoring():
     probe_classes = ["n01440764", ON13["laptop"], "n01443537", ON13["iron"], ON13["car wheel"]]
     cols = class_columns(["iron", "laptop", "car_wheel"], probe_classes, _ALIASES)  # name, name, folder spelling
     assert cols == [3, 1, 4]
-    logits = torch.tensor([[9.0, 1.0, 0.0, 2.0, 0.5],  # overall argmax is an unmapped class; among the 3: iron
-                           [0.0, 3.0, 9.0, 1.0, 2.0]])  # among the 3: laptop
+    logits = torch.tensor(
+        [
+            [9.0, 1.0, 0.0, 2.0, 0.5],  # overall argmax is an unmapped class; among the 3: iron
+            [0.0, 3.0, 9.0, 1.0, 2.0],
+        ]
+    )  # among the 3: laptop
     scores = restricted_scores(logits, cols)
     assert scores.tolist() == [[2.0, 1.0, 0.5], [1.0, 3.0, 2.0]]
     acc = topk_accuracy(scores, torch.tensor([0, 1]), ks=(1,))
@@ -228,8 +233,15 @@ def test_looc_plus_plus_feature_dimensions():
 def test_corruption_table_layout():
     from cssl_bench.eval.corruption import corruption_table
 
-    recs = [{"metric": m, "value": v} for m, v in [("corruption/fog/s5", 30.0), ("corruption/gaussian_noise/s1", 80.0),
-                                                   ("corruption/gaussian_noise/s5", 40.0), ("corruption/all", 50.0)]]
+    recs = [
+        {"metric": m, "value": v}
+        for m, v in [
+            ("corruption/fog/s5", 30.0),
+            ("corruption/gaussian_noise/s1", 80.0),
+            ("corruption/gaussian_noise/s5", 40.0),
+            ("corruption/all", 50.0),
+        ]
+    ]
     header, rows = corruption_table(recs)
     assert header == ["corruption", "s1", "s5", "mean"]
     assert rows == [["gaussian_noise", "80.0", "40.0", "60.0"], ["fog", "", "30.0", "30.0"]]  # canonical order
@@ -285,8 +297,10 @@ def test_simsiam_probe_makes_the_papers_number_of_updates(monkeypatch):
 
     for scale in ("tiny", "small", "paper"):
         assert linear_protocol("simsiam", SuiteOptions(), scale).record() == p.for_scale(scale).record()
-    assert linear_protocol("simsiam", SuiteOptions(linear_epochs=3, augment=True), "tiny").record() == \
-        p.for_scale("tiny").with_overrides(epochs=3, augment=True).record()
+    assert (
+        linear_protocol("simsiam", SuiteOptions(linear_epochs=3, augment=True), "tiny").record()
+        == p.for_scale("tiny").with_overrides(epochs=3, augment=True).record()
+    )
     q = get_protocol("looc")
     assert q.passes(10000) == 200 and q.for_train_size(10000) is q
     assert "paper_train_images" not in q.record() and "trust_coefficient" not in q.record()
@@ -298,7 +312,12 @@ def test_simsiam_probe_makes_the_papers_number_of_updates(monkeypatch):
     from cssl_bench.eval import linear as L
 
     real = L.train_linear  # record the steps it was asked for, train one epoch of them
-    monkeypatch.setattr(L, "train_linear", lambda batches, dim, classes, p, spe, *a: steps.append(p.epochs * spe)
-                        or real(batches, dim, classes, p.with_overrides(epochs=1), spe, *a))
+    monkeypatch.setattr(
+        L,
+        "train_linear",
+        lambda batches, dim, classes, p, spe, *a: (
+            steps.append(p.epochs * spe) or real(batches, dim, classes, p.with_overrides(epochs=1), spe, *a)
+        ),
+    )
     fit_linear(f, y, get_protocol("simsiam"), 2)
     assert steps == [90 * (IMAGENET_TRAIN_IMAGES // 4096)]

@@ -1,5 +1,6 @@
 """`cssl-bench export`: torchvision / timm state dicts that load strictly, and detectron2 pickles named
 by the MoCo conversion rules (docs/protocols.md, section 3)."""
+
 import pickle
 import re
 
@@ -9,7 +10,9 @@ import torch
 import torch.nn as nn
 
 # Every detectron2 ResNet key: the stem's conv1 (+ norm), or resN.B.convK (+ norm) / shortcut (+ norm).
-D2_KEY = re.compile(r"^(stem\.conv1(\.norm)?|res[2-5]\.\d+\.(conv[1-3](\.norm)?|shortcut(\.norm)?))\.(weight|bias|running_mean|running_var)$")
+D2_KEY = re.compile(
+    r"^(stem\.conv1(\.norm)?|res[2-5]\.\d+\.(conv[1-3](\.norm)?|shortcut(\.norm)?))\.(weight|bias|running_mean|running_var)$"
+)
 
 
 @pytest.fixture(scope="module")
@@ -19,8 +22,15 @@ def r18_run(tmp_path_factory):
     from cssl_bench.train.loop import pretrain
 
     out = tmp_path_factory.mktemp("export") / "r18"
-    recipe = load_recipe("simclr", "tiny", {"model": {"backbone": "resnet18", "cifar_stem": False}, "train": {"epochs": 0},
-                                            "data": {"embedded_train": 640, "embedded_test": 200, "workers": 0}})
+    recipe = load_recipe(
+        "simclr",
+        "tiny",
+        {
+            "model": {"backbone": "resnet18", "cifar_stem": False},
+            "train": {"epochs": 0},
+            "data": {"embedded_train": 640, "embedded_test": 200, "workers": 0},
+        },
+    )
     pretrain(recipe, out, show_progress=False)
     return out
 
@@ -81,10 +91,15 @@ def test_detectron2_export_follows_the_conversion_rules(r18_run, backbone, tmp_p
     ours = {k: v for k, v in backbone.state_dict().items() if not k.endswith("num_batches_tracked")}
     assert len(m) == len(ours)
     # hand-applied rules on representative keys
-    pairs = {"conv1.weight": "stem.conv1.weight", "bn1.running_var": "stem.conv1.norm.running_var",
-             "layer1.0.conv2.weight": "res2.0.conv2.weight", "layer1.1.bn2.bias": "res2.1.conv2.norm.bias",
-             "layer2.0.downsample.0.weight": "res3.0.shortcut.weight", "layer2.0.downsample.1.running_mean": "res3.0.shortcut.norm.running_mean",
-             "layer4.1.bn1.weight": "res5.1.conv1.norm.weight"}
+    pairs = {
+        "conv1.weight": "stem.conv1.weight",
+        "bn1.running_var": "stem.conv1.norm.running_var",
+        "layer1.0.conv2.weight": "res2.0.conv2.weight",
+        "layer1.1.bn2.bias": "res2.1.conv2.norm.bias",
+        "layer2.0.downsample.0.weight": "res3.0.shortcut.weight",
+        "layer2.0.downsample.1.running_mean": "res3.0.shortcut.norm.running_mean",
+        "layer4.1.bn1.weight": "res5.1.conv1.norm.weight",
+    }
     for tv, d2 in pairs.items():
         np.testing.assert_array_equal(m[d2], ours[tv].numpy())
 

@@ -3,6 +3,7 @@
 Tests that read or write .beton files are skipped only when ffcv cannot be imported (CI installs it:
 `make ffcv` in .ci/run); the loader-choice fallback is tested either way.
 """
+
 import importlib.util
 import os
 from types import SimpleNamespace
@@ -14,7 +15,7 @@ from PIL import Image
 
 from cssl_bench import UserError
 from cssl_bench.data import ffcv_loader as fl
-from cssl_bench.data.augment import ssl_pipeline, TwoViews
+from cssl_bench.data.augment import TwoViews, ssl_pipeline
 from cssl_bench.data.datasets import DatasetOptions, get_source
 from cssl_bench.data.loaders import make_train_loader, train_loader
 from tests.test_augment import assert_looc_sharing, assert_views_close, looc_colour_rotation
@@ -76,7 +77,9 @@ def test_jpeg_pixel_statistics_are_comparable(embedded, betons):
     for k in ("v1", "v2"):
         a = torch.cat([v[k] for v, _, _ in ff]).float()
         r = torch.cat([v[k] for v, _, _ in tv]).float()
-        assert torch.allclose(a.mean(dim=(0, 2, 3)), r.mean(dim=(0, 2, 3)), atol=1.5)  # JPEG q90 shifts channel means by < 1.5/255
+        assert torch.allclose(
+            a.mean(dim=(0, 2, 3)), r.mean(dim=(0, 2, 3)), atol=1.5
+        )  # JPEG q90 shifts channel means by < 1.5/255
         assert torch.allclose(a.std(dim=(0, 2, 3)), r.std(dim=(0, 2, 3)), atol=2.0)
         assert (a - r).abs().mean() < 6  # same crops and colours: only JPEG error remains
     assert [y.tolist() for _, y, _ in ff] == [y.tolist() for _, y, _ in tv]
@@ -92,9 +95,19 @@ def test_looc_shares_parameters_on_the_ffcv_path(embedded, betons):
 
 @needs_ffcv
 def test_make_train_loader_auto_uses_the_beton(embedded, betons, monkeypatch, tmp_path):
-    recipe = SimpleNamespace(data=SimpleNamespace(loader="auto", dataset="embedded", embedded_size=32, embedded_train=320,
-                                                  embedded_test=64, embedded_seed=0, skip_bad=False, workers=1),
-                             train=SimpleNamespace(batch_size=32, seed=0))
+    recipe = SimpleNamespace(
+        data=SimpleNamespace(
+            loader="auto",
+            dataset="embedded",
+            embedded_size=32,
+            embedded_train=320,
+            embedded_test=64,
+            embedded_seed=0,
+            skip_bad=False,
+            workers=1,
+        ),
+        train=SimpleNamespace(batch_size=32, seed=0),
+    )
     monkeypatch.setenv("CSSL_BENCH_FFCV_DIR", str(tmp_path))
     assert isinstance(make_train_loader(recipe, embedded, two_views(), 0), torch.utils.data.DataLoader)  # no .beton yet
     target = fl.default_beton_path("embedded", "train", OPTS)
@@ -113,9 +126,19 @@ def test_auto_never_swaps_jpeg_images_in_for_the_embedded_ones(embedded, betons,
     """JPEG storage changes the generated images (at 32 px enough to change what a tiny SimCLR learns), so loader
     auto reads a JPEG .beton of an embedded dataset only when asked (loader ffcv), the loader writes raw ones
     for them, and each loader says what it read (the run records it)."""
-    recipe = SimpleNamespace(data=SimpleNamespace(loader="auto", dataset="embedded", embedded_size=32, embedded_train=320,
-                                                  embedded_test=64, embedded_seed=0, skip_bad=False, workers=1),
-                             train=SimpleNamespace(batch_size=32, seed=0))
+    recipe = SimpleNamespace(
+        data=SimpleNamespace(
+            loader="auto",
+            dataset="embedded",
+            embedded_size=32,
+            embedded_train=320,
+            embedded_test=64,
+            embedded_seed=0,
+            skip_bad=False,
+            workers=1,
+        ),
+        train=SimpleNamespace(batch_size=32, seed=0),
+    )
     monkeypatch.setenv("CSSL_BENCH_FFCV_DIR", str(tmp_path))
     monkeypatch.setattr(fl, "_NOTICED", set())
     target = fl.default_beton_path("embedded", "train", OPTS)
@@ -133,15 +156,27 @@ def test_auto_never_swaps_jpeg_images_in_for_the_embedded_ones(embedded, betons,
     assert ff.provenance == {"loader": "ffcv", "storage": "raw", "jpeg_quality": None, "max_side": None}
     assert fl.stored_as(fl.read_sidecar(target))["storage"] == "raw"
     recipe.data.loader = "auto"
-    assert isinstance(make_train_loader(recipe, embedded, two_views(), 0), fl.FFCVViewLoader)  # raw: exact, so auto uses it
+    assert isinstance(
+        make_train_loader(recipe, embedded, two_views(), 0), fl.FFCVViewLoader
+    )  # raw: exact, so auto uses it
 
 
 def test_ffcv_requested_but_not_installed_falls_back_with_one_notice(embedded, monkeypatch, capsys):
     monkeypatch.setattr(fl, "ffcv_installed", lambda: False)
     monkeypatch.setattr(fl, "_NOTICED", set())
-    recipe = SimpleNamespace(data=SimpleNamespace(loader="ffcv", dataset="embedded", embedded_size=32, embedded_train=320,
-                                                  embedded_test=64, embedded_seed=0, skip_bad=False, workers=0),
-                             train=SimpleNamespace(batch_size=32, seed=0))
+    recipe = SimpleNamespace(
+        data=SimpleNamespace(
+            loader="ffcv",
+            dataset="embedded",
+            embedded_size=32,
+            embedded_train=320,
+            embedded_test=64,
+            embedded_seed=0,
+            skip_bad=False,
+            workers=0,
+        ),
+        train=SimpleNamespace(batch_size=32, seed=0),
+    )
     for epoch in range(2):
         assert isinstance(make_train_loader(recipe, embedded, two_views(), epoch), torch.utils.data.DataLoader)
     lines = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
@@ -198,7 +233,9 @@ def test_convert_counts_bad_images_and_skip_bad_stores_them(cli, tmp_path):
     assert b.meta["bad"] == [4] and b.n == 6 and list(b.labels) == [0, 0, 0, 1, 1, 1]
     assert (b.heights[0], b.widths[0]) == (9, 12)  # longer side downscaled to 12 (FFCV's rounding down)
     imgs = b.decode(np.array([0, 4, 5]))
-    assert imgs[0].shape == (3, 9, 12) and imgs[1].shape == (3, 12, 12) and int(imgs[1].sum()) == 0  # black, downscaled too
+    assert (
+        imgs[0].shape == (3, 9, 12) and imgs[1].shape == (3, 12, 12) and int(imgs[1].sum()) == 0
+    )  # black, downscaled too
     src = get_source(f"imagefolder:{root}", "train", DatasetOptions(skip_bad=True))
     fl.open_checked(out, src, f"imagefolder:{root}", "train")  # matches its dataset
 

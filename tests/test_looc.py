@@ -1,5 +1,6 @@
 """LooC (Xiao et al., ICLR 2021): the leave-one-out views built from a recipe, the positive/negative masks
 of every embedding space, the loss against a hand-written loop, the per-head queues and LooC++ features."""
+
 import math
 
 import numpy as np
@@ -71,7 +72,9 @@ def expected_masks(n):
 
 def test_masks_of_every_space():
     assert torch.equal(losses.looc_masks(1), torch.tensor([[True, True], [False, True]]))
-    assert torch.equal(losses.looc_masks(2), torch.tensor([[True, True, True], [False, True, False], [False, False, True]]))
+    assert torch.equal(
+        losses.looc_masks(2), torch.tensor([[True, True, True], [False, True, False], [False, False, True]])
+    )
     for n in (1, 2, 3):
         m = losses.looc_masks(n)
         assert m.shape == (n + 1, n + 1) and m.dtype == torch.bool
@@ -109,7 +112,11 @@ def ref_looc_loss(queries, keys, queues, t):
 def random_inputs(n, batch=4, dim=6, queue=5, seed=0):
     g = torch.Generator().manual_seed(seed)
     unit = lambda *shape: F.normalize(torch.randn(*shape, generator=g), dim=-1)  # noqa: E731
-    return [unit(batch, dim) for _ in range(n + 1)], [unit(n + 1, batch, dim) for _ in range(n + 1)], [unit(queue, dim) for _ in range(n + 1)]
+    return (
+        [unit(batch, dim) for _ in range(n + 1)],
+        [unit(n + 1, batch, dim) for _ in range(n + 1)],
+        [unit(queue, dim) for _ in range(n + 1)],
+    )
 
 
 @pytest.mark.parametrize("n", [1, 2, 3])
@@ -183,7 +190,9 @@ def test_key_heads_are_shuffled_with_the_backbone():
     with torch.no_grad():
         f = m.backbone_k(x[perm])
         want = [F.normalize(h(f), dim=1)[torch.argsort(perm)].view(3, -1, m.p.dim) for h in m.heads_k]
-        unshuffled_heads = F.normalize(m.heads_k[0](m.backbone_k(x[perm])[torch.argsort(perm)]), dim=1).view(3, -1, m.p.dim)
+        unshuffled_heads = F.normalize(m.heads_k[0](m.backbone_k(x[perm])[torch.argsort(perm)]), dim=1).view(
+            3, -1, m.p.dim
+        )
     for g, w in zip(got, want):
         assert torch.allclose(g, w, atol=1e-5)
     assert not torch.allclose(got[0], unshuffled_heads, atol=1e-3)  # heads outside the shuffle differ
@@ -206,7 +215,9 @@ def test_looc_plus_plus_features():
         assert torch.allclose(m.features(x, "head:2:out"), m.heads[2](v), atol=1e-6)
         assert torch.allclose(m.features(x, "backbone"), v, atol=1e-6)
     assert build_method(load_recipe("looc", "tiny")).default_feature() == "backbone"
-    assert build_method(load_recipe("looc++", "tiny", sets=["params.concat_layer=out"])).default_feature() == "concat:out"
+    assert (
+        build_method(load_recipe("looc++", "tiny", sets=["params.concat_layer=out"])).default_feature() == "concat:out"
+    )
     with pytest.raises(UserError):
         m.features(x, "head:7")
     with pytest.raises(UserError):
@@ -214,13 +225,35 @@ def test_looc_plus_plus_features():
 
 
 def test_cli_augment_sets_the_atomic_augmentations(cli, tmp_path, small_args):
-    p = cli("pretrain", "looc", "--augment", "color,rotation,texture", "--epochs", "0", "--out", tmp_path / "r", "--quiet", *small_args)
+    p = cli(
+        "pretrain",
+        "looc",
+        "--augment",
+        "color,rotation,texture",
+        "--epochs",
+        "0",
+        "--out",
+        tmp_path / "r",
+        "--quiet",
+        *small_args,
+    )
     assert p.returncode == 0, p.stderr
     import yaml
 
     cfg = yaml.safe_load((tmp_path / "r" / "config.yaml").read_text())
     assert cfg["augment"]["looc_augment"] == ["color", "rotation", "texture"]
-    p = cli("pretrain", "looc", "--augment", "color,scale", "--epochs", "0", "--out", tmp_path / "bad", "--quiet", *small_args)
+    p = cli(
+        "pretrain",
+        "looc",
+        "--augment",
+        "color,scale",
+        "--epochs",
+        "0",
+        "--out",
+        tmp_path / "bad",
+        "--quiet",
+        *small_args,
+    )
     assert p.returncode == 2 and "scale" in p.stderr and "Traceback" not in p.stderr
 
 
@@ -230,7 +263,9 @@ ALL3 = ["color", "rotation", "texture"]
 
 @pytest.mark.parametrize("heads", [["texture", "color"], ["rotation"], []])
 def test_variance_heads_choose_the_variant_views(heads):
-    recipe = load_recipe("looc", "tiny", sets=[f"augment.looc_augment=[{','.join(ALL3)}]", f"augment.looc_heads=[{','.join(heads)}]"])
+    recipe = load_recipe(
+        "looc", "tiny", sets=[f"augment.looc_augment=[{','.join(ALL3)}]", f"augment.looc_heads=[{','.join(heads)}]"]
+    )
     vr = build_view_recipe(recipe)
     assert [a.name for a in vr.atomics] == ALL3  # every augmentation is applied to every view
     for i in range(12):
@@ -245,9 +280,19 @@ def test_variance_heads_choose_the_variant_views(heads):
             for other in ALL3:
                 if other != aug and other != "rotation":  # continuous draws never repeat q's
                     assert p[f"k{j}"][other] != p["q"][other], (aug, other)
-    m = build_method(load_recipe("looc", "tiny", sets=[f"augment.looc_augment=[{','.join(ALL3)}]",
-                                                      f"augment.looc_heads=[{','.join(heads)}]", "params.queue_size=64",
-                                                      "params.bn_splits=1", "params.hidden=32"]))
+    m = build_method(
+        load_recipe(
+            "looc",
+            "tiny",
+            sets=[
+                f"augment.looc_augment=[{','.join(ALL3)}]",
+                f"augment.looc_heads=[{','.join(heads)}]",
+                "params.queue_size=64",
+                "params.bn_splits=1",
+                "params.hidden=32",
+            ],
+        )
+    )
     assert len(m.heads) == len(m.heads_k) == len(m.queues) == len(heads) + 1
     torch.manual_seed(0)
     views = small_batch(m.recipe)
@@ -260,20 +305,28 @@ def test_variance_heads_choose_the_variant_views(heads):
 def test_without_variance_heads_the_loss_is_mocos_infonce():
     q, k, queue = random_inputs(0, seed=5)
     for t in (0.2, 0.07):
-        assert losses.looc_loss(q, k, queue, t).item() == pytest.approx(losses.info_nce(q[0], k[0][0], queue[0], t).item(), rel=1e-6)
+        assert losses.looc_loss(q, k, queue, t).item() == pytest.approx(
+            losses.info_nce(q[0], k[0][0], queue[0], t).item(), rel=1e-6
+        )
 
 
 def test_variance_heads_validation_and_hash():
     base = load_recipe("looc", "tiny", sets=[f"augment.looc_augment=[{','.join(ALL3)}]"])
-    spelled = load_recipe("looc", "tiny", sets=[f"augment.looc_augment=[{','.join(ALL3)}]", f"augment.looc_heads=[{','.join(ALL3)}]"])
-    assert spelled.augment.looc_heads is None and spelled.hash() == base.hash()  # the default spelled out is the same run
+    spelled = load_recipe(
+        "looc", "tiny", sets=[f"augment.looc_augment=[{','.join(ALL3)}]", f"augment.looc_heads=[{','.join(ALL3)}]"]
+    )
+    assert (
+        spelled.augment.looc_heads is None and spelled.hash() == base.hash()
+    )  # the default spelled out is the same run
     sub = load_recipe("looc", "tiny", sets=[f"augment.looc_augment=[{','.join(ALL3)}]", "augment.looc_heads=[color]"])
     none = load_recipe("looc", "tiny", sets=[f"augment.looc_augment=[{','.join(ALL3)}]", "augment.looc_heads=[]"])
     assert len({base.hash(), sub.hash(), none.hash()}) == 3
     with pytest.raises(UserError, match="does not apply"):
         load_recipe("looc", "tiny", sets=["augment.looc_augment=[rotation]", "augment.looc_heads=[color]"])
     with pytest.raises(UserError, match="twice"):
-        load_recipe("looc", "tiny", sets=[f"augment.looc_augment=[{','.join(ALL3)}]", "augment.looc_heads=[color,color]"])
+        load_recipe(
+            "looc", "tiny", sets=[f"augment.looc_augment=[{','.join(ALL3)}]", "augment.looc_heads=[color,color]"]
+        )
 
 
 def test_hashes_of_committed_runs_are_unchanged_by_new_options():
@@ -284,9 +337,18 @@ def test_hashes_of_committed_runs_are_unchanged_by_new_options():
 
     from cssl_bench.pipeline.reproduce import recipe_of, run_spec
 
-    recs = [json.loads(line) for line in (Path(__file__).parents[1] / "results" / "tiny" / "records.jsonl").read_text().splitlines()]
-    looc = {r["config_hash"] for r in recs if r["method"] == "looc" and r.get("augment") == ["rotation"] and r["seed"] == 0
-            and (r.get("data_options") or {}).get("embedded_version") == 2}  # the records of the current generator
+    recs = [
+        json.loads(line)
+        for line in (Path(__file__).parents[1] / "results" / "tiny" / "records.jsonl").read_text().splitlines()
+    ]
+    looc = {
+        r["config_hash"]
+        for r in recs
+        if r["method"] == "looc"
+        and r.get("augment") == ["rotation"]
+        and r["seed"] == 0
+        and (r.get("data_options") or {}).get("embedded_version") == 2
+    }  # the records of the current generator
     assert looc == {recipe_of(run_spec("looc[rotation]", "tiny"), "tiny", 0).hash()}
 
 
@@ -307,10 +369,34 @@ def test_catalogue_keys_and_commands_of_variance_head_runs(tmp_path):
 def test_cli_variance_heads_option(cli, tmp_path, small_args):
     import yaml
 
-    p = cli("pretrain", "looc", "--augment", "color,rotation", "--variance-heads", "none", "--epochs", "0", "--out", tmp_path / "r",
-            "--quiet", *small_args)
+    p = cli(
+        "pretrain",
+        "looc",
+        "--augment",
+        "color,rotation",
+        "--variance-heads",
+        "none",
+        "--epochs",
+        "0",
+        "--out",
+        tmp_path / "r",
+        "--quiet",
+        *small_args,
+    )
     assert p.returncode == 0, p.stderr
     assert yaml.safe_load((tmp_path / "r" / "config.yaml").read_text())["augment"]["looc_heads"] == []
-    p = cli("pretrain", "looc", "--augment", "rotation", "--variance-heads", "texture", "--epochs", "0", "--out", tmp_path / "bad",
-            "--quiet", *small_args)
+    p = cli(
+        "pretrain",
+        "looc",
+        "--augment",
+        "rotation",
+        "--variance-heads",
+        "texture",
+        "--epochs",
+        "0",
+        "--out",
+        tmp_path / "bad",
+        "--quiet",
+        *small_args,
+    )
     assert p.returncode == 2 and "does not apply" in p.stderr and "Traceback" not in p.stderr

@@ -1,4 +1,5 @@
 """Losses against hand-written references (explicit loops) and analytic values."""
+
 import math
 
 import pytest
@@ -41,9 +42,9 @@ def test_nt_xent_analytic_orthogonal():
     # 2N mutually orthogonal views except identical pairs: positive sim 1, all negatives 0
     n = 3
     e = torch.eye(2 * n)[:n, :]  # n orthonormal vectors in R^{2n}
-    l = losses.nt_xent(e, e.clone(), 1.0)
+    loss = losses.nt_xent(e, e.clone(), 1.0)
     expected = -math.log(math.e / (math.e + (2 * n - 2)))
-    assert l.item() == pytest.approx(expected, rel=1e-6)
+    assert loss.item() == pytest.approx(expected, rel=1e-6)
 
 
 def test_info_nce_matches_reference_and_analytic():
@@ -89,7 +90,9 @@ def test_negative_cosine_matches_reference_and_analytic():
     p, z = torch.randn(6, 5, generator=g), torch.randn(6, 5, generator=g)
     ref = -sum(ref_cosine(p[i], z[i]) for i in range(6)) / 6
     assert losses.negative_cosine(p, z).item() == pytest.approx(ref, rel=1e-5)
-    assert losses.negative_cosine(p, 2.5 * p).item() == pytest.approx(-1.0, abs=1e-6)  # identical directions: minimum -1
+    assert losses.negative_cosine(p, 2.5 * p).item() == pytest.approx(
+        -1.0, abs=1e-6
+    )  # identical directions: minimum -1
     assert losses.negative_cosine(p, -p).item() == pytest.approx(1.0, abs=1e-6)
     e = torch.eye(4)
     assert losses.negative_cosine(e[:2], e[2:]).item() == pytest.approx(0.0, abs=1e-7)  # orthogonal
@@ -178,7 +181,9 @@ def ref_swav(scores_a, scores_b, codes_a, codes_b, t):
         total = 0.0
         for i in range(scores.shape[0]):
             den = sum(math.exp(float(s) / t) for s in scores[i])
-            total += -sum(float(codes[i, j]) * math.log(math.exp(float(scores[i, j]) / t) / den) for j in range(scores.shape[1]))
+            total += -sum(
+                float(codes[i, j]) * math.log(math.exp(float(scores[i, j]) / t) / den) for j in range(scores.shape[1])
+            )
         return total / scores.shape[0]
 
     return 0.5 * (ce(codes_a, scores_b) + ce(codes_b, scores_a))
@@ -191,7 +196,9 @@ def test_swav_loss_matches_reference_and_analytic():
     assert losses.swav_loss(sa, sb, ca, cb, 0.1).item() == pytest.approx(ref_swav(sa, sb, ca, cb, 0.1), rel=1e-5)
     # uniform codes and uniform scores: cross-entropy of two uniform distributions = log K
     u = torch.full((3, 6), 1 / 6)
-    assert losses.swav_loss(torch.zeros(3, 6), torch.zeros(3, 6), u, u, 0.1).item() == pytest.approx(math.log(6), rel=1e-6)
+    assert losses.swav_loss(torch.zeros(3, 6), torch.zeros(3, 6), u, u, 0.1).item() == pytest.approx(
+        math.log(6), rel=1e-6
+    )
     # one-hot codes predicted by matching one-hot scores: -log softmax(1/t at the code)
     e = torch.eye(3)
     t = 0.5
@@ -219,7 +226,12 @@ def test_swav_multicrop_loss_matches_loop_and_two_crop_case():
 
 def test_losses_return_scalars():
     z = F.normalize(torch.randn(4, 6), dim=1)
-    for value in (losses.nt_xent(z, z), losses.info_nce(z, z, z), losses.negative_cosine(z, z), losses.byol_loss(z, z),
-                  losses.swav_loss(z, z, losses.sinkhorn(z), losses.sinkhorn(z)),
-                  losses.looc_loss([z, z], [torch.stack([z, z])] * 2, [z, z])):
+    for value in (
+        losses.nt_xent(z, z),
+        losses.info_nce(z, z, z),
+        losses.negative_cosine(z, z),
+        losses.byol_loss(z, z),
+        losses.swav_loss(z, z, losses.sinkhorn(z), losses.sinkhorn(z)),
+        losses.looc_loss([z, z], [torch.stack([z, z])] * 2, [z, z]),
+    ):
         assert value.dim() == 0

@@ -2,6 +2,7 @@
 and hand-written references: the shared momentum path, MoCo's queue and shuffling BN, BYOL's tau schedule
 and LARS exclusions, SwAV's prototypes, SimSiam's heads and fixed predictor lr, and that every method's
 loss goes down and every recipe pretrains through the CLI."""
+
 import json
 import math
 
@@ -17,15 +18,34 @@ from cssl_bench.data.datasets import get_source
 from cssl_bench.data.loaders import to_input
 from cssl_bench.data.views import build_view_recipe
 from cssl_bench.methods import build_method, losses
-from cssl_bench.methods.base import (SplitBatchNorm2d, cosine_momentum, make_target, output_std, shuffled_forward,
-                                     split_batchnorm, update_momentum_pairs)
+from cssl_bench.methods.base import (
+    SplitBatchNorm2d,
+    cosine_momentum,
+    make_target,
+    output_std,
+    shuffled_forward,
+    split_batchnorm,
+    update_momentum_pairs,
+)
 from cssl_bench.methods.moco import KeyQueue
 from cssl_bench.train.loop import dataset_options
 from cssl_bench.train.optim import build_optimizer, lr_factor, param_groups, set_lr
 from tests.conftest import load_benchmark
 
-METHODS = ["simclr", "moco-v1", "moco-v2", "moco-rot", "moco-rot-same", "byol", "swav", "simsiam", "simsiam-optimal",
-           "looc", "looc++", "supervised"]
+METHODS = [
+    "simclr",
+    "moco-v1",
+    "moco-v2",
+    "moco-rot",
+    "moco-rot-same",
+    "byol",
+    "swav",
+    "simsiam",
+    "simsiam-optimal",
+    "looc",
+    "looc++",
+    "supervised",
+]
 SMALL = ["data.embedded_train=640", "data.embedded_test=200", "data.workers=0"]
 
 
@@ -167,9 +187,11 @@ def test_split_batchnorm_matches_per_group_batchnorm():
     means, vars_ = [], []
     m = n // g
     for grp in range(g):  # group grp holds the contiguous slice grp * m ... (grp + 1) * m - 1 (rank grp's samples)
-        xs = x[grp * m:(grp + 1) * m]
+        xs = x[grp * m : (grp + 1) * m]
         mu, var = xs.mean((0, 2, 3)), xs.var((0, 2, 3), unbiased=False)
-        ref[grp * m:(grp + 1) * m] = (xs - mu[None, :, None, None]) / torch.sqrt(var[None, :, None, None] + sbn.eps) * sbn.weight[None, :, None, None] + sbn.bias[None, :, None, None]
+        ref[grp * m : (grp + 1) * m] = (xs - mu[None, :, None, None]) / torch.sqrt(
+            var[None, :, None, None] + sbn.eps
+        ) * sbn.weight[None, :, None, None] + sbn.bias[None, :, None, None]
         means.append(mu)
         vars_.append(xs.var((0, 2, 3), unbiased=True))
     assert torch.allclose(out, ref, atol=1e-5)
@@ -204,8 +226,12 @@ def test_split_batchnorm_gradients_match_one_bn_call_per_group(layout, path, mon
     w_ref, b_ref = sbn.weight.detach().clone().requires_grad_(), sbn.bias.detach().clone().requires_grad_()
     rm, rv = torch.zeros(c), torch.ones(c)
     x_ref, x = x0.clone().requires_grad_(), x0.clone().requires_grad_()
-    ref = torch.cat([F.batch_norm(ch, r1, r2, w_ref, b_ref, True, 0.1, sbn.eps)
-                     for ch, r1, r2 in ((ch, rm.clone(), rv.clone()) for ch in x_ref.chunk(g))])
+    ref = torch.cat(
+        [
+            F.batch_norm(ch, r1, r2, w_ref, b_ref, True, 0.1, sbn.eps)
+            for ch, r1, r2 in ((ch, rm.clone(), rv.clone()) for ch in x_ref.chunk(g))
+        ]
+    )
     out = sbn(x)
     upstream = torch.randn_like(ref)
     # an in-place op on the output (ResNet's ReLU): the output must not be a view that autograd re-copies
@@ -214,7 +240,9 @@ def test_split_batchnorm_gradients_match_one_bn_call_per_group(layout, path, mon
     (F.relu(out, inplace=True) * upstream).sum().backward()
     assert torch.allclose(out, F.relu(ref), atol=1e-5)
     assert torch.allclose(x.grad, x_ref.grad, atol=1e-5)
-    assert torch.allclose(sbn.weight.grad, w_ref.grad, atol=1e-4) and torch.allclose(sbn.bias.grad, b_ref.grad, atol=1e-4)
+    assert torch.allclose(sbn.weight.grad, w_ref.grad, atol=1e-4) and torch.allclose(
+        sbn.bias.grad, b_ref.grad, atol=1e-4
+    )
     dims = (0,) if layout == "2d" else (0, 2, 3)
     means = torch.stack([ch.mean(dims) for ch in x0.chunk(g)]).mean(0)
     assert torch.allclose(sbn.running_mean, 0.1 * means, atol=1e-6)
@@ -224,9 +252,14 @@ def test_split_batchnorm_gradients_match_one_bn_call_per_group(layout, path, mon
         assert out.is_contiguous(memory_format=torch.channels_last)
 
 
-@pytest.mark.parametrize("shape, calls", [((16, 8, 4, 4), 1),       # 512 elements per group: one call
-                                          ((128, 2, 2, 2), 1),      # 32 samples, 256 elements per group: one call
-                                          ((8, 4, 256, 256), 4)])   # 2 samples but 2^19 elements per group: a call each
+@pytest.mark.parametrize(
+    "shape, calls",
+    [
+        ((16, 8, 4, 4), 1),  # 512 elements per group: one call
+        ((128, 2, 2, 2), 1),  # 32 samples, 256 elements per group: one call
+        ((8, 4, 256, 256), 4),
+    ],
+)  # 2 samples but 2^19 elements per group: a call each
 def test_split_batchnorm_chooses_its_path_by_group_size(shape, calls, monkeypatch):
     """On a CPU: one rearranged BN call below GROUP_CALL_MIN_ELEMENTS per group, a call per group from it
     (a GPU input takes the grouped-view statistics, which make no BN call)."""
@@ -310,14 +343,19 @@ def test_lr_schedules_against_the_official_formulas():
         for e in (0.0, 0.99, 37.5, r.train.epochs - 0.1):
             assert lr_factor(r, e) == pytest.approx(0.5 * (1 + math.cos(math.pi * math.floor(e) / r.train.epochs)))
     tiny = load_recipe("moco-v2", "tiny")
-    assert tiny.optim.schedule_unit == "iteration" and lr_factor(tiny, 0.5) == pytest.approx(0.5 * (1 + math.cos(math.pi * 0.5 / tiny.train.epochs)))
+    assert tiny.optim.schedule_unit == "iteration" and lr_factor(tiny, 0.5) == pytest.approx(
+        0.5 * (1 + math.cos(math.pi * 0.5 / tiny.train.epochs))
+    )
     assert load_recipe("swav", "small").optim.final_lr == 0.0
     # the new keys stay out of the hash at their defaults; setting one changes it
     base = load_recipe("simclr", "tiny")
     assert "schedule_unit" not in base.hash_dict()["optim"] and "final_lr" not in base.hash_dict()["optim"]
     assert load_recipe("simclr", "tiny", sets=["optim.final_lr=0.01"]).hash() != base.hash()
-    for bad, msg in (("optim.final_lr=1.5", "fraction of the peak"), ("optim.warmup_start=-0.1", "fraction of the peak"),
-                     ("optim.schedule_unit=step", "optim.schedule_unit must be one of iteration, epoch")):
+    for bad, msg in (
+        ("optim.final_lr=1.5", "fraction of the peak"),
+        ("optim.warmup_start=-0.1", "fraction of the peak"),
+        ("optim.schedule_unit=step", "optim.schedule_unit must be one of iteration, epoch"),
+    ):
         with pytest.raises(UserError, match=msg):
             load_recipe("simclr", "tiny", sets=[bad])
 
@@ -329,11 +367,15 @@ def test_moco_versions_heads_and_recipes():
     r1 = load_recipe("moco-v1", "paper")
     assert r1.optim.schedule == "multistep" and r1.optim.milestones == [120, 160] and r1.train.epochs == 200
     assert r1.lr == pytest.approx(0.03)
-    assert lr_factor(r1, 119.9) == 1.0 and lr_factor(r1, 130) == pytest.approx(0.1) and lr_factor(r1, 170) == pytest.approx(0.01)
+    assert (
+        lr_factor(r1, 119.9) == 1.0
+        and lr_factor(r1, 130) == pytest.approx(0.1)
+        and lr_factor(r1, 170) == pytest.approx(0.01)
+    )
     assert r1.augment.blur_p == 0.0 and r1.augment.color["hue"] == 0.4
     v2 = build_method(load_recipe("moco-v2", "paper"))
     linears = [m for m in v2.head if isinstance(m, nn.Linear)]
-    assert [(l.in_features, l.out_features) for l in linears] == [(2048, 2048), (2048, 128)]
+    assert [(lin.in_features, lin.out_features) for lin in linears] == [(2048, 2048), (2048, 128)]
     assert v2.p.temperature == 0.2 and load_recipe("moco-v2", "paper").optim.schedule == "cosine"
     assert load_recipe("moco-v2", "paper").augment.blur_p == 0.5
     bns = [m for m in v2.backbone.modules() if isinstance(m, nn.BatchNorm2d)]
@@ -346,8 +388,17 @@ def test_moco_versions_heads_and_recipes():
 @pytest.mark.parametrize("symmetric,reduction", [(False, "sum"), (True, "sum"), (True, "mean")])
 def test_moco_loss_and_queue_update(symmetric, reduction):
     torch.manual_seed(0)
-    recipe = load_recipe("moco-v2", "tiny", sets=SMALL + ["params.bn_splits=1", "params.queue_size=40", f"params.symmetric={str(symmetric).lower()}",
-                                                          f"params.symmetric_reduction={reduction}"])
+    recipe = load_recipe(
+        "moco-v2",
+        "tiny",
+        sets=SMALL
+        + [
+            "params.bn_splits=1",
+            "params.queue_size=40",
+            f"params.symmetric={str(symmetric).lower()}",
+            f"params.symmetric_reduction={reduction}",
+        ],
+    )
     m = build_method(recipe)
     views, labels = batch_of_views(recipe, 16)
     queue0 = m.queue.keys.clone()
@@ -363,7 +414,7 @@ def test_moco_loss_and_queue_update(symmetric, reduction):
     assert out["loss"].item() == pytest.approx(expected.item(), rel=1e-4)
     pushed = torch.cat([k2, k1]) if symmetric else k2
     assert torch.allclose(m.queue.keys[: len(pushed)], pushed, atol=1e-5)
-    assert torch.equal(m.queue.keys[len(pushed):], queue0[len(pushed):])
+    assert torch.equal(m.queue.keys[len(pushed) :], queue0[len(pushed) :])
     out["loss"].backward()
     assert m.head[0].weight.grad is not None and all(p.grad is None for p in m.head_k.parameters())
 
@@ -396,8 +447,20 @@ def test_moco_shortcut_statistics_on_hand_made_keys():
 def test_moco_shortcut_runs_on_a_moco_run_and_refuses_others(cli, tmp_path, small_args):
     bench = load_benchmark("moco_shortcut")
     out = tmp_path / "moco"
-    p = cli("pretrain", "moco-v2", "--epochs", "1", "--batch-size", "32", "--out", out, "--quiet", *small_args,
-            "--set", "params.queue_size=64")
+    p = cli(
+        "pretrain",
+        "moco-v2",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "32",
+        "--out",
+        out,
+        "--quiet",
+        *small_args,
+        "--set",
+        "params.queue_size=64",
+    )
     assert p.returncode == 0, p.stderr[-2000:]
     row = bench.measure(out, 16)
     assert row["method"] == "moco-v2" and 0 < row["z_std"] <= 1 and row["chance"] == 1 / 16
@@ -414,7 +477,9 @@ def test_swav_span_statistics_on_hand_made_embeddings(cli, tmp_path, small_args)
     bench = load_benchmark("swav_span")
     protos = torch.eye(4, 6)
     inside = bench.span_stats(F.normalize(torch.tensor([[1.0, 1, 0, 0, 0, 0], [0, 0, 0, 1, 0, 0]]), dim=1), protos)
-    assert inside["norm_in_span"] == pytest.approx(1.0) and inside["prototype_cos"] == 0.0 and inside["n_prototypes"] == 4
+    assert (
+        inside["norm_in_span"] == pytest.approx(1.0) and inside["prototype_cos"] == 0.0 and inside["n_prototypes"] == 4
+    )
     outside = bench.span_stats(torch.tensor([[0.0, 0, 0, 0, 1, 0], [0, 0, 0, 0, 0, 1]]), protos)
     assert outside["norm_in_span"] == pytest.approx(0.0, abs=1e-6) and outside["abs_score"] == 0.0
     assert outside["score_std"] == 0.0
@@ -449,7 +514,9 @@ def test_byol_heads_recipe_and_lars_exclusions():
     assert r.lr == pytest.approx(0.2 * 4096 / 256)
     a = r.augment
     assert (a.blur_p, a.blur_p2, a.solarize_p, a.solarize_p2) == (1.0, 0.1, 0.0, 0.2)
-    vr = build_view_recipe(load_recipe("byol", "tiny", sets=["augment.blur_p=1.0", "augment.blur_p2=0.1", "augment.solarize_p2=0.2"]))
+    vr = build_view_recipe(
+        load_recipe("byol", "tiny", sets=["augment.blur_p=1.0", "augment.blur_p2=0.1", "augment.solarize_p2=0.2"])
+    )
     assert [s.name for s in vr.first.steps][-1] == "blur" and vr.first.steps[-1].p == 1.0
     assert [(s.name, s.p) for s in vr.second.steps[-2:]] == [("blur", 0.1), ("solarize", 0.2)]
     # BN and bias: no weight decay, and timm's LARS skips the trust ratio for groups without weight decay
@@ -535,11 +602,13 @@ def test_swav_codes_from_the_large_crops_only(monkeypatch):
     calls, seen = [], {}
     real_sinkhorn, real_loss = losses.sinkhorn, losses.swav_multicrop_loss
     monkeypatch.setattr(losses, "sinkhorn", lambda s, *a, **k: calls.append(s.clone()) or real_sinkhorn(s, *a, **k))
-    monkeypatch.setattr(losses, "swav_multicrop_loss", lambda sc, co, t: seen.update(scores=sc, codes=co) or real_loss(sc, co, t))
+    monkeypatch.setattr(
+        losses, "swav_multicrop_loss", lambda sc, co, t: seen.update(scores=sc, codes=co) or real_loss(sc, co, t)
+    )
     m.loss(views, labels)
     assert len(calls) == 2 and len(seen["codes"]) == 2 and len(seen["scores"]) == 8
     with torch.no_grad():  # the codes are those of g0 and g1, in that order
-        for i, name in enumerate(["g0", "g1"]):
+        for i, _name in enumerate(["g0", "g1"]):
             z = F.normalize(m.projector(m.backbone(torch.cat([views["g0"], views["g1"]]))), dim=1).chunk(2)[i]
             assert torch.allclose(calls[i], m.prototypes(z), atol=1e-4)
 
@@ -586,9 +655,11 @@ def test_simsiam_heads():
     proj = [type(x).__name__ for x in m.projector]
     assert proj == ["Linear", "BatchNorm1d", "ReLU"] * 2 + ["Linear", "BatchNorm1d"]
     linears = [x for x in m.projector if isinstance(x, nn.Linear)]
-    assert [(l.in_features, l.out_features) for l in linears] == [(2048, 2048)] * 3
-    assert all(l.bias is None for l in linears)
-    assert not m.projector[-1].affine and all(b.affine for b in m.projector if isinstance(b, nn.BatchNorm1d) and b is not m.projector[-1])
+    assert [(lin.in_features, lin.out_features) for lin in linears] == [(2048, 2048)] * 3
+    assert all(lin.bias is None for lin in linears)
+    assert not m.projector[-1].affine and all(
+        b.affine for b in m.projector if isinstance(b, nn.BatchNorm1d) and b is not m.projector[-1]
+    )
     assert [type(x).__name__ for x in m.predictor] == ["Linear", "BatchNorm1d", "ReLU", "Linear"]
     assert (m.predictor[0].in_features, m.predictor[0].out_features, m.predictor[3].out_features) == (2048, 512, 2048)
     assert m.predictor[3].bias is not None
@@ -693,6 +764,7 @@ def _documented_embedding(name, m, views):
         return m.query(views["v1"])
     if name == "swav":
         from cssl_bench.methods.swav import _crop_order
+
         large, small = _crop_order(views)
         return m._embed([views[k] for k in large + small])[0]
     if name.startswith("looc"):
@@ -748,7 +820,9 @@ def test_head_bn_option_uses_split_bn_in_moco_and_looc_heads():
     moco = build_method(load_recipe("moco-v2", "tiny", {}, ["params.head_bn=true"]))
     bns = (nn.modules.batchnorm._BatchNorm,)
     assert [type(m) for m in moco.head if isinstance(m, bns)] == [SplitBatchNorm1d]
-    assert not any(isinstance(m, bns) for m in build_method(load_recipe("moco-v2", "tiny", {}, ["params.head_bn=false"])).head)
+    assert not any(
+        isinstance(m, bns) for m in build_method(load_recipe("moco-v2", "tiny", {}, ["params.head_bn=false"])).head
+    )
     assert not load_recipe("moco-v2", "paper").params.get("head_bn", False)  # the paper's MoCo v2 head has no BN
     assert load_recipe("moco-v2", "tiny").params["head_bn"] and load_recipe("looc", "small").params["head_bn"]
     x = torch.randn(8, 5) * 4 + 2
@@ -772,14 +846,24 @@ def probe_top1(cli, run_dir, results, probe="knn", *extra):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name,sets,seeds", [
-    ("simclr", (), (0, 1, 2)),
-    # not met today: kNN 43.8 / 39.75 against 44.2 / 42.75 at init on seeds 0 / 1 (linear 52.8 / 53.35 against
-    # 46.5 / 43.7); batch 64 for 4 epochs (43.25 / 48.5) and hue jitter 0.5 (38.3 on seed 0) did not make it pass.
-    # Strict: the test fails as soon as the gate holds, so the marker cannot outlive the problem.
-    pytest.param("moco-v2", ("params.symmetric=true", "params.symmetric_reduction=sum"), (0, 1, 2),
-                 marks=pytest.mark.xfail(strict=True, reason="tiny MoCo v2 does not beat random init on kNN (issue: learning at every scale)")),
-    ("supervised", (), (0,))])
+@pytest.mark.parametrize(
+    "name,sets,seeds",
+    [
+        ("simclr", (), (0, 1, 2)),
+        # not met today: kNN 43.8 / 39.75 against 44.2 / 42.75 at init on seeds 0 / 1 (linear 52.8 / 53.35 against
+        # 46.5 / 43.7); batch 64 for 4 epochs (43.25 / 48.5) and hue jitter 0.5 (38.3 on seed 0) did not make it pass.
+        # Strict: the test fails as soon as the gate holds, so the marker cannot outlive the problem.
+        pytest.param(
+            "moco-v2",
+            ("params.symmetric=true", "params.symmetric_reduction=sum"),
+            (0, 1, 2),
+            marks=pytest.mark.xfail(
+                strict=True, reason="tiny MoCo v2 does not beat random init on kNN (issue: learning at every scale)"
+            ),
+        ),
+        ("supervised", (), (0,)),
+    ],
+)
 def test_tiny_gate_demo_methods_beat_random_init(name, sets, seeds, cli, tmp_path):
     """The tiny gate (the demo's two methods: SimCLR and SimSiam Table 4's symmetrised MoCo v2): on each of seeds
     0-2, kNN top-1 on the embedded test split above the higher of the two random-init baselines of the same seed
@@ -794,7 +878,9 @@ def test_tiny_gate_demo_methods_beat_random_init(name, sets, seeds, cli, tmp_pat
         assert "collapsed" not in p.stderr, p.stderr[-2000:]
         p = cli("pretrain", name, "--out", init, "--seed", str(seed), "--epochs", "0", "--quiet", *extra)
         assert p.returncode == 0, p.stderr[-2000:]
-        best_init = max(probe_top1(cli, init, tmp_path / "res"), probe_top1(cli, init, tmp_path / "res", "knn", "--bn-data"))
+        best_init = max(
+            probe_top1(cli, init, tmp_path / "res"), probe_top1(cli, init, tmp_path / "res", "knn", "--bn-data")
+        )
         ours = probe_top1(cli, trained, tmp_path / "res")
         assert ours > best_init, (name, seed, ours, best_init)
 

@@ -1,6 +1,7 @@
 """Precision options of the pretraining loop on CPU: bf16 and fp16 autocast (fp16 with a GradScaler),
 ``auto`` (resolved per device when the recipe is loaded), fp32 losses under autocast, channels-last, and
 torch.compile (slow). A few steps of a tiny model each."""
+
 from __future__ import annotations
 
 import json
@@ -16,12 +17,16 @@ from tests.conftest import load_benchmark
 
 
 def tiny(method: str = "simclr", **train) -> object:
-    return load_recipe(method, "tiny", {
-        "model": {"backbone": "resnet10-w0.125"},
-        "data": {"embedded_train": 32, "embedded_test": 16, "workers": 0},
-        "train": {"epochs": 1, "batch_size": 16, "log_every": 1, **train},
-        "params": {"hidden": 32} if method == "simclr" else {},
-    })
+    return load_recipe(
+        method,
+        "tiny",
+        {
+            "model": {"backbone": "resnet10-w0.125"},
+            "data": {"embedded_train": 32, "embedded_test": 16, "workers": 0},
+            "train": {"epochs": 1, "batch_size": 16, "log_every": 1, **train},
+            "params": {"hidden": 32} if method == "simclr" else {},
+        },
+    )
 
 
 def _log_losses(out: Path) -> list[float]:
@@ -31,7 +36,9 @@ def _log_losses(out: Path) -> list[float]:
         return [float(r["loss"]) for r in csv.DictReader(f)]
 
 
-@pytest.mark.parametrize("precision,dtype", [("fp32", torch.float32), ("bf16", torch.bfloat16), ("fp16", torch.float16)])
+@pytest.mark.parametrize(
+    "precision,dtype", [("fp32", torch.float32), ("bf16", torch.bfloat16), ("fp16", torch.float16)]
+)
 def test_autocast_computes_in_the_requested_dtype(precision, dtype):
     lin = torch.nn.Linear(8, 4)
     conv = torch.nn.Conv2d(3, 4, 3)
@@ -92,8 +99,25 @@ def test_train_step_benchmark_runs(tmp_path):
     import json
 
     bench = load_benchmark("train_step")
-    rc = bench.main(["--configs", "r18-32", "--methods", "simclr", "--batch", "2", "--steps", "1", "--rounds", "1",
-                     "--warmup", "0", "--no-lightly", "--out", str(tmp_path)])
+    rc = bench.main(
+        [
+            "--configs",
+            "r18-32",
+            "--methods",
+            "simclr",
+            "--batch",
+            "2",
+            "--steps",
+            "1",
+            "--rounds",
+            "1",
+            "--warmup",
+            "0",
+            "--no-lightly",
+            "--out",
+            str(tmp_path),
+        ]
+    )
     assert rc == 0
     info = json.loads((tmp_path / "train_step-cpu-fp32.json").read_text())
     (row,) = info["rows"]
@@ -115,8 +139,27 @@ def test_profile_step_benchmark_runs(tmp_path, monkeypatch):
     bench_dir = Path(__file__).resolve().parents[1] / "benchmarks"
     monkeypatch.syspath_prepend(str(bench_dir))
     bench = load_benchmark("profile_step")
-    rc = bench.main(["moco-v2", "--batch", "8", "--steps", "1", "--warmup", "0", "--split-bn", "view", "--top", "5",
-                     "--set", "params.queue_size=64", "--label", "t", "--out", str(tmp_path)])
+    rc = bench.main(
+        [
+            "moco-v2",
+            "--batch",
+            "8",
+            "--steps",
+            "1",
+            "--warmup",
+            "0",
+            "--split-bn",
+            "view",
+            "--top",
+            "5",
+            "--set",
+            "params.queue_size=64",
+            "--label",
+            "t",
+            "--out",
+            str(tmp_path),
+        ]
+    )
     assert rc == 0 and SplitBatchNorm2d.PATH == "view"
     info = json.loads((tmp_path / "profile-moco-v2-cpu-fp32-t.json").read_text())
     assert info["sets"] == ["params.queue_size=64"] and info["split_bn"] == "view" and len(info["step_ms"]) == 1
@@ -136,16 +179,30 @@ def test_ratio_bound_pairs_profiles_and_computes_the_bound(tmp_path, monkeypatch
     bench = load_benchmark("ratio_bound")
 
     def prof(side, method, step_ms, conv_fwd, conv_bwd, other, batch=64):
-        top = [{"name": "aten::convolution_backward", "self_ms_per_step": conv_bwd},
-               {"name": "aten::mkldnn_convolution", "self_ms_per_step": conv_fwd},
-               {"name": "aten::native_batch_norm", "self_ms_per_step": other}]
-        return {"benchmark": "profile_step", "side": side, "method": method, "config": "r18-32", "batch": batch,
-                "precision": "fp32", "channels_last": True, "sets": [], "step_ms": step_ms, "top": top}
+        top = [
+            {"name": "aten::convolution_backward", "self_ms_per_step": conv_bwd},
+            {"name": "aten::mkldnn_convolution", "self_ms_per_step": conv_fwd},
+            {"name": "aten::native_batch_norm", "self_ms_per_step": other},
+        ]
+        return {
+            "benchmark": "profile_step",
+            "side": side,
+            "method": method,
+            "config": "r18-32",
+            "batch": batch,
+            "precision": "fp32",
+            "channels_last": True,
+            "sets": [],
+            "step_ms": step_ms,
+            "top": top,
+        }
 
-    profiles = {"a": prof("ours", "simclr", [900.0, 1100.0], 300.0, 500.0, 150.0),
-                "b": prof("lightly", "simclr", [1200.0], 310.0, 490.0, 300.0),
-                "c": prof("ours", "byol", [1000.0], 400.0, 400.0, 100.0),       # no lightly profile: no row
-                "d": prof("lightly", "simclr", [5000.0], 1.0, 1.0, 1.0, batch=32)}  # another batch: not a pair
+    profiles = {
+        "a": prof("ours", "simclr", [900.0, 1100.0], 300.0, 500.0, 150.0),
+        "b": prof("lightly", "simclr", [1200.0], 310.0, 490.0, 300.0),
+        "c": prof("ours", "byol", [1000.0], 400.0, 400.0, 100.0),  # no lightly profile: no row
+        "d": prof("lightly", "simclr", [5000.0], 1.0, 1.0, 1.0, batch=32),
+    }  # another batch: not a pair
     for name, p in profiles.items():
         (tmp_path / f"profile-{name}.json").write_text(json.dumps(p))
     out = tmp_path / "bound.json"
@@ -171,8 +228,9 @@ def test_ratio_bound_pairs_profiles_and_computes_the_bound(tmp_path, monkeypatch
 
 def _cpuinfo(tmp_path, flags: str) -> Path:
     path = tmp_path / "cpuinfo"
-    path.write_text(f"processor\t: 0\nvendor_id\t: GenuineIntel\nflags\t\t: {flags}\n\n"
-                    f"processor\t: 1\nflags\t\t: {flags}\n")
+    path.write_text(
+        f"processor\t: 0\nvendor_id\t: GenuineIntel\nflags\t\t: {flags}\n\nprocessor\t: 1\nflags\t\t: {flags}\n"
+    )
     return path
 
 
@@ -204,7 +262,10 @@ def test_auto_reads_the_cpu_flags(tmp_path, monkeypatch):
     from cssl_bench.train import precision as P
 
     monkeypatch.delenv(P.ENV, raising=False)
-    assert P.cpu_bf16(_cpuinfo(tmp_path, "fpu sse2 avx2 avx512f amx_tile amx_bf16 amx_int8")) == (True, "CPU has AMX-BF16")
+    assert P.cpu_bf16(_cpuinfo(tmp_path, "fpu sse2 avx2 avx512f amx_tile amx_bf16 amx_int8")) == (
+        True,
+        "CPU has AMX-BF16",
+    )
     assert P.cpu_has_fast_bf16(_cpuinfo(tmp_path, "fpu sse2 avx2 avx512f avx512_bf16"))
     plain = _cpuinfo(tmp_path, "fpu sse2 avx2 avx512f avx512bw avx512_vnni amx_tile")
     fast, why = P.cpu_bf16(plain)
@@ -297,8 +358,10 @@ def test_resume_names_a_precision_that_auto_resolves_differently(tmp_path, monke
     monkeypatch.setenv("CSSL_BENCH_CPU_BF16", "0")
     out = pretrain(tiny(precision="auto"), tmp_path / "run", show_progress=False, stop_after_steps=1)
     monkeypatch.setenv("CSSL_BENCH_CPU_BF16", "1")
-    with pytest.raises(UserError, match="holds a run in fp32, but precision auto resolves to bf16 on this machine; "
-                                        "resume with --precision fp32"):
+    with pytest.raises(
+        UserError,
+        match="holds a run in fp32, but precision auto resolves to bf16 on this machine; resume with --precision fp32",
+    ):
         pretrain(tiny(precision="auto"), out, resume=True, show_progress=False)
     out = pretrain(tiny(precision="fp32"), out, resume=True, show_progress=False)  # as the message says
     assert json.loads((out / "run.json").read_text())["status"] == "complete"
@@ -323,7 +386,10 @@ def test_losses_compute_in_fp32_under_autocast():
         "looc_loss": (L.looc_loss, ([na, nb], [torch.stack([nb, na])] * 2, [queue, queue])),
     }
     for name, (fn, args) in cases.items():
-        half = [[t.bfloat16().requires_grad_() for t in x] if isinstance(x, list) else x.bfloat16().requires_grad_() for x in args]
+        half = [
+            [t.bfloat16().requires_grad_() for t in x] if isinstance(x, list) else x.bfloat16().requires_grad_()
+            for x in args
+        ]
         with autocast("bf16", "cpu"):
             loss = fn(*half)
         ref = fn.__wrapped__(*[[t.float() for t in x] if isinstance(x, list) else x.float() for x in half])
@@ -338,7 +404,9 @@ def test_swav_prototype_scores_are_fp32_under_autocast():
     """SwAV's prototype scores (exponentiated at 1/epsilon = 20 by Sinkhorn) stay fp32 under bf16 autocast."""
     from cssl_bench.methods import build_method
 
-    m = build_method(load_recipe("swav", "tiny", {"model": {"backbone": "resnet10-w0.125"}, "params": {"n_prototypes": 30}}))
+    m = build_method(
+        load_recipe("swav", "tiny", {"model": {"backbone": "resnet10-w0.125"}, "params": {"n_prototypes": 30}})
+    )
     z = torch.nn.functional.normalize(torch.randn(4, m.p.dim), dim=1).bfloat16()
     with autocast("bf16", "cpu"):
         s = m._scores(z)

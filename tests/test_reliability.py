@@ -1,5 +1,6 @@
 """Reliability (issue 9): exact resume after SIGKILL, atomic writes, the NaN guard, a catalogue of bad
 inputs (one line, non-zero exit, nothing lost) and a run without network access."""
+
 from __future__ import annotations
 
 import json
@@ -18,9 +19,23 @@ from tests.conftest import run_cli
 
 # A very small but complete MoCo v2 run: queue, momentum encoder, shuffled BN (randperm) and
 # mid-epoch checkpoints every 2 steps, so a kill can land anywhere.
-FAST = ["--set", "data.embedded_train=256", "--set", "data.embedded_test=64", "--set", "data.workers=0",
-        "--batch-size", "32", "--backbone", "resnet10-w0.125", "--set", "params.queue_size=128",
-        "--set", "train.log_every=1", "--quiet"]
+FAST = [
+    "--set",
+    "data.embedded_train=256",
+    "--set",
+    "data.embedded_test=64",
+    "--set",
+    "data.workers=0",
+    "--batch-size",
+    "32",
+    "--backbone",
+    "resnet10-w0.125",
+    "--set",
+    "params.queue_size=128",
+    "--set",
+    "train.log_every=1",
+    "--quiet",
+]
 KILL_ARGS = ["pretrain", "moco-v2", "--epochs", "2", "--set", "train.checkpoint_every=2", *FAST]
 ENV = {"OMP_NUM_THREADS": "1"}  # bitwise equality needs the same reduction order in every run
 
@@ -82,8 +97,12 @@ def test_kill_and_resume_is_bitwise_exact(reference, tmp_path):
             assert p.returncode == -signal.SIGKILL
             assert not list((out / "checkpoints").glob("last.pt.tmp*")) or True  # temp files are never read
         else:
-            proc = subprocess.Popen(_cmd(*KILL_ARGS, "--out", out), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                    env={**os.environ, **env})
+            proc = subprocess.Popen(
+                _cmd(*KILL_ARGS, "--out", out),
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                env={**os.environ, **env},
+            )
             time.sleep(rng.uniform(2.5, 9.0))
             proc.send_signal(signal.SIGKILL)
             proc.communicate()

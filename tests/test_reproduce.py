@@ -1,6 +1,7 @@
 """``cssl-bench reproduce``: the plan (exact runs and probes, shared runs, skipping by config hash,
 seeds, rows, run-directory reuse), refusals before anything runs, one fast real execution, and the
 CI regression of a tiny-scale table against the committed records."""
+
 from __future__ import annotations
 
 import json
@@ -33,12 +34,18 @@ def strip_status(lines):
 def test_plan_rotation_tiny_exact(tmp_path):
     p = R.plan(["rotation"], "tiny", results=tmp_path / "res", runs_dir=tmp_path / "runs")
     expected = []
-    for label, what in (("supervised", "supervised 2 epochs, checkpoints at 0"), ("moco-v2", "moco-v2 2 epochs"),
-                        ("moco-rot", "moco-rot 2 epochs"), ("moco-rot-same", "moco-rot-same 2 epochs"),
-                        ("looc[rotation]", "looc 2 epochs, augment rotation")):
-        expected += [f"pretrain {label} seed 0: {what}",
-                     f"  probe rotation {label} seed 0 epoch 2 on embedded [backbone]",
-                     f"  probe linear (looc protocol) {label} seed 0 epoch 2 on embedded [backbone]"]
+    for label, what in (
+        ("supervised", "supervised 2 epochs, checkpoints at 0"),
+        ("moco-v2", "moco-v2 2 epochs"),
+        ("moco-rot", "moco-rot 2 epochs"),
+        ("moco-rot-same", "moco-rot-same 2 epochs"),
+        ("looc[rotation]", "looc 2 epochs, augment rotation"),
+    ):
+        expected += [
+            f"pretrain {label} seed 0: {what}",
+            f"  probe rotation {label} seed 0 epoch 2 on embedded [backbone]",
+            f"  probe linear (looc protocol) {label} seed 0 epoch 2 on embedded [backbone]",
+        ]
     assert strip_status(p.describe()) == expected
     have = set(available_methods())
     for r in p.runs:  # runnable where this version has the recipe; otherwise shown as unavailable
@@ -71,8 +78,14 @@ def test_shared_runs_are_made_once(tmp_path):
     assert (simclr.spec.epochs, simclr.spec.save_epochs) == (4, (1, 2, 3))  # one run serves every epoch column
     # ... and its 200-epoch checkpoint serves SimSiam Table 5: one embedded-det fine-tune per column group
     assert sorted((q.kind, q.epoch, q.protocol) for q in p.probes if q.run is simclr) == [
-        ("detection", 2, "coco"), ("detection", 2, "voc07"), ("detection", 2, "voc0712"),
-        ("linear", 1, "simsiam"), ("linear", 2, "simsiam"), ("linear", 3, "simsiam"), ("linear", 4, "simsiam")]
+        ("detection", 2, "coco"),
+        ("detection", 2, "voc07"),
+        ("detection", 2, "voc0712"),
+        ("linear", 1, "simsiam"),
+        ("linear", 2, "simsiam"),
+        ("linear", 3, "simsiam"),
+        ("linear", 4, "simsiam"),
+    ]
     # the catalogue does not depend on which tables asked: a later `reproduce all` reuses `reproduce rotation`
     alone = R.plan(["rotation"], "tiny", results=tmp_path)
     assert {r.run_dir for r in alone.runs} <= {r.run_dir for r in p.runs}
@@ -108,10 +121,25 @@ def _protocol_of(step: R.ProbeStep) -> dict:
 def _records_for(step: R.ProbeStep, value: float = 50.0, **change) -> list[dict]:
     r = step.run.recipe
     metrics = {"linear": ["linear/top1", "linear/top5"], "rotation": ["rotation/acc"]}[step.kind]
-    return [make_record(run_id=step.run.run_dir.name, method=r.method, dataset=step.dataset, pretrain_dataset=r.data.dataset,
-                        scale=r.scale, backbone=r.model.backbone, epochs=step.epoch, batch=r.train.batch_size, seed=r.train.seed,
-                        feature=step.feature, protocol=change.get("protocol", _protocol_of(step)), metric=m, value=value,
-                        config_hash=change.get("config_hash", r.hash())) for m in metrics]
+    return [
+        make_record(
+            run_id=step.run.run_dir.name,
+            method=r.method,
+            dataset=step.dataset,
+            pretrain_dataset=r.data.dataset,
+            scale=r.scale,
+            backbone=r.model.backbone,
+            epochs=step.epoch,
+            batch=r.train.batch_size,
+            seed=r.train.seed,
+            feature=step.feature,
+            protocol=change.get("protocol", _protocol_of(step)),
+            metric=m,
+            value=value,
+            config_hash=change.get("config_hash", r.hash()),
+        )
+        for m in metrics
+    ]
 
 
 def test_skipping_by_config_hash(tmp_path):
@@ -146,13 +174,28 @@ def test_skipping_detection_by_column_group(tmp_path):
     """Scratch = the supervised run's epoch-0 checkpoint; the detection transfer records it as method 'scratch'."""
     p = R.plan(["transfer"], "tiny", rows=[1], results=tmp_path)
     assert [(q.kind, q.epoch, q.protocol, q.dataset) for q in p.probes] == [
-        ("detection", 0, g, "embedded-det") for g in ("voc07", "voc0712", "coco")]
+        ("detection", 0, g, "embedded-det") for g in ("voc07", "voc0712", "coco")
+    ]
     r = p.runs[0].recipe
 
     def rec(protocol):
-        return make_record(run_id="x", method="scratch", dataset="embedded-det", pretrain_dataset="embedded", scale="tiny",
-                           backbone=r.model.backbone, epochs=0, batch=128, seed=0, feature="backbone", protocol=protocol,
-                           metric="voc07/ap", value=1.0, config_hash=r.hash(), extra={"data_options": {"embedded_version": 2}})
+        return make_record(
+            run_id="x",
+            method="scratch",
+            dataset="embedded-det",
+            pretrain_dataset="embedded",
+            scale="tiny",
+            backbone=r.model.backbone,
+            epochs=0,
+            batch=128,
+            seed=0,
+            feature="backbone",
+            protocol=protocol,
+            metric="voc07/ap",
+            value=1.0,
+            config_hash=r.hash(),
+            extra={"data_options": {"embedded_version": 2}},
+        )
 
     # scored with pycocotools (a record from before protocol.metric): not the VOC07 scoring the step would use
     ResultsStore(tmp_path).append([rec({"name": "detection"})])
@@ -177,9 +220,14 @@ def test_seeds_rows_and_overrides(tmp_path):
     r = p.runs[0]
     assert r.recipe.data.embedded_train == 256 and r.recipe.params["symmetric"] is True
     assert "--set data.embedded_train=256" in r.command("tiny") and "--set params.symmetric=true" in r.command("tiny")
-    for bad in (dict(names=["rotation", "methods"], rows=[1]), dict(names=["rotation"], rows=[6]), dict(names=["rotation"], seeds=0),
-                dict(names=["rotation"], scale="huge"), dict(names=["rotation"], sets=["optim.nope=1"]),
-                dict(names=["rotation"], sets=["params.nope=1"])):  # overrides every run refuses: the user's error
+    for bad in (
+        dict(names=["rotation", "methods"], rows=[1]),
+        dict(names=["rotation"], rows=[6]),
+        dict(names=["rotation"], seeds=0),
+        dict(names=["rotation"], scale="huge"),
+        dict(names=["rotation"], sets=["optim.nope=1"]),
+        dict(names=["rotation"], sets=["params.nope=1"]),
+    ):  # overrides every run refuses: the user's error
         kw = {"scale": "tiny", **bad}
         with pytest.raises(UserError):
             R.plan(kw.pop("names"), kw.pop("scale"), results=tmp_path, **kw)
@@ -193,21 +241,34 @@ def test_run_directory_reuse_and_resume(tmp_path):
     r = p.runs[0]
     r.run_dir.mkdir(parents=True)
     (r.run_dir / "config.yaml").write_text(r.recipe.dump())
-    (r.run_dir / "run.json").write_text(json.dumps({"status": "running", "config_hash": r.recipe.hash(), "epochs_done": 3}))
+    (r.run_dir / "run.json").write_text(
+        json.dumps({"status": "running", "config_hash": r.recipe.hash(), "epochs_done": 3})
+    )
     p = R.plan(["methods"], "tiny", rows=[2], results=tmp_path / "res", runs_dir=tmp_path / "runs")
     assert (p.runs[0].status, p.runs[0].epochs_done) == ("resume", 3)
     # resuming costs the remaining 1 of 4 epochs (MoCo v2 symmetrised) plus the 4 linear probes
     assert R.estimate_minutes(p) == pytest.approx(R.SYMMETRIC_EPOCH_MINUTES * 1 + 4 * R.PROBE_MINUTES["linear"])
-    (r.run_dir / "run.json").write_text(json.dumps({"status": "complete", "config_hash": r.recipe.hash(), "epochs_done": 4}))
-    assert R.plan(["methods"], "tiny", rows=[2], results=tmp_path / "res", runs_dir=tmp_path / "runs").runs[0].status == "reuse"
+    (r.run_dir / "run.json").write_text(
+        json.dumps({"status": "complete", "config_hash": r.recipe.hash(), "epochs_done": 4})
+    )
+    assert (
+        R.plan(["methods"], "tiny", rows=[2], results=tmp_path / "res", runs_dir=tmp_path / "runs").runs[0].status
+        == "reuse"
+    )
 
 
 def test_paper_scale_names_the_datasets_it_needs(tmp_path):
     p = R.plan(["rotation"], "paper", rows=[2], results=tmp_path)
     assert p.datasets() == {"imagenet100": ["linear", "pre-training", "rotation"]}
-    assert R.plan(["methods"], "paper", rows=[1], results=tmp_path).datasets() == {"imagenet": ["linear", "pre-training"]}
+    assert R.plan(["methods"], "paper", rows=[1], results=tmp_path).datasets() == {
+        "imagenet": ["linear", "pre-training"]
+    }
     assert R.plan(["transfer"], "paper", rows=[2], results=tmp_path).datasets() == {
-        "imagenet": ["pre-training"], "voc07": ["detection"], "voc0712": ["detection"], "coco": ["detection"]}
+        "imagenet": ["pre-training"],
+        "voc07": ["detection"],
+        "voc0712": ["detection"],
+        "coco": ["detection"],
+    }
     assert R.dataset_status("embedded-det") is None
     if R.dataset_status("imagenet100") is not None:  # no ImageNet-100 on this machine: refused before starting
         with pytest.raises(UserError) as e:
@@ -226,6 +287,7 @@ def test_missing_probe_is_refused_before_training(tmp_path, monkeypatch):
 
 def test_unbuildable_runs_are_shown_and_skipped(tmp_path, monkeypatch):
     """A configuration the method refuses is found by the plan, and `execute` skips it (its cells stay '–')."""
+
     def refuse_looc(recipe):
         if recipe.method == "looc":
             raise UserError("LooC refuses this configuration")
@@ -233,7 +295,9 @@ def test_unbuildable_runs_are_shown_and_skipped(tmp_path, monkeypatch):
     monkeypatch.setattr(R, "_check_buildable", refuse_looc)
     p = R.plan(["heads"], "tiny", rows=[1], results=tmp_path / "res", runs_dir=tmp_path / "runs")
     assert [r.status for r in p.runs] == ["unavailable"] and {q.status for q in p.probes} == {"unavailable"}
-    assert R.unavailable_runs(p) == [("looc[color,rotation,texture;heads=] seed 0 (for heads)", "LooC refuses this configuration")]
+    assert R.unavailable_runs(p) == [
+        ("looc[color,rotation,texture;heads=] seed 0 (for heads)", "LooC refuses this configuration")
+    ]
     R.execute(p, show_progress=False)
     assert not (tmp_path / "runs").exists() and ResultsStore(tmp_path / "res").read() == []
 
@@ -246,24 +310,50 @@ def test_execute_methods_row_end_to_end(tmp_path):
     records = ResultsStore(res).read()
     assert sorted({r["epochs"] for r in records}) == [1, 2, 3, 4]
     r0 = records[0]
-    assert r0["config_family"] == R.config_family(p.runs[0].recipe) and r0["steps"][0].startswith("cssl-bench pretrain moco-v2")
+    assert r0["config_family"] == R.config_family(p.runs[0].recipe) and r0["steps"][0].startswith(
+        "cssl-bench pretrain moco-v2"
+    )
     assert r0["steps"][1].startswith("cssl-bench probe linear") and "--protocol simsiam" in r0["steps"][1]
     t = T.build("methods", records, "tiny")
     assert all(isinstance(v, T.Value) for v in t.ours[1][4:]) and all(v is None for v in t.ours[0][4:])
     again = R.plan(["methods"], "tiny", rows=[2], results=res, runs_dir=runs, sets=FAST)
     assert again.todo_runs == [] and again.todo_probes == []
     written = R.write_outputs(["methods"], "tiny", res)
-    assert {p.name for p in written} == {"methods.md", "methods.csv", "methods-compare.md", "findings.md", "methods.png"}
+    assert {p.name for p in written} == {
+        "methods.md",
+        "methods.csv",
+        "methods-compare.md",
+        "findings.md",
+        "methods.png",
+    }
 
 
 def test_regression_diff():
     def rec(method, metric, value, **kw):
-        return {"method": method, "metric": metric, "value": value, "dataset": "embedded", "scale": "tiny", "epochs": 2,
-                "feature": "backbone", "seed": 0, "protocol": {"name": "looc" if metric.startswith("linear") else "rotation"},
-                "data_options": {"embedded_version": 2}, **kw}
+        return {
+            "method": method,
+            "metric": metric,
+            "value": value,
+            "dataset": "embedded",
+            "scale": "tiny",
+            "epochs": 2,
+            "feature": "backbone",
+            "seed": 0,
+            "protocol": {"name": "looc" if metric.startswith("linear") else "rotation"},
+            "data_options": {"embedded_version": 2},
+            **kw,
+        }
 
-    ref = [rec("moco-v2", "rotation/acc", 40.0), rec("moco-v2", "linear/top1", 30.0), rec("moco-v2", "linear/top5", 70.0)]
-    ours = [rec("moco-v2", "rotation/acc", 41.9), rec("moco-v2", "linear/top1", 27.5), rec("moco-v2", "linear/top5", 70.0)]
+    ref = [
+        rec("moco-v2", "rotation/acc", 40.0),
+        rec("moco-v2", "linear/top1", 30.0),
+        rec("moco-v2", "linear/top5", 70.0),
+    ]
+    ours = [
+        rec("moco-v2", "rotation/acc", 41.9),
+        rec("moco-v2", "linear/top1", 27.5),
+        rec("moco-v2", "linear/top5", 70.0),
+    ]
     diff = R.regression_diff("rotation", ours, ref, "tiny", rows=[2], tolerance=2.0)
     assert diff == ["MoCo | IN-100/top-1: reproduced 27.5 vs committed 30.0 (band ±2.0)"]
     assert R.regression_diff("rotation", ref, ref, "tiny", rows=[2]) == []
@@ -271,9 +361,14 @@ def test_regression_diff():
     # committed seeds 0-2 of the top-1 cell: 30, 26, 28 (mean 28, sample std 2): the band is 4 points around 28
     seeds = ref + [rec("moco-v2", "linear/top1", v, seed=s) for s, v in ((1, 26.0), (2, 28.0))]
     assert R.regression_diff("rotation", ours, seeds, "tiny", rows=[2]) == []  # 27.5: 0.5 from the mean
-    far = [rec("moco-v2", "rotation/acc", 40.0), rec("moco-v2", "linear/top1", 23.5), rec("moco-v2", "linear/top5", 70.0)]
+    far = [
+        rec("moco-v2", "rotation/acc", 40.0),
+        rec("moco-v2", "linear/top1", 23.5),
+        rec("moco-v2", "linear/top5", 70.0),
+    ]
     assert R.regression_diff("rotation", far, seeds, "tiny", rows=[2]) == [
-        "MoCo | IN-100/top-1: reproduced 23.5 vs committed 28.0 ± 2.0 (band ±4.0)"]
+        "MoCo | IN-100/top-1: reproduced 23.5 vs committed 28.0 ± 2.0 (band ±4.0)"
+    ]
 
 
 def test_cli_dry_run_and_errors(cli, tmp_path):
@@ -287,8 +382,20 @@ def test_cli_dry_run_and_errors(cli, tmp_path):
 @pytest.mark.skipif(not COMMITTED_TINY.exists(), reason="no committed tiny records yet")
 def test_ci_regression_tiny_table_against_committed_records(cli, tmp_path):
     """CI: reproduce rows of one table at tiny scale from nothing; each cell within TOLERANCE of results/tiny."""
-    r = cli("reproduce", REGRESSION_TABLE, "--scale", "tiny", "--rows", ",".join(map(str, REGRESSION_ROWS)), "--quiet",
-            "--results", tmp_path / "res", "--runs", tmp_path / "runs", timeout=900)
+    r = cli(
+        "reproduce",
+        REGRESSION_TABLE,
+        "--scale",
+        "tiny",
+        "--rows",
+        ",".join(map(str, REGRESSION_ROWS)),
+        "--quiet",
+        "--results",
+        tmp_path / "res",
+        "--runs",
+        tmp_path / "runs",
+        timeout=900,
+    )
     assert r.returncode == 0, r.stderr[-2000:]
     ours = ResultsStore(tmp_path / "res").read()
     committed = ResultsStore(COMMITTED_TINY.parent).read()
@@ -299,8 +406,18 @@ def test_ci_regression_tiny_table_against_committed_records(cli, tmp_path):
 @pytest.mark.slow
 def test_reproduce_rotation_tiny_from_empty_results(cli, tmp_path):
     """The issue's 'done when': `reproduce rotation --scale tiny` from an empty results directory fills the table."""
-    r = cli("reproduce", "rotation", "--scale", "tiny", "--quiet", "--results", tmp_path / "res", "--runs", tmp_path / "runs",
-            timeout=1800)
+    r = cli(
+        "reproduce",
+        "rotation",
+        "--scale",
+        "tiny",
+        "--quiet",
+        "--results",
+        tmp_path / "res",
+        "--runs",
+        tmp_path / "runs",
+        timeout=1800,
+    )
     assert r.returncode == 0, r.stderr[-2000:]
     t = T.build("rotation", ResultsStore(tmp_path / "res").read(), "tiny")
     assert all(isinstance(v, T.Value) for row in t.ours for v in row[1:])

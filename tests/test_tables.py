@@ -6,6 +6,7 @@ table specs, with distractors the tables must ignore (another scale, another fea
 of a seed, a non-preferred protocol). Regenerate the golden files after an intended change with
 ``CSSL_UPDATE_GOLDEN=1 pytest tests/test_tables.py`` and review the diff.
 """
+
 from __future__ import annotations
 
 import csv
@@ -31,19 +32,50 @@ class Fixture:
     def __init__(self):
         self.records: list[dict] = []
 
-    def add(self, method, metrics: dict, *, dataset="embedded", epochs=None, seed=0, feature="backbone", protocol="looc",
-            augment=None, heads=None, scale="small", time="2025-01-01T00:00:00", ci95: dict | None = None, run=None, params: dict | None = None,
-            data_options: dict | None = None):
+    def add(
+        self,
+        method,
+        metrics: dict,
+        *,
+        dataset="embedded",
+        epochs=None,
+        seed=0,
+        feature="backbone",
+        protocol="looc",
+        augment=None,
+        heads=None,
+        scale="small",
+        time="2025-01-01T00:00:00",
+        ci95: dict | None = None,
+        run=None,
+        params: dict | None = None,
+        data_options: dict | None = None,
+    ):
         """``data_options``: as the probes write it; by default a new record's ({"embedded_version": 2}: the current
         generator), ``{}`` leaves the key out (a record from before generator version 2: version 1)."""
         epochs = L if epochs is None else epochs
         data_options = {"embedded_version": T.EMBEDDED_VERSION} if data_options is None else data_options
         for metric, value in metrics.items():
             n = len(self.records)
-            rec = {"id": f"rec{n:03d}", "run_id": run or f"{method}-{scale}-s{seed}", "method": method, "dataset": dataset,
-                   "pretrain_dataset": "embedded", "scale": scale, "backbone": "resnet18-w0.25", "epochs": epochs, "batch": 128,
-                   "seed": seed, "feature": feature, "protocol": {"name": protocol}, "metric": metric, "value": value,
-                   "config_hash": f"h-{method}-{seed}", "command": f"cssl-bench probe x {method}", "time": time}
+            rec = {
+                "id": f"rec{n:03d}",
+                "run_id": run or f"{method}-{scale}-s{seed}",
+                "method": method,
+                "dataset": dataset,
+                "pretrain_dataset": "embedded",
+                "scale": scale,
+                "backbone": "resnet18-w0.25",
+                "epochs": epochs,
+                "batch": 128,
+                "seed": seed,
+                "feature": feature,
+                "protocol": {"name": protocol},
+                "metric": metric,
+                "value": value,
+                "config_hash": f"h-{method}-{seed}",
+                "command": f"cssl-bench probe x {method}",
+                "time": time,
+            }
             if augment is not None:
                 rec["augment"] = list(augment)
             if heads is not None:
@@ -74,27 +106,78 @@ def fixture_records() -> list[dict]:
     sym = {"symmetric": True}  # SimSiam's MoCo v2 rows: the symmetrised loss
     for ep, v in ((B[100], 31.5), (B[200], 36.5), (B[400], 41.5)):
         f.add("moco-v2", lin(v), epochs=ep, protocol="simsiam", run="moco-v2-sym", params=sym)
-    f.add("moco-v2", lin(11.1), epochs=B[400], protocol="moco", time="2025-06-01T00:00:00", params=sym)  # newer, not the preferred protocol
-    f.add("moco-v2", lin(39.9), epochs=B[800], protocol="moco", params=sym)  # the only one at 800: shown although not preferred
+    f.add(
+        "moco-v2", lin(11.1), epochs=B[400], protocol="moco", time="2025-06-01T00:00:00", params=sym
+    )  # newer, not the preferred protocol
+    f.add(
+        "moco-v2", lin(39.9), epochs=B[800], protocol="moco", params=sym
+    )  # the only one at 800: shown although not preferred
     # the LooC tables' MoCo v2 (not symmetrised), newer and with the preferred protocol: never a Table 4 cell
-    f.add("moco-v2", lin(99.0), epochs=B[800], protocol="simsiam", time="2025-07-01T00:00:00", params={"symmetric": False})
+    f.add(
+        "moco-v2", lin(99.0), epochs=B[800], protocol="simsiam", time="2025-07-01T00:00:00", params={"symmetric": False}
+    )
     f.add("byol", lin(42.0), epochs=B[400], protocol="simsiam", seed=0)
     f.add("byol", lin(43.2), epochs=B[400], protocol="simsiam", seed=1)  # two seeds: mean 42.6
     for ep, v in ((B[100], 33.3), (B[200], 38.8), (B[400], 44.4)):
         f.add("simsiam", lin(v), epochs=ep, protocol="simsiam")
-    f.add("simsiam", lin(10.0), epochs=B[800], protocol="simsiam", time="2024-01-01T00:00:00")  # older run of seed 0 ...
-    f.add("simsiam", lin(47.7), epochs=B[800], protocol="simsiam", time="2025-02-01T00:00:00")  # ... replaced by this one
+    f.add(
+        "simsiam", lin(10.0), epochs=B[800], protocol="simsiam", time="2024-01-01T00:00:00"
+    )  # older run of seed 0 ...
+    f.add(
+        "simsiam", lin(47.7), epochs=B[800], protocol="simsiam", time="2025-02-01T00:00:00"
+    )  # ... replaced by this one
     # --- SimSiam Table 5 (embedded-det, the 200-epoch budget; scratch = epoch 0) ---
-    det = ["voc07/ap50", "voc07/ap", "voc07/ap75", "voc0712/ap50", "voc0712/ap", "voc0712/ap75",
-           "coco/ap50", "coco/ap", "coco/ap75", "coco/ap_mask50", "coco/ap_mask", "coco/ap_mask75"]
-    f.add("supervised", {m: 10.0 + i for i, m in enumerate(det)}, dataset="embedded-det", epochs=0, protocol="detection")
-    f.add("supervised", {m: 20.0 + i for i, m in enumerate(det)}, dataset="embedded-det", epochs=B[200], protocol="detection")
-    f.add("simclr", {m: 30.05 + i for i, m in enumerate(det[:6])}, dataset="embedded-det", epochs=B[200], protocol="detection")
+    det = [
+        "voc07/ap50",
+        "voc07/ap",
+        "voc07/ap75",
+        "voc0712/ap50",
+        "voc0712/ap",
+        "voc0712/ap75",
+        "coco/ap50",
+        "coco/ap",
+        "coco/ap75",
+        "coco/ap_mask50",
+        "coco/ap_mask",
+        "coco/ap_mask75",
+    ]
+    f.add(
+        "supervised", {m: 10.0 + i for i, m in enumerate(det)}, dataset="embedded-det", epochs=0, protocol="detection"
+    )
+    f.add(
+        "supervised",
+        {m: 20.0 + i for i, m in enumerate(det)},
+        dataset="embedded-det",
+        epochs=B[200],
+        protocol="detection",
+    )
+    f.add(
+        "simclr",
+        {m: 30.05 + i for i, m in enumerate(det[:6])},
+        dataset="embedded-det",
+        epochs=B[200],
+        protocol="detection",
+    )
     f.add("moco-v2", {"voc07/ap": 44.44}, dataset="embedded-det", epochs=B[200], protocol="detection", params=sym)
-    f.add("moco-v2", {"voc07/ap": 98.0}, dataset="embedded-det", epochs=B[200], protocol="detection",  # not symmetrised:
-          time="2025-07-01T00:00:00", params={"symmetric": False})  # not Table 5's MoCo v2
-    f.add("simsiam-optimal", {"voc07/ap": 40.0, "coco/ap_mask75": 21.21}, dataset="embedded-det", epochs=B[200], protocol="detection")
-    f.add("simsiam", {"voc07/ap": 39.0}, dataset="embedded-det", epochs=B[800], protocol="detection")  # wrong budget: not shown
+    f.add(
+        "moco-v2",
+        {"voc07/ap": 98.0},
+        dataset="embedded-det",
+        epochs=B[200],
+        protocol="detection",  # not symmetrised:
+        time="2025-07-01T00:00:00",
+        params={"symmetric": False},
+    )  # not Table 5's MoCo v2
+    f.add(
+        "simsiam-optimal",
+        {"voc07/ap": 40.0, "coco/ap_mask75": 21.21},
+        dataset="embedded-det",
+        epochs=B[200],
+        protocol="detection",
+    )
+    f.add(
+        "simsiam", {"voc07/ap": 39.0}, dataset="embedded-det", epochs=B[800], protocol="detection"
+    )  # wrong budget: not shown
     # --- LooC Table 1 (the small scale's LooC epochs; IN-100 = embedded, looc linear protocol) ---
     f.add("supervised", {"rotation/acc": 70.04}, protocol="rotation")
     f.add("supervised", lin(80.12, 95.55))
@@ -109,36 +192,101 @@ def fixture_records() -> list[dict]:
     f.add("moco-rot-same", {"rotation/acc": 45.45}, protocol="rotation")
     f.add("looc", {"rotation/acc": 65.0}, protocol="rotation", augment=["rotation"])
     f.add("looc", lin(79.9, 95.0), augment=["rotation"])
-    f.add("looc", {"rotation/acc": 99.0}, protocol="rotation", augment=["rotation"], feature="head:0")  # another feature
+    f.add(
+        "looc", {"rotation/acc": 99.0}, protocol="rotation", augment=["rotation"], feature="head:0"
+    )  # another feature
     # --- LooC Table 2 (iNat-1k, CUB-200, Flowers-102 -> embedded-fine) ---
     fs = {"fewshot/5shot": 0.44, "fewshot/10shot": 0.12}
-    f.add("moco-v2", {"finegrained/top1": 36.0, "finegrained/top5": 60.0}, dataset="embedded-fine", protocol="finegrained")
-    f.add("moco-v2", {"fewshot/5shot": 67.0, "fewshot/10shot": 77.0}, dataset="embedded-fine", protocol="fewshot", ci95=fs)
-    f.add("looc", {"finegrained/top1": 41.0, "finegrained/top5": 66.0}, dataset="embedded-fine", protocol="finegrained", augment=["color"])
+    f.add(
+        "moco-v2", {"finegrained/top1": 36.0, "finegrained/top5": 60.0}, dataset="embedded-fine", protocol="finegrained"
+    )
+    f.add(
+        "moco-v2", {"fewshot/5shot": 67.0, "fewshot/10shot": 77.0}, dataset="embedded-fine", protocol="fewshot", ci95=fs
+    )
+    f.add(
+        "looc",
+        {"finegrained/top1": 41.0, "finegrained/top5": 66.0},
+        dataset="embedded-fine",
+        protocol="finegrained",
+        augment=["color"],
+    )
     f.add("looc", lin(81.1, 95.3), augment=["color"])
     f.add("looc", {"finegrained/top1": 40.0}, dataset="embedded-fine", protocol="finegrained", augment=["rotation"])
-    f.add("looc", {"fewshot/5shot": 70.1, "fewshot/10shot": 79.3}, dataset="embedded-fine", protocol="fewshot",
-          augment=["rotation"], ci95={"fewshot/5shot": 0.36})
-    f.add("looc", {"finegrained/top1": 44.0, "finegrained/top5": 69.3}, dataset="embedded-fine", protocol="finegrained",
-          augment=["rotation", "color"])  # order of the list does not matter
-    f.add("looc", {"finegrained/top1": 46.1}, dataset="embedded-fine", protocol="finegrained", augment=["color", "rotation"], feature="concat")
-    f.add("looc", {"fewshot/5shot": 68.0}, dataset="embedded-fine", protocol="fewshot", augment=["color", "rotation"],
-          feature="concat", seed=0, ci95={"fewshot/5shot": 0.5})
-    f.add("looc", {"fewshot/5shot": 69.0}, dataset="embedded-fine", protocol="fewshot", augment=["color", "rotation"],
-          feature="concat", seed=1, ci95={"fewshot/5shot": 0.5})  # two seeds: 68.5, ± from the seeds
+    f.add(
+        "looc",
+        {"fewshot/5shot": 70.1, "fewshot/10shot": 79.3},
+        dataset="embedded-fine",
+        protocol="fewshot",
+        augment=["rotation"],
+        ci95={"fewshot/5shot": 0.36},
+    )
+    f.add(
+        "looc",
+        {"finegrained/top1": 44.0, "finegrained/top5": 69.3},
+        dataset="embedded-fine",
+        protocol="finegrained",
+        augment=["rotation", "color"],
+    )  # order of the list does not matter
+    f.add(
+        "looc",
+        {"finegrained/top1": 46.1},
+        dataset="embedded-fine",
+        protocol="finegrained",
+        augment=["color", "rotation"],
+        feature="concat",
+    )
+    f.add(
+        "looc",
+        {"fewshot/5shot": 68.0},
+        dataset="embedded-fine",
+        protocol="fewshot",
+        augment=["color", "rotation"],
+        feature="concat",
+        seed=0,
+        ci95={"fewshot/5shot": 0.5},
+    )
+    f.add(
+        "looc",
+        {"fewshot/5shot": 69.0},
+        dataset="embedded-fine",
+        protocol="fewshot",
+        augment=["color", "rotation"],
+        feature="concat",
+        seed=1,
+        ci95={"fewshot/5shot": 0.5},
+    )  # two seeds: 68.5, ± from the seeds
     # --- LooC Table 3 (ON-13 -> embedded-shift, IN-C-100 -> embedded) ---
-    groups = ["corruption/noise", "corruption/blur", "corruption/weather", "corruption/digital", "corruption/all", "corruption/d>3"]
-    f.add("supervised", {"objectnet/top1": 30.9, "objectnet/top5": 54.8}, dataset="embedded-shift", protocol="objectnet")
+    groups = [
+        "corruption/noise",
+        "corruption/blur",
+        "corruption/weather",
+        "corruption/digital",
+        "corruption/all",
+        "corruption/d>3",
+    ]
+    f.add(
+        "supervised", {"objectnet/top1": 30.9, "objectnet/top5": 54.8}, dataset="embedded-shift", protocol="objectnet"
+    )
     f.add("supervised", {g: 28.0 + 3 * i for i, g in enumerate(groups)}, protocol="corruption")
     f.add("moco-v2", {g: 37.0 + 2 * i for i, g in enumerate(groups)}, protocol="corruption")
     f.add("looc", {"objectnet/top1": 34.2}, dataset="embedded-shift", protocol="objectnet", augment=["rotation"])
     f.add("looc", {"corruption/all": 51.3}, protocol="corruption", augment=["texture"])
     f.add("looc", lin(80.2), augment=["rotation", "texture"])
-    f.add("looc++", {"objectnet/top1": 32.6, "corruption/all": 48.8}, dataset="embedded", protocol="x", augment=["rotation", "texture"],
-          feature="concat")  # objectnet on the wrong dataset: not shown; corruption/all shown
+    f.add(
+        "looc++",
+        {"objectnet/top1": 32.6, "corruption/all": 48.8},
+        dataset="embedded",
+        protocol="x",
+        augment=["rotation", "texture"],
+        feature="concat",
+    )  # objectnet on the wrong dataset: not shown; corruption/all shown
     # corruption details for the plot
     for k in range(1, 6):
-        f.add("moco-v2", {f"corruption/gaussian_noise/s{k}": 60.0 - 5 * k, f"corruption/fog/s{k}": 50.0 - 2 * k}, protocol="corruption")
+        f.add(
+            "moco-v2",
+            {f"corruption/gaussian_noise/s{k}": 60.0 - 5 * k, f"corruption/fog/s{k}": 50.0 - 2 * k},
+            protocol="corruption",
+        )
         f.add("supervised", {f"corruption/gaussian_noise/s{k}": 40.0 - 5 * k}, protocol="corruption")
     # --- LooC Table 5 (LooC++ = concat features, rows by variance heads) ---
     # (every row applies all three augmentations; records of runs before the option carry no variance_heads)
@@ -148,11 +296,20 @@ def fixture_records() -> list[dict]:
     f.add("looc", lin(79.7), augment=all3, heads=["color"], feature="concat")
     f.add("looc", lin(81.5), augment=all3, heads=["rotation"], feature="concat")
     f.add("looc", lin(70.0), augment=["rotation"], feature="concat")  # one augmentation, its head: not a Table 5 row
-    f.add("looc", {"fewshot/10shot": 80.5}, dataset="embedded-fine", protocol="fewshot", augment=all3, heads=["texture"],
-          feature="concat", ci95={"fewshot/10shot": 0.2})
+    f.add(
+        "looc",
+        {"fewshot/10shot": 80.5},
+        dataset="embedded-fine",
+        protocol="fewshot",
+        augment=all3,
+        heads=["texture"],
+        feature="concat",
+        ci95={"fewshot/10shot": 0.2},
+    )
     f.add("looc", lin(82.2, 95.3), augment=["color", "rotation", "texture"], feature="concat")
-    f.add("looc", lin(82.9), augment=["color", "rotation", "texture"], feature="concat:out",
-          time="2024-06-01T00:00:00")  # another concat layer, older: not shown
+    f.add(
+        "looc", lin(82.9), augment=["color", "rotation", "texture"], feature="concat:out", time="2024-06-01T00:00:00"
+    )  # another concat layer, older: not shown
     return f.records
 
 
@@ -225,7 +382,10 @@ def test_looc_rows_agree_with_their_check_marks(name):
         if name == "heads":  # all three augmentations applied; the check marks are the variance heads
             assert set(q["augment"]) == {"color", "rotation", "texture"} and set(q["variance_heads"]) == yes, prow
             spec_ = R.run_spec(row.run, "small")
-            assert spec_.augment == ("color", "rotation", "texture") and set(spec_.heads if spec_.heads is not None else spec_.augment) == yes
+            assert (
+                spec_.augment == ("color", "rotation", "texture")
+                and set(spec_.heads if spec_.heads is not None else spec_.augment) == yes
+            )
         else:
             assert set(q["augment"]) == set(q["variance_heads"]) == yes, (name, prow)
             assert row.run == f"looc[{','.join(q['augment'])}]"
@@ -258,7 +418,7 @@ def test_three_seeds_half_width():
         recs.add("moco-v2", {"fewshot/5shot": v}, dataset="embedded-fine", protocol="fewshot", seed=s)
     t, v = cell("finegrained", 0, "Flowers-102/5-shot", recs.records)
     assert (v.mean, v.n) == (71.0, 3)
-    assert v.pm == pytest.approx(4.303 / 3 ** 0.5)  # sd 1
+    assert v.pm == pytest.approx(4.303 / 3**0.5)  # sd 1
     assert T.fmt_value(v, "67.9 (±0.5)") == "71.0 (±2.5)"
 
 
@@ -295,15 +455,23 @@ def test_records_of_a_generator_variant_never_fill_a_cell(tmp_path):
     from cssl_bench.eval.probes import data_options_record
 
     assert data_options_record(load_recipe("moco-v2", "tiny")) == {"data_options": {"embedded_version": 2}}
-    variant = load_recipe("moco-v2", "tiny", {}, ["data.embedded_version=1", "data.embedded_background_jitter=0",
-                                                  "data.embedded_train=512"])
-    assert data_options_record(variant) == {"data_options": {"embedded_train": 512, "embedded_background_jitter": 0.0,
-                                                             "embedded_version": 1}}
+    variant = load_recipe(
+        "moco-v2",
+        "tiny",
+        {},
+        ["data.embedded_version=1", "data.embedded_background_jitter=0", "data.embedded_train=512"],
+    )
+    assert data_options_record(variant) == {
+        "data_options": {"embedded_train": 512, "embedded_background_jitter": 0.0, "embedded_version": 1}
+    }
     base = cell("rotation", 1, "Rotation/Acc.")[1]
     recs = [dict(r, data_options={"embedded_background_jitter": 0.0}) if r in base.records else r for r in RECORDS]
     other = cell("rotation", 1, "Rotation/Acc.", recs)[1]
     assert other is None
-    sized = [dict(r, data_options={"embedded_train": 512, "embedded_version": 2}) if r in base.records else r for r in RECORDS]
+    sized = [
+        dict(r, data_options={"embedded_train": 512, "embedded_version": 2}) if r in base.records else r
+        for r in RECORDS
+    ]
     assert cell("rotation", 1, "Rotation/Acc.", sized)[1].mean == base.mean
 
 
@@ -331,8 +499,19 @@ def test_records_of_another_generator_version_never_fill_a_cell():
     v = cell("rotation", 2, rot, both)[1]
     assert v.mean == 43.21 and v.n == 1 and v.families == 1
     # paper scale: pretrained on ImageNet, no data_options at all, still fills its cell
-    paper = Fixture().add("moco-rot", {"rotation/acc": 55.5}, protocol="rotation", scale="paper", dataset="imagenet100",
-                          epochs=T.LOOC_EPOCHS["paper"], data_options={}).records
+    paper = (
+        Fixture()
+        .add(
+            "moco-rot",
+            {"rotation/acc": 55.5},
+            protocol="rotation",
+            scale="paper",
+            dataset="imagenet100",
+            epochs=T.LOOC_EPOCHS["paper"],
+            data_options={},
+        )
+        .records
+    )
     for r in paper:
         r["pretrain_dataset"] = "imagenet100"
     assert "data_options" not in paper[0] and not T.is_variant(paper[0])
@@ -360,7 +539,9 @@ def test_compare_deltas():
 def test_json_provenance_lists_records_and_commands():
     js = json.loads(T.render(T.build("rotation", RECORDS, "small"), "json", provenance=True))
     c = js["rows"][1]["Rotation/Acc."]
-    want = [r["id"] for r in RECORDS if r["method"] == "moco-v2" and r["metric"] == "rotation/acc" and r["scale"] == "small"]
+    want = [
+        r["id"] for r in RECORDS if r["method"] == "moco-v2" and r["metric"] == "rotation/acc" and r["scale"] == "small"
+    ]
     assert len(want) == 2 and sorted(c["records"]) == sorted(want)
     assert c["commands"] == ["cssl-bench probe x moco-v2"]
     assert c["n"] == 2 and js["scale"] == "small"
@@ -376,7 +557,11 @@ def test_provenance_names_runs_whose_embedding_had_collapsed():
     recs = copy.deepcopy(RECORDS)
     moco = [r for r in recs if r["method"] == "moco-v2" and r["metric"] == "rotation/acc" and r["scale"] == "small"]
     moco[0]["pretrain_z_std"] = {"step": 156, "value": 0.0006, "x_sqrt_dim": 0.0066}
-    moco[1]["pretrain_z_std"] = {"step": 156, "value": 0.05, "x_sqrt_dim": COLLAPSED_BELOW}  # at the threshold: not collapsed
+    moco[1]["pretrain_z_std"] = {
+        "step": 156,
+        "value": 0.05,
+        "x_sqrt_dim": COLLAPSED_BELOW,
+    }  # at the threshold: not collapsed
     t = T.build("rotation", recs, "small")
     js = json.loads(T.render(t, "json", provenance=True))
     assert js["rows"][1]["Rotation/Acc."]["collapsed_runs"] == [moco[0]["run_id"]]
@@ -401,8 +586,11 @@ def test_caption_says_how_the_voc_cells_were_scored():
     """Detection records without protocol.metric were scored by pycocotools; the caption names what the cells used."""
     t = T.build("transfer", RECORDS, "small")
     assert "VOC scored with pycocotools (101 recall points)." in t.caption
-    rescored = [{**r, "protocol": {**r["protocol"], "metric": "voc07"}, "time": "2026-01-01T00:00:00"}
-                for r in RECORDS if r["metric"].startswith(("voc07/", "voc0712/"))]
+    rescored = [
+        {**r, "protocol": {**r["protocol"], "metric": "voc07"}, "time": "2026-01-01T00:00:00"}
+        for r in RECORDS
+        if r["metric"].startswith(("voc07/", "voc0712/"))
+    ]
     t = T.build("transfer", RECORDS + rescored, "small")
     assert "VOC scored as detectron2's VOC2007 evaluator (11-point AP)." in t.caption and "pycocotools" not in t.caption
 
@@ -431,7 +619,9 @@ def test_findings_hold_on_the_paper_numbers_and_are_checked_on_ours():
     t2 = T.build("rotation", flipped, "small")
     assert T.check_finding(T.FINDINGS[0], t2)["ours"] is False and T.check_finding(T.FINDINGS[0], t2)["margin"] == -18.1
     md = T.findings_markdown(RECORDS, "small", ["rotation"])
-    assert "| rotation | Adding rotation to MoCo's augmentations lowers rotation accuracy | agrees | +18.1 |" in md  # 61.3 - 43.2
+    assert (
+        "| rotation | Adding rotation to MoCo's augmentations lowers rotation accuracy | agrees | +18.1 |" in md
+    )  # 61.3 - 43.2
     assert "Sharing the rotation between q and k does not restore it | agrees" in md
 
 
@@ -473,7 +663,10 @@ def test_cli_table(cli, tmp_path):
     assert r.returncode == 2 and r.stderr.startswith("error: unknown format") and len(r.stderr.splitlines()) == 1
     r = cli("plot", "simsiam-t4", "--results", tmp_path, "--scale", "small")
     assert r.returncode == 0, r.stderr
-    assert Path(r.stdout.strip()) == tmp_path / "plots" / "methods.png" and (tmp_path / "plots" / "methods.png").stat().st_size > 1000
+    assert (
+        Path(r.stdout.strip()) == tmp_path / "plots" / "methods.png"
+        and (tmp_path / "plots" / "methods.png").stat().st_size > 1000
+    )
 
 
 def _three_seeds() -> list[dict]:
@@ -501,12 +694,17 @@ def test_a_cell_of_several_seeds_shows_mean_and_sample_std():
 def test_seeds_option_keeps_seeds_0_to_n_minus_1_and_names_cells_with_fewer():
     t = T.build("methods", _three_seeds(), "small", seeds=2)
     v = t.ours[0][t.headers.index("100 ep")]
-    assert (v.n, v.mean, [r["seed"] for r in v.records]) == (2, 45.0, [0, 1]) and v.std == pytest.approx(2 ** 0.5)
+    assert (v.n, v.mean, [r["seed"] for r in v.records]) == (2, 45.0, [0, 1]) and v.std == pytest.approx(2**0.5)
     assert "Seeds 0-1 only (--seeds 2). Fewer than 2: SimSiam: 1 seed." in t.caption
     assert "SimCLR" not in t.caption.split("Fewer than")[1]
     t1 = T.build("methods", _three_seeds(), "small", seeds=1)
     assert t1.ours[0][t1.headers.index("100 ep")].mean == 44.0 and t1.caption.endswith("Seed 0 only (--seeds 1).")
-    t3 = T.build("methods", _three_seeds() + Fixture().add("simclr", lin(50.0), epochs=B[200], protocol="simsiam").records, "small", seeds=3)
+    t3 = T.build(
+        "methods",
+        _three_seeds() + Fixture().add("simclr", lin(50.0), epochs=B[200], protocol="simsiam").records,
+        "small",
+        seeds=3,
+    )
     assert t3.ours[0][t3.headers.index("100 ep")].n == 3
     assert t3.caption.endswith("Fewer than 3: SimCLR (repro.+): 1 seed in 200 ep; SimSiam: 1 seed.")
     assert T.build("methods", _three_seeds(), "small").ours[0][4].n == 3  # default: every seed
@@ -517,12 +715,29 @@ def test_seeds_option_keeps_seeds_0_to_n_minus_1_and_names_cells_with_fewer():
 
 
 def _init(value, seed=0, bn=None, metric="knn/top1", time="2025-01-01T00:00:00"):
-    rec = {"id": f"i{seed}{bn}", "run_id": f"init-s{seed}", "method": "moco-v2", "dataset": "embedded", "pretrain_dataset": "embedded",
-           "scale": "tiny", "backbone": "resnet18-w0.25", "epochs": 0, "batch": 128, "seed": seed, "feature": "backbone",
-           "protocol": {"name": "knn", "k": 200, "temperature": 0.1}, "metric": metric, "value": value, "time": time,
-           "data_options": {"embedded_version": T.EMBEDDED_VERSION}}  # a new record: the current generator
+    rec = {
+        "id": f"i{seed}{bn}",
+        "run_id": f"init-s{seed}",
+        "method": "moco-v2",
+        "dataset": "embedded",
+        "pretrain_dataset": "embedded",
+        "scale": "tiny",
+        "backbone": "resnet18-w0.25",
+        "epochs": 0,
+        "batch": 128,
+        "seed": seed,
+        "feature": "backbone",
+        "protocol": {"name": "knn", "k": 200, "temperature": 0.1},
+        "metric": metric,
+        "value": value,
+        "time": time,
+        "data_options": {"embedded_version": T.EMBEDDED_VERSION},
+    }  # a new record: the current generator
     if bn:
-        rec.update(init_bn=bn, bn_estimate={"dataset": "embedded", "split": "train", "images": 9984, "batch_size": 256, "seed": 0})
+        rec.update(
+            init_bn=bn,
+            bn_estimate={"dataset": "embedded", "split": "train", "images": 9984, "batch_size": 256, "seed": 0},
+        )
     return rec
 
 
@@ -552,21 +767,37 @@ def test_the_random_init_baseline_compared_against_is_the_higher():
 def test_baseline_summary_rows_mean_std_and_delta_against_the_higher_baseline():
     """The demo's summary: both baselines, then each trained checkpoint; mean ± sample std over seeds, Δ against the
     higher baseline (BN on data here), per-seed values in the caption."""
+
     def trained(method, epochs, value, seed):
         return dict(_init(value, seed), method=method, epochs=epochs, run_id=f"{method}-s{seed}")
 
-    recs = [_init(12.0, 0), _init(14.0, 1), _init(20.0, 0, "data"), _init(22.0, 1, "data"),
-            trained("simclr", 2, 30.0, 0), trained("simclr", 2, 34.0, 1), trained("simclr", 1, 18.0, 0), trained("simclr", 1, 19.0, 1),
-            trained("moco-v2", 1, 17.0, 0), trained("moco-v2", 1, 18.0, 1),
-            dict(_init(99.0, 0), metric="knn/top5")]  # another metric: ignored
+    recs = [
+        _init(12.0, 0),
+        _init(14.0, 1),
+        _init(20.0, 0, "data"),
+        _init(22.0, 1, "data"),
+        trained("simclr", 2, 30.0, 0),
+        trained("simclr", 2, 34.0, 1),
+        trained("simclr", 1, 18.0, 0),
+        trained("simclr", 1, 19.0, 1),
+        trained("moco-v2", 1, 17.0, 0),
+        trained("moco-v2", 1, 18.0, 1),
+        dict(_init(99.0, 0), metric="knn/top5"),
+    ]  # another metric: ignored
     rows, caption = T.baseline_summary(recs, "knn/top1", "embedded")
     got = [(r["label"], r["epochs"], r["text"], r["delta"]) for r in rows]
-    assert got == [("random init (as initialised)", 0, "13.0 ± 1.4", "-8.0"),
-                   ("random init (BN on data)", 0, "21.0 ± 1.4", ""),
-                   ("simclr", 1, "18.5 ± 0.7", "-2.5"), ("simclr", 2, "32.0 ± 2.8", "+11.0"),
-                   ("moco-v2", 1, "17.5 ± 0.7", "-3.5")]
+    assert got == [
+        ("random init (as initialised)", 0, "13.0 ± 1.4", "-8.0"),
+        ("random init (BN on data)", 0, "21.0 ± 1.4", ""),
+        ("simclr", 1, "18.5 ± 0.7", "-2.5"),
+        ("simclr", 2, "32.0 ± 2.8", "+11.0"),
+        ("moco-v2", 1, "17.5 ± 0.7", "-3.5"),
+    ]
     assert caption.startswith("Δ against the higher random-init baseline: random init (BN on data).")
-    assert "Per seed (0, 1): random init (as initialised): 12.0 / 14.0; random init (BN on data): 20.0 / 22.0; simclr e1: 18.0 / 19.0;" in caption
+    assert (
+        "Per seed (0, 1): random init (as initialised): 12.0 / 14.0; random init (BN on data): 20.0 / 22.0; simclr e1: 18.0 / 19.0;"
+        in caption
+    )
     one = T.baseline_summary([r for r in recs if r["seed"] == 0], "knn/top1", "embedded")[0]
     assert [(r["text"], r["delta"]) for r in one[:3]] == [("12.0", "-8.0"), ("20.0", ""), ("18.0", "-2.0")]
     assert T.baseline_summary([], "knn/top1", "embedded") == ([], "")
@@ -577,7 +808,20 @@ def test_cli_table_seeds(tmp_path):
     from tests.conftest import run_cli_here
 
     ResultsStore(tmp_path).append(_three_seeds())
-    r = run_cli_here("table", "methods", "--results", tmp_path, "--scale", "small", "--seeds", "2", "--compare", "none", "--format", "csv")
+    r = run_cli_here(
+        "table",
+        "methods",
+        "--results",
+        tmp_path,
+        "--scale",
+        "small",
+        "--seeds",
+        "2",
+        "--compare",
+        "none",
+        "--format",
+        "csv",
+    )
     assert r.returncode == 0, r.stderr
     assert r.stdout.splitlines()[1].split(",")[4] == "45.0 ± 1.4"
     for bad in ("0", "-2"):

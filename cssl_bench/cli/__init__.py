@@ -3,6 +3,7 @@
 Errors caused by input (``UserError``, bad options) print one line and exit non-zero (2 for unknown
 names and option values); ``--debug`` shows the traceback of unexpected errors.
 """
+
 from __future__ import annotations
 
 import os
@@ -26,9 +27,8 @@ _Abort = (click.exceptions.Abort, typer.Abort, KeyboardInterrupt)
 _Exit = (click.exceptions.Exit, typer.Exit)
 
 from cssl_bench import UserError  # noqa: E402
-from cssl_bench.cli.app import app  # noqa: E402
 from cssl_bench.cli import commands  # noqa: E402,F401  (registers the commands)
-
+from cssl_bench.cli.app import app  # noqa: E402
 
 _WORKER_TRACEBACK = "Original Traceback (most recent call last):"
 
@@ -64,7 +64,10 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(0)
     except _Usage as e:
         msg = e.format_message().replace("\n", " ")
-        print(f"error: {msg} (see 'cssl-bench {e.ctx.command_path.split(' ', 1)[1] + ' ' if e.ctx and ' ' in e.ctx.command_path else ''}--help')", file=sys.stderr)
+        print(
+            f"error: {msg} (see 'cssl-bench {e.ctx.command_path.split(' ', 1)[1] + ' ' if e.ctx and ' ' in e.ctx.command_path else ''}--help')",
+            file=sys.stderr,
+        )
         sys.exit(2)
     except _ClickExc as e:
         print(f"error: {e.format_message()}", file=sys.stderr)

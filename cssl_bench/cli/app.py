@@ -1,4 +1,5 @@
 """The Typer application and helpers shared by the command modules."""
+
 from __future__ import annotations
 
 import json
@@ -9,12 +10,19 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-app = typer.Typer(name="cssl-bench", add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
-                  help="Contrastive and siamese self-supervised learning benchmark: pretrain, probe, and render the SimSiam and LooC paper tables.")
+app = typer.Typer(
+    name="cssl-bench",
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="Contrastive and siamese self-supervised learning benchmark: pretrain, probe, and render the SimSiam and LooC paper tables.",
+)
 console = Console()
 err = Console(stderr=True)
 
-ResultsOpt = typer.Option(None, "--results", help="results store folder (default: $CSSL_BENCH_RESULTS or ./runs/results)")
+ResultsOpt = typer.Option(
+    None, "--results", help="results store folder (default: $CSSL_BENCH_RESULTS or ./runs/results)"
+)
 JsonOpt = typer.Option(False, "--json", help="print the records as a JSON list instead of a table")
 
 
@@ -43,15 +51,24 @@ def check_writable(st) -> None:
     root = st.root
     try:
         if root.exists() and not root.is_dir():
-            raise UserError(f"cannot write to the results directory {root}: it is a file, not a folder; nothing was run", exit_code=UNWRITABLE_EXIT)
+            raise UserError(
+                f"cannot write to the results directory {root}: it is a file, not a folder; nothing was run",
+                exit_code=UNWRITABLE_EXIT,
+            )
         check_writable_dir(root)
         for p in (st.path, Path(str(st.path) + ".lock")):
             if p.exists():  # appending to the records and taking the lock open these for writing
                 os.close(os.open(p, os.O_WRONLY | os.O_APPEND))
     except PermissionError:
-        raise UserError(f"cannot write to the results directory {root} (permission denied); nothing was run", exit_code=UNWRITABLE_EXIT) from None
+        raise UserError(
+            f"cannot write to the results directory {root} (permission denied); nothing was run",
+            exit_code=UNWRITABLE_EXIT,
+        ) from None
     except OSError as e:
-        raise UserError(f"cannot write to the results directory {root} ({e.strerror or e}); nothing was run", exit_code=UNWRITABLE_EXIT) from None
+        raise UserError(
+            f"cannot write to the results directory {root} ({e.strerror or e}); nothing was run",
+            exit_code=UNWRITABLE_EXIT,
+        ) from None
 
 
 def print_records(records: list[dict], as_json: bool, title: str = "results") -> None:
@@ -62,5 +79,12 @@ def print_records(records: list[dict], as_json: bool, title: str = "results") ->
     for col in ("method", "dataset", "epochs", "feature", "metric", "value"):
         t.add_column(col, justify="right" if col in ("epochs", "value") else "left")
     for r in records:
-        t.add_row(r["method"], r["dataset"], str(r["epochs"]), str(r.get("feature", "")), r["metric"], f"{r['value']:.2f}" + (f" (±{r['ci95']:.2f})" if r.get("ci95") is not None else ""))
+        t.add_row(
+            r["method"],
+            r["dataset"],
+            str(r["epochs"]),
+            str(r.get("feature", "")),
+            r["metric"],
+            f"{r['value']:.2f}" + (f" (±{r['ci95']:.2f})" if r.get("ci95") is not None else ""),
+        )
     console.print(t)

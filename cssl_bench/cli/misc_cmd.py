@@ -1,10 +1,11 @@
 """``cssl-bench info`` and ``cssl-bench demo``."""
+
 from __future__ import annotations
 
 import os
 import platform
 from pathlib import Path
-from typing import List, Optional
+from typing import Optional
 
 import typer
 from rich.table import Table
@@ -50,11 +51,23 @@ def info():
 
 
 @app.command()
-def demo(results: Optional[Path] = typer.Option(None, "--results", help="results store folder (default: OUT/results, so a demo never mixes into another store)"),
-         out: Path = typer.Option(Path("runs/demo"), help="folder for the demo's runs"),
-         epochs: Optional[int] = typer.Option(None, help="pretraining epochs per method (default: each tiny recipe's: SimCLR 4, MoCo v2 2)"),
-         seeds: int = typer.Option(1, help="pretrain every run (the baseline too) under seeds 0..N-1; the summary shows mean ± std over them"),
-         sets: List[str] = typer.Option([], "--set", help="recipe override for every run, section.key=value (e.g. data.embedded_train=512 for a quick look)")):
+def demo(
+    results: Optional[Path] = typer.Option(
+        None, "--results", help="results store folder (default: OUT/results, so a demo never mixes into another store)"
+    ),
+    out: Path = typer.Option(Path("runs/demo"), help="folder for the demo's runs"),
+    epochs: Optional[int] = typer.Option(
+        None, help="pretraining epochs per method (default: each tiny recipe's: SimCLR 4, MoCo v2 2)"
+    ),
+    seeds: int = typer.Option(
+        1, help="pretrain every run (the baseline too) under seeds 0..N-1; the summary shows mean ± std over them"
+    ),
+    sets: list[str] = typer.Option(
+        [],
+        "--set",
+        help="recipe override for every run, section.key=value (e.g. data.embedded_train=512 for a quick look)",
+    ),
+):
     """The main job at tiny scale: SimCLR and (symmetrised) MoCo v2 on the embedded dataset -> kNN + linear -> methods table.
 
     The summary compares each checkpoint's kNN top-1 with two random-init baselines (an epoch-0 MoCo v2 run):
@@ -67,8 +80,8 @@ def demo(results: Optional[Path] = typer.Option(None, "--results", help="results
     from cssl_bench.eval.features import load_run
     from cssl_bench.eval.linear import get_protocol
     from cssl_bench.eval.probes import probe_knn, probe_linear
-    from cssl_bench.results import tables
     from cssl_bench.pipeline.reproduce import run_spec
+    from cssl_bench.results import tables
     from cssl_bench.results.store import ResultsStore
     from cssl_bench.train.checkpoint import run_complete
     from cssl_bench.train.loop import pretrain, warn_if_collapsed
@@ -82,7 +95,11 @@ def demo(results: Optional[Path] = typer.Option(None, "--results", help="results
         # the runs of SimSiam Table 4's rows (the catalogue's recipes: its MoCo v2 uses the symmetrised loss)
         for key in ("simclr", "moco-v2-sym"):
             spec = run_spec(key, "tiny")
-            n = epochs if epochs is not None else load_recipe(spec.method, "tiny", sets=list(spec.sets) + list(sets)).train.epochs
+            n = (
+                epochs
+                if epochs is not None
+                else load_recipe(spec.method, "tiny", sets=list(spec.sets) + list(sets)).train.epochs
+            )
             budgets = sorted(e for e in tables.EPOCH_BUDGETS["tiny"].values() if e <= n)
             ov = {"train": {"epochs": n, "save_epochs": budgets, "seed": seed}}
             runs.append((spec.method, load_recipe(spec.method, "tiny", ov, list(spec.sets) + list(sets))))

@@ -4,6 +4,7 @@ Kinds: knn, linear, rotation, fewshot, corruption, objectnet, finegrained (docs/
 prints a table (``--json``: the records) and appends its records (docs/records.md). ``knn`` and ``linear``
 take ``--bn-data``: the random-init baseline with BN statistics of the data (``eval.baseline``).
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -13,22 +14,37 @@ import typer
 
 from cssl_bench.cli.app import JsonOpt, ResultsOpt, app, err, print_records, store
 
-probe_app = typer.Typer(help="Evaluate a run's frozen features; each probe appends records to the results store.", no_args_is_help=True)
+probe_app = typer.Typer(
+    help="Evaluate a run's frozen features; each probe appends records to the results store.", no_args_is_help=True
+)
 app.add_typer(probe_app, name="probe")
 
 RunDirArg = typer.Argument(..., help="a pretraining run directory")
 DatasetOpt = typer.Option(None, help="evaluation dataset (default: the run's pretraining dataset)")
-FeatureOpt = typer.Option(None, help="backbone | head:N | head:N:out | concat | concat:out | concat:hidden+v (LooC/LooC++); default: the run's downstream feature")
-EpochOpt = typer.Option(None, help="probe the checkpoint kept at this epoch (see --save-epochs) instead of the last one")
+FeatureOpt = typer.Option(
+    None,
+    help="backbone | head:N | head:N:out | concat | concat:out | concat:hidden+v (LooC/LooC++); default: the run's downstream feature",
+)
+EpochOpt = typer.Option(
+    None, help="probe the checkpoint kept at this epoch (see --save-epochs) instead of the last one"
+)
 ProtocolOpt = typer.Option("looc", help="linear protocol: moco | simsiam | looc")
 EpochsOpt = typer.Option(None, help="linear-probe epochs (milestones scale along)")
 BatchOpt = typer.Option(None, "--batch-size", help="linear-probe batch size")
 LrOpt = typer.Option(None, help="linear-probe learning rate")
-AugmentOpt = typer.Option(None, "--augment/--no-augment", help="train the probe on augmented views (paper) or on cached features; default: off at tiny/small, on at paper scale")
+AugmentOpt = typer.Option(
+    None,
+    "--augment/--no-augment",
+    help="train the probe on augmented views (paper) or on cached features; default: off at tiny/small, on at paper scale",
+)
 NormOpt = typer.Option(None, "--feature-norm", help="none | bn (standardise features)")
 SeedOpt = typer.Option(0, help="seed of the probe's sampling (subsets, corruptions, few-shot draws)")
-BnDataOpt = typer.Option(False, "--bn-data", help="probe a copy whose backbone BN running statistics are re-estimated on the "
-                         "dataset's training images (meant for the random-init baseline, an epoch-0 run; records get init_bn: data)")
+BnDataOpt = typer.Option(
+    False,
+    "--bn-data",
+    help="probe a copy whose backbone BN running statistics are re-estimated on the "
+    "dataset's training images (meant for the random-init baseline, an epoch-0 run; records get init_bn: data)",
+)
 
 
 def _start(results: Optional[Path]):
@@ -83,8 +99,11 @@ def _protocol(run, protocol: str, epochs, batch_size, lr, augment, feature_norm)
     """The named protocol as the run's scale probes it (``LinearProtocol.for_scale``), with the given options."""
     from cssl_bench.eval.linear import get_protocol
 
-    return get_protocol(protocol).for_scale(run.recipe.scale).with_overrides(
-        epochs=epochs, batch_size=batch_size, lr=lr, augment=augment, feature_norm=feature_norm)
+    return (
+        get_protocol(protocol)
+        .for_scale(run.recipe.scale)
+        .with_overrides(epochs=epochs, batch_size=batch_size, lr=lr, augment=augment, feature_norm=feature_norm)
+    )
 
 
 def _check_feature(run, feature: Optional[str]) -> None:
@@ -94,7 +113,9 @@ def _check_feature(run, feature: Optional[str]) -> None:
     if feature not in kinds:
         from cssl_bench import UserError
 
-        raise UserError(f"feature {feature!r} is not available for {run.recipe.method}; choose from {', '.join(kinds)}", exit_code=2)
+        raise UserError(
+            f"feature {feature!r} is not available for {run.recipe.method}; choose from {', '.join(kinds)}", exit_code=2
+        )
 
 
 def _role(role: str, run) -> str:
@@ -109,9 +130,17 @@ def _finish(recs: list[dict], st, as_json: bool, title: str) -> None:
 
 
 @probe_app.command("knn")
-def knn(run_dir: Path = RunDirArg, dataset: Optional[str] = DatasetOpt, k: Optional[int] = typer.Option(None, help="neighbours (default: 20 for 100 classes or more, else 200)"),
-        temperature: float = typer.Option(0.1, help="vote temperature"), feature: Optional[str] = FeatureOpt,
-        epoch: Optional[int] = EpochOpt, bn_data: bool = BnDataOpt, results: Optional[Path] = ResultsOpt, as_json: bool = JsonOpt):
+def knn(
+    run_dir: Path = RunDirArg,
+    dataset: Optional[str] = DatasetOpt,
+    k: Optional[int] = typer.Option(None, help="neighbours (default: 20 for 100 classes or more, else 200)"),
+    temperature: float = typer.Option(0.1, help="vote temperature"),
+    feature: Optional[str] = FeatureOpt,
+    epoch: Optional[int] = EpochOpt,
+    bn_data: bool = BnDataOpt,
+    results: Optional[Path] = ResultsOpt,
+    as_json: bool = JsonOpt,
+):
     """Weighted cosine kNN on frozen features (k and T are recorded)."""
     from cssl_bench.eval.knn import check_knn_options
     from cssl_bench.eval.probes import probe_knn
@@ -126,16 +155,27 @@ def knn(run_dir: Path = RunDirArg, dataset: Optional[str] = DatasetOpt, k: Optio
 
 
 @probe_app.command("linear")
-def linear(run_dir: Path = RunDirArg, dataset: Optional[str] = DatasetOpt,
-           protocol: str = typer.Option("moco", help="moco | simsiam | looc"),
-           epochs: Optional[int] = EpochsOpt, batch_size: Optional[int] = BatchOpt, lr: Optional[float] = LrOpt,
-           augment: Optional[bool] = AugmentOpt, feature_norm: Optional[str] = NormOpt,
-           feature: Optional[str] = FeatureOpt, epoch: Optional[int] = EpochOpt, bn_data: bool = BnDataOpt,
-           results: Optional[Path] = ResultsOpt, as_json: bool = JsonOpt):
+def linear(
+    run_dir: Path = RunDirArg,
+    dataset: Optional[str] = DatasetOpt,
+    protocol: str = typer.Option("moco", help="moco | simsiam | looc"),
+    epochs: Optional[int] = EpochsOpt,
+    batch_size: Optional[int] = BatchOpt,
+    lr: Optional[float] = LrOpt,
+    augment: Optional[bool] = AugmentOpt,
+    feature_norm: Optional[str] = NormOpt,
+    feature: Optional[str] = FeatureOpt,
+    epoch: Optional[int] = EpochOpt,
+    bn_data: bool = BnDataOpt,
+    results: Optional[Path] = ResultsOpt,
+    as_json: bool = JsonOpt,
+):
     """Linear probe on frozen features with a named protocol; top-1 and top-5."""
     from cssl_bench.eval.probes import probe_linear
 
-    _check_protocol(protocol, epochs, batch_size, lr, feature_norm)  # bad names and values fail before the run is loaded
+    _check_protocol(
+        protocol, epochs, batch_size, lr, feature_norm
+    )  # bad names and values fail before the run is loaded
     st = _start(results)
     run = _load(run_dir, epoch)
     dataset = _dataset(run, dataset)
@@ -147,12 +187,23 @@ def linear(run_dir: Path = RunDirArg, dataset: Optional[str] = DatasetOpt,
 
 
 @probe_app.command("rotation")
-def rotation(run_dir: Path = RunDirArg, dataset: Optional[str] = DatasetOpt, protocol: str = ProtocolOpt,
-             epochs: Optional[int] = EpochsOpt, batch_size: Optional[int] = BatchOpt, lr: Optional[float] = LrOpt,
-             feature_norm: Optional[str] = NormOpt,
-             limit: Optional[int] = typer.Option(None, help="a seeded subset of this many train and test images (each appears at 4 angles)"),
-             seed: int = SeedOpt, feature: Optional[str] = FeatureOpt, epoch: Optional[int] = EpochOpt,
-             results: Optional[Path] = ResultsOpt, as_json: bool = JsonOpt):
+def rotation(
+    run_dir: Path = RunDirArg,
+    dataset: Optional[str] = DatasetOpt,
+    protocol: str = ProtocolOpt,
+    epochs: Optional[int] = EpochsOpt,
+    batch_size: Optional[int] = BatchOpt,
+    lr: Optional[float] = LrOpt,
+    feature_norm: Optional[str] = NormOpt,
+    limit: Optional[int] = typer.Option(
+        None, help="a seeded subset of this many train and test images (each appears at 4 angles)"
+    ),
+    seed: int = SeedOpt,
+    feature: Optional[str] = FeatureOpt,
+    epoch: Optional[int] = EpochOpt,
+    results: Optional[Path] = ResultsOpt,
+    as_json: bool = JsonOpt,
+):
     """4-way rotation prediction (LooC Table 1): linear probe on rotated images' frozen features; rotation/acc."""
     from cssl_bench.eval.rotation import probe_rotation
 
@@ -167,14 +218,25 @@ def rotation(run_dir: Path = RunDirArg, dataset: Optional[str] = DatasetOpt, pro
 
 
 @probe_app.command("fewshot")
-def fewshot(run_dir: Path = RunDirArg, dataset: Optional[str] = typer.Option(None, help="evaluation dataset (default: embedded-fine at tiny/small, flowers102 at paper scale)"),
-            shots: str = typer.Option("5,10", help="comma-separated K (images per class per trial)"),
-            trials: int = typer.Option(10, help="trials per K"), seed: int = SeedOpt,
-            c: float = typer.Option(100.0, "--C", help="inverse L2 strength of the logistic regression"),
-            ci: str = typer.Option("t", help="95% half-width: t (Student t, T-1 dof) | normal (1.96 s / sqrt T)"),
-            pool: str = typer.Option("auto", help="splits the shots are drawn from: train | train+val | auto (train+val where the dataset has a val split)"),
-            feature: Optional[str] = FeatureOpt, epoch: Optional[int] = EpochOpt,
-            results: Optional[Path] = ResultsOpt, as_json: bool = JsonOpt):
+def fewshot(
+    run_dir: Path = RunDirArg,
+    dataset: Optional[str] = typer.Option(
+        None, help="evaluation dataset (default: embedded-fine at tiny/small, flowers102 at paper scale)"
+    ),
+    shots: str = typer.Option("5,10", help="comma-separated K (images per class per trial)"),
+    trials: int = typer.Option(10, help="trials per K"),
+    seed: int = SeedOpt,
+    c: float = typer.Option(100.0, "--C", help="inverse L2 strength of the logistic regression"),
+    ci: str = typer.Option("t", help="95% half-width: t (Student t, T-1 dof) | normal (1.96 s / sqrt T)"),
+    pool: str = typer.Option(
+        "auto",
+        help="splits the shots are drawn from: train | train+val | auto (train+val where the dataset has a val split)",
+    ),
+    feature: Optional[str] = FeatureOpt,
+    epoch: Optional[int] = EpochOpt,
+    results: Optional[Path] = ResultsOpt,
+    as_json: bool = JsonOpt,
+):
     """K-shot logistic regression on L2-normalised frozen features over T trials: mean (±95% half-width)."""
     from cssl_bench import UserError
     from cssl_bench.eval.fewshot import FewShotProtocol, probe_fewshot
@@ -193,17 +255,35 @@ def fewshot(run_dir: Path = RunDirArg, dataset: Optional[str] = typer.Option(Non
 
 
 @probe_app.command("corruption")
-def corruption(run_dir: Path = RunDirArg, dataset: Optional[str] = typer.Option(None, help="clean dataset whose linear probe is scored (default: the run's pretraining dataset)"),
-               corrupted: Optional[str] = typer.Option(None, help="ImageNet-C-style folder: imagenet-c-100 or imagefolder:PATH (CORRUPTION/SEVERITY/CLASS/); default: corrupt the test split on the fly"),
-               corruptions: Optional[str] = typer.Option(None, help="comma-separated corruptions or groups (noise, blur, weather, digital); default: all 15"),
-               severities: Optional[str] = typer.Option(None, help="e.g. 1,3,5 or 4-5; default: 1-5"),
-               limit: Optional[int] = typer.Option(None, help="score a seeded subset of this many test images"),
-               min_size: int = typer.Option(64, "--min-size", help="images with a side under this are corrupted at this size, then downscaled back"),
-               seed: int = SeedOpt, protocol: str = ProtocolOpt,
-               epochs: Optional[int] = EpochsOpt, batch_size: Optional[int] = BatchOpt, lr: Optional[float] = LrOpt,
-               augment: Optional[bool] = AugmentOpt, feature_norm: Optional[str] = NormOpt,
-               feature: Optional[str] = FeatureOpt, epoch: Optional[int] = EpochOpt,
-               results: Optional[Path] = ResultsOpt, as_json: bool = JsonOpt):
+def corruption(
+    run_dir: Path = RunDirArg,
+    dataset: Optional[str] = typer.Option(
+        None, help="clean dataset whose linear probe is scored (default: the run's pretraining dataset)"
+    ),
+    corrupted: Optional[str] = typer.Option(
+        None,
+        help="ImageNet-C-style folder: imagenet-c-100 or imagefolder:PATH (CORRUPTION/SEVERITY/CLASS/); default: corrupt the test split on the fly",
+    ),
+    corruptions: Optional[str] = typer.Option(
+        None, help="comma-separated corruptions or groups (noise, blur, weather, digital); default: all 15"
+    ),
+    severities: Optional[str] = typer.Option(None, help="e.g. 1,3,5 or 4-5; default: 1-5"),
+    limit: Optional[int] = typer.Option(None, help="score a seeded subset of this many test images"),
+    min_size: int = typer.Option(
+        64, "--min-size", help="images with a side under this are corrupted at this size, then downscaled back"
+    ),
+    seed: int = SeedOpt,
+    protocol: str = ProtocolOpt,
+    epochs: Optional[int] = EpochsOpt,
+    batch_size: Optional[int] = BatchOpt,
+    lr: Optional[float] = LrOpt,
+    augment: Optional[bool] = AugmentOpt,
+    feature_norm: Optional[str] = NormOpt,
+    feature: Optional[str] = FeatureOpt,
+    epoch: Optional[int] = EpochOpt,
+    results: Optional[Path] = ResultsOpt,
+    as_json: bool = JsonOpt,
+):
     """IN-C-style robustness: the linear probe's top-1 per corruption and severity, then Noise/Blur/Weather/Digital/All/d>3."""
     from cssl_bench.data.corruptions import parse_corruptions, parse_severities
     from cssl_bench.data.datasets import check_dataset_name
@@ -240,12 +320,27 @@ def corruption(run_dir: Path = RunDirArg, dataset: Optional[str] = typer.Option(
 
 
 @probe_app.command("objectnet")
-def objectnet(run_dir: Path = RunDirArg, dataset: Optional[str] = typer.Option(None, help="shifted test set (default: embedded-shift at tiny/small, objectnet13 at paper scale)"),
-              probe_dataset: Optional[str] = typer.Option(None, "--probe-dataset", help="dataset whose linear probe scores it (default: embedded for embedded-shift, imagenet100 for objectnet13)"),
-              protocol: str = ProtocolOpt, epochs: Optional[int] = EpochsOpt, batch_size: Optional[int] = BatchOpt,
-              lr: Optional[float] = LrOpt, augment: Optional[bool] = AugmentOpt, feature_norm: Optional[str] = NormOpt,
-              feature: Optional[str] = FeatureOpt, epoch: Optional[int] = EpochOpt,
-              results: Optional[Path] = ResultsOpt, as_json: bool = JsonOpt):
+def objectnet(
+    run_dir: Path = RunDirArg,
+    dataset: Optional[str] = typer.Option(
+        None, help="shifted test set (default: embedded-shift at tiny/small, objectnet13 at paper scale)"
+    ),
+    probe_dataset: Optional[str] = typer.Option(
+        None,
+        "--probe-dataset",
+        help="dataset whose linear probe scores it (default: embedded for embedded-shift, imagenet100 for objectnet13)",
+    ),
+    protocol: str = ProtocolOpt,
+    epochs: Optional[int] = EpochsOpt,
+    batch_size: Optional[int] = BatchOpt,
+    lr: Optional[float] = LrOpt,
+    augment: Optional[bool] = AugmentOpt,
+    feature_norm: Optional[str] = NormOpt,
+    feature: Optional[str] = FeatureOpt,
+    epoch: Optional[int] = EpochOpt,
+    results: Optional[Path] = ResultsOpt,
+    as_json: bool = JsonOpt,
+):
     """ObjectNet-13 scoring: the IN-100 probe's logits restricted to the mapped classes; top-1/top-5."""
     from cssl_bench.data.datasets import check_dataset_name
     from cssl_bench.eval.objectnet import probe_objectnet
@@ -262,11 +357,23 @@ def objectnet(run_dir: Path = RunDirArg, dataset: Optional[str] = typer.Option(N
 
 
 @probe_app.command("finegrained")
-def finegrained(run_dir: Path = RunDirArg, dataset: Optional[str] = typer.Option(None, help="fine-grained dataset: inat2019 | cub200 | flowers102 | ... (default: embedded-fine at tiny/small, inat2019 at paper scale)"),
-                protocol: str = ProtocolOpt, epochs: Optional[int] = EpochsOpt, batch_size: Optional[int] = BatchOpt,
-                lr: Optional[float] = LrOpt, augment: Optional[bool] = AugmentOpt, feature_norm: Optional[str] = NormOpt,
-                feature: Optional[str] = FeatureOpt, epoch: Optional[int] = EpochOpt,
-                results: Optional[Path] = ResultsOpt, as_json: bool = JsonOpt):
+def finegrained(
+    run_dir: Path = RunDirArg,
+    dataset: Optional[str] = typer.Option(
+        None,
+        help="fine-grained dataset: inat2019 | cub200 | flowers102 | ... (default: embedded-fine at tiny/small, inat2019 at paper scale)",
+    ),
+    protocol: str = ProtocolOpt,
+    epochs: Optional[int] = EpochsOpt,
+    batch_size: Optional[int] = BatchOpt,
+    lr: Optional[float] = LrOpt,
+    augment: Optional[bool] = AugmentOpt,
+    feature_norm: Optional[str] = NormOpt,
+    feature: Optional[str] = FeatureOpt,
+    epoch: Optional[int] = EpochOpt,
+    results: Optional[Path] = ResultsOpt,
+    as_json: bool = JsonOpt,
+):
     """Fine-grained linear probe (LooC Table 2): finegrained/top1, finegrained/top5."""
     from cssl_bench.eval.finegrained import probe_finegrained
 

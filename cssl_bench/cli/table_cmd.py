@@ -1,8 +1,9 @@
 """``cssl-bench table NAME``, ``cssl-bench reproduce NAME|all`` and ``cssl-bench plot NAME``."""
+
 from __future__ import annotations
 
 from pathlib import Path
-from typing import List, Optional
+from typing import Optional
 
 import typer
 from rich.table import Table
@@ -19,14 +20,24 @@ def _check_scale(scale: Optional[str]) -> None:
 
 
 @app.command()
-def table(name: Optional[str] = typer.Argument(None, help="table name or alias (see --list)"),
-          results: Optional[Path] = ResultsOpt,
-          fmt: str = typer.Option("md", "--format", help="md | csv | json"),
-          compare: str = typer.Option("paper", "--compare", help="'paper' (default): paper | ours | delta per cell, the paper's numbers beside ours; 'none': our numbers only, in the paper's exact columns"),
-          scale: Optional[str] = ScaleOpt,
-          provenance: bool = typer.Option(False, "--provenance", help="list, per cell, the record ids, runs and commands behind it"),
-          seeds: Optional[int] = typer.Option(None, help="only seeds 0..N-1 of each configuration (the caption names cells with fewer); default: every seed"),
-          list_: bool = typer.Option(False, "--list", help="list the tables with their captions")):
+def table(
+    name: Optional[str] = typer.Argument(None, help="table name or alias (see --list)"),
+    results: Optional[Path] = ResultsOpt,
+    fmt: str = typer.Option("md", "--format", help="md | csv | json"),
+    compare: str = typer.Option(
+        "paper",
+        "--compare",
+        help="'paper' (default): paper | ours | delta per cell, the paper's numbers beside ours; 'none': our numbers only, in the paper's exact columns",
+    ),
+    scale: Optional[str] = ScaleOpt,
+    provenance: bool = typer.Option(
+        False, "--provenance", help="list, per cell, the record ids, runs and commands behind it"
+    ),
+    seeds: Optional[int] = typer.Option(
+        None, help="only seeds 0..N-1 of each configuration (the caption names cells with fewer); default: every seed"
+    ),
+    list_: bool = typer.Option(False, "--list", help="list the tables with their captions"),
+):
     """Render a paper table in its own layout from the results store ('–' where no record exists)."""
     from cssl_bench.results import tables
 
@@ -53,15 +64,21 @@ def table(name: Optional[str] = typer.Argument(None, help="table name or alias (
 
 
 @app.command()
-def reproduce(name: str = typer.Argument(..., help="table name or alias, or 'all' for the six tables"),
-              scale: str = typer.Option("tiny", help="tiny | small (CPU, embedded stand-ins) | paper (the real datasets)"),
-              dry_run: bool = typer.Option(False, "--dry-run", help="list the runs and probes (and what is already done); run nothing"),
-              results: Optional[Path] = ResultsOpt,
-              runs: Path = typer.Option(Path("runs"), "--runs", help="folder for the run directories"),
-              seeds: int = typer.Option(1, help="seeds per configuration (0..N-1); tables show their mean"),
-              rows: Optional[str] = typer.Option(None, help="only these rows of a single table, 1-based and comma-separated"),
-              sets: List[str] = typer.Option([], "--set", help="recipe override for every pre-training, section.key=value (changes the runs' hashes)"),
-              quiet: bool = typer.Option(False, help="no training progress bars")):
+def reproduce(
+    name: str = typer.Argument(..., help="table name or alias, or 'all' for the six tables"),
+    scale: str = typer.Option("tiny", help="tiny | small (CPU, embedded stand-ins) | paper (the real datasets)"),
+    dry_run: bool = typer.Option(
+        False, "--dry-run", help="list the runs and probes (and what is already done); run nothing"
+    ),
+    results: Optional[Path] = ResultsOpt,
+    runs: Path = typer.Option(Path("runs"), "--runs", help="folder for the run directories"),
+    seeds: int = typer.Option(1, help="seeds per configuration (0..N-1); tables show their mean"),
+    rows: Optional[str] = typer.Option(None, help="only these rows of a single table, 1-based and comma-separated"),
+    sets: list[str] = typer.Option(
+        [], "--set", help="recipe override for every pre-training, section.key=value (changes the runs' hashes)"
+    ),
+    quiet: bool = typer.Option(False, help="no training progress bars"),
+):
     """Run every pre-training and probe a table needs (skipping what the store holds), then print it."""
     from cssl_bench.pipeline import reproduce as R
     from cssl_bench.results import tables
@@ -111,25 +128,34 @@ def _show_plan(plan) -> None:
                 t.add_row(str(i), escape("  " + q.describe() + f"  (for {', '.join(q.tables)})"), q.status, est)
     console.print(t)
     mins = plan.minutes()
-    console.print(f"{len(plan.runs)} pre-trainings ({len(plan.todo_runs)} to run), {len(plan.probes)} probes "
-                  f"({len(plan.todo_probes)} to run)" + (f"; estimated {mins:.0f} min on 2 CPU cores" if mins is not None else "")
-                  + " (measured costs; the first corruption probe also renders the corrupted test images once)"
-                  * (mins is not None and any(q.kind == "corruption" for q in plan.todo_probes))
-                  + f"; results -> {plan.results}, runs -> {plan.runs_dir}")
-    for kind, why in plan.missing_probes().items():
+    console.print(
+        f"{len(plan.runs)} pre-trainings ({len(plan.todo_runs)} to run), {len(plan.probes)} probes "
+        f"({len(plan.todo_probes)} to run)"
+        + (f"; estimated {mins:.0f} min on 2 CPU cores" if mins is not None else "")
+        + " (measured costs; the first corruption probe also renders the corrupted test images once)"
+        * (mins is not None and any(q.kind == "corruption" for q in plan.todo_probes))
+        + f"; results -> {plan.results}, runs -> {plan.runs_dir}"
+    )
+    for _kind, why in plan.missing_probes().items():
         console.print(f"[yellow]not runnable yet[/]: {escape(why)}")
     for label, why in R.unavailable_runs(plan):
         console.print(f"[yellow]will be skipped[/] {escape(label)}: {escape(why)} (its cells stay '–')")
     if plan.scale == "paper":
         for ds, what in sorted(plan.datasets().items()):
             why = R.dataset_status(ds)
-            console.print(f"dataset {ds} ({', '.join(what)}): " + ("[green]found[/]" if why is None else f"[red]missing[/] ({why})"))
+            console.print(
+                f"dataset {ds} ({', '.join(what)}): "
+                + ("[green]found[/]" if why is None else f"[red]missing[/] ({why})")
+            )
 
 
 @app.command()
-def plot(name: str = typer.Argument(..., help="methods (accuracy vs epochs) or robustness (per-corruption bars)"),
-         results: Optional[Path] = ResultsOpt, scale: Optional[str] = ScaleOpt,
-         out: Optional[Path] = typer.Option(None, help="PNG file (default: RESULTS/plots/NAME.png)")):
+def plot(
+    name: str = typer.Argument(..., help="methods (accuracy vs epochs) or robustness (per-corruption bars)"),
+    results: Optional[Path] = ResultsOpt,
+    scale: Optional[str] = ScaleOpt,
+    out: Optional[Path] = typer.Option(None, help="PNG file (default: RESULTS/plots/NAME.png)"),
+):
     """Draw a table's figure as a PNG; prints its path."""
     from cssl_bench.results import plots, tables
 

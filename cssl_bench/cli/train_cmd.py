@@ -6,13 +6,14 @@ Several processes (GPUs, or CPU processes with gloo) run through PyTorch's launc
 ``torchrun ... -m cssl_bench pretrain ...`` directly is the same (and is the way to pass any other
 torchrun flag). Multi-node: see docs/distributed.md.
 """
+
 from __future__ import annotations
 
 import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import List, Optional
+from typing import Optional
 
 import typer
 from rich.table import Table
@@ -25,11 +26,27 @@ def default_run_dir(method: str, scale: str, config_hash: str, seed: int) -> Pat
     return Path("runs") / f"{method.replace('+', 'p')}-{scale}-{config_hash}-s{seed}"
 
 
-def build_recipe(method: str, scale: str, dataset: Optional[str], epochs: Optional[int], batch_size: Optional[int],
-                 backbone: Optional[str], seed: Optional[int], lr: Optional[float], image_size: Optional[int],
-                 workers: Optional[int], augment: Optional[str], precision: Optional[str], save_epochs: Optional[str], sets: List[str],
-                 compile: Optional[bool] = None, channels_last: Optional[bool] = None, sync_bn: Optional[bool] = None,
-                 variance_heads: Optional[str] = None, skip_bad: Optional[bool] = None):
+def build_recipe(
+    method: str,
+    scale: str,
+    dataset: Optional[str],
+    epochs: Optional[int],
+    batch_size: Optional[int],
+    backbone: Optional[str],
+    seed: Optional[int],
+    lr: Optional[float],
+    image_size: Optional[int],
+    workers: Optional[int],
+    augment: Optional[str],
+    precision: Optional[str],
+    save_epochs: Optional[str],
+    sets: list[str],
+    compile: Optional[bool] = None,
+    channels_last: Optional[bool] = None,
+    sync_bn: Optional[bool] = None,
+    variance_heads: Optional[str] = None,
+    skip_bad: Optional[bool] = None,
+):
     from cssl_bench.config import load_recipe
     from cssl_bench.data.datasets import check_dataset_name
 
@@ -69,8 +86,11 @@ def build_recipe(method: str, scale: str, dataset: Optional[str], epochs: Option
     if epochs_to_save is not None or any(s.split("=", 1)[0].strip() == "train.save_epochs" for s in sets):
         beyond = [e for e in recipe.train.save_epochs if e > recipe.train.epochs]
         if beyond:
-            raise UserError(f"--save-epochs {','.join(map(str, recipe.train.save_epochs))}: epoch {beyond[0]} is beyond the run's "
-                            f"{recipe.train.epochs} epochs", exit_code=2)
+            raise UserError(
+                f"--save-epochs {','.join(map(str, recipe.train.save_epochs))}: epoch {beyond[0]} is beyond the run's "
+                f"{recipe.train.epochs} epochs",
+                exit_code=2,
+            )
     return recipe
 
 
@@ -84,11 +104,17 @@ def _parse_save_epochs(text: str) -> list[int]:
 def _check_launch_options(nproc: Optional[int], nnodes: int, node_rank: int, rdzv_endpoint: Optional[str]) -> None:
     """The launcher options, checked before any work: none of them may be silently ignored."""
     if nproc is None:
-        given = [o for o, v in (("--nnodes", nnodes != 1), ("--node-rank", node_rank != 0), ("--rdzv-endpoint", rdzv_endpoint))
-                 if v]
+        given = [
+            o
+            for o, v in (("--nnodes", nnodes != 1), ("--node-rank", node_rank != 0), ("--rdzv-endpoint", rdzv_endpoint))
+            if v
+        ]
         if given:
-            raise UserError(f"{given[0]} needs --nproc N (processes per node): the launcher options apply to the "
-                            f"torchrun re-launch only", exit_code=2)
+            raise UserError(
+                f"{given[0]} needs --nproc N (processes per node): the launcher options apply to the "
+                f"torchrun re-launch only",
+                exit_code=2,
+            )
         return
     if nproc < 1 or nnodes < 1:
         raise UserError(f"--nproc and --nnodes must be >= 1, got {nproc} and {nnodes}", exit_code=2)
@@ -96,7 +122,9 @@ def _check_launch_options(nproc: Optional[int], nnodes: int, node_rank: int, rdz
         raise UserError(f"--node-rank must be in 0..{nnodes - 1} (--nnodes {nnodes}), got {node_rank}", exit_code=2)
     if rdzv_endpoint is not None:
         if nnodes == 1:
-            raise UserError("--rdzv-endpoint applies only with --nnodes > 1 (one node uses a standalone rendezvous)", exit_code=2)
+            raise UserError(
+                "--rdzv-endpoint applies only with --nnodes > 1 (one node uses a standalone rendezvous)", exit_code=2
+            )
         host, sep, port = rdzv_endpoint.rpartition(":")
         if not sep or not host.strip("[]") or not port.isdigit() or not 0 < int(port) < 65536:
             raise UserError(f"--rdzv-endpoint {rdzv_endpoint!r} must be HOST:PORT (e.g. node0:29400)", exit_code=2)
@@ -129,23 +157,44 @@ def _relaunch_argv(ctx: typer.Context) -> list[str]:
     return argv
 
 
-def torchrun_command(pretrain_argv: list[str], nproc: int, nnodes: int = 1, node_rank: int = 0,
-                     rdzv_endpoint: Optional[str] = None, rdzv_id: str = "cssl-bench") -> list[str]:
+def torchrun_command(
+    pretrain_argv: list[str],
+    nproc: int,
+    nnodes: int = 1,
+    node_rank: int = 0,
+    rdzv_endpoint: Optional[str] = None,
+    rdzv_id: str = "cssl-bench",
+) -> list[str]:
     """``python -m torch.distributed.run`` launching ``python -m cssl_bench PRETRAIN_ARGV`` on ``nproc``
     processes per node. One node: a standalone rendezvous on a free local port. Several nodes: c10d
     rendezvous at ``rdzv_endpoint`` (HOST:PORT of one of the nodes), the same command on every node."""
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(nproc)]
     if nnodes > 1:
         if not rdzv_endpoint:
-            raise UserError("--nnodes > 1 needs --rdzv-endpoint HOST:PORT (an address of one node, the same on every node)", exit_code=2)
-        cmd += ["--nnodes", str(nnodes), "--node-rank", str(node_rank), "--rdzv-backend", "c10d",
-                "--rdzv-endpoint", rdzv_endpoint, "--rdzv-id", rdzv_id]
+            raise UserError(
+                "--nnodes > 1 needs --rdzv-endpoint HOST:PORT (an address of one node, the same on every node)",
+                exit_code=2,
+            )
+        cmd += [
+            "--nnodes",
+            str(nnodes),
+            "--node-rank",
+            str(node_rank),
+            "--rdzv-backend",
+            "c10d",
+            "--rdzv-endpoint",
+            rdzv_endpoint,
+            "--rdzv-id",
+            rdzv_id,
+        ]
     else:
         cmd += ["--standalone"]
     return cmd + ["-m", "cssl_bench", *pretrain_argv]
 
 
-def _launch(ctx: typer.Context, nproc: int, nnodes: int, node_rank: int, rdzv_endpoint: Optional[str], rdzv_id: str) -> None:
+def _launch(
+    ctx: typer.Context, nproc: int, nnodes: int, node_rank: int, rdzv_endpoint: Optional[str], rdzv_id: str
+) -> None:
     cmd = torchrun_command(_relaunch_argv(ctx), nproc, nnodes, node_rank, rdzv_endpoint, rdzv_id)
     env = dict(os.environ)
     if "OMP_NUM_THREADS" not in env:
@@ -162,36 +211,70 @@ def _launch(ctx: typer.Context, nproc: int, nnodes: int, node_rank: int, rdzv_en
 def pretrain(
     ctx: typer.Context,
     method: str = typer.Argument(..., help="method name: see 'cssl-bench methods'"),
-    dataset: Optional[str] = typer.Option(None, help="dataset name or imagefolder:PATH (default: the scale's, 'embedded' at tiny/small)"),
+    dataset: Optional[str] = typer.Option(
+        None, help="dataset name or imagefolder:PATH (default: the scale's, 'embedded' at tiny/small)"
+    ),
     scale: str = typer.Option("tiny", help="tiny | small | paper"),
-    epochs: Optional[int] = typer.Option(None, help="pretraining epochs (0 writes the initialised model: the random-init baseline)"),
-    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="global batch size (split evenly over the processes)"),
+    epochs: Optional[int] = typer.Option(
+        None, help="pretraining epochs (0 writes the initialised model: the random-init baseline)"
+    ),
+    batch_size: Optional[int] = typer.Option(
+        None, "--batch-size", help="global batch size (split evenly over the processes)"
+    ),
     backbone: Optional[str] = typer.Option(None, help="resnet18, resnet50, resnet18-w0.25, or a timm model name"),
     seed: Optional[int] = typer.Option(None, help="random seed"),
     lr: Optional[float] = typer.Option(None, help="base learning rate (scaled by batch/256 when the recipe says so)"),
     image_size: Optional[int] = typer.Option(None, "--image-size", help="training crop size in pixels"),
     workers: Optional[int] = typer.Option(None, help="data-loading worker processes"),
-    augment: Optional[str] = typer.Option(None, help="LooC atomic augmentations, comma-separated: color,rotation,texture (looc, looc++ only)"),
-    variance_heads: Optional[str] = typer.Option(None, "--variance-heads", help="LooC: the augmentations (of --augment) that get a variance "
-                                                 "head, comma-separated, or 'none' (LooC Table 5); default: every augmentation"),
-    skip_bad: Optional[bool] = typer.Option(None, "--skip-bad/--no-skip-bad", help="read unreadable image files as black images "
-                                            "instead of failing (recipe data.skip_bad)"),
-    precision: Optional[str] = typer.Option(None, help="fp32 | bf16 | fp16 | auto (autocast; fp16 adds a GradScaler). "
-                                             "auto: bf16 on a GPU with native bf16 (Ampere+) or a CPU with AMX-BF16/AVX512-BF16, "
-                                             "else fp32; the run records the resolved one (see 'cssl-bench info'). "
-                                             "tiny and small default to auto"),
-    save_epochs: Optional[str] = typer.Option(None, "--save-epochs", help="comma-separated epochs whose checkpoints are kept (epoch budgets)"),
-    sets: List[str] = typer.Option([], "--set", help="recipe override section.key=value, repeatable (e.g. --set optim.weight_decay=1e-5)"),
+    augment: Optional[str] = typer.Option(
+        None, help="LooC atomic augmentations, comma-separated: color,rotation,texture (looc, looc++ only)"
+    ),
+    variance_heads: Optional[str] = typer.Option(
+        None,
+        "--variance-heads",
+        help="LooC: the augmentations (of --augment) that get a variance "
+        "head, comma-separated, or 'none' (LooC Table 5); default: every augmentation",
+    ),
+    skip_bad: Optional[bool] = typer.Option(
+        None,
+        "--skip-bad/--no-skip-bad",
+        help="read unreadable image files as black images instead of failing (recipe data.skip_bad)",
+    ),
+    precision: Optional[str] = typer.Option(
+        None,
+        help="fp32 | bf16 | fp16 | auto (autocast; fp16 adds a GradScaler). "
+        "auto: bf16 on a GPU with native bf16 (Ampere+) or a CPU with AMX-BF16/AVX512-BF16, "
+        "else fp32; the run records the resolved one (see 'cssl-bench info'). "
+        "tiny and small default to auto",
+    ),
+    save_epochs: Optional[str] = typer.Option(
+        None, "--save-epochs", help="comma-separated epochs whose checkpoints are kept (epoch budgets)"
+    ),
+    sets: list[str] = typer.Option(
+        [], "--set", help="recipe override section.key=value, repeatable (e.g. --set optim.weight_decay=1e-5)"
+    ),
     out: Optional[Path] = typer.Option(None, help="run directory (default: runs/METHOD-SCALE-HASH-sSEED)"),
     resume: bool = typer.Option(False, help="continue the run in --out from its last checkpoint"),
     quiet: bool = typer.Option(False, help="no progress bar"),
-    compile: Optional[bool] = typer.Option(None, "--compile/--no-compile", help="torch.compile the training step (recipe train.compile)"),
-    channels_last: Optional[bool] = typer.Option(None, "--channels-last/--no-channels-last", help="channels-last memory format (recipe model.channels_last)"),
-    sync_bn: Optional[bool] = typer.Option(None, "--sync-bn/--no-sync-bn", help="BN statistics over the global batch when distributed (recipe model.sync_bn)"),
-    nproc: Optional[int] = typer.Option(None, "--nproc", help="processes per node: re-launch through torchrun (GPUs: one per GPU; CPU: gloo)"),
+    compile: Optional[bool] = typer.Option(
+        None, "--compile/--no-compile", help="torch.compile the training step (recipe train.compile)"
+    ),
+    channels_last: Optional[bool] = typer.Option(
+        None, "--channels-last/--no-channels-last", help="channels-last memory format (recipe model.channels_last)"
+    ),
+    sync_bn: Optional[bool] = typer.Option(
+        None,
+        "--sync-bn/--no-sync-bn",
+        help="BN statistics over the global batch when distributed (recipe model.sync_bn)",
+    ),
+    nproc: Optional[int] = typer.Option(
+        None, "--nproc", help="processes per node: re-launch through torchrun (GPUs: one per GPU; CPU: gloo)"
+    ),
     nnodes: int = typer.Option(1, "--nnodes", help="with --nproc: number of nodes (run the same command on each)"),
     node_rank: int = typer.Option(0, "--node-rank", help="with --nnodes: this node's rank, 0..nnodes-1"),
-    rdzv_endpoint: Optional[str] = typer.Option(None, "--rdzv-endpoint", help="with --nnodes: HOST:PORT of the rendezvous (one node's address)"),
+    rdzv_endpoint: Optional[str] = typer.Option(
+        None, "--rdzv-endpoint", help="with --nnodes: HOST:PORT of the rendezvous (one node's address)"
+    ),
 ):
     """Pretrain one method (its recipe at --scale, plus overrides); prints the run directory.
 
@@ -199,13 +282,35 @@ def pretrain(
     from cssl_bench.train import distributed as D
 
     _check_launch_options(nproc, nnodes, node_rank, rdzv_endpoint)
-    recipe = build_recipe(method, scale, dataset, epochs, batch_size, backbone, seed, lr, image_size, workers, augment,
-                          precision, save_epochs, sets, compile, channels_last, sync_bn, variance_heads, skip_bad)
+    recipe = build_recipe(
+        method,
+        scale,
+        dataset,
+        epochs,
+        batch_size,
+        backbone,
+        seed,
+        lr,
+        image_size,
+        workers,
+        augment,
+        precision,
+        save_epochs,
+        sets,
+        compile,
+        channels_last,
+        sync_bn,
+        variance_heads,
+        skip_bad,
+    )
     out = out or default_run_dir(method, scale, recipe.hash(), recipe.train.seed)
     if nproc is not None and not D.launched_by_torchrun():
         if recipe.train.batch_size % (nproc * nnodes):
-            raise UserError(f"batch size {recipe.train.batch_size} cannot be split over {nproc * nnodes} processes; "
-                            f"use a multiple of {nproc * nnodes}", exit_code=2)
+            raise UserError(
+                f"batch size {recipe.train.batch_size} cannot be split over {nproc * nnodes} processes; "
+                f"use a multiple of {nproc * nnodes}",
+                exit_code=2,
+            )
         if nproc * nnodes > 1:
             _launch(ctx, nproc, nnodes, node_rank, rdzv_endpoint, f"cssl-{recipe.hash()}-s{recipe.train.seed}")
             return
@@ -220,7 +325,8 @@ def pretrain(
 
 def _pretrain(recipe, out: Path, resume: bool, quiet: bool, main: bool) -> None:
     from cssl_bench.train.checkpoint import run_complete
-    from cssl_bench.train.loop import pretrain as run, warn_if_collapsed
+    from cssl_bench.train.loop import pretrain as run
+    from cssl_bench.train.loop import warn_if_collapsed
 
     if not resume and (out / "checkpoints" / "last.pt").exists() and run_complete(out, recipe):
         if main:
@@ -230,8 +336,11 @@ def _pretrain(recipe, out: Path, resume: bool, quiet: bool, main: bool) -> None:
             import torch
 
             if not torch.cuda.is_available():
-                print("warning: --precision fp16 on the CPU is very slow (CPUs lack fast fp16 kernels); "
-                      "bf16 or fp32 are the CPU choices", file=sys.stderr)
+                print(
+                    "warning: --precision fp16 on the CPU is very slow (CPUs lack fast fp16 kernels); "
+                    "bf16 or fp32 are the CPU choices",
+                    file=sys.stderr,
+                )
         run(recipe, out, resume=resume, show_progress=not quiet, console=err)
     if main:
         warn_if_collapsed(out, err)

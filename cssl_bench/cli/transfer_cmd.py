@@ -1,15 +1,18 @@
 """``cssl-bench transfer detection RUN_DIR`` (SimSiam Table 5) and ``cssl-bench export RUN_DIR --to FORMAT OUT``."""
+
 from __future__ import annotations
 
 from pathlib import Path
-from typing import List, Optional
+from typing import Optional
 
 import typer
 
 from cssl_bench import UserError
 from cssl_bench.cli.app import JsonOpt, ResultsOpt, app, err, print_records, store
 
-transfer_app = typer.Typer(no_args_is_help=True, help="""Transfer evaluations: detection fine-tuning (SimSiam Table 5).
+transfer_app = typer.Typer(
+    no_args_is_help=True,
+    help="""Transfer evaluations: detection fine-tuning (SimSiam Table 5).
 
 Built in (no detectron2 needed): 'cssl-bench transfer detection RUN_DIR --dataset voc07|voc0712|coco|embedded-det'.
 
@@ -18,11 +21,12 @@ With detectron2 (the papers' exact protocol):
   cssl-bench export RUN_DIR --to detectron2 r50.pkl
 
   python -m cssl_bench.eval.detection.detectron2_train --num-gpus 8 --config-file $(cssl-bench transfer configs)/voc0712_R_50_C4_24k.yaml MODEL.WEIGHTS r50.pkl
-""")
+""",
+)
 app.add_typer(transfer_app, name="transfer")
 
 
-def _parse_opts(opts: List[str]) -> dict:
+def _parse_opts(opts: list[str]) -> dict:
     import yaml
 
     out = {}
@@ -43,32 +47,57 @@ def _sizes(text: Optional[str]) -> Optional[list[int]]:
     try:
         sizes = [int(s) for s in text.split(",") if s.strip()]
     except ValueError:
-        raise UserError(f"--min-size {text!r}: expected comma-separated integers, e.g. 480,512,800", exit_code=2) from None
+        raise UserError(
+            f"--min-size {text!r}: expected comma-separated integers, e.g. 480,512,800", exit_code=2
+        ) from None
     if not sizes or min(sizes) < 8:
         raise UserError(f"--min-size {text!r}: sizes must be at least 8 px", exit_code=2)
     return sizes
 
 
 @transfer_app.command("detection")
-def detection(run_dir: Path = typer.Argument(..., help="a pretraining run directory"),
-              dataset: Optional[str] = typer.Option(None, help="voc07 | voc0712 | coco | embedded-det (default: embedded-det for tiny/small runs, voc07 for paper runs)"),
-              arch: str = typer.Option("c4", help="c4 (the papers' R50-C4) | fpn"),
-              task: Optional[str] = typer.Option(None, help="box (Faster R-CNN) | instance (Mask R-CNN; default on coco)"),
-              protocol: Optional[str] = typer.Option(None, help="embedded-det only: the paper column it stands in for: voc07 | voc0712 | coco (default: coco for --task instance, else voc07)"),
-              iterations: Optional[int] = typer.Option(None, help="training iterations (lr steps keep their fractions)"),
-              trials: Optional[int] = typer.Option(None, help="fine-tunings to average (VOC papers: 5)"),
-              min_size: Optional[str] = typer.Option(None, "--min-size", help="training short side(s) in px, comma-separated, one drawn per image (e.g. 480,512,...,800)"),
-              max_size: Optional[int] = typer.Option(None, "--max-size", help="longest side in px"),
-              test_size: Optional[int] = typer.Option(None, "--test-size", help="evaluation short side in px (default: the largest --min-size)"),
-              batch_size: Optional[int] = typer.Option(None, "--batch-size", help="images per step (all processes together)"),
-              lr: Optional[float] = typer.Option(None, help="learning rate for batch 16 (scaled by batch/16)"),
-              opts: List[str] = typer.Option([], "--opt", help="any protocol field, key=value, repeatable (e.g. --opt roi_batch=128 --opt precise_bn=0)"),
-              scratch: bool = typer.Option(False, "--scratch", help="random-init backbone of the run's architecture (recorded as method 'scratch')"),
-              epoch: Optional[int] = typer.Option(None, help="use the checkpoint kept at this epoch instead of the last"),
-              data_root: Optional[Path] = typer.Option(None, "--data-root", help="folder holding VOC2007/, VOC2012/ (or VOCdevkit/) and coco/ (default: $DETECTRON2_DATASETS or ./datasets)"),
-              device: Optional[str] = typer.Option(None, help="cpu | cuda (default: cuda when available)"),
-              quiet: bool = typer.Option(False, help="no progress lines"),
-              results: Optional[Path] = ResultsOpt, as_json: bool = JsonOpt):
+def detection(
+    run_dir: Path = typer.Argument(..., help="a pretraining run directory"),
+    dataset: Optional[str] = typer.Option(
+        None,
+        help="voc07 | voc0712 | coco | embedded-det (default: embedded-det for tiny/small runs, voc07 for paper runs)",
+    ),
+    arch: str = typer.Option("c4", help="c4 (the papers' R50-C4) | fpn"),
+    task: Optional[str] = typer.Option(None, help="box (Faster R-CNN) | instance (Mask R-CNN; default on coco)"),
+    protocol: Optional[str] = typer.Option(
+        None,
+        help="embedded-det only: the paper column it stands in for: voc07 | voc0712 | coco (default: coco for --task instance, else voc07)",
+    ),
+    iterations: Optional[int] = typer.Option(None, help="training iterations (lr steps keep their fractions)"),
+    trials: Optional[int] = typer.Option(None, help="fine-tunings to average (VOC papers: 5)"),
+    min_size: Optional[str] = typer.Option(
+        None,
+        "--min-size",
+        help="training short side(s) in px, comma-separated, one drawn per image (e.g. 480,512,...,800)",
+    ),
+    max_size: Optional[int] = typer.Option(None, "--max-size", help="longest side in px"),
+    test_size: Optional[int] = typer.Option(
+        None, "--test-size", help="evaluation short side in px (default: the largest --min-size)"
+    ),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="images per step (all processes together)"),
+    lr: Optional[float] = typer.Option(None, help="learning rate for batch 16 (scaled by batch/16)"),
+    opts: list[str] = typer.Option(
+        [], "--opt", help="any protocol field, key=value, repeatable (e.g. --opt roi_batch=128 --opt precise_bn=0)"
+    ),
+    scratch: bool = typer.Option(
+        False, "--scratch", help="random-init backbone of the run's architecture (recorded as method 'scratch')"
+    ),
+    epoch: Optional[int] = typer.Option(None, help="use the checkpoint kept at this epoch instead of the last"),
+    data_root: Optional[Path] = typer.Option(
+        None,
+        "--data-root",
+        help="folder holding VOC2007/, VOC2012/ (or VOCdevkit/) and coco/ (default: $DETECTRON2_DATASETS or ./datasets)",
+    ),
+    device: Optional[str] = typer.Option(None, help="cpu | cuda (default: cuda when available)"),
+    quiet: bool = typer.Option(False, help="no progress lines"),
+    results: Optional[Path] = ResultsOpt,
+    as_json: bool = JsonOpt,
+):
     """Fine-tune Faster R-CNN / Mask R-CNN (torchvision) on the run's backbone and score it (VOC: detectron2's VOC2007 11-point AP; COCO: pycocotools).
 
     Trainable BN (SyncBN across GPUs), no frozen stage, explicit image sizes. Records voc07/*, voc0712/* or coco/* (ap50, ap, ap75; with --task instance also ap_mask50, ap_mask, ap_mask75), each the mean over --trials.
@@ -90,12 +119,23 @@ def detection(run_dir: Path = typer.Argument(..., help="a pretraining run direct
         raise UserError(f"unknown --task {task!r}; choose from {', '.join(TASKS)}", exit_code=2)
     if dataset is not None and dataset not in DATASETS:
         raise UserError(f"unknown detection dataset {dataset!r}; choose from {', '.join(DATASETS)}", exit_code=2)
-    overrides = dict(arch=arch, iterations=iterations, trials=trials, min_size=_sizes(min_size), max_size=max_size, test_size=test_size,
-                     batch_size=batch_size, lr=lr, **_parse_opts(opts))
+    overrides = dict(
+        arch=arch,
+        iterations=iterations,
+        trials=trials,
+        min_size=_sizes(min_size),
+        max_size=max_size,
+        test_size=test_size,
+        batch_size=batch_size,
+        lr=lr,
+        **_parse_opts(opts),
+    )
     st = store(results, writable=True)  # before the run loads and the data is built
     run = load_run(run_dir, epoch)
     dataset = dataset or ("voc07" if run.recipe.scale == "paper" else "embedded-det")
-    p = get_protocol(dataset, protocol, task).with_overrides(**overrides)  # every option (types and ranges) checked before any work
+    p = get_protocol(dataset, protocol, task).with_overrides(
+        **overrides
+    )  # every option (types and ranges) checked before any work
     init_from_env()  # under torchrun: one process per GPU (or CPU), BN synchronised over all of them
     main = is_main()  # asked before cleanup() leaves the process group
     dev = torch.device("cpu") if device == "cpu" else None
@@ -125,10 +165,12 @@ def configs():
 
 
 @app.command("export")
-def export(run_dir: Path = typer.Argument(..., help="a pretraining run directory"),
-           out: Path = typer.Argument(..., help="output file"),
-           to: str = typer.Option(..., "--to", help="torchvision | timm | detectron2"),
-           epoch: Optional[int] = typer.Option(None, help="export the checkpoint kept at this epoch instead of the last")):
+def export(
+    run_dir: Path = typer.Argument(..., help="a pretraining run directory"),
+    out: Path = typer.Argument(..., help="output file"),
+    to: str = typer.Option(..., "--to", help="torchvision | timm | detectron2"),
+    epoch: Optional[int] = typer.Option(None, help="export the checkpoint kept at this epoch instead of the last"),
+):
     """Write the run's backbone for torchvision (strict-loading ResNet state dict), timm, or detectron2 (pickle).
 
     detectron2 users then run: python -m cssl_bench.eval.detection.detectron2_train --num-gpus 8 --config-file $(cssl-bench transfer configs)/voc0712_R_50_C4_24k.yaml MODEL.WEIGHTS OUT

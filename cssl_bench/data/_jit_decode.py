@@ -5,6 +5,7 @@ symbol bound as an external function, so the kernel holds no process-specific po
 cached on disk (``cache=True``, ``NUMBA_CACHE_DIR``): the JIT cost is paid once per machine.
 ``nogil=True`` lets several loader threads decode at once.
 """
+
 from __future__ import annotations
 
 import glob
@@ -28,9 +29,24 @@ def _libffcv_path() -> str:
 llvm.load_library_permanently(_libffcv_path())
 
 # int imdecode(src, src_size, src_h, src_w, dst, crop_h, crop_w, off_x, off_y, scale_num, scale_denom, enable_crop, hflip)
-_imdecode = types.ExternalFunction("imdecode", types.int32(
-    types.voidptr, types.uint64, types.uint32, types.uint32, types.voidptr, types.uint32, types.uint32,
-    types.uint32, types.uint32, types.uint32, types.uint32, types.boolean, types.boolean))
+_imdecode = types.ExternalFunction(
+    "imdecode",
+    types.int32(
+        types.voidptr,
+        types.uint64,
+        types.uint32,
+        types.uint32,
+        types.voidptr,
+        types.uint32,
+        types.uint32,
+        types.uint32,
+        types.uint32,
+        types.uint32,
+        types.uint32,
+        types.boolean,
+        types.boolean,
+    ),
+)
 
 JPG = 0  # FFCV's image modes: 0 = JPEG, 1 = raw HWC pixels
 
@@ -44,12 +60,12 @@ def decode_batch(data, ptrs, sizes, heights, widths, modes, out):
     for j in range(len(ptrs)):
         p, s, h, w = ptrs[j], sizes[j], heights[j], widths[j]
         if modes[j] == JPG:
-            rc = _imdecode(data[p:p + s].ctypes.data, s, h, w, out[j].ctypes.data, h, w, 0, 0, 1, 1, False, False)
+            rc = _imdecode(data[p : p + s].ctypes.data, s, h, w, out[j].ctypes.data, h, w, 0, 0, 1, 1, False, False)
             if rc != 0:
                 return j + 1
         else:
             n = h * w * 3
             if n > s:
                 return j + 1
-            out[j, :n] = data[p:p + n]
+            out[j, :n] = data[p : p + n]
     return 0

@@ -14,6 +14,7 @@ torchvision path within a grey level per operation (float rounding order, fixed-
 All are compiled with ``cache=True`` (the JIT cost is paid once per machine, ``NUMBA_CACHE_DIR``) and
 ``nogil=True`` (loader threads run them in parallel). Arrays are modified in place or written to ``out``.
 """
+
 from __future__ import annotations
 
 import numpy as np

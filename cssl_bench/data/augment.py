@@ -9,11 +9,13 @@ return the parameters they drew. LooC's ``LeaveOneOut`` draws q's parameters onc
 augmentation i's parameters for view k_i (docs/protocols.md, section 1). The same recipe objects drive the
 torchvision loader and the FFCV loader.
 """
+
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -57,7 +59,12 @@ class ResizedCrop(Atomic):
             ar = math.exp(rng.uniform(*log_r))
             cw, ch = int(round(math.sqrt(target * ar))), int(round(math.sqrt(target / ar)))
             if 0 < cw <= w and 0 < ch <= h:
-                return {"top": int(rng.integers(0, h - ch + 1)), "left": int(rng.integers(0, w - cw + 1)), "h": ch, "w": cw}
+                return {
+                    "top": int(rng.integers(0, h - ch + 1)),
+                    "left": int(rng.integers(0, w - cw + 1)),
+                    "h": ch,
+                    "w": cw,
+                }
         s = min(h, w)  # fallback: central square crop
         return {"top": (h - s) // 2, "left": (w - s) // 2, "h": s, "w": s}
 
@@ -232,7 +239,9 @@ class Pipeline:
 
     steps: list[Atomic]
 
-    def run(self, img: torch.Tensor, rng: np.random.Generator, fixed: dict[str, Params] | None = None) -> tuple[torch.Tensor, dict[str, Params]]:
+    def run(
+        self, img: torch.Tensor, rng: np.random.Generator, fixed: dict[str, Params] | None = None
+    ) -> tuple[torch.Tensor, dict[str, Params]]:
         """Apply every step; a step named in ``fixed`` reuses those parameters instead of drawing new ones."""
         drawn: dict[str, Params] = {}
         for step in self.steps:
@@ -333,8 +342,14 @@ class SingleView:
 # Named pipelines used by the recipes
 
 
-def ssl_pipeline(size: int, crop_scale=(0.2, 1.0), color=None, blur_p: float = 0.0, solarize_p: float = 0.0,
-                 extra: list[Atomic] | None = None) -> Pipeline:
+def ssl_pipeline(
+    size: int,
+    crop_scale=(0.2, 1.0),
+    color=None,
+    blur_p: float = 0.0,
+    solarize_p: float = 0.0,
+    extra: list[Atomic] | None = None,
+) -> Pipeline:
     """The common SSL augmentation: crop, flip, colour jitter + grayscale, optional blur/solarise/extras."""
     steps: list[Atomic] = [ResizedCrop(size, tuple(crop_scale)), HFlip()]
     if color is not False:

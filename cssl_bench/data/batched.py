@@ -20,12 +20,14 @@ A recipe or augmentation this module does not know is computed item by item with
 
 Shapes: images in are a list of uint8 [3, H_i, W_i]; views out are ``dict[name, uint8 [B, 3, S, S]]``.
 """
+
 from __future__ import annotations
 
 import inspect
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -33,8 +35,23 @@ import torch.nn.functional as F
 import torchvision.transforms.v2.functional as TF
 from torchvision.transforms.v2.functional._color import _hsv_to_rgb, _rgb_to_hsv
 
-from cssl_bench.data.augment import (TEXTURE_TRANSFERS, Atomic, Blur, CenterResize, ColorJitter, HFlip, LeaveOneOut, MultiCrop,
-                                     ResizedCrop, Rotation, SingleView, Solarize, Texture, TwoViews, texture_transfer)
+from cssl_bench.data.augment import (
+    TEXTURE_TRANSFERS,
+    Atomic,
+    Blur,
+    CenterResize,
+    ColorJitter,
+    HFlip,
+    LeaveOneOut,
+    MultiCrop,
+    ResizedCrop,
+    Rotation,
+    SingleView,
+    Solarize,
+    Texture,
+    TwoViews,
+    texture_transfer,
+)
 from cssl_bench.data.textures import pattern
 from cssl_bench.data.views import SharedRotationTwoViews
 
@@ -91,8 +108,9 @@ def _recipe_views(recipe) -> list[tuple[str, list[Atomic]]]:
     if isinstance(recipe, TwoViews):
         return [("v1", list(recipe.first.steps)), ("v2", list(recipe.second.steps))]
     if isinstance(recipe, MultiCrop):
-        return ([(f"g{i}", list(recipe.large.steps)) for i in range(recipe.n_large)]
-                + [(f"l{i}", list(recipe.small.steps)) for i in range(recipe.n_small)])
+        return [(f"g{i}", list(recipe.large.steps)) for i in range(recipe.n_large)] + [
+            (f"l{i}", list(recipe.small.steps)) for i in range(recipe.n_small)
+        ]
     if isinstance(recipe, LeaveOneOut):
         steps = list(recipe.base.steps) + list(recipe.atomics) + list(recipe.post.steps)
         return [(k, steps) for k in ["q", "k0"] + [f"k{i}" for i in range(1, len(recipe.variant_names) + 1)]]
@@ -108,8 +126,9 @@ def _plan_item(recipe, rng, h: int, w: int) -> list[list[Params]]:
     if isinstance(recipe, TwoViews):
         return [_plan_pipeline(recipe.first.steps, rng, h, w), _plan_pipeline(recipe.second.steps, rng, h, w)]
     if isinstance(recipe, MultiCrop):
-        return ([_plan_pipeline(recipe.large.steps, rng, h, w) for _ in range(recipe.n_large)]
-                + [_plan_pipeline(recipe.small.steps, rng, h, w) for _ in range(recipe.n_small)])
+        return [_plan_pipeline(recipe.large.steps, rng, h, w) for _ in range(recipe.n_large)] + [
+            _plan_pipeline(recipe.small.steps, rng, h, w) for _ in range(recipe.n_small)
+        ]
     if isinstance(recipe, LeaveOneOut):
         nb, na = len(recipe.base.steps), len(recipe.atomics)
 
@@ -181,7 +200,7 @@ def saturation(x, f):
 
 def hue(x, f):
     """Hue shift by f (fraction of a turn) per item; items with f == 0 are left as they are, as in ``ColorJitter``."""
-    keep = (f.view(-1) == 0)
+    keep = f.view(-1) == 0
     hsv = _rgb_to_hsv(TF.to_dtype(x, torch.float32, scale=True))
     h, s, v = hsv.unbind(dim=-3)
     h = h.add(f.view(-1, 1, 1)).remainder_(1.0)
@@ -214,7 +233,9 @@ def jit_kernels():
     return _JIT or None
 
 
-def color_jitter(x: torch.Tensor, ps: list[Params], use_jit: bool | None = None, gray_first: bool = False) -> torch.Tensor:
+def color_jitter(
+    x: torch.Tensor, ps: list[Params], use_jit: bool | None = None, gray_first: bool = False
+) -> torch.Tensor:
     """``ColorJitter.apply`` for a batch: the four factors in each item's drawn order, then grayscale
     (with ``gray_first``, the transform's ``ColorJitter.gray_first``: grayscale, then the factors).
 
@@ -223,9 +244,14 @@ def color_jitter(x: torch.Tensor, ps: list[Params], use_jit: bool | None = None,
     jit = jit_kernels() if use_jit is not False else None
     if jit is not None:
         out = x.contiguous().clone()
-        jit.color_jitter(out.numpy(), np.array([p["apply"] for p in ps], np.bool_), np.array([p["order"] for p in ps], np.int64),
-                         *(np.array([p[k] for p in ps], np.float32) for k in ("b", "c", "s", "h")),
-                         np.array([p["gray"] for p in ps], np.bool_), bool(gray_first))
+        jit.color_jitter(
+            out.numpy(),
+            np.array([p["apply"] for p in ps], np.bool_),
+            np.array([p["order"] for p in ps], np.int64),
+            *(np.array([p[k] for p in ps], np.float32) for k in ("b", "c", "s", "h")),
+            np.array([p["gray"] for p in ps], np.bool_),
+            bool(gray_first),
+        )
         return out
     gray = [i for i, p in enumerate(ps) if p["gray"]]
     out = x.clone()
@@ -349,8 +375,16 @@ def resized_crop(step: ResizedCrop, x, ps: list[Params]) -> torch.Tensor:
         buf[j, : hw[j, 0] * hw[j, 1] * 3] = t.permute(1, 2, 0).reshape(-1).numpy()
     crop = np.array([[p["top"], p["left"], p["h"], p["w"]] for p in ps], np.int64)
     out = torch.empty(len(imgs), 3, step.size, step.size, dtype=torch.uint8)
-    jit.resized_crop_batch(buf, hw[:, 0].copy(), hw[:, 1].copy(), crop[:, 0].copy(), crop[:, 1].copy(), crop[:, 2].copy(),
-                           crop[:, 3].copy(), out.numpy())
+    jit.resized_crop_batch(
+        buf,
+        hw[:, 0].copy(),
+        hw[:, 1].copy(),
+        crop[:, 0].copy(),
+        crop[:, 1].copy(),
+        crop[:, 2].copy(),
+        crop[:, 3].copy(),
+        out.numpy(),
+    )
     return out
 
 

@@ -19,6 +19,7 @@ default 64 halves the geometric corruptions' relative extent at 32 px and keeps 
 ImageNet-C's geometry relative to the image at about ten times the cost; at paper scale (224 px
 images) no resizing happens.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -41,9 +42,17 @@ GROUPS: dict[str, tuple[str, ...]] = {
 }
 CORRUPTIONS: tuple[str, ...] = tuple(c for g in GROUPS.values() for c in g)
 SEVERITIES: tuple[int, ...] = (1, 2, 3, 4, 5)
-SHORT_NAMES = {"gaussian": "gaussian_noise", "shot": "shot_noise", "impulse": "impulse_noise", "defocus": "defocus_blur",
-               "glass": "glass_blur", "motion": "motion_blur", "zoom": "zoom_blur", "elastic": "elastic_transform",
-               "jpeg": "jpeg_compression"}
+SHORT_NAMES = {
+    "gaussian": "gaussian_noise",
+    "shot": "shot_noise",
+    "impulse": "impulse_noise",
+    "defocus": "defocus_blur",
+    "glass": "glass_blur",
+    "motion": "motion_blur",
+    "zoom": "zoom_blur",
+    "elastic": "elastic_transform",
+    "jpeg": "jpeg_compression",
+}
 HIGH_SEVERITIES = (4, 5)  # "d>3" (docs/protocols.md, section 2, [open])
 
 
@@ -58,7 +67,10 @@ def parse_corruptions(text: str | None) -> list[str]:
         names = GROUPS.get(tok) or (SHORT_NAMES.get(tok, tok),)
         for n in names:
             if n not in CORRUPTIONS:
-                raise UserError(f"unknown corruption {tok!r}; choose from {', '.join(CORRUPTIONS)} or a group ({', '.join(GROUPS)})", exit_code=2)
+                raise UserError(
+                    f"unknown corruption {tok!r}; choose from {', '.join(CORRUPTIONS)} or a group ({', '.join(GROUPS)})",
+                    exit_code=2,
+                )
             if n not in out:
                 out.append(n)
     if not out:
@@ -91,7 +103,9 @@ def image_seed(seed: int, corruption: str, severity: int, index: int) -> int:
     return int(ss.generate_state(1, np.uint32)[0])
 
 
-def corrupt_image(img: torch.Tensor, corruption: str, severity: int, seed: int = 0, index: int = 0, min_size: int = 64) -> torch.Tensor:
+def corrupt_image(
+    img: torch.Tensor, corruption: str, severity: int, seed: int = 0, index: int = 0, min_size: int = 64
+) -> torch.Tensor:
     """Corrupt one uint8 image [3, H, W] -> uint8 [3, H, W], deterministic in (seed, corruption, severity, index).
 
     Images with a side under ``min_size`` are corrupted at a bicubic upscale (short side ``min_size``,
@@ -108,7 +122,12 @@ def corrupt_image(img: torch.Tensor, corruption: str, severity: int, seed: int =
     x = img
     if min(h, w) < target:
         s = target / min(h, w)
-        x = TF.resize(img, [max(target, round(h * s)), max(target, round(w * s))], interpolation=TF.InterpolationMode.BICUBIC, antialias=True)
+        x = TF.resize(
+            img,
+            [max(target, round(h * s)), max(target, round(w * s))],
+            interpolation=TF.InterpolationMode.BICUBIC,
+            antialias=True,
+        )
     arr = np.ascontiguousarray(x.permute(1, 2, 0).numpy())
     s32 = image_seed(seed, corruption, severity, index)
     kwargs = {"seed": s32} if corruption in ("glass_blur", "impulse_noise") else {}
@@ -131,8 +150,16 @@ class CorruptedSource(ImageSource):
     crop) is applied *before* corrupting, as ImageNet-C corrupted 224 px centre crops. Labels and
     classes are the source's. ``image(i)`` is deterministic in (seed, corruption, severity, i)."""
 
-    def __init__(self, source: ImageSource, corruption: str, severity: int, seed: int = 0, min_size: int = 64, transform=None):
-        self.source, self.corruption, self.severity, self.seed, self.min_size = source, corruption, severity, seed, min_size
+    def __init__(
+        self, source: ImageSource, corruption: str, severity: int, seed: int = 0, min_size: int = 64, transform=None
+    ):
+        self.source, self.corruption, self.severity, self.seed, self.min_size = (
+            source,
+            corruption,
+            severity,
+            seed,
+            min_size,
+        )
         self.transform = transform
         self.labels, self.classes = source.labels, source.classes
         self.name = f"{getattr(source, 'name', 'source')}/{corruption}/{severity}"
@@ -160,7 +187,9 @@ def render(source: CorruptedSource) -> np.ndarray:
     imgs = [source.image(i).numpy() for i in range(len(source))]
     shapes = {im.shape for im in imgs}
     if len(shapes) != 1:
-        raise UserError(f"cannot stack corrupted images of different sizes {sorted(shapes)[:3]}; pass a transform that fixes the size")
+        raise UserError(
+            f"cannot stack corrupted images of different sizes {sorted(shapes)[:3]}; pass a transform that fixes the size"
+        )
     return np.stack(imgs)
 
 

@@ -6,12 +6,13 @@ Names (``--dataset``):
 - ``imagefolder:PATH``: class sub-folders of images (``PATH/train`` and ``PATH/test`` when present).
 Further named datasets (ImageNet-100, Flowers-102, ...) register themselves in ``REGISTRY``.
 """
+
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -41,7 +42,9 @@ class ImageSource(torch.utils.data.Dataset):
 
 
 class ArraySource(ImageSource):
-    def __init__(self, name: str, images: np.ndarray, labels: np.ndarray, classes: list[str], attributes: dict | None = None):
+    def __init__(
+        self, name: str, images: np.ndarray, labels: np.ndarray, classes: list[str], attributes: dict | None = None
+    ):
         self.name, self.images, self.labels, self.classes = name, images, labels.astype(np.int64), list(classes)
         self.attributes = attributes or {}
 
@@ -113,7 +116,9 @@ class FolderSource(ImageSource):
             return read_image(self.files[i])
         except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
             if not self.skip_bad:
-                raise UserError(f"unreadable image {self.files[i]} ({type(e).__name__}: {e}); to skip such files, pretrain with --skip-bad (recipe data.skip_bad=true)") from None
+                raise UserError(
+                    f"unreadable image {self.files[i]} ({type(e).__name__}: {e}); to skip such files, pretrain with --skip-bad (recipe data.skip_bad=true)"
+                ) from None
             self.bad.append(self.files[i])
             return torch.zeros(3, 32, 32, dtype=torch.uint8)
 
@@ -138,10 +143,19 @@ class DatasetOptions:
 
 def _embedded(task: str) -> Callable[[str, DatasetOptions], ImageSource]:
     def build(split: str, o: DatasetOptions) -> ImageSource:
-        spec = emb.EmbeddedSpec(o.embedded_size, o.embedded_train, o.embedded_test, o.embedded_seed,
-                                o.embedded_texture_contrast, o.embedded_class_color, o.embedded_background_jitter,
-                                o.embedded_version)
-        name = {"label": "embedded", "color": "embedded-color", "fine": "embedded-fine", "shift": "embedded-shift"}[task]
+        spec = emb.EmbeddedSpec(
+            o.embedded_size,
+            o.embedded_train,
+            o.embedded_test,
+            o.embedded_seed,
+            o.embedded_texture_contrast,
+            o.embedded_class_color,
+            o.embedded_background_jitter,
+            o.embedded_version,
+        )
+        name = {"label": "embedded", "color": "embedded-color", "fine": "embedded-fine", "shift": "embedded-shift"}[
+            task
+        ]
         field_ = "label" if task == "shift" else task
         try:
             classes = list(spec.classes(field_))
@@ -170,13 +184,27 @@ class DatasetInfo:
 
 
 REGISTRY: dict[str, DatasetInfo] = {
-    "embedded": DatasetInfo("embedded", "procedural shapes, 10 shape classes", _embedded("label"), stand_in_for="ImageNet-100"),
-    "embedded-color": DatasetInfo("embedded-color", "the embedded images labelled by object colour (v1: 10 palette colours; v2: 12 hue bins)",
-                                  _embedded("color"), stand_in_for="iNat-1k / CUB-200 / Flowers-102 (generator v1)"),
-    "embedded-fine": DatasetInfo("embedded-fine", "the embedded images labelled by sub-category (v2: 40, four per class)", _embedded("fine"),
-                                 stand_in_for="iNat-1k / CUB-200 / Flowers-102"),
-    "embedded-shift": DatasetInfo("embedded-shift", "train: filled shapes; test: held-out outline style", _embedded("shift"),
-                                  stand_in_for="ObjectNet-13"),
+    "embedded": DatasetInfo(
+        "embedded", "procedural shapes, 10 shape classes", _embedded("label"), stand_in_for="ImageNet-100"
+    ),
+    "embedded-color": DatasetInfo(
+        "embedded-color",
+        "the embedded images labelled by object colour (v1: 10 palette colours; v2: 12 hue bins)",
+        _embedded("color"),
+        stand_in_for="iNat-1k / CUB-200 / Flowers-102 (generator v1)",
+    ),
+    "embedded-fine": DatasetInfo(
+        "embedded-fine",
+        "the embedded images labelled by sub-category (v2: 40, four per class)",
+        _embedded("fine"),
+        stand_in_for="iNat-1k / CUB-200 / Flowers-102",
+    ),
+    "embedded-shift": DatasetInfo(
+        "embedded-shift",
+        "train: filled shapes; test: held-out outline style",
+        _embedded("shift"),
+        stand_in_for="ObjectNet-13",
+    ),
 }
 
 
@@ -206,15 +234,21 @@ def get_source(name: str, split: str, options: DatasetOptions | None = None) -> 
             raise UserError(f"dataset folder {root} does not exist")
         return FolderSource(name, imagefolder_split(root, split), skip_bad=o.skip_bad)
     if name not in REGISTRY:
-        raise UserError(f"unknown dataset {name!r}; choose from {', '.join(sorted(REGISTRY))} or imagefolder:PATH", exit_code=2)
+        raise UserError(
+            f"unknown dataset {name!r}; choose from {', '.join(sorted(REGISTRY))} or imagefolder:PATH", exit_code=2
+        )
     return REGISTRY[name].build(split, o)
 
 
 def check_dataset_name(name: str) -> None:
     if name.startswith("imagefolder:") and not name.split(":", 1)[1].strip():
-        raise UserError("imagefolder: needs a folder: imagefolder:PATH (use imagefolder:. for the current folder)", exit_code=2)
+        raise UserError(
+            "imagefolder: needs a folder: imagefolder:PATH (use imagefolder:. for the current folder)", exit_code=2
+        )
     if not name.startswith("imagefolder:") and name not in REGISTRY:
-        raise UserError(f"unknown dataset {name!r}; choose from {', '.join(sorted(REGISTRY))} or imagefolder:PATH", exit_code=2)
+        raise UserError(
+            f"unknown dataset {name!r}; choose from {', '.join(sorted(REGISTRY))} or imagefolder:PATH", exit_code=2
+        )
 
 
 class ViewDataset(torch.utils.data.Dataset):
@@ -235,4 +269,6 @@ class ViewDataset(torch.utils.data.Dataset):
         rng = np.random.default_rng([self.seed, self.epoch, int(i)])
         views, _ = self.recipe(img, rng)
         return views, label, i
+
+
 from cssl_bench.data import named as _named  # noqa: E402,F401  registers ImageNet, Flowers-102, ... (last: named imports this module)

@@ -14,6 +14,7 @@ position, scale, style), from which derived tasks are built:
 Generation is deterministic from ``seed`` and cached as one ``.npz`` per (size, counts, seed, version)
 in the cache directory (``$CSSL_BENCH_CACHE`` or ``~/.cache/cssl_bench``).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -46,20 +47,47 @@ def _heart() -> list[tuple[float, float]]:
 SHAPES: dict[str, list[tuple[float, float]]] = {
     "triangle": [(0, -0.95), (0.9, 0.8), (-0.9, 0.8)],
     "arrow": [(0, -1), (0.8, -0.1), (0.28, -0.1), (0.28, 1), (-0.28, 1), (-0.28, -0.1), (-0.8, -0.1)],
-    "tee": [(-0.9, -0.9), (0.9, -0.9), (0.9, -0.45), (0.25, -0.45), (0.25, 0.95), (-0.25, 0.95), (-0.25, -0.45), (-0.9, -0.45)],
+    "tee": [
+        (-0.9, -0.9),
+        (0.9, -0.9),
+        (0.9, -0.45),
+        (0.25, -0.45),
+        (0.25, 0.95),
+        (-0.25, 0.95),
+        (-0.25, -0.45),
+        (-0.9, -0.45),
+    ],
     "ell": [(-0.7, -0.95), (-0.2, -0.95), (-0.2, 0.45), (0.8, 0.45), (0.8, 0.95), (-0.7, 0.95)],
     "house": [(0, -0.95), (0.95, -0.15), (0.7, -0.15), (0.7, 0.95), (-0.7, 0.95), (-0.7, -0.15), (-0.95, -0.15)],
     "mushroom": _arc(0, 0.05, 0.95, np.pi, 2 * np.pi) + [(0.25, 0.05), (0.25, 0.95), (-0.25, 0.95), (-0.25, 0.05)],
-    "eff": [(-0.6, -0.95), (0.8, -0.95), (0.8, -0.55), (-0.15, -0.55), (-0.15, -0.15), (0.5, -0.15), (0.5, 0.25), (-0.15, 0.25), (-0.15, 0.95), (-0.6, 0.95)],
+    "eff": [
+        (-0.6, -0.95),
+        (0.8, -0.95),
+        (0.8, -0.55),
+        (-0.15, -0.55),
+        (-0.15, -0.15),
+        (0.5, -0.15),
+        (0.5, 0.25),
+        (-0.15, 0.25),
+        (-0.15, 0.95),
+        (-0.6, 0.95),
+    ],
     "trapezoid": [(-0.3, -0.9), (0.3, -0.9), (0.95, 0.9), (-0.95, 0.9)],
     "heart": _heart(),
     "cup": [(-0.9, -0.9), (-0.5, -0.9), (-0.5, 0.45), (0.5, 0.45), (0.5, -0.9), (0.9, -0.9), (0.9, 0.9), (-0.9, 0.9)],
 }
 CLASSES = tuple(SHAPES)
 PALETTE = {
-    "red": (220, 40, 40), "green": (40, 180, 60), "blue": (40, 80, 220), "yellow": (230, 210, 40),
-    "magenta": (210, 50, 200), "cyan": (40, 200, 210), "orange": (240, 140, 30), "purple": (120, 50, 170),
-    "white": (235, 235, 235), "brown": (130, 80, 40),
+    "red": (220, 40, 40),
+    "green": (40, 180, 60),
+    "blue": (40, 80, 220),
+    "yellow": (230, 210, 40),
+    "magenta": (210, 50, 200),
+    "cyan": (40, 200, 210),
+    "orange": (240, 140, 30),
+    "purple": (120, 50, 170),
+    "white": (235, 235, 235),
+    "brown": (130, 80, 40),
 }
 COLORS = tuple(PALETTE)
 STYLES = ("filled", "outline")
@@ -88,12 +116,16 @@ class EmbeddedSpec:
         if self.version not in VERSIONS:
             raise ValueError(f"unknown embedded generator version {self.version}; choose from {VERSIONS}")
         if self.version != 1 and self.variant_tag():
-            raise ValueError("texture_contrast, class_color and background_jitter are variants of generator version 1 only")
+            raise ValueError(
+                "texture_contrast, class_color and background_jitter are variants of generator version 1 only"
+            )
 
     def variant_tag(self) -> str:
-        return "".join(f"-{tag}{getattr(self, name):g}" for name, tag in
-                       (("texture_contrast", "tc"), ("class_color", "cc"), ("background_jitter", "bj"))
-                       if getattr(self, name) != getattr(_V1_DEFAULTS, name))
+        return "".join(
+            f"-{tag}{getattr(self, name):g}"
+            for name, tag in (("texture_contrast", "tc"), ("class_color", "cc"), ("background_jitter", "bj"))
+            if getattr(self, name) != getattr(_V1_DEFAULTS, name)
+        )
 
     def key(self) -> str:
         return f"embedded-v{self.version}-s{self.size}-{self.n_train}-{self.n_test}-seed{self.seed}{self.variant_tag()}"
@@ -144,15 +176,27 @@ def coverage(pts: list[tuple[float, float]], style: str, size: int, ss: int = 4)
     return np.asarray(mask.resize((size, size), Image.BOX), dtype=np.float32)[..., None] / 255.0
 
 
-def render(label: int, color: int, texture: int, cx: float, cy: float, scale: float, style: str,
-           size: int, rng: np.random.Generator, texture_contrast: float = EmbeddedSpec.texture_contrast,
-           background_jitter: float = EmbeddedSpec.background_jitter) -> np.ndarray:
+def render(
+    label: int,
+    color: int,
+    texture: int,
+    cx: float,
+    cy: float,
+    scale: float,
+    style: str,
+    size: int,
+    rng: np.random.Generator,
+    texture_contrast: float = EmbeddedSpec.texture_contrast,
+    background_jitter: float = EmbeddedSpec.background_jitter,
+) -> np.ndarray:
     """Render one [size, size, 3] uint8 image; ``rng`` draws only the nuisance details (tilt, texture phase, background)."""
     ss = 4  # supersampling factor for anti-aliased edges
     big = size * ss
     tilt = rng.uniform(-0.2, 0.2)  # small tilt keeps the canonical orientation
     c, s = np.cos(tilt), np.sin(tilt)
-    pts = [((cx + scale * (c * x - s * y)) * big, (cy + scale * (s * x + c * y)) * big) for x, y in SHAPES[CLASSES[label]]]
+    pts = [
+        ((cx + scale * (c * x - s * y)) * big, (cy + scale * (s * x + c * y)) * big) for x, y in SHAPES[CLASSES[label]]
+    ]
     alpha = coverage(pts, style, size, ss)
 
     tex = pattern(TEXTURES[texture], sample_texture_params(rng), size, size)[..., None]
@@ -179,12 +223,28 @@ def _generate_split(spec: EmbeddedSpec, n: int, split: str, style: str) -> dict[
         colors = np.where(own, labels % len(COLORS), colors)
     images = np.empty((n, size, size, 3), np.uint8)
     for i in range(n):
-        images[i] = render(int(labels[i]), int(colors[i]), int(textures[i]), cxs[i], cys[i], scales[i], style, size, rng,
-                           spec.texture_contrast, spec.background_jitter)
+        images[i] = render(
+            int(labels[i]),
+            int(colors[i]),
+            int(textures[i]),
+            cxs[i],
+            cys[i],
+            scales[i],
+            style,
+            size,
+            rng,
+            spec.texture_contrast,
+            spec.background_jitter,
+        )
     return {
-        "images": images, "label": labels.astype(np.int64), "color": colors.astype(np.int64),
-        "texture": textures.astype(np.int64), "cx": cxs.astype(np.float32), "cy": cys.astype(np.float32),
-        "scale": scales.astype(np.float32), "style": np.full(n, STYLES.index(style), np.int64),
+        "images": images,
+        "label": labels.astype(np.int64),
+        "color": colors.astype(np.int64),
+        "texture": textures.astype(np.int64),
+        "cx": cxs.astype(np.float32),
+        "cy": cys.astype(np.float32),
+        "scale": scales.astype(np.float32),
+        "style": np.full(n, STYLES.index(style), np.int64),
     }
 
 

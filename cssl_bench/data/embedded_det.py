@@ -16,6 +16,7 @@ the tight box of that mask. The scenes are written once into a cache folder in b
 Generation is deterministic from the spec (seed included); the folder name carries the spec and
 the generator version, and the folder appears atomically (built under a temporary name, renamed).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -48,8 +49,10 @@ class EmbeddedDetSpec:
     seed: int = 0
 
     def key(self) -> str:
-        return (f"embedded-det-v{GENERATOR_VERSION}-s{self.size}-{self.n_train07}-{self.n_train12}-{self.n_test}"
-                f"-m{self.max_objects}-seed{self.seed}")
+        return (
+            f"embedded-det-v{GENERATOR_VERSION}-s{self.size}-{self.n_train07}-{self.n_train12}-{self.n_test}"
+            f"-m{self.max_objects}-seed{self.seed}"
+        )
 
 
 @dataclass
@@ -74,7 +77,9 @@ def _alpha(label: int, cx: float, cy: float, scale: float, tilt: float, size: in
     ss = 4
     big = size * ss
     c, s = np.cos(tilt), np.sin(tilt)
-    pts = [((cx + scale * (c * x - s * y)) * big, (cy + scale * (s * x + c * y)) * big) for x, y in SHAPES[CLASSES[label]]]
+    pts = [
+        ((cx + scale * (c * x - s * y)) * big, (cy + scale * (s * x + c * y)) * big) for x, y in SHAPES[CLASSES[label]]
+    ]
     img = Image.new("L", (big, big), 0)
     ImageDraw.Draw(img).polygon(pts, fill=255)
     return np.asarray(img.resize((size, size), Image.BOX), dtype=np.float32) / 255.0
@@ -89,7 +94,9 @@ def render_scene(rng: np.random.Generator, size: int, max_objects: int) -> tuple
     drawn: list[tuple[int, int, int, np.ndarray]] = []
     for _ in range(n):
         for _attempt in range(30):
-            scale = float(rng.uniform(0.12, 0.26))  # half-extent as a fraction of the side: objects of 24-52% of the image
+            scale = float(
+                rng.uniform(0.12, 0.26)
+            )  # half-extent as a fraction of the side: objects of 24-52% of the image
             cx = float(rng.uniform(scale + 0.02, 1 - scale - 0.02))
             cy = float(rng.uniform(scale + 0.02, 1 - scale - 0.02))
             box = (cx - scale, cy - scale, cx + scale, cy + scale)
@@ -98,7 +105,11 @@ def render_scene(rng: np.random.Generator, size: int, max_objects: int) -> tuple
         else:
             continue  # no room left in this scene
         placed.append(box)
-        label, color, texture = int(rng.integers(len(CLASSES))), int(rng.integers(len(COLORS))), int(rng.integers(len(TEXTURES)))
+        label, color, texture = (
+            int(rng.integers(len(CLASSES))),
+            int(rng.integers(len(COLORS))),
+            int(rng.integers(len(TEXTURES))),
+        )
         alpha = _alpha(label, cx, cy, scale, float(rng.uniform(-0.2, 0.2)), size)[..., None]
         tex = pattern(TEXTURES[texture], sample_texture_params(rng), size, size)[..., None]
         fg = np.asarray(PALETTE[COLORS[color]], np.float32) * (0.55 + 0.45 * tex)
@@ -112,7 +123,11 @@ def render_scene(rng: np.random.Generator, size: int, max_objects: int) -> tuple
         ys, xs = np.nonzero(visible)
         if len(xs) == 0:
             continue
-        objects.append(SceneObject(label, color, texture, visible, (int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1)))
+        objects.append(
+            SceneObject(
+                label, color, texture, visible, (int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1)
+            )
+        )
     objects.reverse()
     return np.clip(img, 0, 255).astype(np.uint8), objects
 
@@ -149,17 +164,34 @@ def _coco_annotation(ann_id: int, image_id: int, o: SceneObject) -> dict:
 
     rle = mask_utils.encode(np.asfortranarray(o.mask.astype(np.uint8)))
     x0, y0, x1, y1 = o.box
-    return {"id": ann_id, "image_id": image_id, "category_id": o.label + 1, "bbox": [x0, y0, x1 - x0, y1 - y0],
-            "area": int(o.mask.sum()), "iscrowd": 0, "segmentation": {"size": list(rle["size"]), "counts": rle["counts"].decode("ascii")}}
+    return {
+        "id": ann_id,
+        "image_id": image_id,
+        "category_id": o.label + 1,
+        "bbox": [x0, y0, x1 - x0, y1 - y0],
+        "area": int(o.mask.sum()),
+        "iscrowd": 0,
+        "segmentation": {"size": list(rle["size"]), "counts": rle["counts"].decode("ascii")},
+    }
 
 
 def _write(spec: EmbeddedDetSpec, root: Path) -> None:
     categories = [{"id": i + 1, "name": c, "supercategory": "shape"} for i, c in enumerate(CLASSES)]
-    coco = {s: {"info": {"description": f"embedded-det {spec.key()}"}, "images": [], "annotations": [], "categories": categories}
-            for s in ("train", "test")}
+    coco = {
+        s: {
+            "info": {"description": f"embedded-det {spec.key()}"},
+            "images": [],
+            "annotations": [],
+            "categories": categories,
+        }
+        for s in ("train", "test")
+    }
     image_id = ann_id = 0
-    for year, split, n, coco_split in (("2007", "trainval", spec.n_train07, "train"), ("2012", "trainval", spec.n_train12, "train"),
-                                       ("2007", "test", spec.n_test, "test")):
+    for year, split, n, coco_split in (
+        ("2007", "trainval", spec.n_train07, "train"),
+        ("2012", "trainval", spec.n_train12, "train"),
+        ("2007", "test", spec.n_test, "test"),
+    ):
         voc = root / "VOCdevkit" / f"VOC{year}"
         for sub in ("JPEGImages", "Annotations", "ImageSets/Main"):
             (voc / sub).mkdir(parents=True, exist_ok=True)
@@ -167,14 +199,22 @@ def _write(spec: EmbeddedDetSpec, root: Path) -> None:
         ids = []
         for i in range(n):
             # VOC2007 numbers its images 000001..; VOC2012 prefixes the year. Test ids follow trainval's.
-            stem = f"{(i + 1 + (spec.n_train07 if split == 'test' else 0)):06d}" if year == "2007" else f"2012_{i + 1:06d}"
+            stem = (
+                f"{(i + 1 + (spec.n_train07 if split == 'test' else 0)):06d}" if year == "2007" else f"2012_{i + 1:06d}"
+            )
             img, objects = render_scene(rng, spec.size, spec.max_objects)
             Image.fromarray(img).save(voc / "JPEGImages" / f"{stem}.png")
             (voc / "Annotations" / f"{stem}.xml").write_bytes(voc_xml(f"{stem}.png", spec.size, objects))
             ids.append(stem)
             image_id += 1
-            coco[coco_split]["images"].append({"id": image_id, "file_name": f"VOCdevkit/VOC{year}/JPEGImages/{stem}.png",
-                                               "width": spec.size, "height": spec.size})
+            coco[coco_split]["images"].append(
+                {
+                    "id": image_id,
+                    "file_name": f"VOCdevkit/VOC{year}/JPEGImages/{stem}.png",
+                    "width": spec.size,
+                    "height": spec.size,
+                }
+            )
             for o in objects:
                 ann_id += 1
                 coco[coco_split]["annotations"].append(_coco_annotation(ann_id, image_id, o))

@@ -32,6 +32,7 @@ Every image keeps its attributes (``ATTRIBUTES``) so learned features can be pro
 (position, scale, tilt, lighting, background level and setting) as well as for the class.
 Deterministic from the spec's seed; the world (class and sub-category definitions) is fixed.
 """
+
 from __future__ import annotations
 
 import colorsys
@@ -49,12 +50,30 @@ HUE_NAMES = ("red", "orange", "yellow", "lime", "green", "teal", "cyan", "azure"
 TEXTURE_KINDS = ("flat", "stripes", "checker", "dots", "waves", "blotches")
 PART_KINDS = ("spot", "band", "cap", "base")
 # background settings: (name, RGB base colour)
-CONTEXTS = (("sky", (150, 180, 215)), ("grass", (95, 140, 75)), ("sand", (200, 180, 135)),
-            ("indoor", (125, 120, 118)), ("dusk", (70, 62, 88)))
+CONTEXTS = (
+    ("sky", (150, 180, 215)),
+    ("grass", (95, 140, 75)),
+    ("sand", (200, 180, 135)),
+    ("indoor", (125, 120, 118)),
+    ("dusk", (70, 62, 88)),
+)
 STYLES = ("filled", "outline")
 FINE_CLASSES = tuple(f"{c}-{s}" for c in CLASSES for s in range(N_SUB))
-ATTRIBUTES = ("label", "fine", "color", "texture", "context", "cx", "cy", "scale", "tilt", "light_angle",
-              "light_gain", "bg_level", "style")
+ATTRIBUTES = (
+    "label",
+    "fine",
+    "color",
+    "texture",
+    "context",
+    "cx",
+    "cy",
+    "scale",
+    "tilt",
+    "light_angle",
+    "light_gain",
+    "bg_level",
+    "style",
+)
 CONTEXT_P = 0.35  # probability that an image shows its class's preferred setting
 
 
@@ -85,9 +104,15 @@ def _world() -> tuple[ClassDef, ...]:
         preferred = rng.choice(len(TEXTURE_KINDS), size=2, replace=False)
         subs = []
         for s, off in enumerate((-3, -1, 1, 3)):  # four hue bins around the class's own: neighbours overlap
-            subs.append(SubCategory(hue_bin=(centre + off) % N_HUES, saturation=(0.5, 0.85)[s % 2],
-                                    texture=int(preferred[s // 2]), texture_freq=(2.5, 4.0)[s % 2],
-                                    part_hue_bin=(centre + 6 + 2 * s) % N_HUES))
+            subs.append(
+                SubCategory(
+                    hue_bin=(centre + off) % N_HUES,
+                    saturation=(0.5, 0.85)[s % 2],
+                    texture=int(preferred[s // 2]),
+                    texture_freq=(2.5, 4.0)[s % 2],
+                    part_hue_bin=(centre + 6 + 2 * s) % N_HUES,
+                )
+            )
         part_at = (float(rng.uniform(-0.25, 0.25)), float(rng.uniform(-0.2, 0.2)))
         defs.append(ClassDef(shape, PART_KINDS[k % len(PART_KINDS)], part_at, k % len(CONTEXTS), tuple(subs)))
     return tuple(defs)
@@ -100,8 +125,9 @@ def _hsv(hue: float, sat: float, val: float) -> np.ndarray:
     return np.asarray(colorsys.hsv_to_rgb(hue % 1.0, sat, val), np.float32) * 255.0
 
 
-def _texture(kind: str, u: np.ndarray, v: np.ndarray, freq: float, angle: float, phase: float,
-             rng: np.random.Generator) -> np.ndarray:
+def _texture(
+    kind: str, u: np.ndarray, v: np.ndarray, freq: float, angle: float, phase: float, rng: np.random.Generator
+) -> np.ndarray:
     """A texture in [0, 1] evaluated at object coordinates ``u, v`` (so it moves with the object)."""
     a = np.cos(angle) * u + np.sin(angle) * v
     b = -np.sin(angle) * u + np.cos(angle) * v
@@ -124,8 +150,12 @@ def _texture(kind: str, u: np.ndarray, v: np.ndarray, freq: float, angle: float,
     gj = np.clip((v + 1.2) / 2.4 * 4, 0, 3.999)
     i0, j0 = gi.astype(int), gj.astype(int)
     ti, tj = gi - i0, gj - j0
-    return ((1 - ti) * (1 - tj) * grid[j0, i0] + ti * (1 - tj) * grid[j0, i0 + 1]
-            + (1 - ti) * tj * grid[j0 + 1, i0] + ti * tj * grid[j0 + 1, i0 + 1])
+    return (
+        (1 - ti) * (1 - tj) * grid[j0, i0]
+        + ti * (1 - tj) * grid[j0, i0 + 1]
+        + (1 - ti) * tj * grid[j0 + 1, i0]
+        + ti * tj * grid[j0 + 1, i0 + 1]
+    )
 
 
 def _smooth_field(rng: np.random.Generator, size: int, cells: int = 4) -> np.ndarray:
@@ -169,7 +199,9 @@ def render(label: int, sub: int, inst: dict, style: str, size: int, rng: np.rand
     clutter = Image.new("RGBA", (big, big), (0, 0, 0, 0))
     draw = ImageDraw.Draw(clutter)
     for _ in range(int(rng.integers(2, 6))):
-        col = tuple(int(x) for x in _hsv(rng.random(), rng.uniform(0.1, 0.6), rng.uniform(0.3, 0.9))) + (int(rng.uniform(90, 170)),)
+        col = tuple(int(x) for x in _hsv(rng.random(), rng.uniform(0.1, 0.6), rng.uniform(0.3, 0.9))) + (
+            int(rng.uniform(90, 170)),
+        )
         x0, y0 = rng.uniform(0, big, 2)
         if rng.random() < 0.5:
             x1, y1 = rng.uniform(0, big, 2)
@@ -192,8 +224,15 @@ def render(label: int, sub: int, inst: dict, style: str, size: int, rng: np.rand
 
     colour = _hsv(inst["hue"], inst["sat"], inst["val"])
     if style == "filled":
-        tex = _texture(TEXTURE_KINDS[sc.texture], u, v, sc.texture_freq * inst["freq_scale"], rng.uniform(0, np.pi),
-                       rng.uniform(0, 2 * np.pi), rng)[..., None]
+        tex = _texture(
+            TEXTURE_KINDS[sc.texture],
+            u,
+            v,
+            sc.texture_freq * inst["freq_scale"],
+            rng.uniform(0, np.pi),
+            rng.uniform(0, 2 * np.pi),
+            rng,
+        )[..., None]
         fg = colour * (0.6 + 0.4 * tex)
         part_rgb = _hsv(sc.part_hue_bin / N_HUES + rng.normal(0, 0.02), 0.7, inst["val"])
         pa = _part_alpha(cdef.part, cdef.part_at, u, v)[..., None]
@@ -222,12 +261,23 @@ def draw_instances(rng: np.random.Generator, labels: np.ndarray) -> dict[str, np
     own = rng.random(n) < CONTEXT_P
     context = np.where(own, np.array([WORLD[k].context for k in labels]), rng.integers(0, len(CONTEXTS), n))
     return {
-        "sub": sub, "cx": cx, "cy": cy, "scale": scale, "tilt": rng.uniform(-0.2, 0.2, n),
-        "sx": rng.uniform(0.85, 1.15, n), "sy": rng.uniform(0.85, 1.15, n), "shear": rng.uniform(-0.15, 0.15, n),
-        "hue_bin": hue_bin, "hue": (hue_bin + rng.uniform(-0.45, 0.45, n)) / N_HUES,
-        "sat": np.clip(sat0 + rng.uniform(-0.12, 0.12, n), 0.2, 1.0), "val": rng.uniform(0.6, 0.95, n),
-        "freq_scale": rng.uniform(0.8, 1.25, n), "context": context, "bg_level": rng.uniform(0.88, 1.12, n),
-        "light_angle": rng.uniform(0, 2 * np.pi, n), "light_gain": rng.uniform(0.0, 0.3, n),
+        "sub": sub,
+        "cx": cx,
+        "cy": cy,
+        "scale": scale,
+        "tilt": rng.uniform(-0.2, 0.2, n),
+        "sx": rng.uniform(0.85, 1.15, n),
+        "sy": rng.uniform(0.85, 1.15, n),
+        "shear": rng.uniform(-0.15, 0.15, n),
+        "hue_bin": hue_bin,
+        "hue": (hue_bin + rng.uniform(-0.45, 0.45, n)) / N_HUES,
+        "sat": np.clip(sat0 + rng.uniform(-0.12, 0.12, n), 0.2, 1.0),
+        "val": rng.uniform(0.6, 0.95, n),
+        "freq_scale": rng.uniform(0.8, 1.25, n),
+        "context": context,
+        "bg_level": rng.uniform(0.88, 1.12, n),
+        "light_angle": rng.uniform(0, 2 * np.pi, n),
+        "light_gain": rng.uniform(0.0, 0.3, n),
     }
 
 
@@ -244,12 +294,20 @@ def generate_split(size: int, n: int, seed: int, split: str, style: str) -> dict
         images[i] = render(int(labels[i]), inst["sub"], inst, style, size, rng)
     sub = a["sub"].astype(np.int64)
     return {
-        "images": images, "label": labels.astype(np.int64), "fine": (labels * N_SUB + sub).astype(np.int64),
-        "color": a["hue_bin"].astype(np.int64), "texture": np.array([WORLD[k].subs[s].texture for k, s in zip(labels, sub)], np.int64),
-        "context": a["context"].astype(np.int64), "cx": a["cx"].astype(np.float32), "cy": a["cy"].astype(np.float32),
-        "scale": a["scale"].astype(np.float32), "tilt": a["tilt"].astype(np.float32),
-        "light_angle": a["light_angle"].astype(np.float32), "light_gain": a["light_gain"].astype(np.float32),
-        "bg_level": a["bg_level"].astype(np.float32), "style": np.full(n, STYLES.index(style), np.int64),
+        "images": images,
+        "label": labels.astype(np.int64),
+        "fine": (labels * N_SUB + sub).astype(np.int64),
+        "color": a["hue_bin"].astype(np.int64),
+        "texture": np.array([WORLD[k].subs[s].texture for k, s in zip(labels, sub)], np.int64),
+        "context": a["context"].astype(np.int64),
+        "cx": a["cx"].astype(np.float32),
+        "cy": a["cy"].astype(np.float32),
+        "scale": a["scale"].astype(np.float32),
+        "tilt": a["tilt"].astype(np.float32),
+        "light_angle": a["light_angle"].astype(np.float32),
+        "light_gain": a["light_gain"].astype(np.float32),
+        "bg_level": a["bg_level"].astype(np.float32),
+        "style": np.full(n, STYLES.index(style), np.int64),
     }
 
 

@@ -20,6 +20,7 @@ Design (measured in ``benchmarks/loaders.py``):
 The batch contract is the torchvision path's: ``(views: dict[str, uint8 [B,3,H,W]], labels int64 [B],
 index int64 [B])``.
 """
+
 from __future__ import annotations
 
 import functools
@@ -75,9 +76,13 @@ def options_key(name: str, options: DatasetOptions) -> dict:
     """The dataset options that change the images or labels (recorded in the sidecar, part of the file name)."""
     if name.startswith("embedded"):
         default = DatasetOptions()  # generator variants join the key only when set: the defaults keep the older keys
-        return {"embedded_size": options.embedded_size, "embedded_train": options.embedded_train,
-                "embedded_test": options.embedded_test, "embedded_seed": options.embedded_seed,
-                **{k: getattr(options, k) for k in EMBEDDED_VARIANTS if getattr(options, k) != getattr(default, k)}}
+        return {
+            "embedded_size": options.embedded_size,
+            "embedded_train": options.embedded_train,
+            "embedded_test": options.embedded_test,
+            "embedded_seed": options.embedded_seed,
+            **{k: getattr(options, k) for k in EMBEDDED_VARIANTS if getattr(options, k) != getattr(default, k)},
+        }
     return {}
 
 
@@ -85,7 +90,10 @@ def default_beton_path(name: str, split: str, options: DatasetOptions) -> Path:
     """``ffcv_dir()/NAME-SPLIT[-KEY].beton``; names with paths (``imagefolder:PATH``) are hashed."""
     safe = re.sub(r"[^A-Za-z0-9._-]+", "_", name)
     if name.startswith("imagefolder:"):
-        safe = "imagefolder_" + hashlib.sha256(str(Path(name.split(":", 1)[1]).expanduser().resolve()).encode()).hexdigest()[:12]
+        safe = (
+            "imagefolder_"
+            + hashlib.sha256(str(Path(name.split(":", 1)[1]).expanduser().resolve()).encode()).hexdigest()[:12]
+        )
     key = options_key(name, options)
     suffix = "-" + "-".join(str(v) for v in key.values()) if key else ""
     return ffcv_dir() / f"{safe}-{split.replace('/', '_')}{suffix}.beton"
@@ -126,9 +134,20 @@ class _WriterView:
         return img.permute(1, 2, 0).contiguous().numpy(), int(self.source.labels[i]), int(i), ok
 
 
-def write_beton(source: ImageSource, out: Path, *, dataset: str, split: str, options: DatasetOptions | None = None,
-                jpeg_quality: int = 90, max_side: int | None = None, raw: bool = False, skip_bad: bool = False,
-                workers: int = 2, progress: bool = False) -> dict:
+def write_beton(
+    source: ImageSource,
+    out: Path,
+    *,
+    dataset: str,
+    split: str,
+    options: DatasetOptions | None = None,
+    jpeg_quality: int = 90,
+    max_side: int | None = None,
+    raw: bool = False,
+    skip_bad: bool = False,
+    workers: int = 2,
+    progress: bool = False,
+) -> dict:
     """Write ``source`` to ``out`` (atomically: a temporary file renamed at the end) plus its sidecar.
 
     Unreadable images are counted; unless ``skip_bad`` the file is not kept and a ``UserError`` names
@@ -145,8 +164,12 @@ def write_beton(source: ImageSource, out: Path, *, dataset: str, split: str, opt
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + f".tmp-{os.getpid()}")
-    fields = {"image": RGBImageField(write_mode="raw" if raw else "jpg", max_resolution=max_side, jpeg_quality=jpeg_quality),
-              "label": IntField(), "index": IntField(), "ok": IntField()}
+    fields = {
+        "image": RGBImageField(write_mode="raw" if raw else "jpg", max_resolution=max_side, jpeg_quality=jpeg_quality),
+        "label": IntField(),
+        "index": IntField(),
+        "ok": IntField(),
+    }
     try:
         writer = DatasetWriter(str(tmp), fields, num_workers=max(1, workers))
         import ffcv.writer as fw
@@ -165,12 +188,24 @@ def write_beton(source: ImageSource, out: Path, *, dataset: str, split: str, opt
         files = getattr(source, "files", None)
         bad_names = [str(files[i]) if files is not None else f"#{i}" for i in bad]
         if bad and not skip_bad:
-            raise UserError(f"{len(bad)} unreadable image(s) in {dataset}/{split} (e.g. {', '.join(bad_names[:3])}); "
-                            f"pass --skip-bad (to `data convert` or `pretrain`) to store them as black images and go on")
-        meta = {"format": FORMAT, "dataset": dataset, "split": split, "n": len(source), "classes": list(source.classes),
-                "labels_sha": _labels_digest(source.labels), "options": options_key(dataset, options or DatasetOptions()),
-                "write_mode": "raw" if raw else "jpg", "jpeg_quality": None if raw else jpeg_quality, "max_side": max_side,
-                "bad": bad, "bad_files": bad_names[:100]}
+            raise UserError(
+                f"{len(bad)} unreadable image(s) in {dataset}/{split} (e.g. {', '.join(bad_names[:3])}); "
+                f"pass --skip-bad (to `data convert` or `pretrain`) to store them as black images and go on"
+            )
+        meta = {
+            "format": FORMAT,
+            "dataset": dataset,
+            "split": split,
+            "n": len(source),
+            "classes": list(source.classes),
+            "labels_sha": _labels_digest(source.labels),
+            "options": options_key(dataset, options or DatasetOptions()),
+            "write_mode": "raw" if raw else "jpg",
+            "jpeg_quality": None if raw else jpeg_quality,
+            "max_side": max_side,
+            "bad": bad,
+            "bad_files": bad_names[:100],
+        }
         os.replace(tmp, out)
     finally:
         if tmp.exists():
@@ -211,7 +246,11 @@ def stored_as(meta: dict | None, modes: np.ndarray | None = None) -> dict:
     so a run records it (``train_loaders`` in run.json, ``pretrain_loader`` in records)."""
     meta = meta or {}
     mode = meta.get("write_mode") or ("jpg" if modes is None or (np.asarray(modes) == 0).any() else "raw")
-    return {"storage": mode, "jpeg_quality": meta.get("jpeg_quality") if mode == "jpg" else None, "max_side": meta.get("max_side")}
+    return {
+        "storage": mode,
+        "jpeg_quality": meta.get("jpeg_quality") if mode == "jpg" else None,
+        "max_side": meta.get("max_side"),
+    }
 
 
 class Beton:
@@ -233,13 +272,19 @@ class Beton:
         except UserError:
             raise
         except Exception as e:  # a truncated or foreign file fails inside FFCV's reader in many ways
-            raise UserError(f"FFCV file {self.path} is truncated or not a .beton ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from None
+            raise UserError(
+                f"FFCV file {self.path} is truncated or not a .beton ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})"
+            ) from None
         for f in ("image", "label"):
             if f not in names:
-                raise UserError(f"FFCV file {self.path} has no {f!r} field (fields: {', '.join(names)}); rewrite it with `cssl-bench data convert`")
+                raise UserError(
+                    f"FFCV file {self.path} has no {f!r} field (fields: {', '.join(names)}); rewrite it with `cssl-bench data convert`"
+                )
         if len(alloc) and int((alloc["ptr"] + alloc["size"]).max()) > size:
-            raise UserError(f"FFCV file {self.path} is truncated ({size} bytes; its index points to "
-                            f"{int((alloc['ptr'] + alloc['size']).max())}); rewrite it with `cssl-bench data convert`")
+            raise UserError(
+                f"FFCV file {self.path} is truncated ({size} bytes; its index points to "
+                f"{int((alloc['ptr'] + alloc['size']).max())}); rewrite it with `cssl-bench data convert`"
+            )
         img = meta[f"f{names.index('image')}"]
         self.n = int(r.num_samples)
         self.labels = np.asarray(meta[f"f{names.index('label')}"], np.int64).copy()
@@ -251,8 +296,14 @@ class Beton:
         order = np.argsort(alloc["ptr"])
         sorted_ptr = alloc["ptr"][order]
         pos = np.searchsorted(sorted_ptr, self.ptrs)
-        if len(alloc) == 0 or (pos >= len(sorted_ptr)).any() or (sorted_ptr[np.minimum(pos, len(sorted_ptr) - 1)] != self.ptrs).any():
-            raise UserError(f"FFCV file {self.path} is damaged (image pointers not in its allocation table); rewrite it")
+        if (
+            len(alloc) == 0
+            or (pos >= len(sorted_ptr)).any()
+            or (sorted_ptr[np.minimum(pos, len(sorted_ptr) - 1)] != self.ptrs).any()
+        ):
+            raise UserError(
+                f"FFCV file {self.path} is damaged (image pointers not in its allocation table); rewrite it"
+            )
         self.sizes = alloc["size"][order][pos].astype(np.uint64)
         self.data = np.memmap(self.path, dtype=np.uint8, mode="r")
         side = sidecar_path(self.path)
@@ -268,7 +319,9 @@ class Beton:
         if self.index is not None and not np.array_equal(self.index, np.arange(self.n)):
             raise UserError(f"{where} stores its images out of order; {fix}")
         if not np.array_equal(self.labels, np.asarray(source.labels, np.int64)):
-            raise UserError(f"{where} does not match {dataset or 'the dataset'}: {int((self.labels != source.labels).sum())} labels differ; {fix}")
+            raise UserError(
+                f"{where} does not match {dataset or 'the dataset'}: {int((self.labels != source.labels).sum())} labels differ; {fix}"
+            )
         m = self.meta or {}
         if m:
             if m.get("format") != FORMAT:
@@ -276,8 +329,10 @@ class Beton:
             if dataset and (m.get("dataset"), m.get("split")) != (dataset, split or m.get("split")):
                 raise UserError(f"{where} holds {m.get('dataset')}/{m.get('split')}, not {dataset}/{split}; {fix}")
             if list(m.get("classes", [])) != list(source.classes):
-                raise UserError(f"{where} has {len(m.get('classes', []))} classes, {dataset or 'the dataset'} {len(source.classes)} "
-                                f"(or they are named differently); {fix}")
+                raise UserError(
+                    f"{where} has {len(m.get('classes', []))} classes, {dataset or 'the dataset'} {len(source.classes)} "
+                    f"(or they are named differently); {fix}"
+                )
         bad = set(m.get("bad", []))
         for i in [i for i in range(min(self.n, 4)) if i not in bad]:
             h, w = source.image(i).shape[-2:]
@@ -285,7 +340,9 @@ class Beton:
             have = (int(self.heights[i]), int(self.widths[i]))
             # without a sidecar the writer's max side is unknown: a smaller stored image may be a downscaled one
             if have != want and (m or max(have) > max(want)):
-                raise UserError(f"{where}: image {i} is {have[0]}x{have[1]} but the dataset's is {want[0]}x{want[1]}; {fix}")
+                raise UserError(
+                    f"{where}: image {i} is {have[0]}x{have[1]} but the dataset's is {want[0]}x{want[1]}; {fix}"
+                )
 
     def decode(self, indices: np.ndarray) -> list[torch.Tensor]:
         """Items ``indices`` as uint8 [3, H_i, W_i] tensors (views into one fresh buffer per call)."""
@@ -296,12 +353,14 @@ class Beton:
         out = np.empty((len(idx), int((h * w).max()) * 3), np.uint8)
         rc = _jit_decode.decode_batch(self.data, self.ptrs[idx], self.sizes[idx], h, w, self.modes[idx], out)
         if rc != 0:
-            raise UserError(f"FFCV file {self.path}: image {int(idx[rc - 1])} could not be decoded (damaged file?); rewrite it")
+            raise UserError(
+                f"FFCV file {self.path}: image {int(idx[rc - 1])} could not be decoded (damaged file?); rewrite it"
+            )
         t = torch.from_numpy(out)
         return [t[j, : h[j] * w[j] * 3].view(int(h[j]), int(w[j]), 3).permute(2, 0, 1) for j in range(len(idx))]
 
 
-_OPEN: "weakref.WeakKeyDictionary[ImageSource, dict]" = weakref.WeakKeyDictionary()
+_OPEN: weakref.WeakKeyDictionary[ImageSource, dict] = weakref.WeakKeyDictionary()
 _OPEN_LOCK = threading.Lock()
 
 
@@ -327,17 +386,33 @@ class FFCVViewLoader:
     """Training batches from a ``.beton``: the ``EpochSampler`` order, views from ``view_recipe`` per
     item (generator ``(seed, epoch, index)``), computed by ``workers`` threads ahead of the consumer."""
 
-    def __init__(self, beton: Beton, view_recipe, batch_size: int, seed: int, epoch: int, start_batch: int = 0,
-                 workers: int = 2, rank: int = 0, world: int = 1, prefetch: int | None = None):
+    def __init__(
+        self,
+        beton: Beton,
+        view_recipe,
+        batch_size: int,
+        seed: int,
+        epoch: int,
+        start_batch: int = 0,
+        workers: int = 2,
+        rank: int = 0,
+        world: int = 1,
+        prefetch: int | None = None,
+    ):
         from cssl_bench.data.loaders import EpochSampler
 
         if batch_size * world > beton.n:
-            raise UserError(f"batch size {batch_size * world} is larger than the dataset ({beton.n} images); use a smaller --batch-size", exit_code=2)
+            raise UserError(
+                f"batch size {batch_size * world} is larger than the dataset ({beton.n} images); use a smaller --batch-size",
+                exit_code=2,
+            )
         self.beton, self.recipe, self.batch_size, self.seed, self.epoch = beton, view_recipe, batch_size, seed, epoch
         self.workers = max(1, workers)
         self.prefetch = prefetch or 2 * self.workers
         self.provenance = {"loader": "ffcv", **beton.storage}
-        self.indices = np.asarray(EpochSampler(beton.n, batch_size, seed, epoch, start_batch, rank, world).indices, np.int64)
+        self.indices = np.asarray(
+            EpochSampler(beton.n, batch_size, seed, epoch, start_batch, rank, world).indices, np.int64
+        )
 
     def __len__(self) -> int:
         return len(self.indices) // self.batch_size
@@ -351,7 +426,7 @@ class FFCVViewLoader:
         return views, torch.from_numpy(self.beton.labels[idx].copy()), torch.from_numpy(idx.copy())
 
     def __iter__(self):
-        batches = [self.indices[k * self.batch_size:(k + 1) * self.batch_size] for k in range(len(self))]
+        batches = [self.indices[k * self.batch_size : (k + 1) * self.batch_size] for k in range(len(self))]
         pool = ThreadPoolExecutor(self.workers, thread_name_prefix="ffcv-views")
         pending: deque = deque()
         try:
@@ -391,8 +466,20 @@ def notice(msg: str) -> None:
         print(f"notice: {msg}", file=sys.stderr)
 
 
-def ffcv_train_loader(choice: str, dataset: str, source: ImageSource, options: DatasetOptions, view_recipe, batch_size: int,
-                      seed: int, epoch: int, start_batch: int, workers: int, rank: int, world: int):
+def ffcv_train_loader(
+    choice: str,
+    dataset: str,
+    source: ImageSource,
+    options: DatasetOptions,
+    view_recipe,
+    batch_size: int,
+    seed: int,
+    epoch: int,
+    start_batch: int,
+    workers: int,
+    rank: int,
+    world: int,
+):
     """The FFCV loader when ``choice`` (auto | ffcv) allows it, else None (the caller uses torchvision).
 
     auto: FFCV when it is installed and a ``.beton`` of the split exists. ffcv: as auto, and a missing
@@ -407,18 +494,31 @@ def ffcv_train_loader(choice: str, dataset: str, source: ImageSource, options: D
     lossless = dataset.startswith("embedded")
     path = find_beton(dataset, "train", options)
     if path is not None and choice == "auto" and lossless and stored_as(read_sidecar(path))["storage"] != "raw":
-        notice(f"{path} stores the {dataset} images as JPEG, which changes them, so loader auto reads the exact images "
-               f"with torchvision (rewrite it with `cssl-bench data convert {dataset} --raw`, or set data.loader=ffcv "
-               f"to train on the JPEG images)")
+        notice(
+            f"{path} stores the {dataset} images as JPEG, which changes them, so loader auto reads the exact images "
+            f"with torchvision (rewrite it with `cssl-bench data convert {dataset} --raw`, or set data.loader=ffcv "
+            f"to train on the JPEG images)"
+        )
         return None
     if path is None:
         if choice != "ffcv":
             return None
         path = default_beton_path(dataset, "train", options)
-        notice(f"writing {path} for the FFCV loader (once; " + ("raw pixels, exact" if lossless else
-               "JPEG quality 90; `cssl-bench data convert` sets quality and size") + ")")
-        write_beton(source, path, dataset=dataset, split="train", options=options, skip_bad=getattr(source, "skip_bad", False),
-                    workers=max(1, workers), raw=lossless)
+        notice(
+            f"writing {path} for the FFCV loader (once; "
+            + ("raw pixels, exact" if lossless else "JPEG quality 90; `cssl-bench data convert` sets quality and size")
+            + ")"
+        )
+        write_beton(
+            source,
+            path,
+            dataset=dataset,
+            split="train",
+            options=options,
+            skip_bad=getattr(source, "skip_bad", False),
+            workers=max(1, workers),
+            raw=lossless,
+        )
     try:
         beton = open_checked(path, source, dataset, "train")
     except ImportError as e:

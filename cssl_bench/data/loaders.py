@@ -4,6 +4,7 @@ The torchvision path is a ``DataLoader`` over a ``ViewDataset``. The order of sa
 drawn from ``(seed, epoch)``, sliced per rank, so it is independent of worker count and a resumed
 run can skip to any batch without loading the skipped samples.
 """
+
 from __future__ import annotations
 
 import torch
@@ -24,7 +25,9 @@ def to_input(x: torch.Tensor, channels_last: bool = True) -> torch.Tensor:
 class EpochSampler(torch.utils.data.Sampler):
     """Indices of one epoch: a permutation from (seed, epoch), this rank's share, from batch ``start_batch`` on."""
 
-    def __init__(self, n: int, batch_size: int, seed: int, epoch: int, start_batch: int = 0, rank: int = 0, world: int = 1):
+    def __init__(
+        self, n: int, batch_size: int, seed: int, epoch: int, start_batch: int = 0, rank: int = 0, world: int = 1
+    ):
         g = torch.Generator().manual_seed(seed * 100003 + epoch)
         perm = torch.randperm(n, generator=g)
         global_batch = batch_size * world
@@ -43,24 +46,46 @@ def steps_per_epoch(n: int, batch_size: int, world: int = 1) -> int:
     return n // (batch_size * world)
 
 
-def train_loader(source: ImageSource, view_recipe, batch_size: int, seed: int, epoch: int, start_batch: int = 0,
-                 workers: int = 0, rank: int = 0, world: int = 1):
+def train_loader(
+    source: ImageSource,
+    view_recipe,
+    batch_size: int,
+    seed: int,
+    epoch: int,
+    start_batch: int = 0,
+    workers: int = 0,
+    rank: int = 0,
+    world: int = 1,
+):
     if batch_size * world > len(source):
-        raise UserError(f"batch size {batch_size * world} is larger than the dataset ({len(source)} images); use a smaller --batch-size", exit_code=2)
+        raise UserError(
+            f"batch size {batch_size * world} is larger than the dataset ({len(source)} images); use a smaller --batch-size",
+            exit_code=2,
+        )
     ds = ViewDataset(source, view_recipe, seed)
     ds.set_epoch(epoch)
     sampler = EpochSampler(len(source), batch_size, seed, epoch, start_batch, rank, world)
     # its own generator: creating an iterator must not draw from the global RNG, or a resumed run's
     # random stream (MoCo's shuffle, dropout) would differ from an uninterrupted one
     gen = torch.Generator().manual_seed(seed * 100003 + epoch)
-    return torch.utils.data.DataLoader(ds, batch_size=batch_size, sampler=sampler, num_workers=workers, drop_last=True,
-                                       persistent_workers=False, prefetch_factor=4 if workers else None, generator=gen)
+    return torch.utils.data.DataLoader(
+        ds,
+        batch_size=batch_size,
+        sampler=sampler,
+        num_workers=workers,
+        drop_last=True,
+        persistent_workers=False,
+        prefetch_factor=4 if workers else None,
+        generator=gen,
+    )
 
 
 LOADERS = ("auto", "torchvision", "ffcv")
 
 
-def make_train_loader(recipe, source: ImageSource, view_recipe, epoch: int, start_batch: int = 0, rank: int = 0, world: int = 1):
+def make_train_loader(
+    recipe, source: ImageSource, view_recipe, epoch: int, start_batch: int = 0, rank: int = 0, world: int = 1
+):
     """The training loader the recipe asks for (``data.loader``), batch contract above.
 
     ``auto``: FFCV when it is installed and a ``.beton`` of the training split exists
@@ -76,12 +101,33 @@ def make_train_loader(recipe, source: ImageSource, view_recipe, epoch: int, star
 
         d = recipe.data
         options = DatasetOptions.from_recipe(d)
-        loader = ffcv_loader.ffcv_train_loader(choice, d.dataset, source, options, view_recipe, recipe.train.batch_size,
-                                               recipe.train.seed, epoch, start_batch, d.workers, rank, world)
+        loader = ffcv_loader.ffcv_train_loader(
+            choice,
+            d.dataset,
+            source,
+            options,
+            view_recipe,
+            recipe.train.batch_size,
+            recipe.train.seed,
+            epoch,
+            start_batch,
+            d.workers,
+            rank,
+            world,
+        )
         if loader is not None:
             return loader
-    loader = train_loader(source, view_recipe, recipe.train.batch_size, recipe.train.seed, epoch, start_batch,
-                          recipe.data.workers, rank, world)
+    loader = train_loader(
+        source,
+        view_recipe,
+        recipe.train.batch_size,
+        recipe.train.seed,
+        epoch,
+        start_batch,
+        recipe.data.workers,
+        rank,
+        world,
+    )
     loader.provenance = {"loader": "torchvision"}  # what the run records (ffcv: also how its file stores the images)
     return loader
 

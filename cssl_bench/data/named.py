@@ -33,14 +33,15 @@ Class names are WordNet ids where the dataset has them, so probes match classes 
 name (IN-100 <-> ObjectNet-13 <-> ImageNet-C-100). Unreadable image files raise a ``UserError`` naming
 the file unless ``data.skip_bad`` (``pretrain --skip-bad``; see ``FolderSource``).
 """
+
 from __future__ import annotations
 
 import json
 import os
 import re
+from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -49,18 +50,35 @@ from cssl_bench.data.datasets import IMAGE_EXTENSIONS, DatasetInfo, DatasetOptio
 
 # The 13 ObjectNet classes that map into IN-100 (docs/protocols.md, section 2): WordNet id -> ImageNet name.
 ON13: dict[str, str] = {
-    "n03891251": "park bench", "n02877765": "bottlecap", "n04099969": "rocking chair", "n03379051": "football helmet",
-    "n03584829": "iron", "n03594734": "jean", "n03085013": "computer keyboard", "n03637318": "lampshade",
-    "n03642806": "laptop", "n03775546": "mixing bowl", "n04127249": "safety pin", "n04517823": "vacuum cleaner",
+    "n03891251": "park bench",
+    "n02877765": "bottlecap",
+    "n04099969": "rocking chair",
+    "n03379051": "football helmet",
+    "n03584829": "iron",
+    "n03594734": "jean",
+    "n03085013": "computer keyboard",
+    "n03637318": "lampshade",
+    "n03642806": "laptop",
+    "n03775546": "mixing bowl",
+    "n04127249": "safety pin",
+    "n04517823": "vacuum cleaner",
     "n02974003": "car wheel",
 }
 # ObjectNet's own names for those classes (its folder names and labels), normalised by ``_norm``.
 _ON13_ALIASES: dict[str, tuple[str, ...]] = {
-    "n03891251": ("bench", "parkbench"), "n02877765": ("bottlecap",), "n04099969": ("chair", "rockingchair"),
-    "n03379051": ("helmet", "footballhelmet"), "n03584829": ("iron", "ironforclothes"), "n03594734": ("jeans", "jean"),
-    "n03085013": ("keyboard", "computerkeyboard"), "n03637318": ("lampshade",), "n03642806": ("laptop", "laptopopen"),
-    "n03775546": ("mixingbowl", "mixingsaladbowl", "saladbowl"), "n04127249": ("safetypin",),
-    "n04517823": ("vacuumcleaner", "vacuum"), "n02974003": ("wheel", "carwheel"),
+    "n03891251": ("bench", "parkbench"),
+    "n02877765": ("bottlecap",),
+    "n04099969": ("chair", "rockingchair"),
+    "n03379051": ("helmet", "footballhelmet"),
+    "n03584829": ("iron", "ironforclothes"),
+    "n03594734": ("jeans", "jean"),
+    "n03085013": ("keyboard", "computerkeyboard"),
+    "n03637318": ("lampshade",),
+    "n03642806": ("laptop", "laptopopen"),
+    "n03775546": ("mixingbowl", "mixingsaladbowl", "saladbowl"),
+    "n04127249": ("safetypin",),
+    "n04517823": ("vacuumcleaner", "vacuum"),
+    "n02974003": ("wheel", "carwheel"),
 }
 
 
@@ -96,7 +114,9 @@ def _missing(name: str, root: Path, how: str, expects: str, var: str) -> UserErr
 class FileListSource(FolderSource):
     """Images given as a file list with labels (the published index files of CUB, iNat, Flowers)."""
 
-    def __init__(self, name: str, files: list[Path], labels, classes: list[str], skip_bad: bool = False, root: Path | None = None):
+    def __init__(
+        self, name: str, files: list[Path], labels, classes: list[str], skip_bad: bool = False, root: Path | None = None
+    ):
         self.name, self.root, self.skip_bad = name, root, skip_bad
         self.files, self.classes = list(files), list(classes)
         self.labels = np.asarray(labels, np.int64)
@@ -115,7 +135,11 @@ def _class_files(root: Path, classes: list[str]) -> tuple[list[Path], list[int]]
 
 
 def _wnid_folders(root: Path) -> list[str]:
-    return sorted(d.name for d in root.iterdir() if d.is_dir() and re.fullmatch(r"n\d{8}", d.name)) if root.is_dir() else []
+    return (
+        sorted(d.name for d in root.iterdir() if d.is_dir() and re.fullmatch(r"n\d{8}", d.name))
+        if root.is_dir()
+        else []
+    )
 
 
 # ----------------------------------------------------------------------------------------------
@@ -166,7 +190,9 @@ def _build_imagenet100(split: str, o: DatasetOptions) -> ImageSource:
     classes = sorted(imagenet100_wnids())
     missing = [c for c in classes if not (folder / c).is_dir()]
     if missing:
-        raise UserError(f"imagenet100: {len(missing)} of the 100 classes are missing in {folder} (e.g. {', '.join(missing[:3])})")
+        raise UserError(
+            f"imagenet100: {len(missing)} of the 100 classes are missing in {folder} (e.g. {', '.join(missing[:3])})"
+        )
     files, labels = _class_files(folder, classes)
     return FileListSource(f"imagenet100/{split}", files, labels, classes, o.skip_bad, folder)
 
@@ -196,15 +222,23 @@ def _build_flowers(split: str, o: DatasetOptions) -> ImageSource:
     ids.sort()
     files = [root / "jpg" / f"image_{i:05d}.jpg" for i in ids]
     n_cls = int(labels_all.max())
-    return FileListSource(f"flowers102/{split}", files, labels_all[ids - 1] - 1, [f"{c:03d}" for c in range(1, n_cls + 1)],
-                          o.skip_bad, root)
+    return FileListSource(
+        f"flowers102/{split}",
+        files,
+        labels_all[ids - 1] - 1,
+        [f"{c:03d}" for c in range(1, n_cls + 1)],
+        o.skip_bad,
+        root,
+    )
 
 
 def _cub_root() -> tuple[Path, str]:
     return _root("CSSL_BENCH_CUB200", "CUB_200_2011")
 
 
-CUB_EXPECTS = "images.txt, image_class_labels.txt, train_test_split.txt, classes.txt and images/ (the CUB-200-2011 release)"
+CUB_EXPECTS = (
+    "images.txt, image_class_labels.txt, train_test_split.txt, classes.txt and images/ (the CUB-200-2011 release)"
+)
 
 
 def _read_pairs(path: Path) -> dict[int, str]:
@@ -229,15 +263,23 @@ def _build_cub(split: str, o: DatasetOptions) -> ImageSource:
     index = {c: i for i, c in enumerate(class_ids)}
     want = "1" if split == "train" else "0"
     ids = sorted(i for i in images if is_train[i] == want)
-    return FileListSource(f"cub200/{split}", [root / "images" / images[i] for i in ids], [index[int(labels[i])] for i in ids],
-                          [classes[c] for c in class_ids], o.skip_bad, root)
+    return FileListSource(
+        f"cub200/{split}",
+        [root / "images" / images[i] for i in ids],
+        [index[int(labels[i])] for i in ids],
+        [classes[c] for c in class_ids],
+        o.skip_bad,
+        root,
+    )
 
 
 def _inat_root() -> tuple[Path, str]:
     return _root("CSSL_BENCH_INAT2019", "inat2019")
 
 
-INAT_EXPECTS = "train2019.json and val2019.json (COCO-style: images, annotations, categories) with image paths relative to it"
+INAT_EXPECTS = (
+    "train2019.json and val2019.json (COCO-style: images, annotations, categories) with image paths relative to it"
+)
 
 
 def _build_inat(split: str, o: DatasetOptions) -> ImageSource:
@@ -259,7 +301,9 @@ def _build_inat(split: str, o: DatasetOptions) -> ImageSource:
     try:
         labels = [index[label_of[int(im["id"])]] for im in imgs]
     except KeyError as e:
-        raise UserError(f"inat2019: image or category {e} of {split} has no annotation or is not a training category") from None
+        raise UserError(
+            f"inat2019: image or category {e} of {split} has no annotation or is not a training category"
+        ) from None
     return FileListSource(f"inat2019/{split}", files, labels, [names[c] for c in cat_ids], o.skip_bad, root)
 
 
@@ -298,10 +342,14 @@ def _build_objectnet13(split: str, o: DatasetOptions) -> ImageSource:
         raise UserError(f"objectnet13: ObjectNet has only a test split (asked for {split!r})", exit_code=2)
     images = _objectnet_images(root)
     if not images.is_dir():
-        raise _missing("objectnet13", root, how, "images/CLASS_FOLDER/* (the ObjectNet 1.0 release)", "CSSL_BENCH_OBJECTNET")
+        raise _missing(
+            "objectnet13", root, how, "images/CLASS_FOLDER/* (the ObjectNet 1.0 release)", "CSSL_BENCH_OBJECTNET"
+        )
     folders = objectnet13_folders(images, root / "mappings" / "folder_to_objectnet_label.json")
     if not folders:
-        raise UserError(f"objectnet13: none of the 13 classes ({', '.join(sorted(ON13.values()))}) has a folder under {images}")
+        raise UserError(
+            f"objectnet13: none of the 13 classes ({', '.join(sorted(ON13.values()))}) has a folder under {images}"
+        )
     classes = [w for w in ON13 if w in folders]
     files, labels = [], []
     for ci, w in enumerate(classes):
@@ -318,12 +366,21 @@ def _imagenet_c_root() -> tuple[Path, str]:
 def _build_imagenet_c_100(split: str, o: DatasetOptions) -> ImageSource:
     root, how = _imagenet_c_root()
     if not root.is_dir():
-        raise _missing("imagenet-c-100", root, how, "CORRUPTION/SEVERITY/WNID/*.JPEG (the ImageNet-C release)", "CSSL_BENCH_IMAGENET_C")
+        raise _missing(
+            "imagenet-c-100",
+            root,
+            how,
+            "CORRUPTION/SEVERITY/WNID/*.JPEG (the ImageNet-C release)",
+            "CSSL_BENCH_IMAGENET_C",
+        )
     parts = split.split("/")
     if len(parts) != 2 or not parts[1].isdigit():
         have = sorted(d.name for d in root.iterdir() if d.is_dir())
-        raise UserError(f"imagenet-c-100: split must be CORRUPTION/SEVERITY (e.g. gaussian_noise/3; corruptions here: "
-                        f"{', '.join(have[:5]) or 'none'}{', ...' if len(have) > 5 else ''}), not {split!r}", exit_code=2)
+        raise UserError(
+            f"imagenet-c-100: split must be CORRUPTION/SEVERITY (e.g. gaussian_noise/3; corruptions here: "
+            f"{', '.join(have[:5]) or 'none'}{', ...' if len(have) > 5 else ''}), not {split!r}",
+            exit_code=2,
+        )
     folder = root / parts[0] / parts[1]
     if not folder.is_dir():
         raise UserError(f"imagenet-c-100: {folder} does not exist (layout CORRUPTION/SEVERITY/WNID/)")
@@ -356,21 +413,69 @@ def _found(fn: Callable[[], bool]) -> Callable[[], bool]:
     return found
 
 
-register(DatasetInfo("imagenet", "ImageNet-1k (ILSVRC 2012), 1000 classes", _build_imagenet,
-                     _where(_imagenet_root, IMAGENET_EXPECTS), _found(lambda: (_imagenet_root()[0] / "train").is_dir())))
-register(DatasetInfo("imagenet100", "ImageNet-100: the 100 classes of CMC's list (imagenet100.txt); test = val", _build_imagenet100,
-                     _where(_imagenet100_root, "the ImageNet layout; only the 100 listed classes are read"),
-                     _found(lambda: (_imagenet100_root()[0] / "train").is_dir())))
-register(DatasetInfo("flowers102", "Oxford Flowers-102 (few-shot transfer), 102 classes", _build_flowers,
-                     _where(_flowers_root, FLOWERS_EXPECTS), _found(lambda: (_flowers_root()[0] / "setid.mat").is_file()),
-                     splits=("train", "val", "test")))
-register(DatasetInfo("cub200", "CUB-200-2011 birds (fine-grained), 200 classes", _build_cub,
-                     _where(_cub_root, CUB_EXPECTS), _found(lambda: (_cub_root()[0] / "images.txt").is_file())))
-register(DatasetInfo("inat2019", "iNaturalist 2019 (fine-grained, 1010 classes); test = val2019", _build_inat,
-                     _where(_inat_root, INAT_EXPECTS), _found(lambda: (_inat_root()[0] / "train2019.json").is_file())))
-register(DatasetInfo("objectnet13", "ObjectNet images of the 13 classes that map into IN-100 (labels: WordNet ids)", _build_objectnet13,
-                     _where(_objectnet_root, "images/CLASS_FOLDER/* of ObjectNet 1.0"),
-                     _found(lambda: _objectnet_images(_objectnet_root()[0]).is_dir()), splits=("test",)))
-register(DatasetInfo("imagenet-c-100", "ImageNet-C restricted to IN-100: 15 corruptions x 5 severities; split CORRUPTION/SEVERITY",
-                     _build_imagenet_c_100, _where(_imagenet_c_root, "CORRUPTION/SEVERITY/WNID/*.JPEG"),
-                     _found(lambda: _imagenet_c_root()[0].is_dir()), splits=("CORRUPTION/SEVERITY",)))
+register(
+    DatasetInfo(
+        "imagenet",
+        "ImageNet-1k (ILSVRC 2012), 1000 classes",
+        _build_imagenet,
+        _where(_imagenet_root, IMAGENET_EXPECTS),
+        _found(lambda: (_imagenet_root()[0] / "train").is_dir()),
+    )
+)
+register(
+    DatasetInfo(
+        "imagenet100",
+        "ImageNet-100: the 100 classes of CMC's list (imagenet100.txt); test = val",
+        _build_imagenet100,
+        _where(_imagenet100_root, "the ImageNet layout; only the 100 listed classes are read"),
+        _found(lambda: (_imagenet100_root()[0] / "train").is_dir()),
+    )
+)
+register(
+    DatasetInfo(
+        "flowers102",
+        "Oxford Flowers-102 (few-shot transfer), 102 classes",
+        _build_flowers,
+        _where(_flowers_root, FLOWERS_EXPECTS),
+        _found(lambda: (_flowers_root()[0] / "setid.mat").is_file()),
+        splits=("train", "val", "test"),
+    )
+)
+register(
+    DatasetInfo(
+        "cub200",
+        "CUB-200-2011 birds (fine-grained), 200 classes",
+        _build_cub,
+        _where(_cub_root, CUB_EXPECTS),
+        _found(lambda: (_cub_root()[0] / "images.txt").is_file()),
+    )
+)
+register(
+    DatasetInfo(
+        "inat2019",
+        "iNaturalist 2019 (fine-grained, 1010 classes); test = val2019",
+        _build_inat,
+        _where(_inat_root, INAT_EXPECTS),
+        _found(lambda: (_inat_root()[0] / "train2019.json").is_file()),
+    )
+)
+register(
+    DatasetInfo(
+        "objectnet13",
+        "ObjectNet images of the 13 classes that map into IN-100 (labels: WordNet ids)",
+        _build_objectnet13,
+        _where(_objectnet_root, "images/CLASS_FOLDER/* of ObjectNet 1.0"),
+        _found(lambda: _objectnet_images(_objectnet_root()[0]).is_dir()),
+        splits=("test",),
+    )
+)
+register(
+    DatasetInfo(
+        "imagenet-c-100",
+        "ImageNet-C restricted to IN-100: 15 corruptions x 5 severities; split CORRUPTION/SEVERITY",
+        _build_imagenet_c_100,
+        _where(_imagenet_c_root, "CORRUPTION/SEVERITY/WNID/*.JPEG"),
+        _found(lambda: _imagenet_c_root()[0].is_dir()),
+        splits=("CORRUPTION/SEVERITY",),
+    )
+)

@@ -3,6 +3,7 @@
 Every pattern is a deterministic function of its parameters: ``pattern(kind, params, h, w)`` returns a
 float32 array in [0, 1] of shape [h, w]. Parameters are plain floats so they can be recorded.
 """
+
 from __future__ import annotations
 
 import numpy as np

@@ -1,11 +1,26 @@
 """Build the view recipe a training recipe asks for (``augment.views``)."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 from cssl_bench.config import Recipe
-from cssl_bench.data.augment import (ATOMIC_BY_NAME, Blur, ColorJitter, HFlip, LeaveOneOut, MultiCrop, Pipeline, ResizedCrop,
-                                     Rotation, SingleView, Solarize, Texture, TwoViews, ssl_pipeline)
+from cssl_bench.data.augment import (
+    ATOMIC_BY_NAME,
+    Blur,
+    ColorJitter,
+    HFlip,
+    LeaveOneOut,
+    MultiCrop,
+    Pipeline,
+    ResizedCrop,
+    Rotation,
+    SingleView,
+    Solarize,
+    Texture,
+    TwoViews,
+    ssl_pipeline,
+)
 
 
 @dataclass

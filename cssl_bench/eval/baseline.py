@@ -11,6 +11,7 @@ The copy it returns carries ``LoadedRun.bn`` (what was estimated, on which image
 feature and linear-probe caches under ``RUN/features/`` apart from the run's own, and which the probes
 write into their records (``probes.bn_record``: ``init_bn: "data"`` plus ``bn_estimate``; docs/records.md).
 """
+
 from __future__ import annotations
 
 import copy
@@ -41,7 +42,9 @@ def bn_images(n_train: int, limit: int = BN_IMAGES, batch_size: int = BN_BATCH) 
 
 
 @torch.no_grad()
-def reestimate_bn(run: LoadedRun, dataset: str, limit: int = BN_IMAGES, batch_size: int = BN_BATCH, seed: int = BN_SEED) -> LoadedRun:
+def reestimate_bn(
+    run: LoadedRun, dataset: str, limit: int = BN_IMAGES, batch_size: int = BN_BATCH, seed: int = BN_SEED
+) -> LoadedRun:
     """A copy of ``run`` whose backbone's BN running statistics are re-estimated on ``dataset``'s train split.
 
     Images: a seeded subset of ``bn_images(len(train))`` images (``probes.subset``: index order; the whole
@@ -88,4 +91,3 @@ def reestimate_bn(run: LoadedRun, dataset: str, limit: int = BN_IMAGES, batch_si
         method.eval()
     bn = {"stats": "data", "dataset": dataset, "split": "train", "images": n, "batch_size": batch_size, "seed": seed}
     return dataclasses.replace(run, method=method, bn=bn)
-

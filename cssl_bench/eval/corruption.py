@@ -17,6 +17,7 @@ Two sources of corrupted images:
   ``imagefolder:PATH`` or a registered dataset (``imagenet-c-100``) whose split is
   ``"CORRUPTION/SEVERITY"``. Its classes are matched to the probe's classes by name.
 """
+
 from __future__ import annotations
 
 import os
@@ -32,9 +33,16 @@ from cssl_bench.data.embedded import cache_dir
 from cssl_bench.eval import progress
 from cssl_bench.eval.features import LoadedRun, eval_transform, features
 from cssl_bench.eval.linear import LinearProtocol
-from cssl_bench.eval.probes import RelabelledSource, accuracy, linear_classifier, records_for, resolve_protocol, source_of, subset
+from cssl_bench.eval.probes import (
+    RelabelledSource,
+    accuracy,
+    linear_classifier,
+    records_for,
+    resolve_protocol,
+    source_of,
+    subset,
+)
 from cssl_bench.train.loop import dataset_options
-
 
 # ImageNet-C-style datasets -> the clean dataset whose linear probe scores them.
 CLEAN_OF = {"imagenet-c-100": "imagenet100", "imagenet-c": "imagenet"}
@@ -62,9 +70,18 @@ def stored_corrupted_transform(image_size: int):
     return eval_transform(image_size, crop_frac=1.0)
 
 
-def probe_corruption(run: LoadedRun, dataset: str, protocol: LinearProtocol | str | None = None, feature: str | None = None,
-                     corruptions: list[str] | None = None, severities: list[int] | None = None, limit: int | None = None,
-                     seed: int = 0, min_size: int = 64, corrupted: str | None = None) -> list[dict]:
+def probe_corruption(
+    run: LoadedRun,
+    dataset: str,
+    protocol: LinearProtocol | str | None = None,
+    feature: str | None = None,
+    corruptions: list[str] | None = None,
+    severities: list[int] | None = None,
+    limit: int | None = None,
+    seed: int = 0,
+    min_size: int = 64,
+    corrupted: str | None = None,
+) -> list[dict]:
     """Per-corruption, per-severity top-1 of ``dataset``'s linear probe, then the group means.
 
     ``dataset`` is the clean dataset (its test split is corrupted on the fly unless ``corrupted`` names
@@ -85,28 +102,67 @@ def probe_corruption(run: LoadedRun, dataset: str, protocol: LinearProtocol | st
     if corrupted is None:
         clean = subset(source_of(run, dataset, "test"), limit, seed)
         transform = eval_transform(size)
-        image_key = {"dataset": dataset, "options": repr(opts), "limit": limit, "subset_seed": seed, "seed": seed,
-                     "min_size": min_size, "size": size, "crop": transform.crop_frac, "version": 1}
-    with progress.task(f"corruptions ({len(corruptions)} x {len(severities)} severities)", len(corruptions) * len(severities)) as advance:
+        image_key = {
+            "dataset": dataset,
+            "options": repr(opts),
+            "limit": limit,
+            "subset_seed": seed,
+            "seed": seed,
+            "min_size": min_size,
+            "size": size,
+            "crop": transform.crop_frac,
+            "version": 1,
+        }
+    with progress.task(
+        f"corruptions ({len(corruptions)} x {len(severities)} severities)", len(corruptions) * len(severities)
+    ) as advance:
         for c in corruptions:
             for s in severities:
                 if corrupted is None:
-                    src = C.cached_corrupted(C.CorruptedSource(clean, c, s, seed, min_size, transform), {**image_key, "c": c, "s": s},
-                                             cache_dir() / "corruptions")
+                    src = C.cached_corrupted(
+                        C.CorruptedSource(clean, c, s, seed, min_size, transform),
+                        {**image_key, "c": c, "s": s},
+                        cache_dir() / "corruptions",
+                    )
                     tag = {"corruption": c, "severity": s, "seed": seed, "limit": limit, "min_size": min_size}
                     f, y = features(run, dataset, "test", feature, source=src, transform=_identity, cache_tag=tag)
                 else:
-                    src = subset(RelabelledSource(corrupted_folder_source(corrupted, c, s, opts), train_classes), limit, seed)
-                    tag = {"corrupted": corrupted, "corruption": c, "severity": s, "limit": limit, "subset_seed": seed, "crop": 1.0}
-                    f, y = features(run, dataset, "test", feature, source=src, transform=stored_corrupted_transform(size), cache_tag=tag)
+                    src = subset(
+                        RelabelledSource(corrupted_folder_source(corrupted, c, s, opts), train_classes), limit, seed
+                    )
+                    tag = {
+                        "corrupted": corrupted,
+                        "corruption": c,
+                        "severity": s,
+                        "limit": limit,
+                        "subset_seed": seed,
+                        "crop": 1.0,
+                    }
+                    f, y = features(
+                        run,
+                        dataset,
+                        "test",
+                        feature,
+                        source=src,
+                        transform=stored_corrupted_transform(size),
+                        cache_tag=tag,
+                    )
                 acc[(c, s)] = accuracy(clf, f, y)[1]
                 advance()
     metrics = {f"corruption/{c}/s{s}": v for (c, s), v in acc.items()}
     metrics.update({f"corruption/{g}": v for g, v in C.group_means(acc).items()})
-    record = {"name": "corruption", "source": corrupted or "on-the-fly", "corruptions": corruptions, "severities": severities,
-              "high_severities": list(C.HIGH_SEVERITIES), "limit": limit, "seed": seed, "min_size": min_size if corrupted is None else None,
-              "complete": len(corruptions) == len(C.CORRUPTIONS) and len(severities) == len(C.SEVERITIES),
-              "linear": protocol.record()}
+    record = {
+        "name": "corruption",
+        "source": corrupted or "on-the-fly",
+        "corruptions": corruptions,
+        "severities": severities,
+        "high_severities": list(C.HIGH_SEVERITIES),
+        "limit": limit,
+        "seed": seed,
+        "min_size": min_size if corrupted is None else None,
+        "complete": len(corruptions) == len(C.CORRUPTIONS) and len(severities) == len(C.SEVERITIES),
+        "linear": protocol.record(),
+    }
     return records_for(run, corrupted or dataset, feature, record, metrics)
 
 
@@ -118,6 +174,9 @@ def corruption_table(records: list[dict]) -> tuple[list[str], list[list[str]]]:
         if len(parts) == 3:
             per.setdefault(parts[1], {})[int(parts[2][1:])] = r["value"]
     sev = sorted({s for d in per.values() for s in d})
-    rows = [[c] + [f"{per[c][s]:.1f}" if s in per[c] else "" for s in sev] + [f"{np.mean(list(per[c].values())):.1f}"]
-            for c in C.CORRUPTIONS if c in per]
+    rows = [
+        [c] + [f"{per[c][s]:.1f}" if s in per[c] else "" for s in sev] + [f"{np.mean(list(per[c].values())):.1f}"]
+        for c in C.CORRUPTIONS
+        if c in per
+    ]
     return ["corruption"] + [f"s{s}" for s in sev] + ["mean"], rows

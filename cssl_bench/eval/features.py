@@ -7,6 +7,7 @@ dataset split in evaluation mode with a deterministic transform; the result is c
 cached features takes seconds. A run whose BN statistics were re-estimated on data
 (``eval.baseline.reestimate_bn``, ``LoadedRun.bn``) has cache keys of its own.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -63,7 +64,9 @@ def load_run(run_dir: Path, epoch: int | None = None) -> LoadedRun:
         path = run_dir / "checkpoints" / "prev.pt"
     state = load_checkpoint(path)
     if state.get("method") != recipe.method or state.get("backbone") != recipe.model.backbone:
-        raise UserError(f"checkpoint {path} is of {state.get('method')}/{state.get('backbone')}, but the run is {recipe.method}/{recipe.model.backbone}")
+        raise UserError(
+            f"checkpoint {path} is of {state.get('method')}/{state.get('backbone')}, but the run is {recipe.method}/{recipe.model.backbone}"
+        )
     n_classes = state["model"]["classifier.weight"].shape[0] if "classifier.weight" in state["model"] else 10
     method = build_method(recipe, num_classes=n_classes)
     try:
@@ -99,8 +102,16 @@ def eval_transform(image_size: int, crop_frac: float | None = None) -> CenterRes
 
 
 @torch.no_grad()
-def compute_features(method, source: ImageSource, kind: str, image_size: int, channels_last: bool = True,
-                     batch_size: int = 256, transform=None, workers: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+def compute_features(
+    method,
+    source: ImageSource,
+    kind: str,
+    image_size: int,
+    channels_last: bool = True,
+    batch_size: int = 256,
+    transform=None,
+    workers: int = 0,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Features [N, D] (float32, on the CPU) and labels [N] of every image of ``source``, in order, computed
     in evaluation mode on the method's device after the deterministic ``transform``."""
     method.eval()
@@ -108,7 +119,9 @@ def compute_features(method, source: ImageSource, kind: str, image_size: int, ch
     transform = transform or eval_transform(image_size)
     feats, labels = [], []
     name = getattr(source, "name", None)
-    with progress.task(f"features ({kind}{', ' + name if isinstance(name, str) else ''})", -(-len(source) // batch_size)) as advance:
+    with progress.task(
+        f"features ({kind}{', ' + name if isinstance(name, str) else ''})", -(-len(source) // batch_size)
+    ) as advance:
         for x, y in eval_loader(source, transform, batch_size, workers):
             feats.append(method.features(to_input(x.to(device, non_blocking=True), channels_last), kind).float().cpu())
             labels.append(y)
@@ -123,19 +136,40 @@ def cache_identity(run: LoadedRun) -> dict:
 
 
 def _cache_key(run: LoadedRun, dataset: str, split: str, kind: str, extra: dict) -> str:
-    blob = json.dumps({**cache_identity(run), "dataset": dataset, "split": split, "kind": kind,
-                       "size": run.recipe.data.image_size, **extra}, sort_keys=True)
+    blob = json.dumps(
+        {
+            **cache_identity(run),
+            "dataset": dataset,
+            "split": split,
+            "kind": kind,
+            "size": run.recipe.data.image_size,
+            **extra,
+        },
+        sort_keys=True,
+    )
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
 # Derived tasks that show the same images as another dataset's split, with other labels: their features
 # are those of the other split (extracted once), their labels their own.
-SAME_IMAGES = {("embedded-color", "train"): "embedded", ("embedded-color", "test"): "embedded", ("embedded-fine", "train"): "embedded",
-               ("embedded-fine", "test"): "embedded", ("embedded-shift", "train"): "embedded"}
+SAME_IMAGES = {
+    ("embedded-color", "train"): "embedded",
+    ("embedded-color", "test"): "embedded",
+    ("embedded-fine", "train"): "embedded",
+    ("embedded-fine", "test"): "embedded",
+    ("embedded-shift", "train"): "embedded",
+}
 
 
-def features(run: LoadedRun, dataset: str, split: str, kind: str | None = None, source: ImageSource | None = None,
-             transform=None, cache_tag: dict | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def features(
+    run: LoadedRun,
+    dataset: str,
+    split: str,
+    kind: str | None = None,
+    source: ImageSource | None = None,
+    transform=None,
+    cache_tag: dict | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Cached features [N, D] and labels [N] of ``dataset``'s ``split`` (or of ``source``, identified by ``cache_tag``)."""
     kind = kind or run.default_feature
     if source is None and transform is None and not cache_tag and (dataset, split) in SAME_IMAGES:
@@ -153,8 +187,15 @@ def features(run: LoadedRun, dataset: str, split: str, kind: str | None = None, 
     if source is None:
         source = get_source(dataset, split, dataset_options(run.recipe))
     workers = 0 if _in_memory(source) else run.recipe.data.workers
-    f, y = compute_features(run.method, source, kind, run.recipe.data.image_size, run.recipe.model.channels_last, transform=transform,
-                            workers=workers)
+    f, y = compute_features(
+        run.method,
+        source,
+        kind,
+        run.recipe.data.image_size,
+        run.recipe.model.channels_last,
+        transform=transform,
+        workers=workers,
+    )
     try:
         from cssl_bench.train.checkpoint import save_checkpoint
 

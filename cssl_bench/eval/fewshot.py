@@ -9,6 +9,7 @@ whole test split. Reported: mean top-1 over T trials and the 95% confidence half
 1.96 * s / sqrt(T). The layout is ``70.9 (±0.3)`` (``format_ci``). Every choice here is [open] in
 docs/protocols.md, section 2 and recorded with the result.
 """
+
 from __future__ import annotations
 
 import math
@@ -40,11 +41,15 @@ class FewShotProtocol:
 
     def validate(self) -> None:
         """Refuse options that would fail mid-probe (exit 2, naming the option and its range)."""
+
         def integer(v) -> bool:
             return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
 
         if not self.shots or not all(integer(k) and k >= 1 for k in self.shots):
-            raise UserError(f"--shots must be one or more integers >= 1, got {','.join(map(str, self.shots)) or 'none'}", exit_code=2)
+            raise UserError(
+                f"--shots must be one or more integers >= 1, got {','.join(map(str, self.shots)) or 'none'}",
+                exit_code=2,
+            )
         if not integer(self.trials) or self.trials < 1:
             raise UserError(f"--trials must be an integer >= 1, got {self.trials!r}", exit_code=2)
         if isinstance(self.C, bool) or not isinstance(self.C, (int, float)) or not (0 < self.C < math.inf):
@@ -98,8 +103,9 @@ def _l2(f: torch.Tensor) -> np.ndarray:
     return torch.nn.functional.normalize(f.double(), dim=1).numpy()
 
 
-def fewshot_eval(train_f: torch.Tensor, train_y: torch.Tensor, test_f: torch.Tensor, test_y: torch.Tensor,
-                 p: FewShotProtocol) -> dict[int, list[float]]:
+def fewshot_eval(
+    train_f: torch.Tensor, train_y: torch.Tensor, test_f: torch.Tensor, test_y: torch.Tensor, p: FewShotProtocol
+) -> dict[int, list[float]]:
     """Per shot count K: the T trial accuracies (percent)."""
     from sklearn.linear_model import LogisticRegression
 
@@ -108,7 +114,9 @@ def fewshot_eval(train_f: torch.Tensor, train_y: torch.Tensor, test_f: torch.Ten
     xtr, xte = _l2(train_f), _l2(test_f)
     ytr, yte = train_y.numpy(), test_y.numpy()
     out: dict[int, list[float]] = {}
-    with progress.task(f"few-shot ({', '.join(map(str, p.shots))} shots x {p.trials} trials)", len(p.shots) * p.trials) as advance:
+    with progress.task(
+        f"few-shot ({', '.join(map(str, p.shots))} shots x {p.trials} trials)", len(p.shots) * p.trials
+    ) as advance:
         for k in p.shots:
             if k < 1:
                 raise UserError(f"shots must be >= 1, got {k}", exit_code=2)
@@ -123,7 +131,9 @@ def fewshot_eval(train_f: torch.Tensor, train_y: torch.Tensor, test_f: torch.Ten
     return out
 
 
-def probe_fewshot(run: LoadedRun, dataset: str, p: FewShotProtocol | None = None, feature: str | None = None) -> list[dict]:
+def probe_fewshot(
+    run: LoadedRun, dataset: str, p: FewShotProtocol | None = None, feature: str | None = None
+) -> list[dict]:
     """``fewshot/{K}shot`` records: value = mean over trials, ``ci95`` = the half-width."""
     p = p or FewShotProtocol()
     feature = feature or run.default_feature

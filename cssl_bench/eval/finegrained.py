@@ -7,6 +7,7 @@ labelled by their 40 sub-categories, four per class, which differ in hue, satura
 colour of the class's part, as species within a genus do: details that colour jitter pushes features to
 ignore. (Generator v1 had no sub-categories; its stand-in was ``embedded-color``, the object's colour.)
 """
+
 from __future__ import annotations
 
 from cssl_bench.eval.features import LoadedRun
@@ -16,7 +17,9 @@ from cssl_bench.eval.probes import probe_linear, resolve_protocol
 DEFAULT_DATASET = "embedded-fine"
 
 
-def probe_finegrained(run: LoadedRun, dataset: str, protocol: LinearProtocol | str | None = None, feature: str | None = None) -> list[dict]:
+def probe_finegrained(
+    run: LoadedRun, dataset: str, protocol: LinearProtocol | str | None = None, feature: str | None = None
+) -> list[dict]:
     recs, _ = probe_linear(run, dataset, resolve_protocol(run, protocol), feature, metric_prefix="finegrained")
     for r in recs:
         r["protocol"] = {"name": "finegrained", "linear": r["protocol"]}

@@ -3,6 +3,7 @@
 Each test feature votes with its k most similar training features (cosine similarity), each vote
 weighted by exp(sim / T). Returns top-1 and top-5 accuracy in percent.
 """
+
 from __future__ import annotations
 
 import math
@@ -13,7 +14,9 @@ import torch.nn.functional as F
 from cssl_bench import UserError
 
 
-def check_knn_options(k: int | None, temperature: float, k_name: str = "--k", temperature_name: str = "--temperature") -> None:
+def check_knn_options(
+    k: int | None, temperature: float, k_name: str = "--k", temperature_name: str = "--temperature"
+) -> None:
     """Refuse a k below 1 (None: the default) or a non-positive vote temperature, naming the option (exit 2)."""
     if k is not None and (isinstance(k, bool) or not isinstance(k, int) or k < 1):
         raise UserError(f"{k_name} must be an integer >= 1, got {k!r}", exit_code=2)
@@ -22,8 +25,15 @@ def check_knn_options(k: int | None, temperature: float, k_name: str = "--k", te
 
 
 @torch.no_grad()
-def knn_predict(train_f: torch.Tensor, train_y: torch.Tensor, test_f: torch.Tensor, k: int = 200,
-                temperature: float = 0.1, num_classes: int | None = None, chunk: int = 1024) -> torch.Tensor:
+def knn_predict(
+    train_f: torch.Tensor,
+    train_y: torch.Tensor,
+    test_f: torch.Tensor,
+    k: int = 200,
+    temperature: float = 0.1,
+    num_classes: int | None = None,
+    chunk: int = 1024,
+) -> torch.Tensor:
     """Class scores [N_test, C] of the weighted kNN vote."""
     c = int(num_classes or int(train_y.max()) + 1)
     train_f, test_f = F.normalize(train_f, dim=1), F.normalize(test_f, dim=1)

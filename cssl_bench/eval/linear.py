@@ -11,6 +11,7 @@ CPU scales) the probe trains on cached centre-crop features; with it on, every e
 features of random-resized-crop + flip views (the paper setting, slow). ``feature_norm``: ``none``
 (the papers) or ``bn`` (standardise features with training statistics; helps badly scaled features).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -50,8 +51,7 @@ class LinearProtocol:
     # 23k steps give ~91 on the same features).
     paper_train_images: int = 0
 
-
-    def with_overrides(self, names: dict[str, str] | None = None, **kw) -> "LinearProtocol":
+    def with_overrides(self, names: dict[str, str] | None = None, **kw) -> LinearProtocol:
         """A copy with the given fields replaced (None: keep), validated; ``names`` maps a field to the option
         name an error message should use (e.g. ``{"epochs": "--linear-epochs"}``)."""
         kw = {k: v for k, v in kw.items() if v is not None}
@@ -115,7 +115,7 @@ class LinearProtocol:
         by_steps = paper_steps / max(1, n_train // min(self.batch_size, n_train))
         return max(1, round(min(by_images, by_steps)))
 
-    def for_scale(self, scale: str) -> "LinearProtocol":
+    def for_scale(self, scale: str) -> LinearProtocol:
         """The protocol as a run of ``scale`` is probed by default: augmented views at paper scale, cached
         centre-crop features below it; at tiny (the CI and smoke budget) the literal epochs as passes over the
         training set (``paper_train_images`` off: the simsiam protocol's 90 passes, ~180 LARS steps on the
@@ -125,7 +125,7 @@ class LinearProtocol:
             kw["paper_train_images"] = 0
         return self.with_overrides(**kw)
 
-    def for_train_size(self, n_train: int) -> "LinearProtocol":
+    def for_train_size(self, n_train: int) -> LinearProtocol:
         """The protocol as trained on ``n_train`` images: ``passes`` epochs, milestones scaled alike."""
         k = self.passes(n_train)
         if k == self.epochs:
@@ -134,9 +134,16 @@ class LinearProtocol:
 
 
 # How errors name the fields (the probe commands' options; ``evaluate`` names epochs --linear-epochs).
-OPTION_NAMES = {"epochs": "--epochs", "batch_size": "--batch-size", "lr": "--lr", "feature_norm": "--feature-norm",
-                "optimizer": "linear-probe optimizer", "lr_scaling": "linear-probe lr_scaling", "momentum": "linear-probe momentum",
-                "weight_decay": "linear-probe weight_decay"}
+OPTION_NAMES = {
+    "epochs": "--epochs",
+    "batch_size": "--batch-size",
+    "lr": "--lr",
+    "feature_norm": "--feature-norm",
+    "optimizer": "linear-probe optimizer",
+    "lr_scaling": "linear-probe lr_scaling",
+    "momentum": "linear-probe momentum",
+    "weight_decay": "linear-probe weight_decay",
+}
 
 
 def _number(v) -> bool:
@@ -147,8 +154,17 @@ IMAGENET_TRAIN_IMAGES = 1281167  # ImageNet-1k's training set, the simsiam proto
 
 PROTOCOLS = {
     "moco": LinearProtocol("moco"),
-    "simsiam": LinearProtocol("simsiam", optimizer="lars", lr=0.1, lr_scaling="linear", batch_size=4096, epochs=90,
-                              schedule="cosine", milestones=[], paper_train_images=IMAGENET_TRAIN_IMAGES),
+    "simsiam": LinearProtocol(
+        "simsiam",
+        optimizer="lars",
+        lr=0.1,
+        lr_scaling="linear",
+        batch_size=4096,
+        epochs=90,
+        schedule="cosine",
+        milestones=[],
+        paper_train_images=IMAGENET_TRAIN_IMAGES,
+    ),
     "looc": LinearProtocol("looc", epochs=200, milestones=[120, 160]),
 }
 
@@ -182,16 +198,29 @@ class LinearClassifier(torch.nn.Module):
         return self.fc((f - self.mean) / self.std)
 
 
-def train_linear(train_batches, dim: int, classes: int, p: LinearProtocol, steps_per_epoch: int,
-                 mean: torch.Tensor | None = None, std: torch.Tensor | None = None) -> LinearClassifier:
+def train_linear(
+    train_batches,
+    dim: int,
+    classes: int,
+    p: LinearProtocol,
+    steps_per_epoch: int,
+    mean: torch.Tensor | None = None,
+    std: torch.Tensor | None = None,
+) -> LinearClassifier:
     """Train a linear classifier; ``train_batches(epoch)`` yields (features, labels) batches of one epoch."""
     torch.manual_seed(p.seed)
     clf = LinearClassifier(dim, classes, mean, std)
     if p.optimizer == "lars":
         # always_adapt: the trust ratio applies to every parameter, as apex's LARC in the SimSiam repo's
         # main_lincls.py (timm's Lars otherwise adapts only when weight decay is non-zero: wd 0 would make it SGD)
-        opt = Lars(clf.parameters(), lr=p.effective_lr, momentum=p.momentum, weight_decay=p.weight_decay,
-                   trust_coeff=p.trust_coefficient, always_adapt=True)
+        opt = Lars(
+            clf.parameters(),
+            lr=p.effective_lr,
+            momentum=p.momentum,
+            weight_decay=p.weight_decay,
+            trust_coeff=p.trust_coefficient,
+            always_adapt=True,
+        )
     else:
         opt = torch.optim.SGD(clf.parameters(), lr=p.effective_lr, momentum=p.momentum, weight_decay=p.weight_decay)
     with progress.task(f"linear probe ({p.name}, {p.epochs} epochs)", p.epochs * steps_per_epoch) as advance:
@@ -226,8 +255,14 @@ def fit_linear(train_f: torch.Tensor, train_y: torch.Tensor, p: LinearProtocol, 
     return train_linear(batches, train_f.shape[1], classes, p, n // bs, mean, std).eval()
 
 
-def linear_probe(train_f: torch.Tensor, train_y: torch.Tensor, test_f: torch.Tensor, test_y: torch.Tensor,
-                 p: LinearProtocol, classes: int | None = None) -> tuple[dict[str, float], LinearClassifier]:
+def linear_probe(
+    train_f: torch.Tensor,
+    train_y: torch.Tensor,
+    test_f: torch.Tensor,
+    test_y: torch.Tensor,
+    p: LinearProtocol,
+    classes: int | None = None,
+) -> tuple[dict[str, float], LinearClassifier]:
     """Probe on fixed (cached) features; returns ({linear/top1, linear/top5}, classifier)."""
     classes = int(classes or int(max(train_y.max(), test_y.max())) + 1)
     clf = fit_linear(train_f, train_y, p, classes)

@@ -10,6 +10,7 @@ tested on the held-out outline style of the same 10 classes, whose columns are a
 the restriction is the identity. The evaluation dataset's classes are matched to the probe's by name,
 or through ``ON13`` (name <-> WordNet id).
 """
+
 from __future__ import annotations
 
 import torch
@@ -20,9 +21,18 @@ from cssl_bench.eval.linear import LinearProtocol
 from cssl_bench.eval.probes import class_columns, linear_classifier, records_for, resolve_protocol, source_of
 
 ON13: dict[str, str] = {
-    "park bench": "n03891251", "bottlecap": "n02877765", "rocking chair": "n04099969", "football helmet": "n03379051",
-    "iron": "n03584829", "jean": "n03594734", "computer keyboard": "n03085013", "lampshade": "n03637318",
-    "laptop": "n03642806", "mixing bowl": "n03775546", "safety pin": "n04127249", "vacuum cleaner": "n04517823",
+    "park bench": "n03891251",
+    "bottlecap": "n02877765",
+    "rocking chair": "n04099969",
+    "football helmet": "n03379051",
+    "iron": "n03584829",
+    "jean": "n03594734",
+    "computer keyboard": "n03085013",
+    "lampshade": "n03637318",
+    "laptop": "n03642806",
+    "mixing bowl": "n03775546",
+    "safety pin": "n04127249",
+    "vacuum cleaner": "n04517823",
     "car wheel": "n02974003",
 }
 # The dataset whose linear probe scores each shifted dataset (its "IN-100").
@@ -36,17 +46,29 @@ def restricted_scores(logits: torch.Tensor, columns: list[int]) -> torch.Tensor:
     return logits[:, columns]
 
 
-def probe_objectnet(run: LoadedRun, dataset: str, protocol: LinearProtocol | str | None = None, feature: str | None = None,
-                    probe_dataset: str | None = None) -> list[dict]:
+def probe_objectnet(
+    run: LoadedRun,
+    dataset: str,
+    protocol: LinearProtocol | str | None = None,
+    feature: str | None = None,
+    probe_dataset: str | None = None,
+) -> list[dict]:
     """Top-1/top-5 of the ``probe_dataset`` linear probe on ``dataset``'s test split, logits restricted to its classes."""
     feature = feature or run.default_feature
     probe_dataset = probe_dataset or PROBE_DATASET.get(dataset, dataset)
     protocol = resolve_protocol(run, protocol)
     clf = linear_classifier(run, probe_dataset, protocol, feature)
-    columns = class_columns(list(source_of(run, dataset, "test").classes), list(source_of(run, probe_dataset, "train").classes), _ALIASES)
+    columns = class_columns(
+        list(source_of(run, dataset, "test").classes), list(source_of(run, probe_dataset, "train").classes), _ALIASES
+    )
     f, y = features(run, dataset, "test", feature)
     with torch.no_grad():
         acc = topk_accuracy(restricted_scores(clf(f), columns), y)
-    opts = {"name": "objectnet", "scoring": "restricted-logits", "probe_dataset": probe_dataset, "classes": len(columns),
-            "linear": protocol.record()}
+    opts = {
+        "name": "objectnet",
+        "scoring": "restricted-logits",
+        "probe_dataset": probe_dataset,
+        "classes": len(columns),
+        "linear": protocol.record(),
+    }
     return records_for(run, dataset, feature, opts, {"objectnet/top1": acc[1], "objectnet/top5": acc[5]})

@@ -6,6 +6,7 @@ Shared pieces for every probe module: ``records_for`` (the record layout of docs
 ``RUN/features/``, so ``probe corruption`` and ``probe objectnet`` reuse the IN-100 probe that
 ``probe linear`` trained).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -33,7 +34,9 @@ def data_options_record(recipe) -> dict:
     from dataclasses import asdict, fields
 
     opts, default = asdict(dataset_options(recipe)), asdict(DatasetOptions())
-    changed = {f.name: opts[f.name] for f in fields(DatasetOptions) if f.name != "skip_bad" and opts[f.name] != default[f.name]}
+    changed = {
+        f.name: opts[f.name] for f in fields(DatasetOptions) if f.name != "skip_bad" and opts[f.name] != default[f.name]
+    }
     if str(recipe.data.dataset).startswith("embedded"):
         changed["embedded_version"] = opts["embedded_version"]
     return {"data_options": changed} if changed else {}
@@ -64,23 +67,52 @@ def bn_record(run: LoadedRun) -> dict:
     return {"init_bn": bn.get("stats", "data"), "bn_estimate": {k: v for k, v in bn.items() if k != "stats"}}
 
 
-def records_for(run: LoadedRun, dataset: str, feature: str, protocol: dict, metrics: dict[str, float], extra: dict | None = None,
-                ci95: dict[str, float] | None = None) -> list[dict]:
+def records_for(
+    run: LoadedRun,
+    dataset: str,
+    feature: str,
+    protocol: dict,
+    metrics: dict[str, float],
+    extra: dict | None = None,
+    ci95: dict[str, float] | None = None,
+) -> list[dict]:
     """One record per metric; ``ci95`` gives the 95% half-width of the metrics that have one (few-shot)."""
     r = run.recipe
     looc = {"augment": list(r.augment.looc_augment), "variance_heads": r.augment.variance_heads}
-    extra = {**(looc if r.augment.views == "looc" else {}), "params": dict(r.params), "precision": r.train.precision,
-             **data_options_record(r),
-             **pretrain_z_std(run), **pretrain_loader(run), **(extra or {})}
+    extra = {
+        **(looc if r.augment.views == "looc" else {}),
+        "params": dict(r.params),
+        "precision": r.train.precision,
+        **data_options_record(r),
+        **pretrain_z_std(run),
+        **pretrain_loader(run),
+        **(extra or {}),
+    }
     extra.update(bn_record(run))  # a copy with BN statistics re-estimated on data (eval.baseline): init_bn, bn_estimate
     out = []
     for m, v in metrics.items():
         ex = dict(extra)
         if ci95 and m in ci95:
             ex["ci95"] = round(float(ci95[m]), 4)
-        out.append(make_record(run_id=run.run_dir.name, method=r.method, dataset=dataset, pretrain_dataset=r.data.dataset, scale=r.scale,
-                               backbone=r.model.backbone, epochs=run.epoch, batch=r.train.batch_size, seed=r.train.seed, feature=feature,
-                               protocol=protocol, metric=m, value=v, config_hash=r.hash(), extra=ex))
+        out.append(
+            make_record(
+                run_id=run.run_dir.name,
+                method=r.method,
+                dataset=dataset,
+                pretrain_dataset=r.data.dataset,
+                scale=r.scale,
+                backbone=r.model.backbone,
+                epochs=run.epoch,
+                batch=r.train.batch_size,
+                seed=r.train.seed,
+                feature=feature,
+                protocol=protocol,
+                metric=m,
+                value=v,
+                config_hash=r.hash(),
+                extra=ex,
+            )
+        )
     return out
 
 
@@ -132,8 +164,10 @@ def class_columns(classes: list[str], target_classes: list[str], aliases: dict[s
                 cols.append(index[cand])
                 break
         else:
-            raise UserError(f"class {c!r} has no counterpart among the probe's {len(target_classes)} classes "
-                            f"(e.g. {', '.join(target_classes[:3])}, ...)")
+            raise UserError(
+                f"class {c!r} has no counterpart among the probe's {len(target_classes)} classes "
+                f"(e.g. {', '.join(target_classes[:3])}, ...)"
+            )
     return cols
 
 
@@ -143,14 +177,18 @@ class RelabelledSource(ImageSource):
     def __init__(self, source: ImageSource, target_classes: list[str], aliases: dict[str, str] | None = None):
         cols = np.asarray(class_columns(list(source.classes), list(target_classes), aliases), np.int64)
         self.source, self.classes = source, list(target_classes)
-        self.labels = cols[np.asarray(source.labels, np.int64)] if len(source.labels) else np.asarray(source.labels, np.int64)
+        self.labels = (
+            cols[np.asarray(source.labels, np.int64)] if len(source.labels) else np.asarray(source.labels, np.int64)
+        )
         self.name = getattr(source, "name", "source")
 
     def image(self, i):
         return self.source.image(i)
 
 
-def probe_knn(run: LoadedRun, dataset: str, k: int | None = None, temperature: float = 0.1, feature: str | None = None) -> list[dict]:
+def probe_knn(
+    run: LoadedRun, dataset: str, k: int | None = None, temperature: float = 0.1, feature: str | None = None
+) -> list[dict]:
     """Weighted cosine kNN; ``k`` None: 20 for sets of 100 classes or more, else 200 (docs/protocols.md, section 2)."""
     check_knn_options(k, temperature)
     feature = feature or run.default_feature
@@ -173,20 +211,37 @@ def _augmented_batches(run: LoadedRun, dataset: str, feature: str, p: LinearProt
     def batches(epoch):
         ds.set_epoch(epoch)
         g = torch.Generator().manual_seed(p.seed * 1000 + epoch)
-        loader = torch.utils.data.DataLoader(ds, batch_size=bs, sampler=torch.randperm(len(ds), generator=g).tolist(), drop_last=True,
-                                             num_workers=run.recipe.data.workers)
+        loader = torch.utils.data.DataLoader(
+            ds,
+            batch_size=bs,
+            sampler=torch.randperm(len(ds), generator=g).tolist(),
+            drop_last=True,
+            num_workers=run.recipe.data.workers,
+        )
         device = next(run.method.parameters()).device
         for views, y, _ in loader:
             with torch.no_grad():
-                f = run.method.features(to_input(views["v1"].to(device), run.recipe.model.channels_last), feature).float().cpu()
+                f = (
+                    run.method.features(to_input(views["v1"].to(device), run.recipe.model.channels_last), feature)
+                    .float()
+                    .cpu()
+                )
             yield f, y
 
     return batches, len(src) // bs, len(src.classes), len(src)
 
 
 def _classifier_path(run: LoadedRun, dataset: str, feature: str, p: LinearProtocol):
-    blob = json.dumps({**cache_identity(run), "dataset": dataset, "feature": feature,
-                       "size": run.recipe.data.image_size, "protocol": p.record()}, sort_keys=True)
+    blob = json.dumps(
+        {
+            **cache_identity(run),
+            "dataset": dataset,
+            "feature": feature,
+            "size": run.recipe.data.image_size,
+            "protocol": p.record(),
+        },
+        sort_keys=True,
+    )
     return run.run_dir / "features" / f"linear-{hashlib.sha256(blob.encode()).hexdigest()[:16]}.pt"
 
 
@@ -229,8 +284,13 @@ def accuracy(clf: LinearClassifier, f: torch.Tensor, y: torch.Tensor) -> dict[in
     return topk_accuracy(clf(f), y)
 
 
-def probe_linear(run: LoadedRun, dataset: str, protocol: LinearProtocol | str | None = None, feature: str | None = None,
-                 metric_prefix: str = "linear") -> tuple[list[dict], LinearClassifier]:
+def probe_linear(
+    run: LoadedRun,
+    dataset: str,
+    protocol: LinearProtocol | str | None = None,
+    feature: str | None = None,
+    metric_prefix: str = "linear",
+) -> tuple[list[dict], LinearClassifier]:
     """Linear probe (docs/protocols.md, section 2): trained on the train split, top-1/top-5 on the test split."""
     feature = feature or run.default_feature
     protocol = resolve_protocol(run, protocol, "moco")
@@ -243,8 +303,13 @@ def probe_linear(run: LoadedRun, dataset: str, protocol: LinearProtocol | str | 
 
 # The other probes live in their own modules; they are reachable from here too (``probes.probe_rotation``
 # ...), one place for callers such as ``reproduce``. Lazy, because those modules import this one.
-_PROBE_MODULES = {"probe_rotation": "rotation", "probe_fewshot": "fewshot", "probe_corruption": "corruption",
-                  "probe_objectnet": "objectnet", "probe_finegrained": "finegrained"}
+_PROBE_MODULES = {
+    "probe_rotation": "rotation",
+    "probe_fewshot": "fewshot",
+    "probe_corruption": "corruption",
+    "probe_objectnet": "objectnet",
+    "probe_finegrained": "finegrained",
+}
 
 
 def __getattr__(name: str):

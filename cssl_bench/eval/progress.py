@@ -4,10 +4,11 @@ Off by default, so library calls and tests print nothing: the CLI turns them on 
 which keeps them only when that console (stderr) is a terminal. Bars are transient (they disappear when
 their work is done) and only count steps: they never touch the data, the models or any random generator.
 """
+
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Callable, Iterator
 
 _console = None  # the rich Console bars draw on; None: no bars
 _progress = None  # the live rich Progress while a bar is shown (nested bars share it)
@@ -30,12 +31,26 @@ def task(description: str, total: int | None) -> Iterator[Callable[[int], None]]
     if _console is None or not total or total < 1:
         yield lambda n=1: None
         return
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
 
     outer = _progress is None
     if outer:
-        _progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                             TimeRemainingColumn(), console=_console, transient=True)
+        _progress = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            console=_console,
+            transient=True,
+        )
         _progress.start()
     prog = _progress
     tid = prog.add_task(description, total=total)

@@ -8,6 +8,7 @@ percent; chance 25%). The probe trains on cached features of centre views (no cr
 augmentation: a random crop of a rotated image is still informative, but the feature cache is what
 makes the probe take seconds).
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -38,8 +39,14 @@ class RotatedSource(ImageSource):
         return torch.rot90(img, k, dims=(-2, -1)) if k else img
 
 
-def probe_rotation(run: LoadedRun, dataset: str, protocol: LinearProtocol | str | None = None, feature: str | None = None,
-                   limit: int | None = None, seed: int = 0) -> list[dict]:
+def probe_rotation(
+    run: LoadedRun,
+    dataset: str,
+    protocol: LinearProtocol | str | None = None,
+    feature: str | None = None,
+    limit: int | None = None,
+    seed: int = 0,
+) -> list[dict]:
     """Rotation accuracy of ``run``'s frozen ``feature`` on ``dataset`` (``limit``: a seeded subset of
     that many train and test images before rotating, for speed)."""
     feature = feature or run.default_feature
@@ -52,5 +59,11 @@ def probe_rotation(run: LoadedRun, dataset: str, protocol: LinearProtocol | str 
     (tf, ty), (vf, vy) = out["train"], out["test"]
     clf = fit_linear(tf, ty, protocol, 4)
     acc = accuracy(clf, vf, vy)
-    opts = {"name": "rotation", "angles": list(ANGLES), "limit": limit, "subset_seed": seed, "linear": protocol.record()}
+    opts = {
+        "name": "rotation",
+        "angles": list(ANGLES),
+        "limit": limit,
+        "subset_seed": seed,
+        "linear": protocol.record(),
+    }
     return records_for(run, dataset, feature, opts, {"rotation/acc": acc[1]})

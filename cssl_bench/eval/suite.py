@@ -11,11 +11,12 @@ Dataset roles map to the paper's datasets at ``paper`` scale and to the embedded
 ``embedded-fine``) run once. Linear classifiers and features are cached in the run directory, so
 the probes that share the IN-100 probe train it once.
 """
+
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Iterator
 
 from cssl_bench import UserError
 from cssl_bench.eval.features import LoadedRun
@@ -83,10 +84,15 @@ def plan(suite: str, scale: str) -> list[Step]:
     if suite in ("simsiam", "all"):
         steps.append(Step("linear", d("in1k"), "simsiam"))
     if suite in ("looc", "all"):
-        steps += [Step("linear", d("in100"), "looc"), Step("rotation", d("in100"), "looc"),
-                  Step("finegrained", d("inat"), "looc"), Step("finegrained", d("cub"), "looc"),
-                  Step("fewshot", d("flowers")), Step("corruption", d("in100"), "looc", d("inc")),
-                  Step("objectnet", d("on13"), "looc")]
+        steps += [
+            Step("linear", d("in100"), "looc"),
+            Step("rotation", d("in100"), "looc"),
+            Step("finegrained", d("inat"), "looc"),
+            Step("finegrained", d("cub"), "looc"),
+            Step("fewshot", d("flowers")),
+            Step("corruption", d("in100"), "looc", d("inc")),
+            Step("objectnet", d("on13"), "looc"),
+        ]
     if suite == "all":
         steps.append(Step("knn", d("in100")))
     seen, out = set(), []
@@ -99,9 +105,18 @@ def plan(suite: str, scale: str) -> list[Step]:
 
 def linear_protocol(name: str, o: SuiteOptions, scale: str) -> LinearProtocol:
     """The named protocol as ``scale`` probes it (``LinearProtocol.for_scale``), with the suite's options."""
-    return get_protocol(name).for_scale(scale).with_overrides(epochs=o.linear_epochs, batch_size=o.batch_size, lr=o.lr,
-                                                              augment=o.augment, feature_norm=o.feature_norm,
-                                                              names={"epochs": "--linear-epochs"})
+    return (
+        get_protocol(name)
+        .for_scale(scale)
+        .with_overrides(
+            epochs=o.linear_epochs,
+            batch_size=o.batch_size,
+            lr=o.lr,
+            augment=o.augment,
+            feature_norm=o.feature_norm,
+            names={"epochs": "--linear-epochs"},
+        )
+    )
 
 
 def run_step(run: LoadedRun, step: Step, o: SuiteOptions) -> list[dict]:
@@ -121,10 +136,22 @@ def run_step(run: LoadedRun, step: Step, o: SuiteOptions) -> list[dict]:
     if step.probe == "finegrained":
         return probe_finegrained(run, step.dataset, p, o.feature)
     if step.probe == "fewshot":
-        return probe_fewshot(run, step.dataset, FewShotProtocol(shots=list(o.shots), trials=o.trials, seed=o.seed), o.feature)
+        return probe_fewshot(
+            run, step.dataset, FewShotProtocol(shots=list(o.shots), trials=o.trials, seed=o.seed), o.feature
+        )
     if step.probe == "corruption":
-        return probe_corruption(run, step.dataset, p, o.feature, o.corruptions, o.severities, o.corruption_limit, o.seed,
-                                o.min_size, step.corrupted)
+        return probe_corruption(
+            run,
+            step.dataset,
+            p,
+            o.feature,
+            o.corruptions,
+            o.severities,
+            o.corruption_limit,
+            o.seed,
+            o.min_size,
+            step.corrupted,
+        )
     if step.probe == "objectnet":
         return probe_objectnet(run, step.dataset, p, o.feature)
     if step.probe == "knn":
@@ -136,7 +163,9 @@ def check_probes(probes: list[str] | None) -> None:
     """Refuse probe kinds that no suite has (exit 2, listing the valid ones)."""
     unknown = [p for p in dict.fromkeys(probes or []) if p not in PROBES]
     if unknown:
-        raise UserError(f"unknown --probe {', '.join(map(repr, unknown))}; choose from {', '.join(PROBES)}", exit_code=2)
+        raise UserError(
+            f"unknown --probe {', '.join(map(repr, unknown))}; choose from {', '.join(PROBES)}", exit_code=2
+        )
 
 
 def check_options(o: SuiteOptions) -> None:
@@ -160,7 +189,10 @@ def select_steps(suite: str, scale: str, probes: list[str] | None = None) -> lis
         check_probes(probes)
         unknown = set(probes) - {s.probe for s in steps}
         if unknown:
-            raise UserError(f"suite {suite} has no probe {', '.join(sorted(unknown))}; it runs {', '.join(dict.fromkeys(s.probe for s in steps))}", exit_code=2)
+            raise UserError(
+                f"suite {suite} has no probe {', '.join(sorted(unknown))}; it runs {', '.join(dict.fromkeys(s.probe for s in steps))}",
+                exit_code=2,
+            )
         steps = [s for s in steps if s.probe in probes]
     return steps
 

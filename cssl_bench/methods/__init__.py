@@ -1,5 +1,6 @@
 """Method registry: ``build_method(recipe)``; the recipe's ``method`` names a YAML in ``recipes/``
 whose ``params.impl`` selects the implementation (``moco-rot`` is MoCo with rotation, etc.)."""
+
 from __future__ import annotations
 
 from cssl_bench import UserError
@@ -13,7 +14,15 @@ from .simsiam import SimSiam
 from .supervised import Supervised
 from .swav import SwAV
 
-IMPLEMENTATIONS = {"simclr": SimCLR, "moco": MoCo, "byol": BYOL, "swav": SwAV, "simsiam": SimSiam, "looc": LooC, "supervised": Supervised}
+IMPLEMENTATIONS = {
+    "simclr": SimCLR,
+    "moco": MoCo,
+    "byol": BYOL,
+    "swav": SwAV,
+    "simsiam": SimSiam,
+    "looc": LooC,
+    "supervised": Supervised,
+}
 
 
 def implementation(recipe: Recipe) -> str:

@@ -1,12 +1,13 @@
 """What every method shares: the ``Method`` interface, parameter validation, momentum pairs (one EMA
 path for every momentum method, after solo-learn's ``momentum_pairs``) and shuffling-BN emulation."""
+
 from __future__ import annotations
 
 import copy
 import dataclasses
 import math
 import typing
-from typing import Iterable
+from collections.abc import Iterable
 
 import torch
 import torch.nn as nn
@@ -25,7 +26,9 @@ def parse_params(cls, values: dict, method: str):
     out = {}
     for k, v in (values or {}).items():
         if k not in names:
-            raise UserError(f"unknown parameter params.{k} for {method}; valid: {', '.join(sorted(names))}", exit_code=2)
+            raise UserError(
+                f"unknown parameter params.{k} for {method}; valid: {', '.join(sorted(names))}", exit_code=2
+            )
         tp = hints[k]
         if tp is float and isinstance(v, (int, str)) and not isinstance(v, bool):
             try:
@@ -88,7 +91,10 @@ class Method(nn.Module):
 
     def features(self, x: torch.Tensor, kind: str = "backbone") -> torch.Tensor:
         if kind != "backbone":
-            raise UserError(f"feature {kind!r} is not available for {self.recipe.method}; choose from {', '.join(self.feature_kinds())}", exit_code=2)
+            raise UserError(
+                f"feature {kind!r} is not available for {self.recipe.method}; choose from {', '.join(self.feature_kinds())}",
+                exit_code=2,
+            )
         return self.backbone(x)
 
 
@@ -220,7 +226,9 @@ class _GroupStatsBN(torch.autograd.Function):
             var, mean = torch.var_mean(xv, dim=dims, correction=0)
         else:
             mean = xv.sum(dims, dtype=torch.float32) / m
-            var = (torch.linalg.vector_norm(xv, 2, dim=dims, dtype=torch.float32).square() / m - mean.square()).clamp_min_(0)
+            var = (
+                torch.linalg.vector_norm(xv, 2, dim=dims, dtype=torch.float32).square() / m - mean.square()
+            ).clamp_min_(0)
         rstd = torch.rsqrt(var + eps)
         scale = rstd if weight is None else rstd * weight
         shift = -mean * scale if bias is None else bias - mean * scale
@@ -288,7 +296,7 @@ class SplitBatchNorm2d(nn.BatchNorm2d):
     today, so it is at least as fast, and needs no copies of the activations.
     """
 
-    GROUP_CALL_MIN_ELEMENTS = 2 ** 19  # CPU: elements per group from which each group gets its own BN call
+    GROUP_CALL_MIN_ELEMENTS = 2**19  # CPU: elements per group from which each group gets its own BN call
     PATH = "auto"  # or "one-call", "per-group", "view": force one computation (benchmarks, tests)
 
     def __init__(self, num_features: int, splits: int, **kw):
@@ -318,15 +326,20 @@ class SplitBatchNorm2d(nn.BatchNorm2d):
             y, mean, var = _GroupStatsBN.apply(x, self.weight, self.bias, s, self.eps)
             m = x.numel() // n * (n // s) // c  # values per group and channel
             with torch.no_grad():  # as F.batch_norm per group: unbiased variance, then the mean over the groups
-                torch._foreach_lerp_([self.running_mean, self.running_var],
-                                     [mean.mean(0), var.mean(0) * (m / max(m - 1, 1))], factor)
+                torch._foreach_lerp_(
+                    [self.running_mean, self.running_var], [mean.mean(0), var.mean(0) * (m / max(m - 1, 1))], factor
+                )
             self.num_batches_tracked += 1
             return y
         # per-group running statistics, group g at [g * C, (g + 1) * C): updated in place by the BN call(s)
         rm, rv = self.running_mean.repeat(s), self.running_var.repeat(s)
         if path == "per-group":
-            y = torch.cat([F.batch_norm(chunk, m, v, self.weight, self.bias, True, factor, self.eps)
-                           for chunk, m, v in zip(x.chunk(s), rm.view(s, c), rv.view(s, c))])
+            y = torch.cat(
+                [
+                    F.batch_norm(chunk, m, v, self.weight, self.bias, True, factor, self.eps)
+                    for chunk, m, v in zip(x.chunk(s), rm.view(s, c), rv.view(s, c))
+                ]
+            )
         else:
             w, b = (None if t is None else t.repeat(s) for t in (self.weight, self.bias))
             y = _Regroup.apply(F.batch_norm(_Regroup.apply(x, s, False), rm, rv, w, b, True, factor, self.eps), s, True)

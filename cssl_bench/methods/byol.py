@@ -3,6 +3,7 @@
 Projector and predictor: Linear 4096-BN-ReLU-Linear 256. Loss: symmetrised 2 - 2cos(p, sg(z')).
 The target's EMA coefficient rises from ``tau_base`` (0.996) to 1 on a cosine over training.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass

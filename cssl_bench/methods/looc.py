@@ -12,6 +12,7 @@ LooC++ is the same model; its downstream feature is the concatenation of the hea
 (``features(x, "concat")``), with the layer chosen by ``concat_layer``: ``hidden`` (after each head's
 first Linear+ReLU, the default), ``out`` (head outputs) or ``hidden+v`` (hidden layers plus V).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -64,8 +65,11 @@ class LooC(Method):
         self.heads_k = make_target(self.heads)
         self.queues = nn.ModuleList([KeyQueue(p.queue_size, p.dim) for _ in range(n + 1)])
         if p.downstream_feature not in ("backbone", "concat") and p.downstream_feature not in self.feature_kinds():
-            raise UserError(f"params.downstream_feature must be backbone, concat or one of {', '.join(self.feature_kinds())}; "
-                            f"got {p.downstream_feature!r}", exit_code=2)
+            raise UserError(
+                f"params.downstream_feature must be backbone, concat or one of {', '.join(self.feature_kinds())}; "
+                f"got {p.downstream_feature!r}",
+                exit_code=2,
+            )
 
     @property
     def momentum_pairs(self):
@@ -79,6 +83,7 @@ class LooC(Method):
         """Every key head's keys, one [n+1 views, N, D] tensor per head: one key-encoder pass (backbone and
         heads, as MoCo's key encoder) over all key views with a shuffled batch (shuffling BN,
         ``shuffled_forward``; a head with BN, ``head_bn``, is shuffled like the backbone)."""
+
         def encode(x):
             f = self.backbone_k(x)
             return torch.cat([F.normalize(h(f), dim=1) for h in self.heads_k], dim=1)
@@ -99,7 +104,11 @@ class LooC(Method):
 
     def feature_kinds(self) -> list[str]:
         n = len(self.heads)
-        return ["backbone", "concat", "concat:out", "concat:hidden+v"] + [f"head:{i}" for i in range(n)] + [f"head:{i}:out" for i in range(n)]
+        return (
+            ["backbone", "concat", "concat:out", "concat:hidden+v"]
+            + [f"head:{i}" for i in range(n)]
+            + [f"head:{i}:out" for i in range(n)]
+        )
 
     def default_feature(self) -> str:
         if self.p.downstream_feature == "concat":
@@ -108,7 +117,10 @@ class LooC(Method):
 
     def features(self, x, kind="backbone"):
         if kind not in self.feature_kinds():
-            raise UserError(f"feature {kind!r} is not available for {self.recipe.method}; choose from {', '.join(self.feature_kinds())}", exit_code=2)
+            raise UserError(
+                f"feature {kind!r} is not available for {self.recipe.method}; choose from {', '.join(self.feature_kinds())}",
+                exit_code=2,
+            )
         v = self.backbone(x)
         if kind == "backbone":
             return v

@@ -8,6 +8,7 @@ otherwise run the similarity matmuls, ``log_softmax`` and ``cosine_similarity`` 
 8-bit mantissa is coarse next to a temperature of 0.1 (logits up to 10) or a loss near 0 (BYOL's 2 - 2 cos).
 In fp32 training the wrapper does nothing: the numbers are bitwise those of the plain functions.
 """
+
 from __future__ import annotations
 
 import functools
@@ -109,7 +110,9 @@ def byol_loss(p: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def sinkhorn(scores: torch.Tensor, epsilon: float = 0.05, iterations: int = 3, distributed: bool = False) -> torch.Tensor:
+def sinkhorn(
+    scores: torch.Tensor, epsilon: float = 0.05, iterations: int = 3, distributed: bool = False
+) -> torch.Tensor:
     """SwAV's Sinkhorn-Knopp (Caron et al. 2020, sec. 3.1 and Algorithm 1): equipartitioned soft codes.
 
     scores: [B, K] prototype scores (cosine similarities) of B samples. Returns Q: [B, K] (float32),
@@ -143,8 +146,13 @@ def sinkhorn(scores: torch.Tensor, epsilon: float = 0.05, iterations: int = 3, d
 
 
 @fp32_loss
-def swav_loss(scores_a: torch.Tensor, scores_b: torch.Tensor, codes_a: torch.Tensor, codes_b: torch.Tensor,
-              temperature: float = 0.1) -> torch.Tensor:
+def swav_loss(
+    scores_a: torch.Tensor,
+    scores_b: torch.Tensor,
+    codes_a: torch.Tensor,
+    codes_b: torch.Tensor,
+    temperature: float = 0.1,
+) -> torch.Tensor:
     """SwAV's swapped prediction: predict view a's code from view b's scores and vice versa.
 
     scores_*: [N, K] prototype scores; codes_*: [N, K] Sinkhorn codes (constants).
@@ -172,8 +180,9 @@ def looc_masks(n: int) -> torch.Tensor:
 
 
 @fp32_loss
-def looc_loss(queries: list[torch.Tensor], keys: list[torch.Tensor], queues: list[torch.Tensor],
-              temperature: float = 0.2) -> torch.Tensor:
+def looc_loss(
+    queries: list[torch.Tensor], keys: list[torch.Tensor], queues: list[torch.Tensor], temperature: float = 0.2
+) -> torch.Tensor:
     """LooC (Xiao et al. 2021): one InfoNCE per embedding space, summed over the n+1 spaces.
 
     queries[s]: [N, D] normalised q embedded by head s (s = 0..n); keys[s]: [n+1, N, D] normalised
@@ -201,7 +210,9 @@ def looc_loss(queries: list[torch.Tensor], keys: list[torch.Tensor], queues: lis
 
 
 @fp32_loss
-def swav_multicrop_loss(scores: list[torch.Tensor], codes: list[torch.Tensor], temperature: float = 0.1) -> torch.Tensor:
+def swav_multicrop_loss(
+    scores: list[torch.Tensor], codes: list[torch.Tensor], temperature: float = 0.1
+) -> torch.Tensor:
     """SwAV with multi-crop: the codes of each large crop (``codes[i]``, i < len(codes)) are predicted
     from every other crop's scores; mean over code crops and their partner crops.
 
@@ -213,5 +224,7 @@ def swav_multicrop_loss(scores: list[torch.Tensor], codes: list[torch.Tensor], t
     total = scores[0].new_zeros(())
     for i, q in enumerate(codes):
         others = [s for v, s in enumerate(scores) if v != i]
-        total = total + sum(-(q.detach() * F.log_softmax(s / temperature, dim=1)).sum(1).mean() for s in others) / len(others)
+        total = total + sum(-(q.detach() * F.log_softmax(s / temperature, dim=1)).sum(1).mean() for s in others) / len(
+            others
+        )
     return total / len(codes)

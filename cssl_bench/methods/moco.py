@@ -7,6 +7,7 @@ term (SimSiam Table 4's MoCo v2 row). Shuffling BN is emulated on one device by 
 statistics on ``bn_splits`` groups and shuffling the key batch across groups; across ranks the key
 batch is really shuffled (all-gather, permute, scatter).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -82,8 +83,10 @@ class MoCo(Method):
         super().__init__(recipe)
         self.p = p = parse_params(MoCoParams, recipe.params, recipe.method)
         if p.symmetric_reduction not in ("sum", "mean"):
-            raise UserError(f"params.symmetric_reduction for {recipe.method}: 'sum' or 'mean', got {p.symmetric_reduction!r}",
-                            exit_code=2)
+            raise UserError(
+                f"params.symmetric_reduction for {recipe.method}: 'sum' or 'mean', got {p.symmetric_reduction!r}",
+                exit_code=2,
+            )
         self.head = build_moco_head(p, self.feat_dim)
         split_batchnorm(self.backbone, p.bn_splits)
         split_batchnorm(self.head, p.bn_splits)  # a BN in the head (head_bn) is shuffled like the backbone's

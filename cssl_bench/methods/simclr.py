@@ -8,6 +8,7 @@ committed runs' numerics); on 2 CPU cores ours/lightly (one call per view) went 
 16 and from 1.01 to 1.04 at 64 (``benchmarks/train_step.py --quick --channels-last --methods simclr --set
 params.joint_views=true``).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass

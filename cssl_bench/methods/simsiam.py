@@ -5,6 +5,7 @@ Projector: 3 x (Linear without bias - BN - ReLU), the last without ReLU and with
 Loss: 0.5 * (D(p1, sg(z2)) + D(p2, sg(z1))), D = negative cosine. The predictor's learning rate is
 held fixed by the recipe (``optim.fixed_lr: [predictor]``); ResNets use ``zero_init_residual``.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass

@@ -1,4 +1,5 @@
 """Supervised baseline (the "Supervised" rows of LooC Tables 1 and 3): cross-entropy on the labels."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -26,5 +27,7 @@ class Supervised(Method):
 
     def loss(self, views, labels):
         logits = self.classifier(self.backbone(views["v1"]))
-        return {"loss": F.cross_entropy(logits, labels, label_smoothing=self.p.label_smoothing),
-                "acc": (logits.argmax(1) == labels).float().mean()}
+        return {
+            "loss": F.cross_entropy(logits, labels, label_smoothing=self.p.label_smoothing),
+            "acc": (logits.argmax(1) == labels).float().mean(),
+        }

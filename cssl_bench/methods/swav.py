@@ -5,6 +5,7 @@ step), codes by Sinkhorn-Knopp (3 iterations, eps 0.05) from the two large crops
 frozen during the first ``freeze_prototypes_epochs``, and for small batches a queue of past large-crop
 projections (``queue_length``) used in the Sinkhorn step from epoch ``queue_start``.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -55,8 +56,11 @@ class SwAV(Method):
         # W ranks keeps L = queue_length / W rows, so the Sinkhorn step sees queue_length rows at any W.
         length = p.queue_length - p.queue_length % recipe.train.batch_size
         if p.queue_length and not length:
-            raise UserError(f"params.queue_length {p.queue_length} for {recipe.method} is below the batch size "
-                            f"{recipe.train.batch_size}: SwAV keeps whole batches in its queue", exit_code=2)
+            raise UserError(
+                f"params.queue_length {p.queue_length} for {recipe.method} is below the batch size "
+                f"{recipe.train.batch_size}: SwAV keeps whole batches in its queue",
+                exit_code=2,
+            )
         self.rank_queue_length = length // D.world_size()
         self.register_buffer("queue", torch.zeros(self.n_code_crops, self.rank_queue_length, p.dim))
         self.epoch = 0

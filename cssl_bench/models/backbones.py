@@ -12,6 +12,7 @@ which carries ``out_dim``. Names:
 The CIFAR stem (3x3 conv, stride 1, no max-pool) is used for inputs of 64 px and less unless
 ``cifar_stem`` says otherwise (it applies to ResNets only).
 """
+
 from __future__ import annotations
 
 import re
@@ -22,8 +23,13 @@ from torchvision.models.resnet import BasicBlock, Bottleneck, ResNet
 
 from cssl_bench import UserError
 
-_DEPTHS = {10: (BasicBlock, [1, 1, 1, 1]), 18: (BasicBlock, [2, 2, 2, 2]), 34: (BasicBlock, [3, 4, 6, 3]),
-           50: (Bottleneck, [3, 4, 6, 3]), 101: (Bottleneck, [3, 4, 23, 3])}
+_DEPTHS = {
+    10: (BasicBlock, [1, 1, 1, 1]),
+    18: (BasicBlock, [2, 2, 2, 2]),
+    34: (BasicBlock, [3, 4, 6, 3]),
+    50: (Bottleneck, [3, 4, 6, 3]),
+    101: (Bottleneck, [3, 4, 23, 3]),
+}
 _NAME = re.compile(r"^resnet(\d+)(?:-w([0-9.]+))?$")
 
 
@@ -71,8 +77,9 @@ def _cifar_stem(model: ResNet) -> None:
     model.maxpool = nn.Identity()
 
 
-def build_backbone(name: str, image_size: int = 224, cifar_stem: bool | None = None,
-                   zero_init_residual: bool = False) -> nn.Module:
+def build_backbone(
+    name: str, image_size: int = 224, cifar_stem: bool | None = None, zero_init_residual: bool = False
+) -> nn.Module:
     """Build a feature extractor; see the module docstring for names."""
     use_cifar = image_size <= 64 if cifar_stem is None else cifar_stem
     m = _NAME.match(name)
@@ -96,7 +103,10 @@ def build_backbone(name: str, image_size: int = 224, cifar_stem: bool | None = N
 
     timm_name = name[5:] if name.startswith("timm:") else name
     if timm_name not in timm.list_models():
-        raise UserError(f"unknown backbone {name!r}; use resnet18, resnet50, resnet18-w0.25 (any depth 10/18/34/50/101 and width) or a timm model name", exit_code=2)
+        raise UserError(
+            f"unknown backbone {name!r}; use resnet18, resnet50, resnet18-w0.25 (any depth 10/18/34/50/101 and width) or a timm model name",
+            exit_code=2,
+        )
     model = timm.create_model(timm_name, pretrained=False, num_classes=0)
     if use_cifar and hasattr(model, "conv1") and hasattr(model, "maxpool") and isinstance(model.conv1, nn.Conv2d):
         c = model.conv1.out_channels

@@ -4,12 +4,15 @@
 between consecutive dims, each hidden one followed by BatchNorm1d (when ``bn``) and ReLU. The last
 Linear has no ReLU; ``last_bn`` adds a BatchNorm on the output (SimSiam's projector, affine off).
 """
+
 from __future__ import annotations
 
 import torch.nn as nn
 
 
-def mlp(dims: list[int], bn: bool = True, last_bn: bool = False, last_bn_affine: bool = True, bias: bool | None = None) -> nn.Sequential:
+def mlp(
+    dims: list[int], bn: bool = True, last_bn: bool = False, last_bn_affine: bool = True, bias: bool | None = None
+) -> nn.Sequential:
     if len(dims) < 2:
         raise ValueError("an MLP needs at least an input and an output size")
     layers: list[nn.Module] = []

@@ -16,6 +16,7 @@ are appended as soon as it finishes, so a killed ``reproduce`` continues where i
 Everything runs in-process through the library functions (``train.loop.pretrain``, the probes of
 ``eval.probes``, the detection transfer), never by shelling out.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -61,21 +62,31 @@ def run_spec(key: str, scale: str) -> RunSpec:
     if key == "moco-v2-sym":  # SimSiam's MoCo v2 reproduction uses the symmetrised loss (docs/protocols.md, section 1)
         # (the reduction is spelled out: runs made before the official sum became the default halved it, and the
         # explicit key gives this run a new config hash so that those are not reused)
-        return RunSpec(key, "moco-v2", top, saves, role="in1k", sets=("params.symmetric=true", "params.symmetric_reduction=sum"))
+        return RunSpec(
+            key, "moco-v2", top, saves, role="in1k", sets=("params.symmetric=true", "params.symmetric_reduction=sum")
+        )
     if key == "simsiam-optimal":  # only SimSiam Table 5 needs it: 200-epoch pre-training
         return RunSpec(key, "simsiam-optimal", b[200], role="in1k")
     if key in ("supervised", "supervised-in1k"):
         # LooC Tables 1, 3 (IN-100) and SimSiam Table 5 (ImageNet; its 200-epoch checkpoint, and epoch 0 = scratch).
         # At the CPU scales both roles are `embedded`, so the two keys are one run.
         epochs = max(looc, b[200])
-        return RunSpec(key, "supervised", epochs, tuple(sorted({0, b[200]} - {epochs})), role="in1k" if key.endswith("in1k") else "in100")
+        return RunSpec(
+            key,
+            "supervised",
+            epochs,
+            tuple(sorted({0, b[200]} - {epochs})),
+            role="in1k" if key.endswith("in1k") else "in100",
+        )
     if key in ("moco-v2", "moco-rot", "moco-rot-same"):
         return RunSpec(key, key, looc)
     if key.startswith("looc[") and key.endswith("]"):
         # looc[a,b] : augmentations a, b, a variance head for each; looc[a,b,c;heads=a] : only a gets one
         body, sep, heads = key[5:-1].partition(";heads=")
         augment = tuple(a for a in body.split(",") if a)
-        return RunSpec(key, "looc", looc, augment=augment, heads=tuple(h for h in heads.split(",") if h) if sep else None)
+        return RunSpec(
+            key, "looc", looc, augment=augment, heads=tuple(h for h in heads.split(",") if h) if sep else None
+        )
     raise UserError(f"no catalogue run {key!r}")
 
 
@@ -83,8 +94,10 @@ def recipe_of(spec: RunSpec, scale: str, seed: int, sets: tuple[str, ...] = ()):
     """The recipe of catalogue run ``spec``; ``sets``: the user's overrides, applied to every run (they change its hash)."""
     from cssl_bench.config import load_recipe
 
-    ov: dict = {"train": {"epochs": spec.epochs, "save_epochs": list(spec.save_epochs), "seed": seed},
-                "data": {"dataset": T.stand_in(spec.role, scale)}}
+    ov: dict = {
+        "train": {"epochs": spec.epochs, "save_epochs": list(spec.save_epochs), "seed": seed},
+        "data": {"dataset": T.stand_in(spec.role, scale)},
+    }
     if spec.augment is not None:
         ov["augment"] = {"looc_augment": list(spec.augment)}
     if spec.heads is not None:
@@ -196,7 +209,17 @@ class RunStep:
 
     def command(self, scale: str) -> str:
         s = self.spec
-        parts = ["cssl-bench", "pretrain", s.method, "--scale", scale, "--epochs", str(s.epochs), "--seed", str(self.seed)]
+        parts = [
+            "cssl-bench",
+            "pretrain",
+            s.method,
+            "--scale",
+            scale,
+            "--epochs",
+            str(s.epochs),
+            "--seed",
+            str(self.seed),
+        ]
         if s.save_epochs:
             parts += ["--save-epochs", ",".join(map(str, s.save_epochs))]
         if s.augment is not None:
@@ -237,13 +260,27 @@ class ProbeStep:
         ep = [] if self.checkpoint_epoch is None else ["--epoch", str(self.epoch)]
         if self.kind == "detection":
             as_ = ["--protocol", self.protocol] if self.protocol and self.dataset == "embedded-det" else []
-            return shlex.join(["cssl-bench", "transfer", "detection", str(self.run.run_dir), "--dataset", self.dataset, *as_, *ep])
-        parts = ["cssl-bench", "probe", self.kind, str(self.run.run_dir), "--dataset", self.dataset, "--feature", self.feature, *ep]
+            return shlex.join(
+                ["cssl-bench", "transfer", "detection", str(self.run.run_dir), "--dataset", self.dataset, *as_, *ep]
+            )
+        parts = [
+            "cssl-bench",
+            "probe",
+            self.kind,
+            str(self.run.run_dir),
+            "--dataset",
+            self.dataset,
+            "--feature",
+            self.feature,
+            *ep,
+        ]
         if self.protocol:
             parts += ["--protocol", self.protocol]
         elif self.kind in ("rotation", "finegrained", "corruption", "objectnet"):
             parts += ["--protocol", LOOC_PROTOCOL]
-        for k, v in PROBE_OPTIONS.get(self.run.recipe.scale if self.run.recipe else "paper", {}).get(self.kind, {}).items():
+        for k, v in (
+            PROBE_OPTIONS.get(self.run.recipe.scale if self.run.recipe else "paper", {}).get(self.kind, {}).items()
+        ):
             parts += [f"--{k}", str(v)]
         return shlex.join(parts)
 
@@ -254,12 +291,16 @@ class ProbeStep:
         h = r.hash()
         prefixes = metric_prefixes(self.kind, self.protocol)
         for rec in records:
-            if (rec.get("config_hash") == h and rec.get("epochs") == self.epoch and rec.get("dataset") == self.dataset
-                    and not T.bn_on_data(rec)  # a probe of the copy with re-estimated BN statistics is another measurement
-                    and str(rec.get("metric", "")).startswith(prefixes)
-                    and (self.kind == "detection" or rec.get("feature") == self.feature)
-                    and (self.kind != "linear" or rec.get("protocol") == linear_protocol(self.protocol, r.scale).record())
-                    and (self.kind != "detection" or self._scored_as_planned(rec))):
+            if (
+                rec.get("config_hash") == h
+                and rec.get("epochs") == self.epoch
+                and rec.get("dataset") == self.dataset
+                and not T.bn_on_data(rec)  # a probe of the copy with re-estimated BN statistics is another measurement
+                and str(rec.get("metric", "")).startswith(prefixes)
+                and (self.kind == "detection" or rec.get("feature") == self.feature)
+                and (self.kind != "linear" or rec.get("protocol") == linear_protocol(self.protocol, r.scale).record())
+                and (self.kind != "detection" or self._scored_as_planned(rec))
+            ):
                 return True
         return False
 
@@ -267,7 +308,10 @@ class ProbeStep:
         """A detection record counts only if scored the way this step would score it (VOC07 or COCO)."""
         from cssl_bench.eval.detection.finetune import get_protocol
 
-        return T.record_metric(rec) == get_protocol(self.dataset, self.protocol if self.dataset == "embedded-det" else None).metric
+        return (
+            T.record_metric(rec)
+            == get_protocol(self.dataset, self.protocol if self.dataset == "embedded-det" else None).metric
+        )
 
 
 @dataclass
@@ -284,7 +328,7 @@ class Plan:
         out = []
         for r in self.runs:
             s = r.spec
-            extra = (f", checkpoints at {','.join(map(str, s.save_epochs))}" if s.save_epochs else "")
+            extra = f", checkpoints at {','.join(map(str, s.save_epochs))}" if s.save_epochs else ""
             extra += f", augment {','.join(s.augment) or '(none)'}" if s.augment is not None else ""
             extra += f", variance heads {','.join(s.heads) or '(none)'}" if s.heads is not None else ""
             out.append(f"pretrain {r.label}: {s.method} {s.epochs} epochs{extra} [{r.status}]")
@@ -322,8 +366,15 @@ class Plan:
         return estimate_minutes(self)
 
 
-def plan(names: list[str], scale: str, seeds: int = 1, results: Path | None = None, runs_dir: Path | None = None,
-         rows: list[int] | None = None, sets: list[str] | None = None) -> Plan:
+def plan(
+    names: list[str],
+    scale: str,
+    seeds: int = 1,
+    results: Path | None = None,
+    runs_dir: Path | None = None,
+    rows: list[int] | None = None,
+    sets: list[str] | None = None,
+) -> Plan:
     """The steps that reproduce tables ``names`` at ``scale`` (``rows``: 1-based rows of a single table;
     ``sets``: ``section.key=value`` overrides for every pre-training, e.g. ``data.workers=0``)."""
     from cssl_bench.results.store import ResultsStore
@@ -350,17 +401,21 @@ def plan(names: list[str], scale: str, seeds: int = 1, results: Path | None = No
                 continue
             for seed in range(seeds):
                 step = _run_step(row.run, scale, seed, runs_dir, by_id, tuple(sets or ()))
-                for h, cell in T.columns(spec):
+                for _h, cell in T.columns(spec):
                     if cell is None:
                         continue
                     epoch = row.epoch if row.epoch is not None else T.our_epochs(cell.budget, scale)
                     protocol = dict(cell.where + cell.prefer).get("protocol.name") if cell.probe == "linear" else None
                     if cell.probe == "detection":
-                        protocol = cell.role  # voc07 | voc0712 | coco: on embedded-det, the column group it stands in for
+                        protocol = (
+                            cell.role
+                        )  # voc07 | voc0712 | coco: on embedded-det, the column group it stands in for
                     feature = "backbone" if cell.probe == "detection" else row.feature
                     key = (id(step), cell.probe, T.stand_in(cell.role, scale), feature, epoch, protocol)
                     if key not in probes:
-                        probes[key] = ProbeStep(step, cell.probe, T.stand_in(cell.role, scale), feature, epoch, protocol)
+                        probes[key] = ProbeStep(
+                            step, cell.probe, T.stand_in(cell.role, scale), feature, epoch, protocol
+                        )
                     if spec.name not in probes[key].tables:
                         probes[key].tables.append(spec.name)
     run_steps = list(dict.fromkeys(by_id.values()))
@@ -378,7 +433,17 @@ def plan(names: list[str], scale: str, seeds: int = 1, results: Path | None = No
 def _run_step(key: str, scale: str, seed: int, runs_dir: Path, by_id: dict, sets: tuple[str, ...] = ()) -> RunStep:
     spec = run_spec(key, scale)
     # The recipe is a function of these (two catalogue keys may give one recipe at the CPU scales).
-    ident = (spec.method, spec.epochs, spec.save_epochs, T.stand_in(spec.role, scale), spec.augment, spec.heads, spec.sets, seed, sets)
+    ident = (
+        spec.method,
+        spec.epochs,
+        spec.save_epochs,
+        T.stand_in(spec.role, scale),
+        spec.augment,
+        spec.heads,
+        spec.sets,
+        seed,
+        sets,
+    )
     try:
         recipe, error = recipe_of(spec, scale, seed, sets), None
         _check_buildable(recipe)
@@ -441,19 +506,40 @@ def _set_run_status(r: RunStep, probes: list[ProbeStep]) -> None:
 # Measured with torch's CPU path pinned to 2 cores of an idle Xeon (taskset -c 0,1, 2 threads; 2026-11):
 # minutes per pre-training epoch of the CPU scales (10,000 embedded images at 32 px, ResNet-18 at
 # quarter width, batch 128), and minutes per probe on 10,000 + 2,000 images.
-EPOCH_MINUTES = {"moco-v1": 0.7, "moco-v2": 0.7, "moco-rot": 0.7, "moco-rot-same": 0.7, "simclr": 0.6, "byol": 0.72,
-                 "simsiam": 0.6, "simsiam-optimal": 0.6, "swav": 1.07, "supervised": 0.25}
+EPOCH_MINUTES = {
+    "moco-v1": 0.7,
+    "moco-v2": 0.7,
+    "moco-rot": 0.7,
+    "moco-rot-same": 0.7,
+    "simclr": 0.6,
+    "byol": 0.72,
+    "simsiam": 0.6,
+    "simsiam-optimal": 0.6,
+    "swav": 1.07,
+    "supervised": 0.25,
+}
 SYMMETRIC_EPOCH_MINUTES = 1.03  # MoCo v2 with the symmetrised loss
 LOOC_EPOCH_MINUTES = (0.47, 0.34)  # LooC: base + per atomic augmentation (one more key view each)
-PROBE_MINUTES = {"linear": 0.15, "knn": 0.1, "rotation": 0.25, "finegrained": 0.15, "fewshot": 0.1, "corruption": 0.7,
-                 "objectnet": 0.1, "detection": 1.3}
+PROBE_MINUTES = {
+    "linear": 0.15,
+    "knn": 0.1,
+    "rotation": 0.25,
+    "finegrained": 0.15,
+    "fewshot": 0.1,
+    "corruption": 0.7,
+    "objectnet": 0.1,
+    "detection": 1.3,
+}
 # The corrupted test images are rendered once and cached for every run (glass blur dominates): ~19
 # CPU-minutes for 2,000 images x 15 corruptions x 5 severities, proportionally less for a subset.
 CORRUPTION_RENDER_MINUTES_PER_IMAGE = 19.0 / 2000
 # Seeded subsets at the CPU scales, to fit the budgets: rotation (4 angles of every image) and
 # corruption (75 corrupted copies of the test split). Recorded in the probes' protocols.
-PROBE_OPTIONS = {"tiny": {"rotation": {"limit": 2000}, "corruption": {"limit": 500}},
-                 "small": {"corruption": {"limit": 1000}}, "paper": {}}
+PROBE_OPTIONS = {
+    "tiny": {"rotation": {"limit": 2000}, "corruption": {"limit": 500}},
+    "small": {"corruption": {"limit": 1000}},
+    "paper": {},
+}
 CPU_SCALES = ("tiny", "small")
 
 
@@ -524,9 +610,13 @@ def check_datasets(p: Plan) -> None:
     need = p.datasets()
     missing = {n: why for n in need if (why := dataset_status(n))}
     if missing:
-        raise UserError("paper scale needs the real datasets " + ", ".join(f"{n} ({'/'.join(need[n])})" for n in sorted(need))
-                        + "; missing: " + "; ".join(f"{n}: {why}" for n, why in sorted(missing.items()))
-                        + " (see 'cssl-bench data list')")
+        raise UserError(
+            "paper scale needs the real datasets "
+            + ", ".join(f"{n} ({'/'.join(need[n])})" for n in sorted(need))
+            + "; missing: "
+            + "; ".join(f"{n}: {why}" for n, why in sorted(missing.items()))
+            + " (see 'cssl-bench data list')"
+        )
 
 
 # --- running -------------------------------------------------------------------------------------------
@@ -560,7 +650,9 @@ def execute(p: Plan, console=None, show_progress: bool = True) -> None:
             continue
         if r.status in ("run", "resume"):
             n += 1
-            console.rule(escape(f"[{n}/{total}] pretrain {r.label}: {r.spec.method}, {r.spec.epochs} epochs -> {r.run_dir}"))
+            console.rule(
+                escape(f"[{n}/{total}] pretrain {r.label}: {r.spec.method}, {r.spec.epochs} epochs -> {r.run_dir}")
+            )
             pretrain(r.recipe, r.run_dir, resume=r.status == "resume", show_progress=show_progress, console=console)
             r.status = "reuse"
         warn_if_collapsed(r.run_dir, console)
@@ -584,7 +676,9 @@ def execute(p: Plan, console=None, show_progress: bool = True) -> None:
             console.print(f"      {escape(shown)}  [dim]({time.time() - t0:.0f} s)[/]")
     console.print(f"[green]reproduce done[/] in {(time.time() - t_start) / 60:.1f} min; records in {store.path}")
     if skipped:
-        console.print(f"[yellow]not reproduced[/] (this version cannot build them): {escape(', '.join(label for label, _ in skipped))}")
+        console.print(
+            f"[yellow]not reproduced[/] (this version cannot build them): {escape(', '.join(label for label, _ in skipped))}"
+        )
 
 
 def unavailable_runs(p: Plan) -> list[tuple[str, str]]:
@@ -597,8 +691,14 @@ def unavailable_runs(p: Plan) -> list[tuple[str, str]]:
     return out
 
 
-def regression_diff(name: str, records: list[dict], reference: list[dict], scale: str, rows: list[int] | None = None,
-                    tolerance: float = 2.0) -> list[str]:
+def regression_diff(
+    name: str,
+    records: list[dict],
+    reference: list[dict],
+    scale: str,
+    rows: list[int] | None = None,
+    tolerance: float = 2.0,
+) -> list[str]:
     """Cells of table ``name`` (``rows``: 1-based; default all) where ``records`` and ``reference`` differ by
     more than their band, or where either has no value. Empty: they agree.
 
@@ -616,7 +716,9 @@ def regression_diff(name: str, records: list[dict], reference: list[dict], scale
             a, b = ours.ours[i][j], ref.ours[i][j]
             band = max(tolerance, 2 * (b.std or 0.0)) if b is not None else tolerance
             if a is None or b is None or abs(a.mean - b.mean) > band:
-                out.append(f"{T.row_name(ours, i)} | {h}: reproduced {T.fmt_value(a)} vs committed {T.fmt_value(b)} (band ±{band:.1f})")
+                out.append(
+                    f"{T.row_name(ours, i)} | {h}: reproduced {T.fmt_value(a)} vs committed {T.fmt_value(b)} (band ±{band:.1f})"
+                )
     return out
 
 
@@ -629,8 +731,11 @@ def write_outputs(names: list[str], scale: str, results: Path) -> list[Path]:
     out = []
     for name in names:
         t = T.build(name, records, scale)
-        for suffix, text in ((".md", T.render(t, "md")), (".csv", T.render(t, "csv")),
-                             ("-compare.md", T.render(t, "md", compare=True, provenance=True))):
+        for suffix, text in (
+            (".md", T.render(t, "md")),
+            (".csv", T.render(t, "csv")),
+            ("-compare.md", T.render(t, "md", compare=True, provenance=True)),
+        ):
             path = Path(results) / "tables" / f"{name}{suffix}"
             path.parent.mkdir(parents=True, exist_ok=True)
             atomic_write_text(path, text)

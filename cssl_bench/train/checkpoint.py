@@ -5,6 +5,7 @@ previous good one; ``epoch_N.pt`` for kept budgets), ``log.csv`` and ``run.json`
 written to a temporary file, fsynced, then renamed over the old one, so a kill at any moment leaves a
 loadable checkpoint. They are loaded with ``weights_only=True``: a pickle that would run code is refused.
 """
+
 from __future__ import annotations
 
 import errno
@@ -130,7 +131,9 @@ def load_checkpoint(path: Path) -> dict:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        why = next((ln.strip() for ln in str(e).splitlines() if "Unsupported global" in ln), "it holds more than plain weights")
+        why = next(
+            (ln.strip() for ln in str(e).splitlines() if "Unsupported global" in ln), "it holds more than plain weights"
+        )
         raise UserError(f"checkpoint {path} was refused: loading it would run code ({why[:160]})") from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as e:
         raise UserError(f"checkpoint {path} is corrupted or truncated ({type(e).__name__})") from None
@@ -153,8 +156,10 @@ def find_resume_checkpoint(run_dir: Path) -> Path | None:
             except UserError as e:
                 damaged.append(str(e))
     if damaged:
-        raise UserError(f"cannot resume {run_dir}: no loadable checkpoint ({'; '.join(damaged)}); nothing was changed "
-                        f"(move the damaged checkpoints away to start the run again)")
+        raise UserError(
+            f"cannot resume {run_dir}: no loadable checkpoint ({'; '.join(damaged)}); nothing was changed "
+            f"(move the damaged checkpoints away to start the run again)"
+        )
     return None
 
 

@@ -18,6 +18,7 @@ Semantics (tests/test_distributed.py checks each against one process on the same
   rank keeps ``bn_splits / W`` of them (``divide_split_batchnorm``: the groups keep their size); the
   key batch is permuted across ranks by ``methods.base.shuffled_forward``.
 """
+
 from __future__ import annotations
 
 import datetime
@@ -71,7 +72,9 @@ def init_from_env(timeout_minutes: float = 30.0) -> bool:
     if device_type == "cuda":
         local = int(os.environ.get("LOCAL_RANK", 0))
         if local >= torch.cuda.device_count():
-            raise UserError(f"local rank {local} has no GPU ({torch.cuda.device_count()} visible); use --nproc <= the number of GPUs")
+            raise UserError(
+                f"local rank {local} has no GPU ({torch.cuda.device_count()} visible); use --nproc <= the number of GPUs"
+            )
         torch.cuda.set_device(local)
     kw = {"device_id": torch.device("cuda", torch.cuda.current_device())} if device_type == "cuda" else {}
     dist.init_process_group(backend_for(device_type), timeout=datetime.timedelta(minutes=timeout_minutes), **kw)
@@ -231,8 +234,11 @@ def divide_split_batchnorm(module: nn.Module, world: int) -> None:
     for m in module.modules():
         if isinstance(m, SplitBatchNorm2d) and m.splits > 1:
             if m.splits % world and m.splits > world:
-                raise UserError(f"params.bn_splits={m.splits} BN groups cannot be shared by {world} processes; "
-                                f"use a multiple of {world} (--set params.bn_splits=...)", exit_code=2)
+                raise UserError(
+                    f"params.bn_splits={m.splits} BN groups cannot be shared by {world} processes; "
+                    f"use a multiple of {world} (--set params.bn_splits=...)",
+                    exit_code=2,
+                )
             m.splits = max(1, m.splits // world)
 
 
@@ -260,6 +266,21 @@ def distribute(method: nn.Module, sync_bn: bool, device: torch.device) -> nn.Mod
     return ddp(method, device_ids=[device.index] if device.type == "cuda" else None, **kw)
 
 
-__all__ = ["is_dist", "world_size", "rank", "is_main", "launched_by_torchrun", "init_from_env", "cleanup", "barrier",
-           "all_reduce_mean", "concat_all_gather", "gather_with_grad", "all_reduce_with_grad",
-           "GlobalBatchNorm", "convert_sync_batchnorm", "divide_split_batchnorm", "distribute"]
+__all__ = [
+    "is_dist",
+    "world_size",
+    "rank",
+    "is_main",
+    "launched_by_torchrun",
+    "init_from_env",
+    "cleanup",
+    "barrier",
+    "all_reduce_mean",
+    "concat_all_gather",
+    "gather_with_grad",
+    "all_reduce_with_grad",
+    "GlobalBatchNorm",
+    "convert_sync_batchnorm",
+    "divide_split_batchnorm",
+    "distribute",
+]

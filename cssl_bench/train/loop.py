@@ -1,6 +1,7 @@
 """The pretraining loop. It knows nothing of a method's internals: it calls ``method(views, labels)``,
 steps the optimiser, updates the momentum pairs, logs, and checkpoints atomically so that
 ``--resume`` continues exactly (model, optimiser, queues, momentum encoders, RNG states, position)."""
+
 from __future__ import annotations
 
 import copy
@@ -26,7 +27,15 @@ from cssl_bench.data.views import build_view_recipe
 from cssl_bench.methods import build_method
 from cssl_bench.methods.base import update_momentum_pairs
 from cssl_bench.train import distributed as D
-from cssl_bench.train.checkpoint import FORMAT, find_resume_checkpoint, load_checkpoint, read_run, save_checkpoint, atomic_write_text, write_run_json
+from cssl_bench.train.checkpoint import (
+    FORMAT,
+    atomic_write_text,
+    find_resume_checkpoint,
+    load_checkpoint,
+    read_run,
+    save_checkpoint,
+    write_run_json,
+)
 from cssl_bench.train.optim import build_optimizer, set_lr
 from cssl_bench.train.precision import resolve_precision
 
@@ -65,8 +74,11 @@ def seed_everything(seed: int) -> None:
 
 
 def rng_state() -> dict:
-    return {"torch": torch.get_rng_state(), "python": list(random.getstate()[1]),
-            "numpy": torch.from_numpy(np.random.get_state()[1].astype(np.int64))}
+    return {
+        "torch": torch.get_rng_state(),
+        "python": list(random.getstate()[1]),
+        "numpy": torch.from_numpy(np.random.get_state()[1].astype(np.int64)),
+    }
 
 
 def set_rng_state(state: dict) -> None:
@@ -110,8 +122,14 @@ def _truncate_log(path: Path, step: int) -> None:
         w.writerows(rows)
 
 
-def pretrain(recipe: Recipe, out_dir: Path, resume: bool = False, show_progress: bool = True,
-             console: Console | None = None, stop_after_steps: int | None = None) -> Path:
+def pretrain(
+    recipe: Recipe,
+    out_dir: Path,
+    resume: bool = False,
+    show_progress: bool = True,
+    console: Console | None = None,
+    stop_after_steps: int | None = None,
+) -> Path:
     """Pretrain ``recipe`` into ``out_dir``; returns ``out_dir``. ``stop_after_steps`` (tests) stops early
     after that many optimiser steps of this call, as a kill would, without a final checkpoint."""
     console = console or Console(stderr=True)
@@ -135,12 +153,22 @@ def pretrain(recipe: Recipe, out_dir: Path, resume: bool = False, show_progress:
         loaders_used = list(saved_info.get("train_loaders") or [])
         precision_requested = precision_requested or saved_info.get("precision_requested")
         saved_recipe = recipe_from_dict(saved)
-        if saved_recipe.hash() != recipe.hash() and precision_requested == "auto" and saved_recipe.hash() == dataclasses.replace(
-                recipe, train=dataclasses.replace(recipe.train, precision=saved_recipe.train.precision)).hash():
-            raise UserError(f"{out_dir} holds a run in {saved_recipe.train.precision}, but precision auto resolves to "
-                            f"{recipe.train.precision} on this machine; resume with --precision {saved_recipe.train.precision}")
+        if (
+            saved_recipe.hash() != recipe.hash()
+            and precision_requested == "auto"
+            and saved_recipe.hash()
+            == dataclasses.replace(
+                recipe, train=dataclasses.replace(recipe.train, precision=saved_recipe.train.precision)
+            ).hash()
+        ):
+            raise UserError(
+                f"{out_dir} holds a run in {saved_recipe.train.precision}, but precision auto resolves to "
+                f"{recipe.train.precision} on this machine; resume with --precision {saved_recipe.train.precision}"
+            )
         if saved_recipe.hash() != recipe.hash():
-            raise UserError(f"{out_dir} holds a run of another recipe ({saved['method']}, hash {saved_recipe.hash()}); resume with the same options or use another --out")
+            raise UserError(
+                f"{out_dir} holds a run of another recipe ({saved['method']}, hash {saved_recipe.hash()}); resume with the same options or use another --out"
+            )
         recipe = saved_recipe if state is None else recipe
     elif (ckpt_dir / "last.pt").exists() or (ckpt_dir / "prev.pt").exists():
         raise UserError(f"{out_dir} already holds a run; pass --resume to continue it or choose another --out")
@@ -155,10 +183,18 @@ def pretrain(recipe: Recipe, out_dir: Path, resume: bool = False, show_progress:
     # the recipe (hash, lr scaling, results) does not depend on the number of processes
     world, rank = D.world_size(), D.rank()
     if recipe.train.batch_size % world:
-        raise UserError(f"batch size {recipe.train.batch_size} cannot be split over {world} processes; use a multiple of {world}", exit_code=2)
+        raise UserError(
+            f"batch size {recipe.train.batch_size} cannot be split over {world} processes; use a multiple of {world}",
+            exit_code=2,
+        )
     if recipe.train.batch_size > len(source):
-        raise UserError(f"batch size {recipe.train.batch_size} is larger than the dataset ({len(source)} images); use a smaller --batch-size", exit_code=2)
-    local_recipe = dataclasses.replace(recipe, train=dataclasses.replace(recipe.train, batch_size=recipe.train.batch_size // world))
+        raise UserError(
+            f"batch size {recipe.train.batch_size} is larger than the dataset ({len(source)} images); use a smaller --batch-size",
+            exit_code=2,
+        )
+    local_recipe = dataclasses.replace(
+        recipe, train=dataclasses.replace(recipe.train, batch_size=recipe.train.batch_size // world)
+    )
     view_recipe = build_view_recipe(recipe)
     method = build_method(recipe, num_classes=len(source.classes)).to(device)
     if recipe.model.channels_last:
@@ -195,25 +231,54 @@ def pretrain(recipe: Recipe, out_dir: Path, resume: bool = False, show_progress:
             return
         if path.name == "last.pt":
             _last_ckpt_step[0] = global_step
-        save_checkpoint({
-            "format": FORMAT, "version": __version__, "method": recipe.method, "backbone": recipe.model.backbone,
-            "config_hash": recipe.hash(), "epoch": epoch, "step_in_epoch": step_in_epoch, "step": global_step,
-            "model": method.state_dict(), "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
-            "rng": rng_state(),
-        }, path, keep_previous)
+        save_checkpoint(
+            {
+                "format": FORMAT,
+                "version": __version__,
+                "method": recipe.method,
+                "backbone": recipe.model.backbone,
+                "config_hash": recipe.hash(),
+                "epoch": epoch,
+                "step_in_epoch": step_in_epoch,
+                "step": global_step,
+                "model": method.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "scaler": scaler.state_dict(),
+                "rng": rng_state(),
+            },
+            path,
+            keep_previous,
+        )
 
     last_z = {}  # the last logged z_std (collapse monitor), kept in run.json
 
     def run_info(status: str):
         if main:
-            write_run_json(out_dir, {"method": recipe.method, "scale": recipe.scale, "config_hash": recipe.hash(),
-                                     "status": status, "epochs_done": epoch, "epochs": recipe.train.epochs,
-                                     "steps_done": global_step, "dataset": recipe.data.dataset, "backbone": recipe.model.backbone,
-                                     "seed": recipe.train.seed, "batch_size": recipe.train.batch_size, "processes": world,
-                                     "precision": recipe.train.precision,
-                                     **({"precision_requested": precision_requested}
-                                        if precision_requested not in (None, recipe.train.precision) else {}),
-                                     **({"train_loaders": loaders_used} if loaders_used else {}), **last_z})
+            write_run_json(
+                out_dir,
+                {
+                    "method": recipe.method,
+                    "scale": recipe.scale,
+                    "config_hash": recipe.hash(),
+                    "status": status,
+                    "epochs_done": epoch,
+                    "epochs": recipe.train.epochs,
+                    "steps_done": global_step,
+                    "dataset": recipe.data.dataset,
+                    "backbone": recipe.model.backbone,
+                    "seed": recipe.train.seed,
+                    "batch_size": recipe.train.batch_size,
+                    "processes": world,
+                    "precision": recipe.train.precision,
+                    **(
+                        {"precision_requested": precision_requested}
+                        if precision_requested not in (None, recipe.train.precision)
+                        else {}
+                    ),
+                    **({"train_loaders": loaders_used} if loaders_used else {}),
+                    **last_z,
+                },
+            )
 
     if state is None:
         checkpoint(ckpt_dir / "last.pt", keep_previous=False)  # epoch 0: the random-init baseline
@@ -234,17 +299,35 @@ def pretrain(recipe: Recipe, out_dir: Path, resume: bool = False, show_progress:
         with open(log_path, "w", newline="") as f:
             csv.DictWriter(f, LOG_FIELDS).writeheader()
 
-    progress = Progress(TextColumn("[bold]{task.fields[name]}"), TextColumn("epoch {task.fields[epoch]}"), BarColumn(),
-                        MofNCompleteColumn(), TextColumn("loss {task.fields[loss]:.4f}"), TextColumn("{task.fields[ips]:.0f} img/s"),
-                        TimeRemainingColumn(), console=console, disable=not (show_progress and main))
+    progress = Progress(
+        TextColumn("[bold]{task.fields[name]}"),
+        TextColumn("epoch {task.fields[epoch]}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("loss {task.fields[loss]:.4f}"),
+        TextColumn("{task.fields[ips]:.0f} img/s"),
+        TimeRemainingColumn(),
+        console=console,
+        disable=not (show_progress and main),
+    )
     steps_this_call = 0
     t0 = time.time()
     with progress:
-        task = progress.add_task("pretrain", total=total_steps, completed=global_step, name=recipe.method, epoch=epoch, loss=float("nan"), ips=0.0)
+        task = progress.add_task(
+            "pretrain",
+            total=total_steps,
+            completed=global_step,
+            name=recipe.method,
+            epoch=epoch,
+            loss=float("nan"),
+            ips=0.0,
+        )
         while epoch < recipe.train.epochs:
             method.on_epoch_start(epoch)
             loader = make_train_loader(local_recipe, source, view_recipe, epoch, step_in_epoch, rank, world)
-            if loader.provenance not in loaders_used:  # JPEG storage (FFCV) changes the images: the run says what it read
+            if (
+                loader.provenance not in loaders_used
+            ):  # JPEG storage (FFCV) changes the images: the run says what it read
                 loaders_used.append(loader.provenance)
                 run_info("running")
             method.train()
@@ -260,9 +343,11 @@ def pretrain(recipe: Recipe, out_dir: Path, resume: bool = False, show_progress:
                     loss = loss * float("nan")
                 if not torch.isfinite(loss.detach()):
                     run_info("failed: non-finite loss")
-                    raise NonFiniteLoss(f"non-finite loss ({loss.item()}) at step {global_step + 1} (epoch {epoch}); "
-                                        f"the last good checkpoint (step {_last_ckpt_step[0]}) is kept in {ckpt_dir}; "
-                                        f"fix the recipe and run again with --resume")
+                    raise NonFiniteLoss(
+                        f"non-finite loss ({loss.item()}) at step {global_step + 1} (epoch {epoch}); "
+                        f"the last good checkpoint (step {_last_ckpt_step[0]}) is kept in {ckpt_dir}; "
+                        f"fix the recipe and run again with --resume"
+                    )
                 optimizer.zero_grad(set_to_none=True)
                 scaler.scale(loss).backward()
                 method.after_backward(epoch)
@@ -290,9 +375,17 @@ def pretrain(recipe: Recipe, out_dir: Path, resume: bool = False, show_progress:
                     progress.update(task, completed=global_step, epoch=epoch, loss=lv, ips=ips)
                     if main:
                         with open(log_path, "a", newline="") as f:
-                            csv.DictWriter(f, LOG_FIELDS).writerow({"epoch": epoch, "step": global_step, "loss": f"{lv:.6f}", "lr": f"{lr:.6g}",
-                                                                    "images_per_s": f"{ips:.1f}", "elapsed_s": f"{time.time() - t0:.1f}",
-                                                                    "z_std": z_std})
+                            csv.DictWriter(f, LOG_FIELDS).writerow(
+                                {
+                                    "epoch": epoch,
+                                    "step": global_step,
+                                    "loss": f"{lv:.6f}",
+                                    "lr": f"{lr:.6g}",
+                                    "images_per_s": f"{ips:.1f}",
+                                    "elapsed_s": f"{time.time() - t0:.1f}",
+                                    "z_std": z_std,
+                                }
+                            )
                         if writer:
                             writer.add_scalar("loss", lv, global_step)
                             writer.add_scalar("lr", lr, global_step)

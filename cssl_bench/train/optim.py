@@ -6,6 +6,7 @@ adapt exactly the groups with weight decay, so a LARS recipe with ``weight_decay
 SGD). Parameters whose name starts with one of ``fixed_lr`` keep the base learning rate (SimSiam's
 predictor). LARS is timm's implementation.
 """
+
 from __future__ import annotations
 
 import math
@@ -25,9 +26,10 @@ def param_groups(model: torch.nn.Module, recipe: Recipe) -> list[dict]:
         no_wd = o.exclude_bn_bias and p.ndim <= 1
         fixed = any(name.startswith(prefix) for prefix in o.fixed_lr)
         groups.setdefault((no_wd, fixed), []).append(p)
-    return [{"params": ps, "weight_decay": 0.0 if no_wd else o.weight_decay, "fixed_lr": fixed,
-             "always_adapt": not no_wd}
-            for (no_wd, fixed), ps in sorted(groups.items())]
+    return [
+        {"params": ps, "weight_decay": 0.0 if no_wd else o.weight_decay, "fixed_lr": fixed, "always_adapt": not no_wd}
+        for (no_wd, fixed), ps in sorted(groups.items())
+    ]
 
 
 def build_optimizer(model: torch.nn.Module, recipe: Recipe) -> torch.optim.Optimizer:

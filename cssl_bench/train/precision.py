@@ -20,6 +20,7 @@ loop and ``autocast`` resolve an unresolved ``auto`` too (a recipe built by hand
 
 This module imports torch only when asked about CUDA (or about a non-Linux CPU).
 """
+
 from __future__ import annotations
 
 import os
@@ -76,7 +77,10 @@ def cpu_bf16(cpuinfo: Path | str | None = None) -> tuple[bool, str]:
     have = [name for flag, name in FAST_BF16_FLAGS.items() if flag in flags]
     if have:
         return True, f"CPU has {' and '.join(have)}"
-    return False, f"CPU lacks AMX-BF16 and AVX512-BF16{'' if source == str(CPUINFO) else f' ({source})'}: bf16 is slower there"
+    return (
+        False,
+        f"CPU lacks AMX-BF16 and AVX512-BF16{'' if source == str(CPUINFO) else f' ({source})'}: bf16 is slower there",
+    )
 
 
 def cpu_has_fast_bf16(cpuinfo: Path | str | None = None) -> bool:

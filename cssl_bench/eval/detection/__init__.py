@@ -7,6 +7,7 @@
 - ``configs/``: detectron2 configs after the MoCo detection configs, for weights written by
   ``cssl-bench export RUN --to detectron2``; ``detectron2_train`` runs them.
 """
+
 from pathlib import Path
 
 CONFIG_DIR = Path(__file__).parent / "configs"

@@ -12,6 +12,7 @@ for training and ignored in the evaluation. COCO ``iscrowd`` regions are left ou
 detectron2 does) and ignored in the evaluation; images with no object to learn from are skipped in
 training (detectron2's ``FILTER_EMPTY_ANNOTATIONS``).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -27,8 +28,28 @@ import torch
 from cssl_bench import UserError
 from cssl_bench.data.datasets import IMAGE_EXTENSIONS, read_image
 
-VOC_CLASSES = ("aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow", "diningtable", "dog",
-               "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train", "tvmonitor")
+VOC_CLASSES = (
+    "aeroplane",
+    "bicycle",
+    "bird",
+    "boat",
+    "bottle",
+    "bus",
+    "car",
+    "cat",
+    "chair",
+    "cow",
+    "diningtable",
+    "dog",
+    "horse",
+    "motorbike",
+    "person",
+    "pottedplant",
+    "sheep",
+    "sofa",
+    "train",
+    "tvmonitor",
+)
 
 
 @dataclass
@@ -72,7 +93,10 @@ class DetectionSet(torch.utils.data.Dataset):
             elif isinstance(seg.get("counts"), list):  # uncompressed RLE
                 rle = mask_utils.frPyObjects(seg, r.height, r.width)
             else:
-                rle = {"size": seg["size"], "counts": seg["counts"].encode() if isinstance(seg["counts"], str) else seg["counts"]}
+                rle = {
+                    "size": seg["size"],
+                    "counts": seg["counts"].encode() if isinstance(seg["counts"], str) else seg["counts"],
+                }
             out[k] = mask_utils.decode(rle)
         return torch.from_numpy(out)
 
@@ -81,24 +105,36 @@ class DetectionSet(torch.utils.data.Dataset):
         r = self.records[i]
         img = read_image(r.file)
         if img.shape[1:] != (r.height, r.width):
-            raise UserError(f"{r.file}: image is {img.shape[2]}x{img.shape[1]} but its annotation says {r.width}x{r.height}")
+            raise UserError(
+                f"{r.file}: image is {img.shape[2]}x{img.shape[1]} but its annotation says {r.width}x{r.height}"
+            )
         return img
 
     def __getitem__(self, i: int):
         r = self.records[i]
         img = self.image(i)
         keep = torch.from_numpy(r.train_keep)
-        target = {"boxes": torch.from_numpy(r.boxes)[keep], "labels": torch.from_numpy(r.labels)[keep], "image_id": r.image_id}
+        target = {
+            "boxes": torch.from_numpy(r.boxes)[keep],
+            "labels": torch.from_numpy(r.labels)[keep],
+            "image_id": r.image_id,
+        }
         if self.has_masks:
             target["masks"] = self.masks(r)[keep]
         return img, target
 
-    def trainable(self) -> "DetectionSet":
+    def trainable(self) -> DetectionSet:
         """The images with at least one training target."""
-        return DetectionSet(self.name, self.classes, [r for r in self.records if r.train_keep.any()], self.category_ids, self.has_masks)
+        return DetectionSet(
+            self.name, self.classes, [r for r in self.records if r.train_keep.any()], self.category_ids, self.has_masks
+        )
 
-    def subset(self, n: int | None) -> "DetectionSet":
-        return self if n is None or n >= len(self.records) else DetectionSet(self.name, self.classes, self.records[:n], self.category_ids, self.has_masks)
+    def subset(self, n: int | None) -> DetectionSet:
+        return (
+            self
+            if n is None or n >= len(self.records)
+            else DetectionSet(self.name, self.classes, self.records[:n], self.category_ids, self.has_masks)
+        )
 
     def coco_gt(self):
         """pycocotools ground truth of this split (ignored objects become crowd regions, which COCOeval ignores).
@@ -112,8 +148,14 @@ class DetectionSet(torch.utils.data.Dataset):
             images.append({"id": r.image_id, "width": r.width, "height": r.height, "file_name": str(r.file)})
             for k in range(len(r.labels)):
                 x0, y0, x1, y1 = (float(v) for v in r.boxes[k])
-                ann = {"id": len(anns) + 1, "image_id": r.image_id, "category_id": self.category_ids[int(r.labels[k]) - 1],
-                       "bbox": [x0, y0, x1 - x0, y1 - y0], "iscrowd": int(r.ignore[k]), "area": (x1 - x0) * (y1 - y0)}
+                ann = {
+                    "id": len(anns) + 1,
+                    "image_id": r.image_id,
+                    "category_id": self.category_ids[int(r.labels[k]) - 1],
+                    "bbox": [x0, y0, x1 - x0, y1 - y0],
+                    "iscrowd": int(r.ignore[k]),
+                    "area": (x1 - x0) * (y1 - y0),
+                }
                 if self.has_masks and r.segmentations is not None:
                     ann["segmentation"] = r.segmentations[k]  # COCOeval reads polygons and RLE (str counts) alike
                 anns.append(ann)
@@ -155,7 +197,9 @@ def _xml_int(node, tag: str, where: str) -> float:
         raise UserError(f"{where}: <{tag}> is not a number ({el.text!r})") from None
 
 
-def read_voc(root: Path, year: str, split: str, classes: tuple[str, ...] | list[str] = VOC_CLASSES, first_id: int = 1) -> DetectionSet:
+def read_voc(
+    root: Path, year: str, split: str, classes: tuple[str, ...] | list[str] = VOC_CLASSES, first_id: int = 1
+) -> DetectionSet:
     """One VOC split (``VOC{year}/ImageSets/Main/{split}.txt``) with its XML annotations."""
     d = voc_year_dir(root, year)
     ids_file = d / "ImageSets" / "Main" / f"{split}.txt"
@@ -182,13 +226,29 @@ def read_voc(root: Path, year: str, split: str, classes: tuple[str, ...] | list[
             if bb is None:
                 raise UserError(f"{xml_path}: object without <bndbox>")
             # 1-based inclusive pixel indices -> continuous coordinates (detectron2's convention)
-            boxes.append([_xml_int(bb, "xmin", str(xml_path)) - 1, _xml_int(bb, "ymin", str(xml_path)) - 1,
-                          _xml_int(bb, "xmax", str(xml_path)), _xml_int(bb, "ymax", str(xml_path))])
+            boxes.append(
+                [
+                    _xml_int(bb, "xmin", str(xml_path)) - 1,
+                    _xml_int(bb, "ymin", str(xml_path)) - 1,
+                    _xml_int(bb, "xmax", str(xml_path)),
+                    _xml_int(bb, "ymax", str(xml_path)),
+                ]
+            )
             labels.append(index[name])
             difficult.append(obj.findtext("difficult", "0").strip() == "1")
         ign = np.asarray(difficult, bool)
-        records.append(DetRecord(first_id + n, _find_image(d / "JPEGImages", stem), w, h, np.asarray(boxes, np.float32).reshape(-1, 4),
-                                 np.asarray(labels, np.int64), ign, np.ones(len(labels), bool)))
+        records.append(
+            DetRecord(
+                first_id + n,
+                _find_image(d / "JPEGImages", stem),
+                w,
+                h,
+                np.asarray(boxes, np.float32).reshape(-1, 4),
+                np.asarray(labels, np.int64),
+                ign,
+                np.ones(len(labels), bool),
+            )
+        )
     return DetectionSet(f"voc{year}/{split}", list(classes), records)
 
 
@@ -199,7 +259,11 @@ def concat(name: str, parts: list[DetectionSet]) -> DetectionSet:
         if p.classes != parts[0].classes:
             raise UserError("cannot join detection splits with different classes")
         for r in p.records:
-            records.append(DetRecord(next_id, r.file, r.width, r.height, r.boxes, r.labels, r.ignore, r.train_keep, r.segmentations))
+            records.append(
+                DetRecord(
+                    next_id, r.file, r.width, r.height, r.boxes, r.labels, r.ignore, r.train_keep, r.segmentations
+                )
+            )
             next_id += 1
     return DetectionSet(name, parts[0].classes, records, parts[0].category_ids, parts[0].has_masks)
 
@@ -222,12 +286,30 @@ def read_coco(ann_file: Path, image_root: Path, name: str | None = None, masks: 
     records = []
     for img_id in sorted(coco.getImgIds()):
         info = coco.loadImgs(img_id)[0]
-        anns = [a for a in coco.loadAnns(coco.getAnnIds(imgIds=img_id)) if a.get("bbox") and a["bbox"][2] > 0 and a["bbox"][3] > 0]
-        boxes = np.asarray([[a["bbox"][0], a["bbox"][1], a["bbox"][0] + a["bbox"][2], a["bbox"][1] + a["bbox"][3]] for a in anns], np.float32).reshape(-1, 4)
+        anns = [
+            a
+            for a in coco.loadAnns(coco.getAnnIds(imgIds=img_id))
+            if a.get("bbox") and a["bbox"][2] > 0 and a["bbox"][3] > 0
+        ]
+        boxes = np.asarray(
+            [[a["bbox"][0], a["bbox"][1], a["bbox"][0] + a["bbox"][2], a["bbox"][1] + a["bbox"][3]] for a in anns],
+            np.float32,
+        ).reshape(-1, 4)
         crowd = np.asarray([bool(a.get("iscrowd", 0)) for a in anns], bool)
         segs = [a.get("segmentation") for a in anns] if masks else None
         if masks and any(s is None for s in segs):
             raise UserError(f"{ann_file}: image {img_id} has annotations without a segmentation; use --task box")
-        records.append(DetRecord(int(img_id), image_root / info["file_name"], int(info["width"]), int(info["height"]), boxes,
-                                 np.asarray([label_of[a["category_id"]] for a in anns], np.int64), crowd, ~crowd, segs))
+        records.append(
+            DetRecord(
+                int(img_id),
+                image_root / info["file_name"],
+                int(info["width"]),
+                int(info["height"]),
+                boxes,
+                np.asarray([label_of[a["category_id"]] for a in anns], np.int64),
+                crowd,
+                ~crowd,
+                segs,
+            )
+        )
     return DetectionSet(name or ann_file.stem, classes, records, cat_ids, masks)

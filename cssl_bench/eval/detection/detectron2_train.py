@@ -14,6 +14,7 @@ This file registers the one piece those configs need beyond detectron2 itself:
 ``Res5ROIHeadsExtraNorm``, the C4 RoI head with an extra norm layer after res5 (MoCo's setting,
 so the head sees normalised features whatever scale the self-supervised backbone produces).
 """
+
 from __future__ import annotations
 
 import os
@@ -24,8 +25,11 @@ def _detectron2():
     try:
         import detectron2  # noqa: F401
     except ImportError:
-        print("error: detectron2 is not installed (see https://detectron2.readthedocs.io/en/latest/tutorials/install.html); "
-              "the built-in alternative is 'cssl-bench transfer detection'", file=sys.stderr)
+        print(
+            "error: detectron2 is not installed (see https://detectron2.readthedocs.io/en/latest/tutorials/install.html); "
+            "the built-in alternative is 'cssl-bench transfer detection'",
+            file=sys.stderr,
+        )
         sys.exit(2)
 
 
@@ -88,7 +92,14 @@ def main(argv: list[str] | None = None):
     from detectron2.engine import default_argument_parser, launch
 
     args = default_argument_parser().parse_args(argv)
-    launch(run, args.num_gpus, num_machines=args.num_machines, machine_rank=args.machine_rank, dist_url=args.dist_url, args=(args,))
+    launch(
+        run,
+        args.num_gpus,
+        num_machines=args.num_machines,
+        machine_rank=args.machine_rank,
+        dist_url=args.dist_url,
+        args=(args,),
+    )
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@
 I wrote the VOC scoring here (about 60 lines) because no maintained package installed here has it:
 pycocotools and torchmetrics score COCO-style only, and detectron2 is not a dependency.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -30,7 +31,9 @@ METRICS = ("ap50", "ap", "ap75")
 IOU_THRESHOLDS = np.round(np.arange(0.5, 0.951, 0.05), 2)  # 0.50, 0.55, ..., 0.95
 
 
-def to_coco_results(outputs: list[dict], image_ids: list[int], category_ids: list[int], mask_threshold: float = 0.5) -> list[dict]:
+def to_coco_results(
+    outputs: list[dict], image_ids: list[int], category_ids: list[int], mask_threshold: float = 0.5
+) -> list[dict]:
     """torchvision detector outputs (boxes [N, 4] xyxy, labels [N] in 1..K, scores [N], masks [N, 1, H, W]
     probabilities) -> COCO result dicts (``bbox`` as x, y, w, h; ``segmentation`` as RLE with str counts)."""
     from pycocotools import mask as mask_utils
@@ -45,8 +48,12 @@ def to_coco_results(outputs: list[dict], image_ids: list[int], category_ids: lis
             binary = (masks[:, 0] >= mask_threshold).cpu().numpy().astype(np.uint8)
         for k in range(len(scores)):
             x0, y0, x1, y1 = boxes[k]
-            r = {"image_id": int(img_id), "category_id": int(category_ids[int(labels[k]) - 1]),
-                 "bbox": [x0, y0, x1 - x0, y1 - y0], "score": float(scores[k])}
+            r = {
+                "image_id": int(img_id),
+                "category_id": int(category_ids[int(labels[k]) - 1]),
+                "bbox": [x0, y0, x1 - x0, y1 - y0],
+                "score": float(scores[k]),
+            }
             if masks is not None:
                 rle = mask_utils.encode(np.asfortranarray(binary[k]))
                 r["segmentation"] = {"size": list(rle["size"]), "counts": rle["counts"].decode("ascii")}
@@ -54,7 +61,9 @@ def to_coco_results(outputs: list[dict], image_ids: list[int], category_ids: lis
     return results
 
 
-def coco_evaluate(gt, results: list[dict], iou_type: str = "bbox", image_ids: list[int] | None = None) -> dict[str, float]:
+def coco_evaluate(
+    gt, results: list[dict], iou_type: str = "bbox", image_ids: list[int] | None = None
+) -> dict[str, float]:
     """``{"ap": .., "ap50": .., "ap75": ..}`` in percent for ``iou_type`` ``bbox`` or ``segm``.
 
     No detections at all scores 0 (pycocotools cannot load an empty result list)."""
@@ -71,7 +80,11 @@ def coco_evaluate(gt, results: list[dict], iou_type: str = "bbox", image_ids: li
         ev.accumulate()
         ev.summarize()
     # stats: 0 = AP@[.5:.95], 1 = AP@.5, 2 = AP@.75 (all areas, 100 detections); -1 means "no ground truth"
-    return {"ap": 100 * max(float(ev.stats[0]), 0.0), "ap50": 100 * max(float(ev.stats[1]), 0.0), "ap75": 100 * max(float(ev.stats[2]), 0.0)}
+    return {
+        "ap": 100 * max(float(ev.stats[0]), 0.0),
+        "ap50": 100 * max(float(ev.stats[1]), 0.0),
+        "ap75": 100 * max(float(ev.stats[2]), 0.0),
+    }
 
 
 def voc_ap(recall: np.ndarray, precision: np.ndarray, use_07_metric: bool = True) -> float:
@@ -80,7 +93,9 @@ def voc_ap(recall: np.ndarray, precision: np.ndarray, use_07_metric: bool = True
     Otherwise the area under the precision envelope (precision made non-increasing in recall)."""
     recall, precision = np.asarray(recall, float), np.asarray(precision, float)
     if use_07_metric:
-        return float(np.mean([precision[recall >= t].max() if (recall >= t).any() else 0.0 for t in np.linspace(0, 1, 11)]))
+        return float(
+            np.mean([precision[recall >= t].max() if (recall >= t).any() else 0.0 for t in np.linspace(0, 1, 11)])
+        )
     mrec = np.concatenate(([0.0], recall, [1.0]))
     mpre = np.concatenate(([0.0], precision, [0.0]))
     mpre = np.maximum.accumulate(mpre[::-1])[::-1]
@@ -97,8 +112,12 @@ def _iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
     return inter / np.maximum(union, np.finfo(np.float64).eps)
 
 
-def _class_aps(dets: list[tuple[float, int, np.ndarray]], gts: dict[int, tuple[np.ndarray, np.ndarray]], npos: int,
-               use_07_metric: bool) -> np.ndarray:
+def _class_aps(
+    dets: list[tuple[float, int, np.ndarray]],
+    gts: dict[int, tuple[np.ndarray, np.ndarray]],
+    npos: int,
+    use_07_metric: bool,
+) -> np.ndarray:
     """VOC AP of one class at each of ``IOU_THRESHOLDS``: ``dets`` (score, image id, box), ``gts`` image id ->
     (boxes, difficult). Each detection's IoUs with its image's boxes are computed once for all thresholds."""
     order = sorted(range(len(dets)), key=lambda k: -dets[k][0])  # stable: equal scores keep their order
@@ -132,7 +151,9 @@ def _class_aps(dets: list[tuple[float, int, np.ndarray]], gts: dict[int, tuple[n
     return aps
 
 
-def voc_evaluate(test, results: list[dict], use_07_metric: bool = True, image_ids: list[int] | None = None) -> dict[str, float]:
+def voc_evaluate(
+    test, results: list[dict], use_07_metric: bool = True, image_ids: list[int] | None = None
+) -> dict[str, float]:
     """``{"ap": .., "ap50": .., "ap75": ..}`` in percent: detectron2's VOC scoring (module docstring) of the COCO-style
     ``results`` (``to_coco_results``) against ``test`` (a ``DetectionSet``; ``ignore`` marks the difficult objects)."""
     label_of = {cid: k + 1 for k, cid in enumerate(test.category_ids)}
@@ -145,7 +166,9 @@ def voc_evaluate(test, results: list[dict], use_07_metric: bool = True, image_id
             continue
         x, y, w, h = d["bbox"]
         box = np.round(np.array([x, y, x + w, y + h], np.float64), 1)
-        dets_by_class.setdefault(label_of[d["category_id"]], []).append((round(float(d["score"]), 3), d["image_id"], box))
+        dets_by_class.setdefault(label_of[d["category_id"]], []).append(
+            (round(float(d["score"]), 3), d["image_id"], box)
+        )
     for c in range(1, len(test.classes) + 1):
         gts = {}
         npos = 0
@@ -165,13 +188,15 @@ def voc_evaluate(test, results: list[dict], use_07_metric: bool = True, image_id
 
 
 @torch.no_grad()
-def predict(model, dataset, device: torch.device, batch_size: int = 8, rank: int = 0, world: int = 1) -> tuple[list[dict], list[int]]:
+def predict(
+    model, dataset, device: torch.device, batch_size: int = 8, rank: int = 0, world: int = 1
+) -> tuple[list[dict], list[int]]:
     """Run ``model`` (eval mode) over this rank's share of ``dataset`` (a ``DetectionSet``); outputs moved to the CPU."""
     model.eval()
     outputs, ids = [], []
     idx = list(range(rank, len(dataset), world))
     for s in range(0, len(idx), batch_size):
-        chunk = idx[s:s + batch_size]
+        chunk = idx[s : s + batch_size]
         images = [dataset.image(i).to(device, non_blocking=True).float().div_(255) for i in chunk]
         for out, i in zip(model(images), chunk):
             outputs.append({k: v.cpu() for k, v in out.items()})

@@ -32,15 +32,16 @@ A random-init baseline (the paper's ``scratch`` row): ``scratch=True`` re-initia
 backbone architecture with the trial seed and records method ``scratch``, epochs 0; a run pretrained
 with ``--epochs 0`` is also recorded as ``scratch``, since its backbone never trained.
 """
+
 from __future__ import annotations
 
 import copy
 import dataclasses
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -75,7 +76,9 @@ class DetectionProtocol:
     test_size: int = 800
     flip: bool = True
     extra_norm: bool = True
-    bn: str = "sync"  # sync (synchronised over all processes when several train, else BatchNorm) | bn (per-process BatchNorm)
+    bn: str = (
+        "sync"  # sync (synchronised over all processes when several train, else BatchNorm) | bn (per-process BatchNorm)
+    )
     precise_bn: int = 200
     roi_size: int = 14
     roi_batch: int = 512
@@ -99,7 +102,7 @@ class DetectionProtocol:
     # or coco (pycocotools); records made before this field were scored with pycocotools (``results.tables.record_metric``)
     metric: str = "voc07"
 
-    def with_overrides(self, **kw) -> "DetectionProtocol":
+    def with_overrides(self, **kw) -> DetectionProtocol:
         kw = {k: v for k, v in kw.items() if v is not None}
         valid = {f.name for f in dataclasses.fields(self)}
         for k in kw:
@@ -108,11 +111,15 @@ class DetectionProtocol:
         for k, v in kw.items():
             _check_type(k, v, getattr(self, k))
         new = dataclasses.replace(self, **kw)
-        new.min_size = sorted(int(s) for s in (new.min_size if isinstance(new.min_size, (list, tuple)) else [new.min_size]))
+        new.min_size = sorted(
+            int(s) for s in (new.min_size if isinstance(new.min_size, (list, tuple)) else [new.min_size])
+        )
         if "min_size" in kw and "test_size" not in kw:
             new.test_size = new.min_size[-1]  # a single --min-size means "train and test at this size"
         if "iterations" in kw and "warmup_iters" not in kw:
-            new.warmup_iters = round(self.warmup_iters * new.iterations / self.iterations)  # warm-up keeps its share of training
+            new.warmup_iters = round(
+                self.warmup_iters * new.iterations / self.iterations
+            )  # warm-up keeps its share of training
         if "test_size" in kw and "max_size" not in kw:
             new.max_size = round(self.max_size * new.test_size / self.test_size)
         new.validate()
@@ -120,22 +127,45 @@ class DetectionProtocol:
 
     def validate(self) -> None:
         if self.name not in PROTOCOL_NAMES:
-            raise UserError(f"unknown detection protocol {self.name!r}; choose from {', '.join(PROTOCOL_NAMES)}", exit_code=2)
+            raise UserError(
+                f"unknown detection protocol {self.name!r}; choose from {', '.join(PROTOCOL_NAMES)}", exit_code=2
+            )
         if self.arch not in ARCHS:
             raise UserError(f"unknown --arch {self.arch!r}; choose from {', '.join(ARCHS)}", exit_code=2)
         if self.task not in TASKS:
             raise UserError(f"unknown --task {self.task!r}; choose from {', '.join(TASKS)}", exit_code=2)
         if self.task == "instance" and self.name != "coco":
-            raise UserError("--task instance needs masks: use the coco protocol (--dataset coco, or embedded-det with --protocol coco)", exit_code=2)
-        for k in ("iterations", "batch_size", "trials", "test_size", "max_size", "eval_batch", "roi_size", "roi_batch", "rpn_batch",
-                  "rpn_pre_nms_train", "rpn_post_nms_train", "rpn_pre_nms_test", "rpn_post_nms_test", "scene_size", "scenes_07",
-                  "scenes_test", "scene_objects"):
+            raise UserError(
+                "--task instance needs masks: use the coco protocol (--dataset coco, or embedded-det with --protocol coco)",
+                exit_code=2,
+            )
+        for k in (
+            "iterations",
+            "batch_size",
+            "trials",
+            "test_size",
+            "max_size",
+            "eval_batch",
+            "roi_size",
+            "roi_batch",
+            "rpn_batch",
+            "rpn_pre_nms_train",
+            "rpn_post_nms_train",
+            "rpn_pre_nms_test",
+            "rpn_post_nms_test",
+            "scene_size",
+            "scenes_07",
+            "scenes_test",
+            "scene_objects",
+        ):
             if getattr(self, k) < 1:
                 raise UserError(f"detection option {k} must be at least 1 (got {getattr(self, k)})", exit_code=2)
         if self.metric not in METRICS:
             raise UserError(f"unknown detection metric {self.metric!r}; choose from {', '.join(METRICS)}", exit_code=2)
         if self.task == "instance" and self.metric != "coco":
-            raise UserError("mask AP is scored with pycocotools only: use metric=coco with --task instance", exit_code=2)
+            raise UserError(
+                "mask AP is scored with pycocotools only: use metric=coco with --task instance", exit_code=2
+            )
         if self.bn not in ("sync", "bn"):
             raise UserError(f"unknown bn setting {self.bn!r}; choose from sync, bn", exit_code=2)
         for k in ("warmup_iters", "precise_bn", "workers", "scenes_12"):
@@ -173,6 +203,7 @@ class DetectionProtocol:
 
 def _check_type(key: str, value, default) -> None:
     """An ``--opt key=value`` (or option) of the wrong type fails here, naming the option, not mid-trial."""
+
     def number(v) -> bool:
         return isinstance(v, (int, float)) and not isinstance(v, bool)
 
@@ -185,7 +216,9 @@ def _check_type(key: str, value, default) -> None:
     elif isinstance(default, str):
         ok, what = isinstance(value, str), "a word"
     elif isinstance(default, list):
-        ok = (isinstance(value, (list, tuple)) and all(number(v) for v in value)) or (key == "min_size" and number(value))
+        ok = (isinstance(value, (list, tuple)) and all(number(v) for v in value)) or (
+            key == "min_size" and number(value)
+        )
         what = "a list of numbers, e.g. [1, 2]"
     else:
         ok, what = True, ""
@@ -197,13 +230,36 @@ _VOC_SCHEDULE = dict(iterations=24000, steps=[18 / 24, 22 / 24], warmup_iters=10
 PROTOCOLS: dict[str, DetectionProtocol] = {
     "voc07": DetectionProtocol("voc07", **_VOC_SCHEDULE),
     "voc0712": DetectionProtocol("voc0712", **_VOC_SCHEDULE),
-    "coco": DetectionProtocol("coco", task="instance", iterations=90000, steps=[60 / 90, 80 / 90], warmup_iters=1000,
-                              min_size=list(range(640, 801, 32)), trials=1, metric="coco"),
+    "coco": DetectionProtocol(
+        "coco",
+        task="instance",
+        iterations=90000,
+        steps=[60 / 90, 80 / 90],
+        warmup_iters=1000,
+        min_size=list(range(640, 801, 32)),
+        trials=1,
+        metric="coco",
+    ),
 }
 # The CPU budget on embedded-det (see the module docstring); the schedule's shape stays the protocol's.
-EMBEDDED_BUDGET = dict(iterations=300, batch_size=8, warmup_iters=20, min_size=[40, 48, 56, 64], max_size=107, test_size=64,
-                       precise_bn=0, roi_size=8, roi_batch=32, rpn_batch=64, rpn_pre_nms_train=600, rpn_post_nms_train=150,
-                       rpn_pre_nms_test=300, rpn_post_nms_test=50, eval_batch=25, workers=0)
+EMBEDDED_BUDGET = dict(
+    iterations=300,
+    batch_size=8,
+    warmup_iters=20,
+    min_size=[40, 48, 56, 64],
+    max_size=107,
+    test_size=64,
+    precise_bn=0,
+    roi_size=8,
+    roi_batch=32,
+    rpn_batch=64,
+    rpn_pre_nms_train=600,
+    rpn_post_nms_train=150,
+    rpn_pre_nms_test=300,
+    rpn_post_nms_test=50,
+    eval_batch=25,
+    workers=0,
+)
 
 
 def get_protocol(dataset: str, protocol: str | None = None, task: str | None = None) -> DetectionProtocol:
@@ -221,7 +277,9 @@ def get_protocol(dataset: str, protocol: str | None = None, task: str | None = N
         p.validate()
         return p
     if protocol not in (None, dataset):
-        raise UserError(f"--protocol {protocol} only applies to embedded-det; {dataset} is scored as {dataset}", exit_code=2)
+        raise UserError(
+            f"--protocol {protocol} only applies to embedded-det; {dataset} is scored as {dataset}", exit_code=2
+        )
     p = dataclasses.replace(PROTOCOLS[dataset], task=task or PROTOCOLS[dataset].task)
     p.validate()
     return p
@@ -236,7 +294,9 @@ def _coco_root(root: Path) -> Path:
     for cand in (root / "coco", root):
         if (cand / "annotations").is_dir():
             return cand
-    raise UserError(f"no COCO found under {root} (expected coco/annotations/instances_train2017.json and coco/train2017/)")
+    raise UserError(
+        f"no COCO found under {root} (expected coco/annotations/instances_train2017.json and coco/train2017/)"
+    )
 
 
 def load_data(dataset: str, p: DetectionProtocol, data_root: Path | None = None) -> tuple[DetectionSet, DetectionSet]:
@@ -246,22 +306,33 @@ def load_data(dataset: str, p: DetectionProtocol, data_root: Path | None = None)
         from cssl_bench.data import embedded_det
         from cssl_bench.data.embedded import CLASSES
 
-        root = embedded_det.ensure(embedded_det.EmbeddedDetSpec(p.scene_size, p.scenes_07, p.scenes_12, p.scenes_test, p.scene_objects))
+        root = embedded_det.ensure(
+            embedded_det.EmbeddedDetSpec(p.scene_size, p.scenes_07, p.scenes_12, p.scenes_test, p.scene_objects)
+        )
         if p.name == "coco":
-            return (read_coco(root / "annotations" / "instances_train.json", root, "embedded-det/train", masks),
-                    read_coco(root / "annotations" / "instances_test.json", root, "embedded-det/test", masks))
-        parts = [read_voc(root, "2007", "trainval", CLASSES)] + ([read_voc(root, "2012", "trainval", CLASSES)] if p.name == "voc0712" else [])
+            return (
+                read_coco(root / "annotations" / "instances_train.json", root, "embedded-det/train", masks),
+                read_coco(root / "annotations" / "instances_test.json", root, "embedded-det/test", masks),
+            )
+        parts = [read_voc(root, "2007", "trainval", CLASSES)] + (
+            [read_voc(root, "2012", "trainval", CLASSES)] if p.name == "voc0712" else []
+        )
         return concat("embedded-det/trainval", parts), read_voc(root, "2007", "test", CLASSES)
     root = Path(data_root) if data_root is not None else default_data_root()
     if dataset == "coco":
         c = _coco_root(root)
-        return (read_coco(c / "annotations" / "instances_train2017.json", c / "train2017", "coco/train2017", masks),
-                read_coco(c / "annotations" / "instances_val2017.json", c / "val2017", "coco/val2017", masks))
-    parts = [read_voc(root, "2007", "trainval")] + ([read_voc(root, "2012", "trainval")] if dataset == "voc0712" else [])
+        return (
+            read_coco(c / "annotations" / "instances_train2017.json", c / "train2017", "coco/train2017", masks),
+            read_coco(c / "annotations" / "instances_val2017.json", c / "val2017", "coco/val2017", masks),
+        )
+    parts = [read_voc(root, "2007", "trainval")] + (
+        [read_voc(root, "2012", "trainval")] if dataset == "voc0712" else []
+    )
     return concat(f"{dataset}/trainval", parts), read_voc(root, "2007", "test")
 
 
 # ---------------------------------------------------------------- training
+
 
 class _Augmented(torch.utils.data.Dataset):
     """Training items keyed by ``(index, draw)``: the horizontal flip is drawn from ``(seed, draw, index)``,
@@ -291,7 +362,15 @@ class _BatchStream(torch.utils.data.Sampler):
     ``(seed, e)``; each rank takes its share of every global batch."""
 
     def __init__(self, n: int, batch: int, seed: int, start: int, end: int, rank: int = 0, world: int = 1):
-        self.n, self.batch, self.seed, self.start, self.end, self.rank, self.world = n, batch, seed, start, end, rank, world
+        self.n, self.batch, self.seed, self.start, self.end, self.rank, self.world = (
+            n,
+            batch,
+            seed,
+            start,
+            end,
+            rank,
+            world,
+        )
 
     def __len__(self):
         return self.end - self.start
@@ -378,7 +457,9 @@ def _unwrap(model: nn.Module) -> nn.Module:
     return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
 
 
-def evaluate(model: nn.Module, test: DetectionSet, p: DetectionProtocol, device: torch.device, gt=None) -> dict[str, float]:
+def evaluate(
+    model: nn.Module, test: DetectionSet, p: DetectionProtocol, device: torch.device, gt=None
+) -> dict[str, float]:
     """AP50/AP/AP75 (+ mask APs for Mask R-CNN) of ``model`` on ``test`` at the protocol's test size."""
     from cssl_bench.train.distributed import is_dist, rank, world_size
 
@@ -405,9 +486,17 @@ def evaluate(model: nn.Module, test: DetectionSet, p: DetectionProtocol, device:
     return metrics
 
 
-def finetune(backbone: nn.Module, train: DetectionSet, test: DetectionSet, p: DetectionProtocol, seed: int,
-             device: torch.device | None = None, evaluate_at: list[int] | None = None,
-             log: Callable[[str], None] | None = None, log_every: int = 20) -> TrialResult:
+def finetune(
+    backbone: nn.Module,
+    train: DetectionSet,
+    test: DetectionSet,
+    p: DetectionProtocol,
+    seed: int,
+    device: torch.device | None = None,
+    evaluate_at: list[int] | None = None,
+    log: Callable[[str], None] | None = None,
+    log_every: int = 20,
+) -> TrialResult:
     """One trial: fine-tune a detector on a *copy* of ``backbone`` for ``p.iterations`` steps and evaluate.
 
     ``evaluate_at``: extra iterations (0 = before any step) at which to evaluate; the final
@@ -421,10 +510,23 @@ def finetune(backbone: nn.Module, train: DetectionSet, test: DetectionSet, p: De
         raise UserError(f"detection batch size {p.batch_size} is not divisible by the {world} processes", exit_code=2)
     t0 = time.time()
     torch.manual_seed(seed)  # the detector's new layers are drawn from the trial seed
-    model = build_detector(copy.deepcopy(backbone), len(train.classes), p.arch, p.task, min_size=p.min_size, max_size=p.max_size,
-                           anchors=tuple(p.anchors) or None, extra_norm=p.extra_norm, roi_size=p.roi_size, roi_batch=p.roi_batch, rpn_batch=p.rpn_batch,
-                           rpn_pre_nms_train=p.rpn_pre_nms_train, rpn_post_nms_train=p.rpn_post_nms_train,
-                           rpn_pre_nms_test=p.rpn_pre_nms_test, rpn_post_nms_test=p.rpn_post_nms_test)
+    model = build_detector(
+        copy.deepcopy(backbone),
+        len(train.classes),
+        p.arch,
+        p.task,
+        min_size=p.min_size,
+        max_size=p.max_size,
+        anchors=tuple(p.anchors) or None,
+        extra_norm=p.extra_norm,
+        roi_size=p.roi_size,
+        roi_batch=p.roi_batch,
+        rpn_batch=p.rpn_batch,
+        rpn_pre_nms_train=p.rpn_pre_nms_train,
+        rpn_post_nms_train=p.rpn_post_nms_train,
+        rpn_pre_nms_test=p.rpn_pre_nms_test,
+        rpn_post_nms_test=p.rpn_post_nms_test,
+    )
     if p.bn == "sync":
         model = use_sync_bn(model, device.type)
     model.to(device)
@@ -436,14 +538,21 @@ def finetune(backbone: nn.Module, train: DetectionSet, test: DetectionSet, p: De
     net = model
     if world > 1:
         # Mask R-CNN's mask branch sees no RoI in a batch without positives: let DDP skip its parameters then
-        net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None,
-                                                  find_unused_parameters=p.task == "instance")
+        net = nn.parallel.DistributedDataParallel(
+            model,
+            device_ids=[device.index] if device.type == "cuda" else None,
+            find_unused_parameters=p.task == "instance",
+        )
     data = _Augmented(train_set, seed, p.flip)
 
     def loader(start: int, end: int):
-        return torch.utils.data.DataLoader(data, batch_sampler=_BatchStream(len(data), p.batch_size, seed, start, end, rk, world),
-                                           num_workers=p.workers if device.type == "cuda" else min(p.workers, 2),
-                                           collate_fn=_as_list, pin_memory=device.type == "cuda")
+        return torch.utils.data.DataLoader(
+            data,
+            batch_sampler=_BatchStream(len(data), p.batch_size, seed, start, end, rk, world),
+            num_workers=p.workers if device.type == "cuda" else min(p.workers, 2),
+            collate_fn=_as_list,
+            pin_memory=device.type == "cuda",
+        )
 
     gt = test.coco_gt() if p.metric == "coco" else None
     checkpoints = sorted(set(evaluate_at or []) - {p.iterations})
@@ -488,6 +597,7 @@ def finetune(backbone: nn.Module, train: DetectionSet, test: DetectionSet, p: De
 
 # ---------------------------------------------------------------- runs and records
 
+
 def metric_name(protocol: str, key: str) -> str:
     return f"{protocol}/{key}"
 
@@ -499,8 +609,7 @@ def records_for_trials(run, dataset: str, p: DetectionProtocol, trials: list[Tri
     keys = list(trials[0].metrics)
     means = {metric_name(p.name, k): float(np.mean([t.metrics[k] for t in trials])) for k in keys}
     protocol = {"name": "detection", **p.record(dataset), "norm_layer": trials[0].norm, "pretrained": not scratch}
-    recs = records_for(run, dataset, "backbone", protocol, means,
-                       {"seconds": round(sum(t.seconds for t in trials), 1)})
+    recs = records_for(run, dataset, "backbone", protocol, means, {"seconds": round(sum(t.seconds for t in trials), 1)})
     for r, k in zip(recs, keys):
         vals = [round(t.metrics[k], 4) for t in trials]
         r["trial_values"] = vals
@@ -519,15 +628,24 @@ def scratch_backbone(run, seed: int) -> nn.Module:
     return build_backbone(m.backbone, run.recipe.data.image_size, m.cifar_stem, False)
 
 
-def transfer_detection(run, dataset: str, p: DetectionProtocol, scratch: bool = False, data_root: Path | None = None,
-                       device: torch.device | None = None, log: Callable[[str], None] | None = None,
-                       evaluate_at: list[int] | None = None) -> tuple[list[dict], list[TrialResult]]:
+def transfer_detection(
+    run,
+    dataset: str,
+    p: DetectionProtocol,
+    scratch: bool = False,
+    data_root: Path | None = None,
+    device: torch.device | None = None,
+    log: Callable[[str], None] | None = None,
+    evaluate_at: list[int] | None = None,
+) -> tuple[list[dict], list[TrialResult]]:
     """Fine-tune on ``dataset`` ``p.trials`` times from the run's backbone (or from scratch) and build the records."""
     scratch = scratch or run.epoch == 0
     train, test = load_data(dataset, p, data_root)
     if log:
-        log(f"detection transfer: {dataset} as {p.name} ({p.task}, {p.arch}), {len(train)} train / {len(test)} test images, "
-            f"{p.iterations} iterations x {p.trials} trial(s), {'scratch' if scratch else run.recipe.method} backbone")
+        log(
+            f"detection transfer: {dataset} as {p.name} ({p.task}, {p.arch}), {len(train)} train / {len(test)} test images, "
+            f"{p.iterations} iterations x {p.trials} trial(s), {'scratch' if scratch else run.recipe.method} backbone"
+        )
     trials = []
     for t in range(p.trials):
         seed = p.seed + t

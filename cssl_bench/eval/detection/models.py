@@ -21,6 +21,7 @@ Input: a list of float images [3, H, W] in [0, 1]; torchvision's transform resiz
 side is one of ``min_size`` (random per image in training, the last in evaluation), the long side at
 most ``max_size``, and normalises with the ImageNet mean/std used in pretraining.
 """
+
 from __future__ import annotations
 
 from collections import OrderedDict
@@ -46,7 +47,7 @@ PAPER_ANCHORS = (32, 64, 128, 256, 512)  # detectron2's defaults at an 800-px sh
 def stage_channels(layer: nn.Sequential) -> int:
     """Output channels of a ResNet stage (its last block's last BatchNorm)."""
     last = layer[-1]
-    bn = getattr(last, "bn3", None) or getattr(last, "bn2")
+    bn = getattr(last, "bn3", None) or last.bn2
     return bn.num_features
 
 
@@ -60,7 +61,7 @@ class C4Body(nn.Module):
         self.layer1, self.layer2, self.layer3 = resnet.layer1, resnet.layer2, resnet.layer3
         self.out_channels = stage_channels(resnet.layer3)
 
-    def forward(self, x: torch.Tensor) -> "OrderedDict[str, torch.Tensor]":
+    def forward(self, x: torch.Tensor) -> OrderedDict[str, torch.Tensor]:
         return OrderedDict([("0", self.layer3(self.layer2(self.layer1(self.stem(x)))))])
 
 
@@ -82,10 +83,25 @@ def anchor_sizes(test_size: int) -> tuple[int, ...]:
     return tuple(max(2, round(a * test_size / 800)) for a in PAPER_ANCHORS)
 
 
-def build_detector(resnet: nn.Module, num_classes: int, arch: str = "c4", task: str = "box", *, min_size=(800,), max_size: int = 1333,
-                   anchors: tuple[int, ...] | None = None, extra_norm: bool = True, roi_size: int = 14, roi_batch: int = 512, rpn_batch: int = 256,
-                   rpn_pre_nms_train: int = 12000, rpn_post_nms_train: int = 2000, rpn_pre_nms_test: int = 6000,
-                   rpn_post_nms_test: int = 1000, detections_per_image: int = 100) -> nn.Module:
+def build_detector(
+    resnet: nn.Module,
+    num_classes: int,
+    arch: str = "c4",
+    task: str = "box",
+    *,
+    min_size=(800,),
+    max_size: int = 1333,
+    anchors: tuple[int, ...] | None = None,
+    extra_norm: bool = True,
+    roi_size: int = 14,
+    roi_batch: int = 512,
+    rpn_batch: int = 256,
+    rpn_pre_nms_train: int = 12000,
+    rpn_post_nms_train: int = 2000,
+    rpn_pre_nms_test: int = 6000,
+    rpn_post_nms_test: int = 1000,
+    detections_per_image: int = 100,
+) -> nn.Module:
     """Faster R-CNN (``task="box"``) or Mask R-CNN (``"instance"``) for ``num_classes`` object classes
     (plus background) on ``resnet``, which is used in place (pass a copy to keep the original).
 
@@ -101,29 +117,51 @@ def build_detector(resnet: nn.Module, num_classes: int, arch: str = "c4", task: 
         raise UserError("detection transfer needs a ResNet backbone (conv1, bn1, layer1..4)")
     min_size = tuple(int(s) for s in (min_size if isinstance(min_size, (tuple, list)) else (min_size,)))
     anchors = tuple(anchors or anchor_sizes(min_size[-1]))
-    common = dict(num_classes=num_classes + 1, min_size=min_size, max_size=max_size, image_mean=IMAGENET_MEAN, image_std=IMAGENET_STD,
-                  rpn_pre_nms_top_n_train=rpn_pre_nms_train, rpn_post_nms_top_n_train=rpn_post_nms_train,
-                  rpn_pre_nms_top_n_test=rpn_pre_nms_test, rpn_post_nms_top_n_test=rpn_post_nms_test,
-                  rpn_batch_size_per_image=rpn_batch, box_batch_size_per_image=roi_batch, box_detections_per_img=detections_per_image)
+    common = dict(
+        num_classes=num_classes + 1,
+        min_size=min_size,
+        max_size=max_size,
+        image_mean=IMAGENET_MEAN,
+        image_std=IMAGENET_STD,
+        rpn_pre_nms_top_n_train=rpn_pre_nms_train,
+        rpn_post_nms_top_n_train=rpn_post_nms_train,
+        rpn_pre_nms_top_n_test=rpn_pre_nms_test,
+        rpn_post_nms_top_n_test=rpn_post_nms_test,
+        rpn_batch_size_per_image=rpn_batch,
+        box_batch_size_per_image=roi_batch,
+        box_detections_per_img=detections_per_image,
+    )
     if arch == "c4":
         body = C4Body(resnet)
         c5 = stage_channels(resnet.layer4)
         norm = nn.BatchNorm2d(c5) if extra_norm else nn.Identity()
         generator = AnchorGenerator(sizes=(anchors,), aspect_ratios=((0.5, 1.0, 2.0),))
-        kw = dict(rpn_anchor_generator=generator, box_roi_pool=MultiScaleRoIAlign(["0"], roi_size, 0),
-                  box_head=Res5Head(resnet.layer4, norm, pool=True), box_predictor=FastRCNNPredictor(c5, num_classes + 1))
+        kw = dict(
+            rpn_anchor_generator=generator,
+            box_roi_pool=MultiScaleRoIAlign(["0"], roi_size, 0),
+            box_head=Res5Head(resnet.layer4, norm, pool=True),
+            box_predictor=FastRCNNPredictor(c5, num_classes + 1),
+        )
         common["num_classes"] = None  # given by our own predictors
         if task == "box":
             return FasterRCNN(body, **common, **kw)
-        return MaskRCNN(body, **common, **kw, mask_roi_pool=MultiScaleRoIAlign(["0"], roi_size, 0),
-                        mask_head=Res5Head(resnet.layer4, norm, pool=False),  # shares res5 and its norm with the box head
-                        mask_predictor=MaskRCNNPredictor(c5, 256, num_classes + 1))
+        return MaskRCNN(
+            body,
+            **common,
+            **kw,
+            mask_roi_pool=MultiScaleRoIAlign(["0"], roi_size, 0),
+            mask_head=Res5Head(resnet.layer4, norm, pool=False),  # shares res5 and its norm with the box head
+            mask_predictor=MaskRCNNPredictor(c5, 256, num_classes + 1),
+        )
     channels = [stage_channels(getattr(resnet, f"layer{i}")) for i in (1, 2, 3, 4)]
     body = BackboneWithFPN(resnet, {f"layer{i}": str(i - 1) for i in (1, 2, 3, 4)}, channels, min(256, channels[2]))
     generator = AnchorGenerator(sizes=tuple((a,) for a in anchors), aspect_ratios=((0.5, 1.0, 2.0),) * len(anchors))
     levels, box_res = ["0", "1", "2", "3"], max(1, roi_size // 2)
-    kw = dict(rpn_anchor_generator=generator, box_roi_pool=MultiScaleRoIAlign(levels, box_res, 2),
-              box_head=TwoMLPHead(body.out_channels * box_res**2, 1024))
+    kw = dict(
+        rpn_anchor_generator=generator,
+        box_roi_pool=MultiScaleRoIAlign(levels, box_res, 2),
+        box_head=TwoMLPHead(body.out_channels * box_res**2, 1024),
+    )
     if task == "box":
         return FasterRCNN(body, **common, **kw)
     return MaskRCNN(body, **common, **kw, mask_roi_pool=MultiScaleRoIAlign(levels, roi_size, 2))
