@@ -6,6 +6,10 @@ A run's recipe is built in layers, later layers winning:
 errors naming the key. ``Recipe.hash()`` is a stable hash of everything that changes the result (it
 excludes purely operational settings such as the number of loader workers), used for provenance and
 to skip work already in the results store.
+
+A method defined outside the package (``cssl_bench.methods.plugins``) brings its own recipe YAML of the same
+schema; the plugin loader registers it here (``register_plugin_recipe``, checked at every scale), after which
+``load_recipe`` builds it like a built-in one and records the plugin reference as ``Recipe.plugin``.
 """
 
 from __future__ import annotations
@@ -127,7 +131,9 @@ class TrainCfg:
     epochs: int = 200
     batch_size: int = 256
     seed: int = 0
-    precision: str = "fp32"  # fp32 | bf16 | fp16 | auto (load_recipe resolves auto to bf16 or fp32: train/precision.py)
+    precision: str = (
+        "fp32"  # fp32 | bf16 | fp16 | auto (load_recipe resolves auto to bf16 or fp32: cssl_bench/precision.py)
+    )
     compile: bool = False
     save_epochs: list[int] = field(default_factory=list)  # extra checkpoints kept (epoch budgets of the methods table)
     log_every: int = 10
@@ -144,9 +150,16 @@ class Recipe:
     optim: OptimCfg = field(default_factory=OptimCfg)
     train: TrainCfg = field(default_factory=TrainCfg)
     params: dict = field(default_factory=dict)  # method hyperparameters, validated by the method
+    # A method defined outside the package (cssl_bench/methods/plugins.py): where its code and recipe came from
+    # ({"kind": "entry_point" | "file", "name", ...}). Provenance, not a hyperparameter: never hashed (like the code
+    # version), in config.yaml only when set, so built-in recipes dump and hash exactly as before.
+    plugin: dict | None = None
     # train.precision as asked when load_recipe resolved ``auto`` (run.json ``precision_requested``); not a recipe
     # key: neither hashed nor in config.yaml, which hold the precision used
     precision_requested = None
+    # the plugin reference of the code a reloaded run was rebuilt with, when it differs from ``plugin`` (a method
+    # file edited, another distribution version since the pretraining; methods.build_method); None otherwise
+    plugin_loaded = None
 
     # keys that do not change results (excluded from the hash)
     OPERATIONAL = {
@@ -175,11 +188,15 @@ class Recipe:
         return self.optim.base_lr
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        d = dataclasses.asdict(self)
+        if d.get("plugin") is None:
+            d.pop("plugin", None)
+        return d
 
     def hash_dict(self, with_seed: bool = True) -> dict:
         """The recipe as hashed: without the operational keys (and the seed when ``with_seed`` is False)."""
         d = self.to_dict()
+        d.pop("plugin", None)  # provenance, not a hyperparameter
         for sec, key in self.OPERATIONAL:
             d[sec].pop(key, None)
         for (sec, key), default in self.HASH_OMIT_IF_DEFAULT.items():
@@ -233,16 +250,88 @@ def _apply(section_obj: Any, values: dict, where: str) -> None:
         setattr(section_obj, k, _check_type(v, hints[k], f"{where}.{k}"))
 
 
+# Recipes of methods defined outside the package, registered by cssl_bench.methods.plugins for this process:
+# name -> (the recipe YAML's content, its file for messages, the plugin reference stored as Recipe.plugin)
+_PLUGIN_RECIPES: dict[str, tuple[dict, str, dict]] = {}
+# Top-level keys of a recipe YAML besides the sections: metadata, and ``impl`` (built-in recipes only: which class)
+RECIPE_META = ("description", "paper")
+
+
 def _load_yaml(name: str) -> dict:
+    if name in _PLUGIN_RECIPES:
+        return copy.deepcopy(_PLUGIN_RECIPES[name][0])
     path = resources.files("cssl_bench") / "recipes" / f"{name}.yaml"
     if not path.is_file():
         raise UserError(f"no recipe {name}")
     return yaml.safe_load(path.read_text()) or {}
 
 
-def available_methods() -> list[str]:
+def builtin_methods() -> list[str]:
+    """The methods of the package: one YAML each in ``cssl_bench/recipes/``."""
     base = resources.files("cssl_bench") / "recipes"
     return sorted(p.name[:-5] for p in base.iterdir() if p.name.endswith(".yaml") and p.name != "scales.yaml")
+
+
+def available_methods() -> list[str]:
+    """The built-in methods and the plugin methods registered in this process (``register_plugin_recipe``)."""
+    return sorted(set(builtin_methods()) | set(_PLUGIN_RECIPES))
+
+
+def check_recipe_layers(m, where: str, name: str = "plugin") -> dict:
+    """A plugin's recipe YAML checked as ``load_recipe`` would use it, at every scale, before any run: the same
+    schema as ``cssl_bench/recipes/*.yaml`` (``description``, ``paper``, ``params``, the sections, and ``scales``
+    with ``tiny`` / ``small`` / ``paper`` sections of the same keys). Unknown keys, wrongly typed values and values
+    ``validate`` refuses are one-line errors naming ``where`` (the file). ``params`` are the method's: its class
+    validates them when it is built. Returns ``m``."""
+    if not isinstance(m, dict):
+        raise UserError(f"{where}: a recipe must be a mapping of sections (see cssl_bench/recipes/*.yaml)", exit_code=2)
+    if "impl" in m:
+        raise UserError(f"{where}: impl is for built-in recipes (the plugin is the implementation); remove it", 2)
+    for key in RECIPE_META:
+        if key in m and not isinstance(m[key], str):
+            raise UserError(f"{where}: {key} must be a string, got {m[key]!r}", exit_code=2)
+    scales = m.get("scales") or {}
+    if not isinstance(scales, dict):
+        raise UserError(f"{where}: scales must map scale names ({', '.join(SCALES)}) to sections", exit_code=2)
+    bad = [s for s in scales if s not in SCALES]
+    if bad:
+        raise UserError(f"{where}: unknown scale {bad[0]!r} under scales; choose from {', '.join(SCALES)}", 2)
+    for scale, layer in scales.items():
+        if layer is None:
+            continue
+        if not isinstance(layer, dict):
+            raise UserError(f"{where}: scales.{scale} must be a mapping of sections", exit_code=2)
+        nested = [k for k in layer if k in (*RECIPE_META, "impl", "scales")]
+        if nested:
+            raise UserError(f"{where}: scales.{scale}.{nested[0]} belongs at the top level of the recipe", 2)
+    for key, layer in [("params", m)] + [(f"scales.{s}.params", layer or {}) for s, layer in scales.items()]:
+        if not isinstance(layer.get("params") or {}, dict):
+            raise UserError(f"{where}: {key} must be a mapping of the method's parameters", exit_code=2)
+    for scale in SCALES:
+        r = Recipe(method=name, scale=scale)
+        try:
+            _merge_layer(r, _load_yaml("scales").get(scale, {}), f"scales.yaml:{scale}")
+            _merge_layer(r, m, where)
+            _merge_layer(r, scales.get(scale) or {}, f"{where}:scales.{scale}")
+            validate(r)
+        except UserError as e:
+            raise UserError(f"{where}: {e} (at scale {scale})", exit_code=2) from None
+    return m
+
+
+def register_plugin_recipe(name: str, recipe_yaml: dict, where: str, ref: dict) -> None:
+    """Make ``load_recipe(name, ...)`` build ``name``'s recipe from ``recipe_yaml`` (the content of the file
+    ``where``) and record ``ref`` as ``Recipe.plugin``; ``check_recipe_layers`` first. Called by
+    ``cssl_bench.methods.plugins`` (this module knows no method code)."""
+    if name in builtin_methods() or name == "scales":
+        raise UserError(f"{where}: a plugin method cannot be called {name!r}, a built-in method's name", exit_code=2)
+    check_recipe_layers(recipe_yaml, where, name)
+    _PLUGIN_RECIPES[name] = (copy.deepcopy(recipe_yaml), where, dict(ref))
+
+
+def plugin_recipe(name: str) -> tuple[dict, str, dict] | None:
+    """(recipe YAML content, its file, plugin reference) of a registered plugin method, or None."""
+    return _PLUGIN_RECIPES.get(name)
 
 
 def _merge_layer(recipe: Recipe, layer: dict, where: str) -> None:
@@ -291,8 +380,11 @@ def load_recipe(
     recipe = Recipe(method=method, scale=scale)
     _merge_layer(recipe, _load_yaml("scales").get(scale, {}), f"scales.yaml:{scale}")
     m = _load_yaml(method)
+    plugin = _PLUGIN_RECIPES.get(method)
+    if plugin is not None:  # checked at every scale when registered; the reference is the run's provenance
+        recipe.plugin = dict(plugin[2])
     _merge_layer(recipe, m, f"{method}.yaml")
-    _merge_layer(recipe, (m.get("scales") or {}).get(scale, {}), f"{method}.yaml:scales.{scale}")
+    _merge_layer(recipe, (m.get("scales") or {}).get(scale) or {}, f"{method}.yaml:scales.{scale}")
     layer: dict = copy.deepcopy(overrides or {})
     for s in sets or []:
         sec, key, value = parse_override(s)
@@ -305,12 +397,12 @@ def load_recipe(
 
 def resolve_auto_precision(recipe: Recipe, device_type: str | None = None) -> Recipe:
     """Replace ``train.precision: auto`` by what it stands for on ``device_type`` (default: the device a run on
-    this machine uses, CUDA if torch sees one, else the CPU), ``bf16`` or ``fp32`` (cssl_bench/train/precision.py),
+    this machine uses, CUDA if torch sees one, else the CPU), ``bf16`` or ``fp32`` (cssl_bench/precision.py),
     and keep the request in ``recipe.precision_requested``. The recipe, its hash, config.yaml and run.json hold the
     precision used: a bf16 run never shares a hash with an fp32 run, and fp32 from ``auto`` hashes as plain fp32.
     torch is imported (by the resolution) only when the recipe asks for ``auto``."""
     if recipe.train.precision == "auto":
-        from cssl_bench.train.precision import resolve_precision
+        from cssl_bench.precision import resolve_precision
 
         recipe.train.precision = resolve_precision("auto", device_type)
         recipe.precision_requested = "auto"
@@ -326,12 +418,16 @@ def check_recipe_dict(d, where: str = "config.yaml", hint: str = "") -> dict:
 
 def recipe_from_dict(d: dict) -> Recipe:
     """The recipe a run directory's ``config.yaml`` holds. A config written before ``data.embedded_version``
-    existed read generator version 1, so a missing key means 1 (not today's default)."""
+    existed read generator version 1, so a missing key means 1 (not today's default). A plugin method's config
+    also holds its ``plugin`` reference, from which ``methods.build_method`` re-imports its code."""
     check_recipe_dict(d)
-    r = Recipe(method=d["method"], scale=d["scale"])
+    plugin = d.get("plugin")
+    if plugin is not None and not (isinstance(plugin, dict) and plugin.get("kind") in ("entry_point", "file")):
+        raise UserError(f"config.yaml: plugin must be a plugin reference (kind entry_point or file), got {plugin!r}")
+    r = Recipe(method=d["method"], scale=d["scale"], plugin=copy.deepcopy(plugin))
     if isinstance(d.get("data"), dict) and "embedded_version" not in d["data"]:
         r.data.embedded_version = 1
-    _merge_layer(r, {k: v for k, v in d.items() if k not in ("method", "scale")}, "config.yaml")
+    _merge_layer(r, {k: v for k, v in d.items() if k not in ("method", "scale", "plugin")}, "config.yaml")
     return r
 
 

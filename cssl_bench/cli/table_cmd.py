@@ -37,6 +37,12 @@ def table(
         None, help="only seeds 0..N-1 of each configuration (the caption names cells with fewer); default: every seed"
     ),
     list_: bool = typer.Option(False, "--list", help="list the tables with their captions"),
+    add: list[str] = typer.Option(
+        [],
+        "--add",
+        help="append a row of your own, repeatable: a method (its records, e.g. a plugin's), a run directory or a "
+        "run id; same columns, Δ against the paper's best row (docs/adding-a-method.md)",
+    ),
 ):
     """Render a paper table in its own layout from the results store ('–' where no record exists)."""
     from cssl_bench.results import tables
@@ -55,11 +61,21 @@ def table(
         raise UserError(f"unknown --compare {compare!r}; choose from paper, none", exit_code=2)
     _check_scale(scale)
     tables.check_seeds(seeds)
-    tables.resolve(name)
+    spec = tables.resolve(name)
     st = store(results)
     if not st.path.exists():
         err.print(f"[yellow]warning:[/] no results store at {st.path}: every cell is '–' (pass --results FOLDER)")
-    rendered = tables.build(name, st.read(), scale, seeds)
+    records = st.read()
+    added = [tables.added_row(spec, a, records) for a in add]
+    rendered = tables.build(name, records, scale, seeds, add=added)
+    for row, values in zip(added, rendered.ours[len(rendered.ours) - len(added) :]):
+        if not any(isinstance(v, tables.Value) for v in values):
+            err.print(
+                f"[yellow]warning:[/] no records of {row.label} fill table {spec.name} at {rendered.scale} scale "
+                f"(its row is '–'); 'cssl-bench reproduce {spec.name} --add METHOD' runs what the row needs",
+                highlight=False,
+                soft_wrap=True,
+            )
     print(tables.render(rendered, fmt, compare == "paper", provenance), end="")
 
 
@@ -78,6 +94,16 @@ def reproduce(
         [], "--set", help="recipe override for every pre-training, section.key=value (changes the runs' hashes)"
     ),
     quiet: bool = typer.Option(False, help="no training progress bars"),
+    add: list[str] = typer.Option(
+        [],
+        "--add",
+        help="a method of your own (e.g. a plugin), repeatable: run only what its row needs (plus --rows, if "
+        "given), then show the table with its row (docs/adding-a-method.md)",
+    ),
+    method_file: Optional[Path] = typer.Option(
+        None, "--method-file", help="with one --add NAME: the Python file defining that method"
+    ),
+    recipe_file: Optional[Path] = typer.Option(None, "--recipe", help="with one --add NAME: its recipe YAML"),
 ):
     """Run every pre-training and probe a table needs (skipping what the store holds), then print it."""
     from cssl_bench.pipeline import reproduce as R
@@ -90,15 +116,16 @@ def reproduce(
             row_list = [int(x) for x in rows.split(",") if x.strip()]
         except ValueError:
             raise UserError(f"--rows takes row numbers such as 1,3; got {rows!r}", exit_code=2) from None
-    plan = R.plan(names, scale, seeds, results, runs, row_list, sets)
+    plan = R.plan(names, scale, seeds, results, runs, row_list, sets, add, method_file, recipe_file)
     if dry_run:
         _show_plan(plan)
         return
     R.execute(plan, err, show_progress=not quiet)
-    written = R.write_outputs(names, scale, plan.results)
+    written = R.write_outputs(names, scale, plan.results, add)
     records = store(plan.results).read()
     for n in names:
-        print(tables.render(tables.build(n, records, scale), "md", compare=True))
+        added = [tables.method_row(tables.resolve(n), m) for m in add]
+        print(tables.render(tables.build(n, records, scale, add=added), "md", compare=True))
     err.print("wrote " + ", ".join(str(p) for p in written))
 
 

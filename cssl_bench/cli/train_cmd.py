@@ -46,9 +46,16 @@ def build_recipe(
     sync_bn: Optional[bool] = None,
     variance_heads: Optional[str] = None,
     skip_bad: Optional[bool] = None,
+    method_file: Optional[Path] = None,
+    recipe_file: Optional[Path] = None,
 ):
-    from cssl_bench.config import load_recipe
+    from cssl_bench.config import builtin_methods, load_recipe
     from cssl_bench.data.datasets import check_dataset_name
+
+    if method_file is not None or recipe_file is not None or method not in builtin_methods():
+        from cssl_bench.methods.plugins import use_method
+
+        use_method(method, method_file, recipe_file)  # a plugin: its recipe registered for load_recipe (exit 2 if bad)
 
     ov: dict = {}
     epochs_to_save = _parse_save_epochs(save_epochs) if save_epochs else None
@@ -211,6 +218,15 @@ def _launch(
 def pretrain(
     ctx: typer.Context,
     method: str = typer.Argument(..., help="method name: see 'cssl-bench methods'"),
+    method_file: Optional[Path] = typer.Option(
+        None,
+        "--method-file",
+        help="a Python file defining the method (a cssl_bench.methods.Method subclass), called METHOD "
+        "(docs/adding-a-method.md)",
+    ),
+    recipe_file: Optional[Path] = typer.Option(
+        None, "--recipe", help="the plugin method's recipe YAML (default: the one its class names)"
+    ),
     dataset: Optional[str] = typer.Option(
         None, help="dataset name or imagefolder:PATH (default: the scale's, 'embedded' at tiny/small)"
     ),
@@ -302,6 +318,8 @@ def pretrain(
         sync_bn,
         variance_heads,
         skip_bad,
+        method_file,
+        recipe_file,
     )
     out = out or default_run_dir(method, scale, recipe.hash(), recipe.train.seed)
     if nproc is not None and not D.launched_by_torchrun():
@@ -328,6 +346,8 @@ def _pretrain(recipe, out: Path, resume: bool, quiet: bool, main: bool) -> None:
     from cssl_bench.train.loop import pretrain as run
     from cssl_bench.train.loop import warn_if_collapsed
 
+    if resume and recipe.plugin and main:
+        _warn_if_plugin_changed(recipe, out)
     if not resume and (out / "checkpoints" / "last.pt").exists() and run_complete(out, recipe):
         if main:
             err.print(f"[green]already complete[/]: {out}")
@@ -347,16 +367,52 @@ def _pretrain(recipe, out: Path, resume: bool, quiet: bool, main: bool) -> None:
         print(out)
 
 
-@app.command()
-def methods():
-    """List the methods with a one-line description and their paper."""
-    from cssl_bench.config import _load_yaml, available_methods
+def _warn_if_plugin_changed(recipe, out: Path) -> None:
+    """Resuming a plugin run with other code than it started with: say so (the run mixes the two)."""
+    import yaml
 
-    t = Table(title="methods")
-    t.add_column("name")
-    t.add_column("description")
-    t.add_column("paper")
-    for m in available_methods():
+    from cssl_bench.methods.plugins import changed
+
+    try:
+        saved = (yaml.safe_load((out / "config.yaml").read_text()) or {}).get("plugin")
+    except (OSError, yaml.YAMLError, AttributeError):
+        return
+    why = changed(saved, recipe.plugin) if isinstance(saved, dict) else None
+    if why:
+        err.print(f"[yellow]warning:[/] {why}; the resumed run continues with the code as it is now", highlight=False)
+
+
+@app.command()
+def methods(
+    method_file: Optional[Path] = typer.Option(
+        None, "--method-file", help="also list the method defined in this Python file (under the file's name)"
+    ),
+    recipe_file: Optional[Path] = typer.Option(None, "--recipe", help="with --method-file: its recipe YAML"),
+):
+    """List the methods with a one-line description, their paper and where they come from: built-in, an installed
+    plugin (entry point group cssl_bench.methods), or --method-file (docs/adding-a-method.md)."""
+    from importlib import metadata
+
+    from rich.markup import escape
+
+    from cssl_bench.config import _load_yaml, builtin_methods
+
+    if recipe_file is not None and method_file is None:
+        raise UserError("--recipe needs --method-file (an installed plugin names its own recipe)", exit_code=2)
+    rows = []
+    for m in builtin_methods():
         y = _load_yaml(m)
-        t.add_row(m, y.get("description", ""), y.get("paper", ""))
+        rows.append((m, y.get("description", ""), y.get("paper", ""), "built-in"))
+    if method_file is not None or metadata.entry_points(group="cssl_bench.methods"):  # plugin code imports torch
+        from cssl_bench.methods import plugins
+
+        if method_file is not None:
+            stem = "".join(c if c.isalnum() or c in "._+-" else "-" for c in method_file.stem)
+            plugins.use_method(stem, method_file, recipe_file)
+        rows += plugins.listing()
+    t = Table(title="methods")
+    for col in ("name", "description", "paper", "source"):
+        t.add_column(col)
+    for row in rows:
+        t.add_row(*map(escape, row))
     console.print(t)

@@ -15,6 +15,11 @@ left, reused when its run directory is complete, and resumed when it is partial.
 are appended as soon as it finishes, so a killed ``reproduce`` continues where it stopped.
 Everything runs in-process through the library functions (``train.loop.pretrain``, the probes of
 ``eval.probes``, the detection transfer), never by shelling out.
+
+``--add METHOD`` (``plan(add=...)``) plans the row of a method of one's own (a plugin, or a built-in method in
+another table): the catalogue gives it the run a row of the table's own methods gets (``added[METHOD]``: as
+SimCLR in the SimSiam tables; ``added-looc[METHOD]``: as MoCo in the LooC tables) with the method's recipe at the
+scale, and the probes its columns need. Only those are planned (and the ``--rows`` given, if any).
 """
 
 from __future__ import annotations
@@ -80,6 +85,10 @@ def run_spec(key: str, scale: str) -> RunSpec:
         )
     if key in ("moco-v2", "moco-rot", "moco-rot-same"):
         return RunSpec(key, key, looc)
+    for prefix, looc_table in (("added[", False), ("added-looc[", True)):  # rows of one's own (tables.added_run_key)
+        if key.startswith(prefix) and key.endswith("]") and len(key) > len(prefix) + 1:
+            method = key[len(prefix) : -1]
+            return RunSpec(key, method, looc) if looc_table else RunSpec(key, method, top, saves, role="in1k")
     if key.startswith("looc[") and key.endswith("]"):
         # looc[a,b] : augmentations a, b, a variance head for each; looc[a,b,c;heads=a] : only a gets one
         body, sep, heads = key[5:-1].partition(";heads=")
@@ -230,6 +239,11 @@ class RunStep:
             parts += ["--dataset", T.stand_in(s.role, scale)]
         for x in s.sets + self.sets:
             parts += ["--set", x]
+        plugin = getattr(self.recipe, "plugin", None) or {}
+        if plugin.get("kind") == "file":
+            parts += ["--method-file", str(plugin.get("path"))]
+        if plugin.get("recipe_option"):
+            parts += ["--recipe", str(plugin.get("recipe_file"))]
         parts += ["--out", str(self.run_dir)]
         return shlex.join(parts)
 
@@ -374,9 +388,14 @@ def plan(
     runs_dir: Path | None = None,
     rows: list[int] | None = None,
     sets: list[str] | None = None,
+    add: list[str] | tuple[str, ...] = (),
+    method_file: Path | None = None,
+    recipe_file: Path | None = None,
 ) -> Plan:
     """The steps that reproduce tables ``names`` at ``scale`` (``rows``: 1-based rows of a single table;
-    ``sets``: ``section.key=value`` overrides for every pre-training, e.g. ``data.workers=0``)."""
+    ``sets``: ``section.key=value`` overrides for every pre-training, e.g. ``data.workers=0``). ``add``: methods of
+    one's own whose rows (``tables.method_row``) are planned instead of the paper's rows (with ``rows``: as well as
+    those); ``method_file`` / ``recipe_file``: the plugin file and recipe of the one method of ``add``."""
     from cssl_bench.results.store import ResultsStore
 
     if scale not in T.SCALES:
@@ -390,15 +409,16 @@ def plan(
         bad = [i for i in rows if not 1 <= i <= len(specs[0].rows)]
         if bad:
             raise UserError(f"table {specs[0].name} has rows 1..{len(specs[0].rows)}; got {bad[0]}", exit_code=2)
+    prepare_added(list(add), method_file, recipe_file)
     store = ResultsStore(results)
     records = store.read()
     runs_dir = Path(runs_dir or "runs")
     by_id: dict[tuple, RunStep] = {}
     probes: dict[tuple, ProbeStep] = {}
     for spec in specs:
-        for i, row in enumerate(spec.rows, 1):
-            if rows is not None and i not in rows:
-                continue
+        # the paper's rows (those of --rows; none when only --add is given), then the added methods' rows
+        planned = [row for i, row in enumerate(spec.rows, 1) if (i in rows if rows is not None else not add)]
+        for row in planned + [T.method_row(spec, m) for m in add]:
             for seed in range(seeds):
                 step = _run_step(row.run, scale, seed, runs_dir, by_id, tuple(sets or ()))
                 for _h, cell in T.columns(spec):
@@ -430,6 +450,25 @@ def plan(
     return Plan([s.name for s in specs], scale, run_steps, probe_steps, store.root, runs_dir)
 
 
+def prepare_added(add: list[str], method_file: Path | None = None, recipe_file: Path | None = None) -> None:
+    """Check and load the methods of ``--add`` before planning (a plugin's recipe is registered for
+    ``load_recipe``): an unknown name, a broken plugin or a run directory is a one-line error (exit 2)."""
+    if (method_file is not None or recipe_file is not None) and len(add) != 1:
+        raise UserError("--method-file and --recipe name the method of exactly one --add METHOD", exit_code=2)
+    if len(set(add)) != len(add):
+        raise UserError(f"--add lists a method twice: {', '.join(add)}", exit_code=2)
+    from cssl_bench.methods.plugins import use_method
+
+    for m in add:
+        if "/" in m or Path(m).is_dir():
+            raise UserError(
+                f"reproduce --add takes a method name, not a run ({m}); show a run's row with 'cssl-bench table NAME "
+                f"--add RUN_DIR'",
+                exit_code=2,
+            )
+        use_method(m, method_file, recipe_file)
+
+
 def _run_step(key: str, scale: str, seed: int, runs_dir: Path, by_id: dict, sets: tuple[str, ...] = ()) -> RunStep:
     spec = run_spec(key, scale)
     # The recipe is a function of these (two catalogue keys may give one recipe at the CPU scales).
@@ -448,6 +487,8 @@ def _run_step(key: str, scale: str, seed: int, runs_dir: Path, by_id: dict, sets
         recipe, error = recipe_of(spec, scale, seed, sets), None
         _check_buildable(recipe)
     except UserError as e:  # a recipe or model this version lacks or refuses: shown in the plan, skipped when running
+        if key.startswith("added"):  # ... but a method of one's own that cannot be built is the user's to fix
+            raise UserError(f"{e} (the row of --add {spec.method})", exit_code=2) from None
         recipe, error = None, str(e)
         if sets:  # ... unless the user's overrides are what it refuses: their mistake, not this version's gap
             try:
@@ -722,15 +763,16 @@ def regression_diff(
     return out
 
 
-def write_outputs(names: list[str], scale: str, results: Path) -> list[Path]:
-    """Each table as markdown (ours; and paper | ours | delta) and CSV, the findings, and the plots, under ``results``."""
+def write_outputs(names: list[str], scale: str, results: Path, add: list[str] | tuple[str, ...] = ()) -> list[Path]:
+    """Each table as markdown (ours; and paper | ours | delta) and CSV, the findings, and the plots, under ``results``;
+    ``add``: the methods whose rows of one's own the tables get (``tables.method_row``)."""
     from cssl_bench.results.store import ResultsStore
     from cssl_bench.train.checkpoint import atomic_write_text
 
     records = ResultsStore(results).read()
     out = []
     for name in names:
-        t = T.build(name, records, scale)
+        t = T.build(name, records, scale, add=[T.method_row(T.resolve(name), m) for m in add])
         for suffix, text in (
             (".md", T.render(t, "md")),
             (".csv", T.render(t, "csv")),
@@ -747,5 +789,9 @@ def write_outputs(names: list[str], scale: str, results: Path) -> list[Path]:
 
     for name in names:
         if name in plots.PLOTS:
-            out.append(plots.plot(name, records, scale, Path(results) / "plots" / f"{name}.png"))
+            try:
+                out.append(plots.plot(name, records, scale, Path(results) / "plots" / f"{name}.png"))
+            except UserError:  # the plots draw the paper's rows: none may have results when only --add rows ran
+                if not add:
+                    raise
     return out

@@ -3,10 +3,12 @@
 A record: ``id``, ``run_id``, ``method``, ``dataset`` (evaluated on), ``pretrain_dataset``, ``scale``,
 ``backbone``, ``epochs``, ``batch``, ``seed``, ``feature``, ``protocol`` (options), ``metric``, ``value``
 (and ``ci95`` where a metric has one; ``data_options`` where the dataset options differ from the defaults),
-``code_version``, ``config_hash``, ``command``, ``time``.
+``code_version``, ``config_hash``, ``command``, ``time``; ``plugin`` (and ``plugin_loaded``) for a method
+defined outside the package (``plugin_provenance``).
 Lines are appended under a file lock, each written whole with a single ``write`` and fsynced; a torn
 last line (a killed writer) is skipped with a warning when read.
 """
+
 from __future__ import annotations
 
 import json
@@ -35,10 +37,16 @@ def code_version() -> str:
     """Package version plus the git commit of the source tree when it is a checkout (``+dirty`` if modified)."""
     here = Path(__file__).resolve().parents[2]
     try:
-        sha = subprocess.run(["git", "-C", str(here), "rev-parse", "--short=10", "HEAD"], capture_output=True, text=True, timeout=5)
+        sha = subprocess.run(
+            ["git", "-C", str(here), "rev-parse", "--short=10", "HEAD"], capture_output=True, text=True, timeout=5
+        )
         if sha.returncode == 0:
-            dirty = subprocess.run(["git", "-C", str(here), "status", "--porcelain", "--untracked-files=no", "--", "cssl_bench"],
-                                   capture_output=True, text=True, timeout=5).stdout.strip()
+            dirty = subprocess.run(
+                ["git", "-C", str(here), "status", "--porcelain", "--untracked-files=no", "--", "cssl_bench"],
+                capture_output=True,
+                text=True,
+                timeout=5,
+            ).stdout.strip()
             return f"{__version__}+g{sha.stdout.strip()}{'.dirty' if dirty else ''}"
     except (OSError, subprocess.SubprocessError):
         pass
@@ -105,17 +113,57 @@ class ResultsStore:
                     out.append(rec)
                 except (json.JSONDecodeError, ValueError) as e:
                     why = "" if isinstance(e, json.JSONDecodeError) or str(e) == "not a record" else f" ({e})"
-                    warnings.warn(f"{self.path}:{n}: skipped an unreadable results line{why}")
+                    warnings.warn(f"{self.path}:{n}: skipped an unreadable results line{why}", stacklevel=2)
         return out
 
 
-def make_record(*, run_id: str, method: str, dataset: str, pretrain_dataset: str, scale: str, backbone: str, epochs: int,
-                batch: int, seed: int, feature: str, protocol: dict, metric: str, value: float, config_hash: str,
-                extra: dict | None = None) -> dict:
+def plugin_provenance(recipe) -> dict:
+    """``{"plugin": ref}`` for a run of a method defined outside the package (``Recipe.plugin``: entry point name,
+    distribution and version, or method file path and sha256, and its recipe file; cssl_bench/methods/plugins.py),
+    plus ``plugin_loaded`` (the same keys) where the code the run was reloaded with differs; {} for built-ins."""
+    ref = getattr(recipe, "plugin", None)
+    if not ref:
+        return {}
+    loaded = getattr(recipe, "plugin_loaded", None)
+    return {"plugin": dict(ref), **({"plugin_loaded": dict(loaded)} if loaded else {})}
+
+
+def make_record(
+    *,
+    run_id: str,
+    method: str,
+    dataset: str,
+    pretrain_dataset: str,
+    scale: str,
+    backbone: str,
+    epochs: int,
+    batch: int,
+    seed: int,
+    feature: str,
+    protocol: dict,
+    metric: str,
+    value: float,
+    config_hash: str,
+    extra: dict | None = None,
+) -> dict:
     return {
-        "id": uuid.uuid4().hex[:12], "run_id": run_id, "method": method, "dataset": dataset, "pretrain_dataset": pretrain_dataset,
-        "scale": scale, "backbone": backbone, "epochs": epochs, "batch": batch, "seed": seed, "feature": feature,
-        "protocol": protocol, "metric": metric, "value": round(float(value), 4), "code_version": code_version(),
-        "config_hash": config_hash, "command": current_command(), "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "id": uuid.uuid4().hex[:12],
+        "run_id": run_id,
+        "method": method,
+        "dataset": dataset,
+        "pretrain_dataset": pretrain_dataset,
+        "scale": scale,
+        "backbone": backbone,
+        "epochs": epochs,
+        "batch": batch,
+        "seed": seed,
+        "feature": feature,
+        "protocol": protocol,
+        "metric": metric,
+        "value": round(float(value), 4),
+        "code_version": code_version(),
+        "config_hash": config_hash,
+        "command": current_command(),
+        "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         **(extra or {}),
     }

@@ -26,7 +26,15 @@ Records of a probe on a copy with BN statistics re-estimated on data (``init_bn:
 ``eval.baseline``) are another family, and fill no cell unless asked for: ``random_init_baselines``
 gives the two random-init baselines (epoch 0: as initialised, and with BN on data), ``higher_baseline``
 the one to compare against, ``baseline_summary`` the demo's summary rows.
+
+Rows of one's own (``cssl-bench table NAME --add METHOD_OR_RUN``, ``reproduce NAME --add METHOD``): ``build(...,
+add=[...])`` appends a row per ``added_row`` (a method: its records as a row of the table's own methods are drawn,
+``method_row``; a run directory: the records of its config hash; a run id of the store: that run's records) after
+the paper's rows, same columns, each cell chosen as any other; its label names its seeds, and its paper cell is
+the paper's best self-supervised row of that column (``paper_best``), so the Δ of ``--compare paper`` is ours
+minus that best.
 """
+
 from __future__ import annotations
 
 import csv
@@ -34,9 +42,10 @@ import io
 import json
 import math
 import statistics
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from importlib import resources
-from typing import Callable
+from pathlib import Path
 
 from cssl_bench import UserError
 from cssl_bench.config import EMBEDDED_VARIANTS, DataCfg
@@ -50,8 +59,11 @@ SCALES = ("tiny", "small", "paper")
 # epochs -> ours. The small budgets are sized so that `reproduce all --scale small` (17 pre-trainings,
 # 102 probes) fits in 3 hours on 2 CPU cores (see reproduce.estimate_minutes); tiny keeps
 # `reproduce rotation --scale tiny` under 10 minutes.
-EPOCH_BUDGETS = {"tiny": {100: 1, 200: 2, 400: 3, 800: 4}, "small": {100: 1, 200: 2, 400: 4, 800: 8},
-                 "paper": {100: 100, 200: 200, 400: 400, 800: 800}}
+EPOCH_BUDGETS = {
+    "tiny": {100: 1, 200: 2, 400: 3, 800: 4},
+    "small": {100: 1, 200: 2, 400: 4, 800: 8},
+    "paper": {100: 100, 200: 200, 400: 400, 800: 800},
+}
 LOOC_PAPER_EPOCHS = 500  # LooC pre-trains every model of its tables for 500 epochs on IN-100
 LOOC_EPOCHS = {"tiny": 2, "small": 8, "paper": LOOC_PAPER_EPOCHS}
 
@@ -71,14 +83,33 @@ STAND_INS = {
     "voc0712": {**_DET, "paper": "voc0712"},
     "coco": {**_DET, "paper": "coco"},
 }
-ROLE_NAMES = {"in100": "IN-100", "in1k": "ImageNet", "inat": "iNat-1k", "cub": "CUB-200", "flowers": "Flowers-102",
-              "inc100": "IN-C-100", "on13": "ON-13", "voc07": "VOC 07", "voc0712": "VOC 07+12", "coco": "COCO"}
+ROLE_NAMES = {
+    "in100": "IN-100",
+    "in1k": "ImageNet",
+    "inat": "iNat-1k",
+    "cub": "CUB-200",
+    "flowers": "Flowers-102",
+    "inc100": "IN-C-100",
+    "on13": "ON-13",
+    "voc07": "VOC 07",
+    "voc0712": "VOC 07+12",
+    "coco": "COCO",
+}
 # How a stand-in is used, where the dataset name alone does not say it.
 STAND_IN_NOTES = {"inc100": "corrupted on the fly (15 corruptions x 5 severities)"}
 # Metric prefix -> the probe that writes it (docs/records.md).
-PROBE_OF_PREFIX = {"linear": "linear", "knn": "knn", "rotation": "rotation", "finegrained": "finegrained", "fewshot": "fewshot",
-                   "corruption": "corruption", "objectnet": "objectnet", "voc07": "detection", "voc0712": "detection",
-                   "coco": "detection"}
+PROBE_OF_PREFIX = {
+    "linear": "linear",
+    "knn": "knn",
+    "rotation": "rotation",
+    "finegrained": "finegrained",
+    "fewshot": "fewshot",
+    "corruption": "corruption",
+    "objectnet": "objectnet",
+    "voc07": "detection",
+    "voc0712": "detection",
+    "coco": "detection",
+}
 MISSING = "–"
 
 
@@ -159,14 +190,23 @@ def _moco(symmetric: bool) -> tuple:
 
 
 def _looc(*augment: str) -> tuple:
-    return (("method", "looc"), ("augment", tuple(augment)), ("variance_heads", tuple(augment)), ("feature", "backbone"))
+    return (
+        ("method", "looc"),
+        ("augment", tuple(augment)),
+        ("variance_heads", tuple(augment)),
+        ("feature", "backbone"),
+    )
 
 
 def _loocpp(*augment: str, heads: tuple[str, ...] | None = None) -> tuple:
     # LooC++ is the LooC model read out through the concatenation of its heads (LooC sec. 3): records of a
     # `looc` run probed with a concat feature, or of a `looc++` recipe run (whose default feature is concat).
-    return (("method", ("looc", "looc++")), ("augment", tuple(augment)),
-            ("variance_heads", tuple(augment) if heads is None else heads), ("feature", "concat*"))
+    return (
+        ("method", ("looc", "looc++")),
+        ("augment", tuple(augment)),
+        ("variance_heads", tuple(augment) if heads is None else heads),
+        ("feature", "concat*"),
+    )
 
 
 def _looc_key(*augment: str, heads: tuple[str, ...] | None = None) -> str:
@@ -200,8 +240,20 @@ METHODS_ROWS = (
 )
 
 # --- SimSiam Table 5 ---------------------------------------------------------------------------
-_DET_GROUPS = {"VOC 07 detection": "voc07", "VOC 07+12 detection": "voc0712", "COCO detection": "coco", "COCO instance seg.": "coco"}
-_DET_METRICS = {"AP50": "ap50", "AP": "ap", "AP75": "ap75", "AP50 mask": "ap_mask50", "AP mask": "ap_mask", "AP75 mask": "ap_mask75"}
+_DET_GROUPS = {
+    "VOC 07 detection": "voc07",
+    "VOC 07+12 detection": "voc0712",
+    "COCO detection": "coco",
+    "COCO instance seg.": "coco",
+}
+_DET_METRICS = {
+    "AP50": "ap50",
+    "AP": "ap",
+    "AP75": "ap75",
+    "AP50 mask": "ap_mask50",
+    "AP mask": "ap_mask",
+    "AP75 mask": "ap_mask75",
+}
 
 
 def _transfer_col(header: str) -> Cell | None:
@@ -224,6 +276,7 @@ TRANSFER_ROWS = (
     Row("SimSiam, optimal", "simsiam-optimal", _ssl("simsiam-optimal")),
 )
 
+
 # --- LooC Table 1 ------------------------------------------------------------------------------
 def _rotation_col(header: str) -> Cell | None:
     if header == "Rotation/Acc.":
@@ -238,6 +291,7 @@ ROTATION_ROWS = (
     Row("MoCo + Rotation (same for q and k)", "moco-rot-same", _ssl("moco-rot-same")),
     Row("LooC + Rotation [ours]", _looc_key("rotation"), _looc("rotation")),
 )
+
 
 # --- LooC Table 2 ------------------------------------------------------------------------------
 def _finegrained_col(header: str) -> Cell | None:
@@ -258,7 +312,14 @@ FINEGRAINED_ROWS = (
 )
 
 # --- LooC Table 3 ------------------------------------------------------------------------------
-_CORRUPTION_GROUPS = {"Noise": "noise", "Blur": "blur", "Weather": "weather", "Digital": "digital", "All": "all", "d>3": "d>3"}
+_CORRUPTION_GROUPS = {
+    "Noise": "noise",
+    "Blur": "blur",
+    "Weather": "weather",
+    "Digital": "digital",
+    "All": "all",
+    "d>3": "d>3",
+}
 
 
 def _robustness_col(header: str) -> Cell | None:
@@ -279,6 +340,7 @@ ROBUSTNESS_ROWS = (
     Row("LooC++", _looc_key("rotation", "texture"), _loocpp("rotation", "texture"), feature="concat"),
 )
 
+
 # --- LooC Table 5 ------------------------------------------------------------------------------
 def _heads_col(header: str) -> Cell | None:
     if header == "IN-C-100/all top-1":
@@ -292,23 +354,66 @@ def _heads_col(header: str) -> Cell | None:
 
 # Every row applies all three augmentations; the check marks say which get a variance head (row 1: Z0 alone).
 _ALL3 = ("color", "rotation", "texture")
-HEADS_ROWS = tuple(Row("LooC++", _looc_key(*_ALL3, heads=None if h == _ALL3 else h), _loocpp(*_ALL3, heads=h), feature="concat")
-                   for h in ((), ("color",), ("rotation",), ("texture",), _ALL3))
+HEADS_ROWS = tuple(
+    Row("LooC++", _looc_key(*_ALL3, heads=None if h == _ALL3 else h), _loocpp(*_ALL3, heads=h), feature="concat")
+    for h in ((), ("color",), ("rotation",), ("texture",), _ALL3)
+)
 
-TABLES: dict[str, TableSpec] = {s.name: s for s in (
-    TableSpec("methods", "simsiam_table4", "SimSiam Table 4: ImageNet linear top-1 accuracy (%) by pre-training epochs",
-              ("simsiam-t4",), METHODS_ROWS, _methods_col),
-    TableSpec("transfer", "simsiam_table5", "SimSiam Table 5: transfer to VOC detection and COCO detection / instance "
-              "segmentation, fine-tuned from 200-epoch pre-trainings", ("simsiam-t5",), TRANSFER_ROWS, _transfer_col),
-    TableSpec("rotation", "looc_table1", "LooC Table 1: rotation classification and IN-100 linear accuracy; "
-              "MoCo with rotation augmentation vs LooC", ("looc-t1",), ROTATION_ROWS, _rotation_col),
-    TableSpec("finegrained", "looc_table2", "LooC Table 2: fine-grained (iNat-1k, CUB-200) and few-shot (Flowers-102) "
-              "classification with colour and rotation augmentations", ("looc-t2",), FINEGRAINED_ROWS, _finegrained_col),
-    TableSpec("robustness", "looc_table3", "LooC Table 3: ObjectNet-13 and IN-C-100 corruption robustness with rotation "
-              "and texture augmentations", ("looc-t3",), ROBUSTNESS_ROWS, _robustness_col),
-    TableSpec("heads", "looc_table5", "LooC Table 5: LooC++ with variance heads for colour, rotation and texture",
-              ("looc-t5",), HEADS_ROWS, _heads_col),
-)}
+TABLES: dict[str, TableSpec] = {
+    s.name: s
+    for s in (
+        TableSpec(
+            "methods",
+            "simsiam_table4",
+            "SimSiam Table 4: ImageNet linear top-1 accuracy (%) by pre-training epochs",
+            ("simsiam-t4",),
+            METHODS_ROWS,
+            _methods_col,
+        ),
+        TableSpec(
+            "transfer",
+            "simsiam_table5",
+            "SimSiam Table 5: transfer to VOC detection and COCO detection / instance "
+            "segmentation, fine-tuned from 200-epoch pre-trainings",
+            ("simsiam-t5",),
+            TRANSFER_ROWS,
+            _transfer_col,
+        ),
+        TableSpec(
+            "rotation",
+            "looc_table1",
+            "LooC Table 1: rotation classification and IN-100 linear accuracy; MoCo with rotation augmentation vs LooC",
+            ("looc-t1",),
+            ROTATION_ROWS,
+            _rotation_col,
+        ),
+        TableSpec(
+            "finegrained",
+            "looc_table2",
+            "LooC Table 2: fine-grained (iNat-1k, CUB-200) and few-shot (Flowers-102) "
+            "classification with colour and rotation augmentations",
+            ("looc-t2",),
+            FINEGRAINED_ROWS,
+            _finegrained_col,
+        ),
+        TableSpec(
+            "robustness",
+            "looc_table3",
+            "LooC Table 3: ObjectNet-13 and IN-C-100 corruption robustness with rotation and texture augmentations",
+            ("looc-t3",),
+            ROBUSTNESS_ROWS,
+            _robustness_col,
+        ),
+        TableSpec(
+            "heads",
+            "looc_table5",
+            "LooC Table 5: LooC++ with variance heads for colour, rotation and texture",
+            ("looc-t5",),
+            HEADS_ROWS,
+            _heads_col,
+        ),
+    )
+}
 
 
 def resolve(name: str) -> TableSpec:
@@ -367,8 +472,12 @@ def family(rec: dict) -> str:
     ``reproduce``; else the record fields that identify a configuration), the feature and the probe protocol,
     and the BN statistics probed with (``init_bn``, where a record has it)."""
     proto = {k: v for k, v in (rec.get("protocol") or {}).items() if k != "seed"}
-    base = rec.get("config_family") or [rec.get(k) for k in ("method", "pretrain_dataset", "backbone", "batch")] + [sorted(rec.get("augment") or [])]
-    key = [base, rec.get("epochs"), rec.get("feature"), proto] + ([{"init_bn": rec["init_bn"]}] if rec.get("init_bn") else [])
+    base = rec.get("config_family") or [rec.get(k) for k in ("method", "pretrain_dataset", "backbone", "batch")] + [
+        sorted(rec.get("augment") or [])
+    ]
+    key = [base, rec.get("epochs"), rec.get("feature"), proto] + (
+        [{"init_bn": rec["init_bn"]}] if rec.get("init_bn") else []
+    )
     return json.dumps(key, sort_keys=True, default=str)
 
 
@@ -433,8 +542,11 @@ def select(records: list[dict], query: dict, prefer: dict | None = None, seeds: 
     embedded-generator variant or of an embedded generator version other than ``EMBEDDED_VERSION`` (``is_variant``)
     never fill a paper table's cell, nor do those probed with BN statistics re-estimated on data unless ``query``
     asks for them (``init_bn``); ``seeds``: only seeds 0..seeds-1."""
-    hits = [r for r in records if _match(r, query) and not is_variant(r) and in_seeds(r, seeds)
-            and ("init_bn" in query or not bn_on_data(r))]
+    hits = [
+        r
+        for r in records
+        if _match(r, query) and not is_variant(r) and in_seeds(r, seeds) and ("init_bn" in query or not bn_on_data(r))
+    ]
     if not hits:
         return None
     groups: dict[str, list[dict]] = {}
@@ -479,8 +591,9 @@ def cell_value(records: list[dict], row: Row, cell: Cell, scale: str, seeds: int
 BASELINE_LABELS = {"init": "random init (as initialised)", "data": "random init (BN on data)"}
 
 
-def random_init_baselines(records: list[dict], metric: str, dataset: str, scale: str | None = None,
-                          seeds: int | None = None) -> dict[str, Value | None]:
+def random_init_baselines(
+    records: list[dict], metric: str, dataset: str, scale: str | None = None, seeds: int | None = None
+) -> dict[str, Value | None]:
     """The two random-init baselines of ``metric`` on ``dataset``: epoch-0 records probed with the BN statistics
     of initialisation (``"init"``) and with BN statistics re-estimated on data (``"data"``, ``init_bn``), each
     chosen as a table cell is (``select``); None where the records have none."""
@@ -502,15 +615,19 @@ def fmt_mean_std(v: Value | None) -> str:
     return f"{v.mean:.1f}" + (f" ± {v.std:.1f}" if v.n > 1 and v.std is not None else "")
 
 
-def baseline_summary(records: list[dict], metric: str = "knn/top1", dataset: str = "embedded") -> tuple[list[dict], str]:
+def baseline_summary(
+    records: list[dict], metric: str = "knn/top1", dataset: str = "embedded"
+) -> tuple[list[dict], str]:
     """The demo's summary: rows for the two random-init baselines (epoch-0 records, as initialised and with BN
     on data), then one per trained method and checkpoint epoch (in order of first appearance, epochs
     ascending), each over its seeds. A row: {"label", "epochs", "value" (Value), "text" (``fmt_mean_std``),
     "delta" (mean - the higher baseline's mean, "+x.x"; "" for the higher baseline itself)}. Also a caption
     line naming the baseline compared against and listing each row's per-seed values."""
     mine = [r for r in records if r.get("metric") == metric and r.get("dataset") == dataset]
-    base = {k: seed_value([r for r in mine if r.get("epochs") == 0 and bn_on_data(r) == (k == "data")])
-            for k in BASELINE_LABELS}
+    base = {
+        k: seed_value([r for r in mine if r.get("epochs") == 0 and bn_on_data(r) == (k == "data")])
+        for k in BASELINE_LABELS
+    }
     top = higher_baseline(base)
     rows = [{"label": BASELINE_LABELS[k], "epochs": 0, "value": v} for k, v in base.items() if v is not None]
     trained: dict[tuple, list[dict]] = {}
@@ -518,7 +635,7 @@ def baseline_summary(records: list[dict], metric: str = "knn/top1", dataset: str
         if r.get("epochs") != 0 and not bn_on_data(r):
             trained.setdefault((r.get("method"), r.get("epochs")), []).append(r)
     order = list(dict.fromkeys(m for m, _ in trained))
-    for (m, e) in sorted(trained, key=lambda k: (order.index(k[0]), k[1])):
+    for m, e in sorted(trained, key=lambda k: (order.index(k[0]), k[1])):
         rows.append({"label": str(m), "epochs": e, "value": seed_value(trained[(m, e)])})
     for row in rows:
         v = row["value"]
@@ -528,8 +645,13 @@ def baseline_summary(records: list[dict], metric: str = "knn/top1", dataset: str
     parts = []
     if top is not None:
         parts.append(f"Δ against the higher random-init baseline: {BASELINE_LABELS[top[0]]}.")
-    per_seed = [f"{row['label']}" + (f" e{row['epochs']}" if row["epochs"] else "") + ": "
-                + " / ".join(f"{r['value']:.1f}" for r in row["value"].records) for row in rows]
+    per_seed = [
+        f"{row['label']}"
+        + (f" e{row['epochs']}" if row["epochs"] else "")
+        + ": "
+        + " / ".join(f"{r['value']:.1f}" for r in row["value"].records)
+        for row in rows
+    ]
     seeds = _join(r.get("seed") for row in rows for r in row["value"].records)
     if rows:
         parts.append(f"Per seed ({seeds}): " + "; ".join(per_seed) + ".")
@@ -554,11 +676,15 @@ class Rendered:
     caption: str
     spec: TableSpec
     scale: str
+    added: int = 0  # the last ``added`` rows are rows of one's own (``build(add=...)``), not the paper's
 
 
-def build(name: str, records: list[dict], scale: str | None = None, seeds: int | None = None) -> Rendered:
+def build(
+    name: str, records: list[dict], scale: str | None = None, seeds: int | None = None, add: Sequence[Row] = ()
+) -> Rendered:
     """Table ``name`` from ``records`` at ``scale`` (default: the newest record's); ``seeds``: only seeds
-    0..seeds-1 of each configuration (the caption names the cells that have fewer)."""
+    0..seeds-1 of each configuration (the caption names the cells that have fewer); ``add``: rows of one's own
+    (``added_row``) appended after the paper's (see the module docstring)."""
     check_seeds(seeds)
     spec = resolve(name)
     headers, paper_rows = paper_csv(spec.csv)
@@ -581,10 +707,93 @@ def build(name: str, records: list[dict], scale: str | None = None, seeds: int |
                 if v:
                     used.extend(v.records)
         ours.append(out_row)
-    t = Rendered(headers, cells, paper_rows, ours, caption(spec, scale, cells, used), spec, scale)
+    paper_rows = list(paper_rows)
+    best = paper_best(spec, paper_rows, cells)
+    for row in add:
+        vals = [None if c is None else cell_value(records, row, c, scale, seeds) for c in cells]
+        recs = [r for v in vals if v for r in v.records]
+        used.extend(recs)
+        label = f"{row.label} [added; {_seeds_text(recs)}]"
+        paper_rows.append([label if j == 0 else ("" if c is None else best[j]) for j, c in enumerate(cells)])
+        ours.append([label if j == 0 else ("" if c is None else v) for j, (c, v) in enumerate(zip(cells, vals))])
+    t = Rendered(headers, cells, paper_rows, ours, caption(spec, scale, cells, used), spec, scale, len(add))
+    if add:
+        t.caption += (
+            f" Rows marked [added] are not in the paper: {', '.join(r.label for r in add)} (seeds in the label); "
+            "their paper cell is the paper's best self-supervised row of that column, Δ = ours − that best."
+        )
     if seeds is not None:
         t.caption += " " + seeds_caption(t, seeds)
     return t
+
+
+def _seeds_text(records: list[dict]) -> str:
+    seeds = sorted({r.get("seed") for r in records}, key=_seed_order)
+    if not seeds:
+        return "no results"
+    return f"seed{'s' * (len(seeds) > 1)} {_join(seeds)}"
+
+
+def paper_best(spec: TableSpec, paper_rows: list[list[str]], cells: list[Cell | None]) -> list[str]:
+    """Per column, the paper's text of its best self-supervised row (the highest number; rows of supervised
+    pre-training and of random initialisation left out); '' for label and fixed columns, ``MISSING`` where no
+    row has a number."""
+    ssl = [p for p, r in zip(paper_rows, spec.rows) if r.q.get("method") != "supervised" and r.epoch != 0]
+    out = []
+    for j, c in enumerate(cells):
+        if c is None:
+            out.append("")
+            continue
+        have = [(parse_paper(p[j]), p[j]) for p in ssl if parse_paper(p[j]) is not None]
+        out.append(max(have, key=lambda x: x[0])[1] if have else MISSING)
+    return out
+
+
+# --- rows of one's own ----------------------------------------------------------------------------------
+def added_run_key(spec: TableSpec, method: str) -> str:
+    """The ``reproduce`` catalogue key of the pretraining an added method's row needs in table ``spec``, the
+    same as the table's own methods get: ``added[METHOD]`` in the SimSiam tables (the ImageNet role, checkpoints at
+    every epoch budget, as SimCLR's) or ``added-looc[METHOD]`` in the LooC tables (IN-100, LooC's epochs, as MoCo's)."""
+    looc = all(c.budget == LOOC_PAPER_EPOCHS for _, c in columns(spec) if c is not None)
+    return f"{'added-looc' if looc else 'added'}[{method}]"
+
+
+def method_row(spec: TableSpec, method: str) -> Row:
+    """The row of ``method``'s records (its backbone features), pretrained by ``added_run_key``."""
+    return Row(method, added_run_key(spec, method), _ssl(method))
+
+
+def _run_hash(run_dir: Path) -> str | None:
+    """The config hash of a run directory: run.json's, else its config.yaml's recipe's; None when neither reads."""
+    try:
+        h = json.loads((run_dir / "run.json").read_text()).get("config_hash")
+        if isinstance(h, str) and h:
+            return h
+    except (OSError, ValueError, AttributeError):
+        pass
+    try:
+        import yaml
+
+        from cssl_bench.config import recipe_from_dict
+
+        return recipe_from_dict(yaml.safe_load((run_dir / "config.yaml").read_text())).hash()
+    except (OSError, ValueError, UserError, yaml.YAMLError):
+        return None
+
+
+def added_row(spec: TableSpec, what: str, records: list[dict]) -> Row:
+    """The row ``--add WHAT`` appends to table ``spec``: a run directory (its records, by config hash: every run
+    of that recipe and seed), a run id of the store (that run's records), else a method name (``method_row``)."""
+    p = Path(what)
+    if p.is_dir() and ((p / "run.json").is_file() or (p / "config.yaml").is_file()):
+        h = _run_hash(p)
+        key = ("config_hash", h) if h else ("run_id", p.name)
+        return Row(p.name, "", (key, ("feature", "backbone")))
+    if any(r.get("run_id") == what for r in records):
+        return Row(what, "", (("run_id", what), ("feature", "backbone")))
+    if "/" in what or not what.strip():
+        raise UserError(f"--add {what!r}: not a run directory (no run.json or config.yaml there) nor a method", 2)
+    return method_row(spec, what)
 
 
 def seeds_caption(t: Rendered, seeds: int) -> str:
@@ -608,7 +817,9 @@ def seeds_caption(t: Rendered, seeds: int) -> str:
 
 def _join(values) -> str:
     """Distinct values, numbers in numeric order."""
-    return ", ".join(str(v) for v in sorted(set(values), key=lambda v: (0, v, "") if isinstance(v, (int, float)) else (1, 0, str(v))))
+    return ", ".join(
+        str(v) for v in sorted(set(values), key=lambda v: (0, v, "") if isinstance(v, (int, float)) else (1, 0, str(v)))
+    )
 
 
 def record_metric(record: dict) -> str:
@@ -617,8 +828,11 @@ def record_metric(record: dict) -> str:
     return (record.get("protocol") or {}).get("metric", "coco")
 
 
-VOC_SCORING = {"voc07": "as detectron2's VOC2007 evaluator (11-point AP)", "voc": "with VOC2010's area AP",
-               "coco": "with pycocotools (101 recall points)"}
+VOC_SCORING = {
+    "voc07": "as detectron2's VOC2007 evaluator (11-point AP)",
+    "voc": "with VOC2010's area AP",
+    "coco": "with pycocotools (101 recall points)",
+}
 
 
 def caption(spec: TableSpec, scale: str, cells: list[Cell | None], used: list[dict]) -> str:
@@ -633,7 +847,9 @@ def caption(spec: TableSpec, scale: str, cells: list[Cell | None], used: list[di
     else:
         by_target: dict[str, list[str]] = {}
         for r in roles:
-            by_target.setdefault(stand_in(r, scale) + (f" {STAND_IN_NOTES[r]}" if r in STAND_IN_NOTES else ""), []).append(ROLE_NAMES[r])
+            by_target.setdefault(
+                stand_in(r, scale) + (f" {STAND_IN_NOTES[r]}" if r in STAND_IN_NOTES else ""), []
+            ).append(ROLE_NAMES[r])
         stand = ", ".join(f"{', '.join(names)} -> {target}" for target, names in by_target.items())
         parts.append(f"Scale: {scale} (CPU stand-ins: {stand}).")
     if any(r.epoch == 0 for r in spec.rows):
@@ -641,11 +857,15 @@ def caption(spec: TableSpec, scale: str, cells: list[Cell | None], used: list[di
     if budgets == [LOOC_PAPER_EPOCHS]:
         parts.append(f"Pre-training: {our_epochs(LOOC_PAPER_EPOCHS, scale)} epochs (paper: {LOOC_PAPER_EPOCHS}).")
     else:
-        parts.append("Our epochs per paper epochs: " + ", ".join(f"{b} -> {our_epochs(b, scale)}" for b in budgets) + ".")
+        parts.append(
+            "Our epochs per paper epochs: " + ", ".join(f"{b} -> {our_epochs(b, scale)}" for b in budgets) + "."
+        )
     if used:
-        parts.append(f"Ours: backbone {_join(r.get('backbone', '?') for r in used)}; "
-                     f"batch {_join(r.get('batch') for r in used)}; seeds {_join(r.get('seed') for r in used)}; "
-                     f"epochs {_join(r.get('epochs') for r in used)}.")
+        parts.append(
+            f"Ours: backbone {_join(r.get('backbone', '?') for r in used)}; "
+            f"batch {_join(r.get('batch') for r in used)}; seeds {_join(r.get('seed') for r in used)}; "
+            f"epochs {_join(r.get('epochs') for r in used)}."
+        )
     else:
         parts.append("No results yet at this scale.")
     voc = sorted({record_metric(r) for r in used if str(r.get("metric", "")).startswith(("voc07/", "voc0712/"))})
@@ -733,7 +953,16 @@ def render(t: Rendered, fmt: str = "md", compare: bool = False, provenance: bool
             buf.write("\n")
             w.writerow(["row", "column", "value", "record ids", "runs", "commands"])
             for p in provenance_items(t):
-                w.writerow([p["row"], p["column"], p["value"], " ".join(p["records"]), " ".join(p["runs"]), " ; ".join(p["commands"])])
+                w.writerow(
+                    [
+                        p["row"],
+                        p["column"],
+                        p["value"],
+                        " ".join(p["records"]),
+                        " ".join(p["runs"]),
+                        " ; ".join(p["commands"]),
+                    ]
+                )
         return buf.getvalue()
     head = _md_headers(t, compare)
     numeric = [c is not None for c in t.cells]
@@ -744,18 +973,29 @@ def render(t: Rendered, fmt: str = "md", compare: bool = False, provenance: bool
     if len(head) > 1:
         lines.append(_md_line([f"**{s}**" if s else "" for s in head[1]]))
     lines += [_md_line(r) for r in rows]
-    text = "\n".join(lines) + "\n\n" + t.caption + (" Paper numbers beside ours: Δ = ours − paper." if compare else "") + "\n"
+    text = (
+        "\n".join(lines)
+        + "\n\n"
+        + t.caption
+        + (" Paper numbers beside ours: Δ = ours − paper." if compare else "")
+        + "\n"
+    )
     if provenance:
         text += "\nProvenance:\n" + "".join(
             f"- {p['row']} | {p['column']}: {p['value']} from {len(p['records'])} record(s) {', '.join(p['records'])}; "
             f"runs {', '.join(p['runs'])}; command: {' ; '.join(p['commands'])}"
-            + (f"; **collapsed embedding** (z_std) in {', '.join(p['collapsed'])}" if p["collapsed"] else "") + "\n"
-            for p in provenance_items(t))
+            + (f"; **collapsed embedding** (z_std) in {', '.join(p['collapsed'])}" if p["collapsed"] else "")
+            + "\n"
+            for p in provenance_items(t)
+        )
     return text
 
 
 def row_name(t: Rendered, i: int) -> str:
-    """A row's label plus its fixed cells (the LooC tables repeat 'LooC': the check-marks tell rows apart)."""
+    """A row's label plus its fixed cells (the LooC tables repeat 'LooC': the check-marks tell rows apart); an
+    added row's label alone (it has no fixed cells)."""
+    if i >= len(t.paper) - t.added:
+        return t.paper[i][0]
     fixed = [f"{h.split('/')[-1]} {o}" for h, c, o in zip(t.headers[1:], t.cells[1:], t.ours[i][1:]) if c is None]
     return t.paper[i][0] + (f" ({', '.join(fixed)})" if fixed else "")
 
@@ -767,12 +1007,21 @@ def provenance_items(t: Rendered) -> list[dict]:
             if isinstance(o, Value):
                 cmds = []
                 for r in o.records:
-                    for c in (r.get("steps") or [r.get("command", "?")]):
+                    for c in r.get("steps") or [r.get("command", "?")]:
                         if c not in cmds:
                             cmds.append(c)
-                out.append({"row": row_name(t, i), "column": h, "value": fmt_value(o, p), "records": [r.get("id", "?") for r in o.records],
-                            "runs": list(dict.fromkeys(r.get("run_id", "?") for r in o.records)), "commands": cmds,
-                            "configurations": o.families, "collapsed": collapsed_runs(o.records)})
+                out.append(
+                    {
+                        "row": row_name(t, i),
+                        "column": h,
+                        "value": fmt_value(o, p),
+                        "records": [r.get("id", "?") for r in o.records],
+                        "runs": list(dict.fromkeys(r.get("run_id", "?") for r in o.records)),
+                        "commands": cmds,
+                        "configurations": o.families,
+                        "collapsed": collapsed_runs(o.records),
+                    }
+                )
     return out
 
 
@@ -789,25 +1038,47 @@ def collapsed_runs(records: list[dict]) -> list[str]:
 
 def render_json(t: Rendered, provenance: bool = False) -> str:
     rows = []
-    for i, (prow, orow) in enumerate(zip(t.paper, t.ours)):
+    for _i, (prow, orow) in enumerate(zip(t.paper, t.ours)):
         row = {}
         for h, p, o in zip(t.headers, prow, orow):
             if isinstance(o, str):
                 row[h] = o
                 continue
-            d = {"paper": p, "ours": None if o is None else round(o.mean, 2), "text": fmt_value(o, p),
-                 "delta": None if o is None or parse_paper(p) is None else round(o.mean - parse_paper(p), 2),
-                 "n": 0 if o is None else o.n, "std": None if o is None or o.std is None else round(o.std, 3),
-                 "pm": None if o is None or o.pm is None else round(o.pm, 3)}
+            d = {
+                "paper": p,
+                "ours": None if o is None else round(o.mean, 2),
+                "text": fmt_value(o, p),
+                "delta": None if o is None or parse_paper(p) is None else round(o.mean - parse_paper(p), 2),
+                "n": 0 if o is None else o.n,
+                "std": None if o is None or o.std is None else round(o.std, 3),
+                "pm": None if o is None or o.pm is None else round(o.pm, 3),
+            }
             if provenance and o is not None:
                 d["records"] = [r.get("id") for r in o.records]
                 d["runs"] = list(dict.fromkeys(r.get("run_id") for r in o.records))
-                d["commands"] = list(dict.fromkeys(c for r in o.records for c in (r.get("steps") or [r.get("command")])))
+                d["commands"] = list(
+                    dict.fromkeys(c for r in o.records for c in (r.get("steps") or [r.get("command")]))
+                )
                 d["collapsed_runs"] = collapsed_runs(o.records)
             row[h] = d
         rows.append(row)
-    return json.dumps({"table": t.spec.name, "paper_csv": t.spec.csv, "scale": t.scale, "caption": t.caption,
-                       "headers": t.headers, "rows": rows}, indent=2, ensure_ascii=False) + "\n"
+    added = [row[t.headers[0]] for row in rows[len(rows) - t.added :]] if t.added else []
+    return (
+        json.dumps(
+            {
+                "table": t.spec.name,
+                "paper_csv": t.spec.csv,
+                "scale": t.scale,
+                "caption": t.caption,
+                "headers": t.headers,
+                "rows": rows,
+                **({"added_rows": added} if added else {}),
+            },
+            indent=2,
+            ensure_ascii=False,
+        )
+        + "\n"
+    )
 
 
 # --- the papers' findings, checked on ours -------------------------------------------------------
@@ -826,34 +1097,75 @@ def _best(rows: range | tuple, col: str, winner: int) -> tuple:
 
 
 FINDINGS = (
-    Finding("rotation", "Adding rotation to MoCo's augmentations lowers rotation accuracy",
-            (((1, "Rotation/Acc."), (2, "Rotation/Acc.")),)),
-    Finding("rotation", "Sharing the rotation between q and k does not restore it",
-            (((1, "Rotation/Acc."), (3, "Rotation/Acc.")),)),
-    Finding("rotation", "LooC with rotation restores rotation accuracy (above MoCo and MoCo + Rotation)",
-            (((4, "Rotation/Acc."), (1, "Rotation/Acc.")), ((4, "Rotation/Acc."), (2, "Rotation/Acc.")))),
-    Finding("rotation", "LooC + Rotation keeps more IN-100 accuracy than MoCo + Rotation",
-            (((4, "IN-100/top-1"), (2, "IN-100/top-1")),)),
-    Finding("finegrained", "LooC with colour beats MoCo on fine-grained iNat-1k",
-            (((1, "iNat-1k/top-1"), (0, "iNat-1k/top-1")),)),
+    Finding(
+        "rotation",
+        "Adding rotation to MoCo's augmentations lowers rotation accuracy",
+        (((1, "Rotation/Acc."), (2, "Rotation/Acc.")),),
+    ),
+    Finding(
+        "rotation",
+        "Sharing the rotation between q and k does not restore it",
+        (((1, "Rotation/Acc."), (3, "Rotation/Acc.")),),
+    ),
+    Finding(
+        "rotation",
+        "LooC with rotation restores rotation accuracy (above MoCo and MoCo + Rotation)",
+        (((4, "Rotation/Acc."), (1, "Rotation/Acc.")), ((4, "Rotation/Acc."), (2, "Rotation/Acc."))),
+    ),
+    Finding(
+        "rotation",
+        "LooC + Rotation keeps more IN-100 accuracy than MoCo + Rotation",
+        (((4, "IN-100/top-1"), (2, "IN-100/top-1")),),
+    ),
+    Finding(
+        "finegrained",
+        "LooC with colour beats MoCo on fine-grained iNat-1k",
+        (((1, "iNat-1k/top-1"), (0, "iNat-1k/top-1")),),
+    ),
     Finding("finegrained", "LooC++ is best on iNat-1k", _best(range(5), "iNat-1k/top-1", 4)),
-    Finding("finegrained", "LooC with colour and rotation is best on Flowers-102 few-shot",
-            _best(range(5), "Flowers-102/5-shot", 3) + _best(range(5), "Flowers-102/10-shot", 3)),
-    Finding("robustness", "Rotation helps ObjectNet-13 (LooC with rotation above MoCo)",
-            (((2, "ON-13/top-1"), (1, "ON-13/top-1")),)),
-    Finding("robustness", "Texture helps corruption robustness (LooC with texture above MoCo on IN-C-100 All)",
-            (((3, "IN-C-100 (top-1)/All"), (1, "IN-C-100 (top-1)/All")),)),
-    Finding("heads", "Concatenating all heads is best on IN-100, iNat-1k and Flowers-102 few-shot",
-            _best(range(5), "IN-100/top-1", 4) + _best(range(5), "iNat-1k/top-1", 4) + _best(range(5), "Flowers-102/5-shot", 4)),
+    Finding(
+        "finegrained",
+        "LooC with colour and rotation is best on Flowers-102 few-shot",
+        _best(range(5), "Flowers-102/5-shot", 3) + _best(range(5), "Flowers-102/10-shot", 3),
+    ),
+    Finding(
+        "robustness",
+        "Rotation helps ObjectNet-13 (LooC with rotation above MoCo)",
+        (((2, "ON-13/top-1"), (1, "ON-13/top-1")),),
+    ),
+    Finding(
+        "robustness",
+        "Texture helps corruption robustness (LooC with texture above MoCo on IN-C-100 All)",
+        (((3, "IN-C-100 (top-1)/All"), (1, "IN-C-100 (top-1)/All")),),
+    ),
+    Finding(
+        "heads",
+        "Concatenating all heads is best on IN-100, iNat-1k and Flowers-102 few-shot",
+        _best(range(5), "IN-100/top-1", 4)
+        + _best(range(5), "iNat-1k/top-1", 4)
+        + _best(range(5), "Flowers-102/5-shot", 4),
+    ),
     Finding("methods", "SimSiam is the best at 100 epochs", _best(range(5), "100 ep", 4)),
-    Finding("methods", "Every method improves with longer pre-training (100 -> 800 epochs)",
-            tuple(((r, "800 ep"), (r, "100 ep")) for r in range(5))),
-    Finding("transfer", "Every pre-training beats scratch on VOC 07 AP",
-            tuple(((r, "VOC 07 detection/AP"), (0, "VOC 07 detection/AP")) for r in range(1, 8))),
-    Finding("transfer", "MoCo v2 beats ImageNet supervised on VOC 07 AP",
-            (((3, "VOC 07 detection/AP"), (1, "VOC 07 detection/AP")),)),
-    Finding("transfer", "SimSiam's optimal recipe beats its base recipe on VOC 07 AP",
-            (((7, "VOC 07 detection/AP"), (6, "VOC 07 detection/AP")),)),
+    Finding(
+        "methods",
+        "Every method improves with longer pre-training (100 -> 800 epochs)",
+        tuple(((r, "800 ep"), (r, "100 ep")) for r in range(5)),
+    ),
+    Finding(
+        "transfer",
+        "Every pre-training beats scratch on VOC 07 AP",
+        tuple(((r, "VOC 07 detection/AP"), (0, "VOC 07 detection/AP")) for r in range(1, 8)),
+    ),
+    Finding(
+        "transfer",
+        "MoCo v2 beats ImageNet supervised on VOC 07 AP",
+        (((3, "VOC 07 detection/AP"), (1, "VOC 07 detection/AP")),),
+    ),
+    Finding(
+        "transfer",
+        "SimSiam's optimal recipe beats its base recipe on VOC 07 AP",
+        (((7, "VOC 07 detection/AP"), (6, "VOC 07 detection/AP")),),
+    ),
 )
 
 
@@ -885,11 +1197,18 @@ def findings_markdown(records: list[dict], scale: str, tables: list[str] | None 
     difference of the inequalities that state it, in points: negative where it fails), and the numbers."""
     names = tables or list(TABLES)
     built = {n: build(n, records, scale) for n in names}
-    lines = [f"| table | finding | ours at {scale} scale | margin | numbers: ours (paper) |", "|:---|:---|:---|---:|:---|"]
+    lines = [
+        f"| table | finding | ours at {scale} scale | margin | numbers: ours (paper) |",
+        "|:---|:---|:---|---:|:---|",
+    ]
     for f in FINDINGS:
         if f.table not in built:
             continue
         c = check_finding(f, built[f.table])
         verdict = {True: "agrees", False: "disagrees", None: "no data"}[c["ours"]]
-        lines.append(_md_line([f.table, f.text, verdict, MISSING if c["margin"] is None else f"{c['margin']:+.1f}", c["numbers"]]))
+        lines.append(
+            _md_line(
+                [f.table, f.text, verdict, MISSING if c["margin"] is None else f"{c['margin']:+.1f}", c["numbers"]]
+            )
+        )
     return "\n".join(lines) + "\n"
