@@ -12,7 +12,7 @@ export PYTHONDONTWRITEBYTECODE := 1
 
 help:
 	@echo "make demo   - install, then tiny SimCLR + MoCo v2 on the embedded dataset -> kNN + linear probes -> methods table"
-	@echo "make lint   - ruff (lint + format check)"
+	@echo "make lint   - ruff (lint + format check) and lint-imports (import layers, contracts in pyproject.toml)"
 	@echo "make test   - install, lint, then the test suite (slow tests excluded; 'make test-all' includes them)"
 	@echo "make ffcv   - install the FFCV fast loader with its system packages"
 	@echo "make bench  - install lightly and run the training-step benchmark"
@@ -34,6 +34,7 @@ demo: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
 
 test: $(STAMP) lint
 	$(BIN)/python -m pytest

@@ -104,7 +104,7 @@ def time_loader(loader, seconds: float, batch: int) -> tuple[float, int]:
 
 def measure_step(batch: int = 64, steps: int = 6) -> float:
     """Images/s of a two-view training step (resnet18-w0.25, 32 px, CIFAR stem, SGD) on this CPU."""
-    from cssl_bench.models.backbones import build_backbone
+    from cssl_bench.nn.backbones import build_backbone
 
     model = build_backbone("resnet18-w0.25", 32).to(memory_format=torch.channels_last)
     opt = torch.optim.SGD(model.parameters(), lr=0.01)

@@ -31,7 +31,7 @@ import torch  # noqa: E402
 from torch.profiler import ProfilerActivity, profile  # noqa: E402
 from train_step import BATCH, CONFIGS, lightly_step, machine, ours, sync, write_json  # noqa: E402
 
-from cssl_bench.methods.base import SplitBatchNorm2d  # noqa: E402
+from cssl_bench.nn.norm import SplitBatchNorm2d  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -24,7 +24,7 @@
 Runs on small images use the CIFAR stem (3x3 ``conv1``, no max-pool): their ``conv1.weight`` is
 [C, 3, 3, 3] and torchvision's 7x7 ``conv1`` (or detectron2's stem) cannot take it; ``export`` says so.
 Width-scaled ResNets (``resnet18-w0.25``) keep torchvision's key names but have no torchvision
-constructor: rebuild them with ``cssl_bench.models.backbones.build_backbone``.
+constructor: rebuild them with ``cssl_bench.nn.backbones.build_backbone``.
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ import torch
 import torch.nn as nn
 
 from cssl_bench import UserError
+from cssl_bench.nn.backbones import is_resnet, uses_cifar_stem
 
 FORMATS = ("torchvision", "timm", "detectron2")
 _LAYER = re.compile(r"^layer(\d)$")
@@ -57,15 +58,6 @@ class Exported:
 def backbone_state_dict(backbone: nn.Module) -> dict[str, torch.Tensor]:
     """The backbone's state dict on the CPU (detached copies), with the identity ``fc`` contributing nothing."""
     return {k: v.detach().cpu().clone() for k, v in backbone.state_dict().items()}
-
-
-def is_resnet(backbone: nn.Module) -> bool:
-    """True for torchvision-style ResNets (torchvision's own and ``ScaledResNet``): conv1, bn1, layer1..4."""
-    return all(hasattr(backbone, n) for n in ("conv1", "bn1", "layer1", "layer2", "layer3", "layer4"))
-
-
-def uses_cifar_stem(backbone: nn.Module) -> bool:
-    return is_resnet(backbone) and backbone.conv1.kernel_size == (3, 3)
 
 
 def torchvision_state_dict(backbone: nn.Module, num_classes: int = 1000, seed: int = 0) -> dict[str, torch.Tensor]:
@@ -161,7 +153,7 @@ def export_backbone(backbone: nn.Module, fmt: str, out: Path, seed: int = 0) -> 
         )
     if is_resnet(backbone) and "-w" in arch and fmt != "detectron2":
         notes.append(
-            f"{arch} is width-scaled: no {fmt} constructor builds it; use cssl_bench.models.backbones.build_backbone('{arch}')"
+            f"{arch} is width-scaled: no {fmt} constructor builds it; use cssl_bench.nn.backbones.build_backbone('{arch}')"
         )
     existed = out.is_file()
     try:

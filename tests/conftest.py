@@ -2,7 +2,7 @@ import os
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch is imported
 # Tests compare against committed fp32 records and config hashes; train.precision auto would pick bf16 on a CPU
-# with AMX-BF16 / AVX512-BF16 (cssl_bench/train/precision.py reads this variable each time auto is resolved).
+# with AMX-BF16 / AVX512-BF16 (cssl_bench/precision.py reads this variable each time auto is resolved).
 # Tests that need either answer set or delete it themselves (monkeypatch); subprocesses inherit it.
 os.environ.setdefault("CSSL_BENCH_CPU_BF16", "0")
 
@@ -26,7 +26,9 @@ SMALL = ["--set", "data.embedded_train=640", "--set", "data.embedded_test=200", 
 
 
 def load_benchmark(name):
-    """Import ``benchmarks/NAME.py`` as a module (the benchmarks are scripts, not a package)."""
+    """Import the benchmark suite's ``benchmarks/NAME.py`` as a module (the benchmarks are scripts, not a package).
+    Only the suite: no test imports ``benchmarks/diagnostics/`` (what a test needs of a diagnostic lives in the
+    package, e.g. ``cssl_bench.eval.diagnostics``)."""
     import importlib.util
     from pathlib import Path
 

@@ -3,7 +3,8 @@ import pytest
 from PIL import Image
 
 from cssl_bench import UserError
-from cssl_bench.data.datasets import get_source, to_rgb
+from cssl_bench.data.datasets import get_source
+from cssl_bench.data.sources import to_rgb
 
 
 @pytest.mark.parametrize("mode", ["L", "LA", "P", "RGBA", "CMYK", "I;16", "I", "F", "1", "RGB"])

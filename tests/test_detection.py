@@ -347,7 +347,7 @@ def test_detector_trains_every_layer_with_real_batchnorm(arch, task):
     from torchvision.ops.misc import FrozenBatchNorm2d
 
     from cssl_bench.eval.detection.models import build_detector
-    from cssl_bench.models.backbones import build_backbone
+    from cssl_bench.nn.backbones import build_backbone
 
     torch.manual_seed(0)
     bb = build_backbone("resnet18-w0.25", 32)
@@ -457,7 +457,7 @@ def test_short_finetune_beats_its_first_evaluation():
     the untrained detector's, which finds nothing (AP50 near 0). Measured: 0.2 -> 4.7..6.4 over seeds 0-2;
     300 steps of 8 scenes reach AP50 57 (the CLI's default embedded-det budget)."""
     from cssl_bench.eval.detection.finetune import finetune, load_data
-    from cssl_bench.models.backbones import build_backbone
+    from cssl_bench.nn.backbones import build_backbone
 
     p = _tiny_protocol()
     train, test = load_data("embedded-det", p)

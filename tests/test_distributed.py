@@ -260,7 +260,7 @@ def test_shuffled_forward_groups(two_ranks):
 
 def test_split_batchnorm_groups_are_divided_between_ranks():
     """bn_splits counts BN groups over the global batch: 8 groups on 2 ranks are 4 per rank."""
-    from cssl_bench.methods.base import SplitBatchNorm2d, split_batchnorm
+    from cssl_bench.nn.norm import SplitBatchNorm2d, split_batchnorm
 
     m = split_batchnorm(torch.nn.Sequential(torch.nn.BatchNorm2d(4), torch.nn.BatchNorm2d(4)), 8)
     D.divide_split_batchnorm(m, 2)

@@ -387,7 +387,8 @@ def test_reestimated_bn_holds_the_statistics_of_the_training_images(init_run):
     """The first BN's running mean is the per-channel mean of its inputs (conv1's outputs, which do not depend on BN)
     over the training images, its running variance the mean of the batches' unbiased variances; weights, heads and
     the original run are untouched, and split BN keeps its groups."""
-    from cssl_bench.data.loaders import eval_loader, to_input
+    from cssl_bench.data.loader_base import to_input
+    from cssl_bench.data.loaders import eval_loader
     from cssl_bench.eval.baseline import bn_layers, reestimate_bn
     from cssl_bench.eval.features import eval_transform, load_run
     from cssl_bench.eval.probes import source_of

@@ -108,7 +108,7 @@ def test_resnet50_keys_torchvision_strict_and_detectron2_names():
     import torchvision
 
     from cssl_bench.export import detectron2_checkpoint, detectron2_key, torchvision_state_dict
-    from cssl_bench.models.backbones import build_backbone
+    from cssl_bench.nn.backbones import build_backbone
 
     bb = build_backbone("resnet50", 224)
     sd = torchvision_state_dict(bb)
@@ -124,7 +124,7 @@ def test_resnet50_keys_torchvision_strict_and_detectron2_names():
 
 def test_cifar_stem_and_scaled_widths_are_explained(tmp_path):
     from cssl_bench.export import export_backbone
-    from cssl_bench.models.backbones import build_backbone
+    from cssl_bench.nn.backbones import build_backbone
 
     bb = build_backbone("resnet18-w0.25", 32)  # CIFAR stem: 3x3 conv1
     e = export_backbone(bb, "torchvision", tmp_path / "w.pth")

@@ -17,7 +17,8 @@ from cssl_bench import UserError
 from cssl_bench.data import ffcv_loader as fl
 from cssl_bench.data.augment import TwoViews, ssl_pipeline
 from cssl_bench.data.datasets import DatasetOptions, get_source
-from cssl_bench.data.loaders import make_train_loader, train_loader
+from cssl_bench.data.loaders import train_loader
+from cssl_bench.data.train_loader import make_train_loader
 from tests.test_augment import assert_looc_sharing, assert_views_close, looc_colour_rotation
 
 HAVE_FFCV = importlib.util.find_spec("ffcv") is not None and importlib.util.find_spec("numba") is not None

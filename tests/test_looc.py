@@ -146,7 +146,7 @@ def test_looc_loss_analytic_and_gradients():
 def small_batch(recipe, n_images=16):
     vr = build_view_recipe(recipe)
     items = [vr(image(i), np.random.default_rng([1, 0, i]))[0] for i in range(n_images)]
-    from cssl_bench.data.loaders import to_input
+    from cssl_bench.data.loader_base import to_input
 
     return {k: to_input(torch.stack([it[k] for it in items]), False) for k in items[0]}
 

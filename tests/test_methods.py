@@ -15,22 +15,21 @@ import torch.nn.functional as F
 from cssl_bench import UserError
 from cssl_bench.config import available_methods, load_recipe
 from cssl_bench.data.datasets import get_source
-from cssl_bench.data.loaders import to_input
+from cssl_bench.data.loader_base import to_input
 from cssl_bench.data.views import build_view_recipe
+from cssl_bench.eval import diagnostics
 from cssl_bench.methods import build_method, losses
 from cssl_bench.methods.base import (
-    SplitBatchNorm2d,
     cosine_momentum,
     make_target,
     output_std,
     shuffled_forward,
-    split_batchnorm,
     update_momentum_pairs,
 )
 from cssl_bench.methods.moco import KeyQueue
+from cssl_bench.nn.norm import SplitBatchNorm2d, split_batchnorm
 from cssl_bench.train.loop import dataset_options
 from cssl_bench.train.optim import build_optimizer, lr_factor, param_groups, set_lr
-from tests.conftest import load_benchmark
 
 METHODS = [
     "simclr",
@@ -211,7 +210,7 @@ def test_split_batchnorm_gradients_match_one_bn_call_per_group(layout, path, mon
     """The three implementations (one rearranged BN call, a call per group, statistics on a grouped view)
     against the direct definition (a BN call on each group's slice): outputs, gradients of the input,
     weight and bias, running statistics, output memory format."""
-    from cssl_bench.methods.base import SplitBatchNorm1d
+    from cssl_bench.nn.norm import SplitBatchNorm1d
 
     monkeypatch.setattr(SplitBatchNorm2d, "PATH", path)
     torch.manual_seed(0)
@@ -276,7 +275,7 @@ def test_split_batchnorm_chooses_its_path_by_group_size(shape, calls, monkeypatc
 @pytest.mark.parametrize("layout", ["nchw", "channels_last", "2d"])
 def test_group_stats_bn_backward_passes_gradcheck(layout):
     """The view path's hand-written backward against finite differences (float64): input, weight and bias."""
-    from cssl_bench.methods.base import _GroupStatsBN
+    from cssl_bench.nn.norm import _GroupStatsBN
 
     torch.manual_seed(0)
     x = torch.randn(8, 3, dtype=torch.float64) if layout == "2d" else torch.randn(8, 3, 3, 2, dtype=torch.float64)
@@ -429,23 +428,21 @@ def test_moco_symmetric_reduction_is_checked():
 
 
 def test_moco_shortcut_statistics_on_hand_made_keys():
-    """benchmarks/moco_shortcut.py: with keys equal to their queries every positive wins (instance discrimination);
-    with every current key near one direction c and the queue near an older direction c', any key of the batch
-    outranks the whole queue while the positive does not beat the other keys (the shortcut)."""
-    bench = load_benchmark("moco_shortcut")
+    """eval.diagnostics.moco_shortcut_stats: with keys equal to their queries every positive wins (instance
+    discrimination); with every current key near one direction c and the queue near an older direction c', any key
+    of the batch outranks the whole queue while the positive does not beat the other keys (the shortcut)."""
     q = torch.eye(4, 8)
-    ok = bench.shortcut_stats(q, q.clone(), -torch.eye(8)[:3])
+    ok = diagnostics.moco_shortcut_stats(q, q.clone(), -torch.eye(8)[:3])
     assert ok["positive_beats_batch"] == 1.0 and ok["positive_beats_queue"] == 1.0 and ok["cos_positive"] == 1.0
     assert ok["cos_other_in_batch"] == 0.0 and ok["chance"] == 0.25
     c, c_old = torch.tensor([1.0, 0, 0]), torch.tensor([0.8, 0.6, 0])
     q = F.normalize(c + 0.01 * torch.tensor([[0, 0, 1.0], [0, 0, -1.0], [0, 0.5, 0], [0, -0.5, 0]]), dim=1)
     k = q.roll(1, 0)  # every key is near c, none is its query's nearest
-    cut = bench.shortcut_stats(q, k, c_old.expand(5, 3))
+    cut = diagnostics.moco_shortcut_stats(q, k, c_old.expand(5, 3))
     assert cut["positive_beats_batch"] == 0.0 and cut["other_beats_queue"] == 1.0 and cut["positive_beats_queue"] == 1.0
 
 
 def test_moco_shortcut_runs_on_a_moco_run_and_refuses_others(cli, tmp_path, small_args):
-    bench = load_benchmark("moco_shortcut")
     out = tmp_path / "moco"
     p = cli(
         "pretrain",
@@ -462,44 +459,44 @@ def test_moco_shortcut_runs_on_a_moco_run_and_refuses_others(cli, tmp_path, smal
         "params.queue_size=64",
     )
     assert p.returncode == 0, p.stderr[-2000:]
-    row = bench.measure(out, 16)
+    row = diagnostics.measure_moco_shortcut(out, 16)
     assert row["method"] == "moco-v2" and 0 < row["z_std"] <= 1 and row["chance"] == 1 / 16
     assert all(0 <= row[k] <= 1 for k in ("positive_beats_batch", "positive_beats_queue", "other_beats_queue"))
     sup = tmp_path / "sup"
     assert cli("pretrain", "supervised", "--epochs", "0", "--out", sup, "--quiet", *small_args).returncode == 0
-    with pytest.raises(SystemExit, match="not MoCo"):
-        bench.measure(sup, 16)
+    with pytest.raises(UserError, match="not MoCo"):
+        diagnostics.measure_moco_shortcut(sup, 16)
 
 
 def test_swav_span_statistics_on_hand_made_embeddings(cli, tmp_path, small_args):
-    """benchmarks/swav_span.py: embeddings inside the prototypes' span keep all their norm there, embeddings
-    orthogonal to every prototype none (scores 0: uniform predictions); end to end on a SwAV run."""
-    bench = load_benchmark("swav_span")
+    """eval.diagnostics.prototype_span_stats: embeddings inside the prototypes' span keep all their norm there,
+    embeddings orthogonal to every prototype none (scores 0: uniform predictions); end to end on a SwAV run."""
     protos = torch.eye(4, 6)
-    inside = bench.span_stats(F.normalize(torch.tensor([[1.0, 1, 0, 0, 0, 0], [0, 0, 0, 1, 0, 0]]), dim=1), protos)
+    inside = diagnostics.prototype_span_stats(
+        F.normalize(torch.tensor([[1.0, 1, 0, 0, 0, 0], [0, 0, 0, 1, 0, 0]]), dim=1), protos
+    )
     assert (
         inside["norm_in_span"] == pytest.approx(1.0) and inside["prototype_cos"] == 0.0 and inside["n_prototypes"] == 4
     )
-    outside = bench.span_stats(torch.tensor([[0.0, 0, 0, 0, 1, 0], [0, 0, 0, 0, 0, 1]]), protos)
+    outside = diagnostics.prototype_span_stats(torch.tensor([[0.0, 0, 0, 0, 1, 0], [0, 0, 0, 0, 0, 1]]), protos)
     assert outside["norm_in_span"] == pytest.approx(0.0, abs=1e-6) and outside["abs_score"] == 0.0
     assert outside["score_std"] == 0.0
     out = tmp_path / "swav"
     p = cli("pretrain", "swav", "--epochs", "0", "--out", out, "--quiet", *small_args)
     assert p.returncode == 0, p.stderr[-2000:]
-    row = bench.measure(out, 16)
+    row = diagnostics.measure_prototype_span(out, 16)
     assert row["n_prototypes"] == 100 and 0 < row["norm_in_span"] <= 1 + 1e-6
 
 
 def test_instance_retrieval_on_hand_made_features_and_a_run(cli, tmp_path, small_args):
-    """benchmarks/instance_acc.py: top-1 retrieval of an image's second view among all second views; exact on
-    hand-made features (2 of 3 found), and end to end on a run of a recipe without two views (supervised)."""
-    bench = load_benchmark("instance_acc")
+    """eval.diagnostics: top-1 retrieval of an image's second view among all second views; exact on hand-made
+    features (2 of 3 found), and end to end on a run of a recipe without two views (supervised)."""
     a = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 0.2]])
     b = torch.tensor([[1.0, 0.1], [0.1, 1.0], [-1.0, 0.0]])  # row 2's nearest second view is row 0's (cos .995)
-    assert bench.retrieval_top1(a, b) == pytest.approx(2 / 3)
+    assert diagnostics.instance_retrieval_top1(a, b) == pytest.approx(2 / 3)
     out = tmp_path / "sup"
     assert cli("pretrain", "supervised", "--epochs", "0", "--out", out, "--quiet", *small_args).returncode == 0
-    row = bench.measure(out, 32)
+    row = diagnostics.measure_instance_retrieval(out, 32)
     assert row["method"] == "supervised" and row["chance"] == 1 / 32 and 0 <= row["instance_top1"] <= 1
 
 
@@ -636,7 +633,7 @@ def test_swav_queue_joins_from_its_epoch(monkeypatch):
 def test_swav_queue_is_split_across_ranks(monkeypatch):
     """As main_swav.py: the global queue_length, rounded down to a multiple of the global batch, is divided
     among the ranks, so the Sinkhorn step sees the same number of queued rows at any number of processes."""
-    from cssl_bench.train import distributed as D
+    from cssl_bench.nn import distributed as D
 
     sets = ["params.queue_length=100", "train.batch_size=16"]
     assert swav(sets)[1].queue.shape[1] == 96
@@ -815,7 +812,7 @@ def test_one_method_pretrains_through_the_cli(cli, tmp_path, small_args):
 def test_head_bn_option_uses_split_bn_in_moco_and_looc_heads():
     """params.head_bn (on in the CPU budget recipes, off in the papers' recipes): the head's BN gets the same
     per-group statistics as the backbone's, LooC's hidden-layer features stop before the last Linear."""
-    from cssl_bench.methods.base import SplitBatchNorm1d
+    from cssl_bench.nn.norm import SplitBatchNorm1d
 
     moco = build_method(load_recipe("moco-v2", "tiny", {}, ["params.head_bn=true"]))
     bns = (nn.modules.batchnorm._BatchNorm,)

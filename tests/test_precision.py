@@ -133,7 +133,7 @@ def test_profile_step_benchmark_runs(tmp_path, monkeypatch):
     JSON has the step times, the override, and operators whose self times add up to at most the total."""
     import json
 
-    from cssl_bench.methods.base import SplitBatchNorm2d
+    from cssl_bench.nn.norm import SplitBatchNorm2d
 
     monkeypatch.setattr(SplitBatchNorm2d, "PATH", "auto")  # main() sets the class's path: restored after the test
     bench_dir = Path(__file__).resolve().parents[1] / "benchmarks"
@@ -238,7 +238,7 @@ def test_auto_follows_the_cpu_override(monkeypatch):
     """CSSL_BENCH_CPU_BF16 forces the CPU's answer both ways; explicit precisions pass through; a bad value
     is an error naming the variable."""
     from cssl_bench import UserError
-    from cssl_bench.train.precision import ENV, explain_auto, resolve_precision
+    from cssl_bench.precision import ENV, explain_auto, resolve_precision
 
     monkeypatch.setenv(ENV, "1")
     assert resolve_precision("auto", "cpu") == "bf16"
@@ -259,7 +259,7 @@ def test_auto_follows_the_cpu_override(monkeypatch):
 def test_auto_reads_the_cpu_flags(tmp_path, monkeypatch):
     """Without the override, the CPU flags decide: AMX-BF16 or AVX512-BF16 give bf16; a CPU with AVX-512 and
     AVX2 but neither bf16 extension gives fp32 (its bf16 is emulated, slower than fp32)."""
-    from cssl_bench.train import precision as P
+    from cssl_bench import precision as P
 
     monkeypatch.delenv(P.ENV, raising=False)
     assert P.cpu_bf16(_cpuinfo(tmp_path, "fpu sse2 avx2 avx512f amx_tile amx_bf16 amx_int8")) == (
@@ -284,7 +284,7 @@ def test_auto_reads_the_cpu_flags(tmp_path, monkeypatch):
 
 def _load_cpu(monkeypatch, bf16: bool, method: str = "simclr", scale: str = "tiny", **train):
     """load_recipe as on a CPU-only machine whose CPU has (or lacks) fast bf16."""
-    from cssl_bench.train import precision as P
+    from cssl_bench import precision as P
 
     monkeypatch.setattr(P, "default_device_type", lambda: "cpu")
     monkeypatch.setenv(P.ENV, "1" if bf16 else "0")
@@ -315,7 +315,7 @@ def test_auto_is_resolved_into_the_recipe_and_its_hash(monkeypatch):
 
 def test_auto_is_resolved_for_this_machine():
     """Unpatched, load_recipe resolves auto exactly as the precision module says for this machine's device."""
-    from cssl_bench.train.precision import default_device_type, explain_auto
+    from cssl_bench.precision import default_device_type, explain_auto
 
     assert load_recipe("byol", "tiny").train.precision == explain_auto(default_device_type())[0]
 

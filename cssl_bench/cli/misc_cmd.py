@@ -40,7 +40,7 @@ def info():
     else:
         t.add_row("accelerator", "none (CPU only)")
     from cssl_bench import UserError
-    from cssl_bench.train.precision import explain_auto
+    from cssl_bench.precision import explain_auto
 
     try:  # what train.precision auto (the tiny and small scales' default) resolves to on this machine
         resolved, why = explain_auto()

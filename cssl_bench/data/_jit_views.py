@@ -111,7 +111,7 @@ def resized_crop_batch(buf, heights, widths, tops, lefts, crop_h, crop_w, out):
 
 
 # ----------------------------------------------------------------------------------------------
-# colour jitter: one pass per operation (simple loops vectorise; a fused per-pixel pass measured 2x slower)
+# colour jitter: one pass per operation (simple loops vectorise; a fused per-pixel pass was slower, docs/speed.md)
 
 
 @njit(nogil=True, cache=True)

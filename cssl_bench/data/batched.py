@@ -52,6 +52,7 @@ from cssl_bench.data.augment import (
     TwoViews,
     texture_transfer,
 )
+from cssl_bench.data.loader_base import prepare_numba
 from cssl_bench.data.textures import pattern
 from cssl_bench.data.views import SharedRotationTwoViews
 
@@ -222,9 +223,7 @@ def jit_kernels():
     global _JIT
     if _JIT is None:
         try:
-            from cssl_bench.data.ffcv_loader import _prepare_numba
-
-            _prepare_numba()
+            prepare_numba()
             from cssl_bench.data import _jit_views
 
             _JIT = _jit_views

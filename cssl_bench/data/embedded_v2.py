@@ -42,7 +42,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageDraw
 
-from cssl_bench.data.embedded import CLASSES, SHAPES, coverage
+from cssl_bench.data.shapes import CLASSES, SHAPES, coverage
 
 N_SUB = 4
 N_HUES = 12

@@ -17,8 +17,9 @@ Design (measured in ``benchmarks/loaders.py``):
   shared ones included) and the same views within a grey level. Batches are prepared by ``workers``
   threads ahead of the training step.
 
-The batch contract is the torchvision path's: ``(views: dict[str, uint8 [B,3,H,W]], labels int64 [B],
-index int64 [B])``.
+The batch contract is ``cssl_bench.data.loader_base``'s, as the torchvision path's: ``(views: dict[str, uint8
+[B,3,H,W]], labels int64 [B], index int64 [B])``. This module never imports the torchvision path
+(``cssl_bench.data.loaders``); ``cssl_bench.data.train_loader`` chooses between the two.
 """
 
 from __future__ import annotations
@@ -43,23 +44,10 @@ from cssl_bench import UserError
 from cssl_bench.config import EMBEDDED_VARIANTS
 from cssl_bench.data.datasets import DatasetOptions, ImageSource
 from cssl_bench.data.embedded import cache_dir
+from cssl_bench.data.loader_base import EpochSampler, prepare_numba
 
 FORMAT = "cssl-bench-beton/1"
 INSTALL_HINT = "install it with `make ffcv` (or `bash scripts/install_ffcv.sh .venv/bin`)"
-
-
-def numba_cache_dir() -> Path:
-    return Path(os.environ.get("NUMBA_CACHE_DIR") or cache_dir() / "numba")
-
-
-def _prepare_numba() -> None:
-    """Send numba's on-disk cache to our cache folder (read by numba when it is first imported)."""
-    os.environ.setdefault("NUMBA_CACHE_DIR", str(numba_cache_dir()))
-    if "numba" in sys.modules:  # already imported (e.g. by another library): set its config directly
-        from numba.core import config
-
-        if not getattr(config, "CACHE_DIR", ""):
-            config.CACHE_DIR = os.environ["NUMBA_CACHE_DIR"]
 
 
 def ffcv_installed() -> bool:
@@ -153,7 +141,7 @@ def write_beton(
     Unreadable images are counted; unless ``skip_bad`` the file is not kept and a ``UserError`` names
     them. With ``skip_bad`` they are stored as black 32x32 images (as the torchvision path reads them)
     and listed in the sidecar. Returns the sidecar's content."""
-    _prepare_numba()
+    prepare_numba()
     from ffcv.fields import IntField, RGBImageField
     from ffcv.writer import DatasetWriter
 
@@ -257,7 +245,7 @@ class Beton:
     """An open ``.beton``: metadata arrays and ``decode(indices)`` -> list of uint8 [3, H, W] tensors."""
 
     def __init__(self, path: Path):
-        _prepare_numba()
+        prepare_numba()
         self.path = Path(path)
         if not self.path.is_file():
             raise UserError(f"FFCV file {self.path} does not exist; write it with `cssl-bench data convert`")
@@ -399,8 +387,6 @@ class FFCVViewLoader:
         world: int = 1,
         prefetch: int | None = None,
     ):
-        from cssl_bench.data.loaders import EpochSampler
-
         if batch_size * world > beton.n:
             raise UserError(
                 f"batch size {batch_size * world} is larger than the dataset ({beton.n} images); use a smaller --batch-size",
@@ -488,9 +474,8 @@ def ffcv_train_loader(
         if choice == "ffcv":
             notice(f"ffcv is not installed, so the torchvision loader is used; {INSTALL_HINT}")
         return None
-    # the embedded datasets are generated pixels: JPEG storage would change them (at 32 px it changes what
-    # SimCLR's tiny recipe learns: kNN 68 on JPEG-90 against 30-37 on the exact images), so the loader
-    # stores them raw, and ``auto`` does not swap a JPEG file in for them
+    # the embedded datasets are generated pixels: JPEG storage would change them, and at 32 px what the tiny
+    # recipes learn (docs/datasets.md), so the loader stores them raw, and ``auto`` does not swap a JPEG file in
     lossless = dataset.startswith("embedded")
     path = find_beton(dataset, "train", options)
     if path is not None and choice == "auto" and lossless and stored_as(read_sidecar(path))["storage"] != "raw":

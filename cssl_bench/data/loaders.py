@@ -1,8 +1,8 @@
-"""Training and evaluation loaders with one batch contract: ``(views: dict[str, uint8 [B,3,H,W]], labels [B], index [B])``.
+"""The torchvision path: a ``DataLoader`` over a ``ViewDataset`` (views item by item, in worker processes).
 
-The torchvision path is a ``DataLoader`` over a ``ViewDataset``. The order of samples is a permutation
-drawn from ``(seed, epoch)``, sliced per rank, so it is independent of worker count and a resumed
-run can skip to any batch without loading the skipped samples.
+Batches follow the contract of ``cssl_bench.data.loader_base`` (``EpochSampler`` order; each item's views from
+the generator ``(seed, epoch, index)``), as the FFCV path's do; ``eval_loader`` is the single-view loader of
+the evaluations. ``cssl_bench.data.train_loader`` chooses between this path and the FFCV one.
 """
 
 from __future__ import annotations
@@ -11,39 +11,7 @@ import torch
 
 from cssl_bench import UserError
 from cssl_bench.data.datasets import ImageSource, ViewDataset
-
-MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1) * 255
-STD = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1) * 255
-
-
-def to_input(x: torch.Tensor, channels_last: bool = True) -> torch.Tensor:
-    """uint8 [B,3,H,W] -> normalised float32 (ImageNet mean/std), channels-last when asked."""
-    out = (x.float() - MEAN.to(x.device)) / STD.to(x.device)
-    return out.contiguous(memory_format=torch.channels_last) if channels_last else out
-
-
-class EpochSampler(torch.utils.data.Sampler):
-    """Indices of one epoch: a permutation from (seed, epoch), this rank's share, from batch ``start_batch`` on."""
-
-    def __init__(
-        self, n: int, batch_size: int, seed: int, epoch: int, start_batch: int = 0, rank: int = 0, world: int = 1
-    ):
-        g = torch.Generator().manual_seed(seed * 100003 + epoch)
-        perm = torch.randperm(n, generator=g)
-        global_batch = batch_size * world
-        steps = n // global_batch
-        perm = perm[: steps * global_batch].view(steps, world, batch_size)[:, rank]
-        self.indices = perm[start_batch:].reshape(-1).tolist()
-
-    def __iter__(self):
-        return iter(self.indices)
-
-    def __len__(self):
-        return len(self.indices)
-
-
-def steps_per_epoch(n: int, batch_size: int, world: int = 1) -> int:
-    return n // (batch_size * world)
+from cssl_bench.data.loader_base import EpochSampler
 
 
 def train_loader(
@@ -57,6 +25,8 @@ def train_loader(
     rank: int = 0,
     world: int = 1,
 ):
+    """The torchvision training loader: this rank's batches of ``epoch`` from batch ``start_batch`` on, the
+    views drawn in ``workers`` processes (batch contract of ``loader_base``)."""
     if batch_size * world > len(source):
         raise UserError(
             f"batch size {batch_size * world} is larger than the dataset ({len(source)} images); use a smaller --batch-size",
@@ -78,58 +48,6 @@ def train_loader(
         prefetch_factor=4 if workers else None,
         generator=gen,
     )
-
-
-LOADERS = ("auto", "torchvision", "ffcv")
-
-
-def make_train_loader(
-    recipe, source: ImageSource, view_recipe, epoch: int, start_batch: int = 0, rank: int = 0, world: int = 1
-):
-    """The training loader the recipe asks for (``data.loader``), batch contract above.
-
-    ``auto``: FFCV when it is installed and a ``.beton`` of the training split exists
-    (``cssl-bench data convert``), else torchvision. ``ffcv``: FFCV, writing the ``.beton`` first if
-    needed; without ffcv installed, torchvision with a one-line notice. ``torchvision``: always it.
-    Both paths draw the same views (``cssl_bench.data.ffcv_loader``)."""
-    choice = recipe.data.loader
-    if choice not in LOADERS:
-        raise UserError(f"unknown loader {choice!r}; choose from {', '.join(LOADERS)}", exit_code=2)
-    if choice != "torchvision":
-        from cssl_bench.data import ffcv_loader
-        from cssl_bench.data.datasets import DatasetOptions
-
-        d = recipe.data
-        options = DatasetOptions.from_recipe(d)
-        loader = ffcv_loader.ffcv_train_loader(
-            choice,
-            d.dataset,
-            source,
-            options,
-            view_recipe,
-            recipe.train.batch_size,
-            recipe.train.seed,
-            epoch,
-            start_batch,
-            d.workers,
-            rank,
-            world,
-        )
-        if loader is not None:
-            return loader
-    loader = train_loader(
-        source,
-        view_recipe,
-        recipe.train.batch_size,
-        recipe.train.seed,
-        epoch,
-        start_batch,
-        recipe.data.workers,
-        rank,
-        world,
-    )
-    loader.provenance = {"loader": "torchvision"}  # what the run records (ffcv: also how its file stores the images)
-    return loader
 
 
 def eval_loader(source: ImageSource, transform, batch_size: int = 256, workers: int = 0):

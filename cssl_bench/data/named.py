@@ -1,6 +1,6 @@
 """Named real datasets, read in their published layouts (nothing is downloaded).
 
-Every dataset registers a ``DatasetInfo`` in ``cssl_bench.data.datasets.REGISTRY`` with ``where()``
+Every dataset is a ``DatasetInfo`` of ``DATASETS`` (``cssl_bench.data.datasets.REGISTRY`` holds them) with ``where()``
 (the folder it reads and how that was chosen) and ``found()``, shown by ``cssl-bench data list``.
 A missing root gives one line saying what is expected where.
 
@@ -46,7 +46,7 @@ from pathlib import Path
 import numpy as np
 
 from cssl_bench import UserError
-from cssl_bench.data.datasets import IMAGE_EXTENSIONS, DatasetInfo, DatasetOptions, FolderSource, ImageSource, register
+from cssl_bench.data.sources import IMAGE_EXTENSIONS, DatasetInfo, DatasetOptions, FolderSource, ImageSource
 
 # The 13 ObjectNet classes that map into IN-100 (docs/protocols.md, section 2): WordNet id -> ImageNet name.
 ON13: dict[str, str] = {
@@ -413,25 +413,22 @@ def _found(fn: Callable[[], bool]) -> Callable[[], bool]:
     return found
 
 
-register(
+# the named datasets, in the order ``cssl_bench.data.datasets.REGISTRY`` lists them after the embedded ones
+DATASETS: tuple[DatasetInfo, ...] = (
     DatasetInfo(
         "imagenet",
         "ImageNet-1k (ILSVRC 2012), 1000 classes",
         _build_imagenet,
         _where(_imagenet_root, IMAGENET_EXPECTS),
         _found(lambda: (_imagenet_root()[0] / "train").is_dir()),
-    )
-)
-register(
+    ),
     DatasetInfo(
         "imagenet100",
         "ImageNet-100: the 100 classes of CMC's list (imagenet100.txt); test = val",
         _build_imagenet100,
         _where(_imagenet100_root, "the ImageNet layout; only the 100 listed classes are read"),
         _found(lambda: (_imagenet100_root()[0] / "train").is_dir()),
-    )
-)
-register(
+    ),
     DatasetInfo(
         "flowers102",
         "Oxford Flowers-102 (few-shot transfer), 102 classes",
@@ -439,27 +436,21 @@ register(
         _where(_flowers_root, FLOWERS_EXPECTS),
         _found(lambda: (_flowers_root()[0] / "setid.mat").is_file()),
         splits=("train", "val", "test"),
-    )
-)
-register(
+    ),
     DatasetInfo(
         "cub200",
         "CUB-200-2011 birds (fine-grained), 200 classes",
         _build_cub,
         _where(_cub_root, CUB_EXPECTS),
         _found(lambda: (_cub_root()[0] / "images.txt").is_file()),
-    )
-)
-register(
+    ),
     DatasetInfo(
         "inat2019",
         "iNaturalist 2019 (fine-grained, 1010 classes); test = val2019",
         _build_inat,
         _where(_inat_root, INAT_EXPECTS),
         _found(lambda: (_inat_root()[0] / "train2019.json").is_file()),
-    )
-)
-register(
+    ),
     DatasetInfo(
         "objectnet13",
         "ObjectNet images of the 13 classes that map into IN-100 (labels: WordNet ids)",
@@ -467,9 +458,7 @@ register(
         _where(_objectnet_root, "images/CLASS_FOLDER/* of ObjectNet 1.0"),
         _found(lambda: _objectnet_images(_objectnet_root()[0]).is_dir()),
         splits=("test",),
-    )
-)
-register(
+    ),
     DatasetInfo(
         "imagenet-c-100",
         "ImageNet-C restricted to IN-100: 15 corruptions x 5 severities; split CORRUPTION/SEVERITY",
@@ -477,5 +466,5 @@ register(
         _where(_imagenet_c_root, "CORRUPTION/SEVERITY/WNID/*.JPEG"),
         _found(lambda: _imagenet_c_root()[0].is_dir()),
         splits=("CORRUPTION/SEVERITY",),
-    )
+    ),
 )

@@ -20,7 +20,8 @@ import dataclasses
 import torch
 from torch import nn
 
-from cssl_bench.data.loaders import eval_loader, to_input
+from cssl_bench.data.loader_base import to_input
+from cssl_bench.data.loaders import eval_loader
 from cssl_bench.eval.features import LoadedRun, _in_memory, eval_transform
 
 BN_IMAGES = 10_000  # training images the statistics are estimated on (all of them when the split is smaller)

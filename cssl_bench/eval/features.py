@@ -23,7 +23,8 @@ from cssl_bench import UserError
 from cssl_bench.config import Recipe, recipe_from_dict
 from cssl_bench.data.augment import CenterResize
 from cssl_bench.data.datasets import ImageSource, get_source
-from cssl_bench.data.loaders import eval_loader, to_input
+from cssl_bench.data.loader_base import to_input
+from cssl_bench.data.loaders import eval_loader
 from cssl_bench.eval import progress
 from cssl_bench.methods import build_method
 from cssl_bench.train.checkpoint import load_checkpoint, read_run
@@ -36,7 +37,7 @@ class LoadedRun:
     recipe: Recipe
     method: torch.nn.Module
     checkpoint: Path
-    epoch: int
+    epoch: int | None
     step: int
     info: dict
     # None: the checkpoint's own BN statistics. A copy made by ``eval.baseline.reestimate_bn`` holds what its
@@ -74,7 +75,8 @@ def load_run(run_dir: Path, epoch: int | None = None) -> LoadedRun:
     except RuntimeError as e:
         raise UserError(f"checkpoint {path} does not match the run's model ({str(e).splitlines()[0][:160]})") from None
     method.to(eval_device()).eval()
-    return LoadedRun(run_dir, recipe, method, path, int(state["epoch"]), int(state["step"]), info)
+    epoch = None if state["epoch"] is None else int(state["epoch"])  # None: an imported backbone of unknown epochs
+    return LoadedRun(run_dir, recipe, method, path, epoch, int(state["step"]), info)
 
 
 def eval_device() -> torch.device:

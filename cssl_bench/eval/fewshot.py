@@ -30,7 +30,7 @@ class FewShotProtocol:
     trials: int = 10
     seed: int = 0
     # Weak regularisation: L2-normalised ReLU features sit in a narrow cone (high mutual cosine), where
-    # scikit-learn's default C=1 underfits K-shot sets (a tiny LooC run: 34% 5-shot at C=1, 49% at C=100).
+    # scikit-learn's default C=1 underfits K-shot sets (docs/protocols.md, section 2, has the measurement).
     C: float = 100.0
     max_iter: int = 1000
     ci: str = "t"  # t | normal

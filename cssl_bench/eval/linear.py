@@ -47,8 +47,8 @@ class LinearProtocol:
     # paper's training set), so a probe on n images makes epochs * N / n passes: it sees the paper's number of
     # images (and makes its number of updates, up to the partial batch each pass drops).
     # The simsiam protocol's LARS moves each weight by ~lr * 0.001 of its norm per step and needs them: its 90
-    # ImageNet epochs are 28k steps, 90 passes over the 10,000 embedded images 180 (linear top-1 ~50 where
-    # 23k steps give ~91 on the same features).
+    # ImageNet epochs are 28k steps, 90 passes over the 10,000 embedded images 180, too few to train the probe
+    # (the measurement: docs/protocols.md, section 2).
     paper_train_images: int = 0
 
     def with_overrides(self, names: dict[str, str] | None = None, **kw) -> LinearProtocol:

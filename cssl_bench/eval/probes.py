@@ -18,11 +18,11 @@ import torch
 from cssl_bench import UserError
 from cssl_bench.data.augment import HFlip, Pipeline, ResizedCrop, SingleView
 from cssl_bench.data.datasets import DatasetOptions, ImageSource, ViewDataset, get_source
-from cssl_bench.data.loaders import to_input
+from cssl_bench.data.loader_base import to_input
 from cssl_bench.eval.features import LoadedRun, cache_identity, features
 from cssl_bench.eval.knn import check_knn_options, knn_eval, topk_accuracy
 from cssl_bench.eval.linear import LinearClassifier, LinearProtocol, fit_linear, get_protocol, train_linear
-from cssl_bench.results.store import make_record
+from cssl_bench.results.store import make_record, plugin_provenance
 from cssl_bench.train.loop import dataset_options
 
 
@@ -58,6 +58,13 @@ def pretrain_loader(run: LoadedRun) -> dict:
     return {"pretrain_loader": used} if used else {}
 
 
+def imported_source(run: LoadedRun) -> dict:
+    """``{"source": {"file", "sha256", "format"}}`` for a run written by ``cssl-bench import`` (its run.json), the
+    checkpoint the probed backbone came from; {} for a run pretrained here."""
+    src = run.info.get("source")
+    return {"source": src} if src else {}
+
+
 def bn_record(run: LoadedRun) -> dict:
     """``{"init_bn": "data", "bn_estimate": {dataset, split, images, batch_size, seed}}`` for a copy of a run whose
     backbone's BN statistics ``eval.baseline.reestimate_bn`` re-estimated; {} for a run probed as it is."""
@@ -86,6 +93,8 @@ def records_for(
         **data_options_record(r),
         **pretrain_z_std(run),
         **pretrain_loader(run),
+        **imported_source(run),
+        **plugin_provenance(r),
         **(extra or {}),
     }
     extra.update(bn_record(run))  # a copy with BN statistics re-estimated on data (eval.baseline): init_bn, bn_estimate
@@ -99,7 +108,7 @@ def records_for(
                 run_id=run.run_dir.name,
                 method=r.method,
                 dataset=dataset,
-                pretrain_dataset=r.data.dataset,
+                pretrain_dataset=run.info.get("pretrain_dataset") or r.data.dataset,  # set by `cssl-bench import`
                 scale=r.scale,
                 backbone=r.model.backbone,
                 epochs=run.epoch,

@@ -12,7 +12,7 @@ import torch
 
 from cssl_bench.methods import losses
 from cssl_bench.methods.base import Method, cosine_momentum, make_target, output_std, parse_params
-from cssl_bench.models.heads import mlp
+from cssl_bench.nn.heads import mlp
 
 
 @dataclass

@@ -23,9 +23,10 @@ import torch.nn.functional as F
 
 from cssl_bench import UserError
 from cssl_bench.methods import losses
-from cssl_bench.methods.base import Method, make_target, output_std, parse_params, shuffled_forward, split_batchnorm
+from cssl_bench.methods.base import Method, make_target, output_std, parse_params, shuffled_forward
 from cssl_bench.methods.moco import KeyQueue
-from cssl_bench.models.heads import mlp
+from cssl_bench.nn.heads import mlp
+from cssl_bench.nn.norm import split_batchnorm
 
 
 @dataclass

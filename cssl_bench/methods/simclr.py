@@ -4,9 +4,8 @@ Projector: ``proj_layers`` Linear layers with BN+ReLU between (SimSiam's reprodu
 ``dim``. Across ranks the projections are all-gathered with gradients, so every view sees the
 2N_global - 2 negatives. ``joint_views``: both views through the encoder in one call of 2N images, so BN
 normalises over both views, as the official TF implementation does (default off: one call per view, the
-committed runs' numerics); on 2 CPU cores ours/lightly (one call per view) went from 0.99 to 1.15 at batch
-16 and from 1.01 to 1.04 at 64 (``benchmarks/train_step.py --quick --channels-last --methods simclr --set
-params.joint_views=true``).
+committed runs' numerics). One call of 2N images is faster than two of N on a CPU; the measured speed and
+quality of both are in docs/speed.md ("SimCLR's joint views").
 """
 
 from __future__ import annotations
@@ -17,8 +16,8 @@ import torch
 
 from cssl_bench.methods import losses
 from cssl_bench.methods.base import Method, output_std, parse_params
-from cssl_bench.models.heads import mlp
-from cssl_bench.train import distributed as D
+from cssl_bench.nn import distributed as D
+from cssl_bench.nn.heads import mlp
 
 
 @dataclass

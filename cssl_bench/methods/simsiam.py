@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from cssl_bench import UserError
 from cssl_bench.methods import losses
 from cssl_bench.methods.base import Method, output_std, parse_params
-from cssl_bench.models.heads import mlp
+from cssl_bench.nn.heads import mlp
 
 
 @dataclass

@@ -17,8 +17,8 @@ import torch.nn.functional as F
 from cssl_bench import UserError
 from cssl_bench.methods import losses
 from cssl_bench.methods.base import Method, output_std, parse_params
-from cssl_bench.models.heads import mlp
-from cssl_bench.train import distributed as D
+from cssl_bench.nn import distributed as D
+from cssl_bench.nn.heads import mlp
 
 
 @dataclass

@@ -5,6 +5,7 @@
 - ``robustness`` (LooC Table 3): top-1 under each of the 15 corruptions (mean over the 5 severities),
   one bar per row of the table; the papers print no per-corruption numbers, so this is ours only.
 """
+
 from __future__ import annotations
 
 import os
@@ -20,8 +21,23 @@ from cssl_bench import UserError  # noqa: E402
 from cssl_bench.results import tables as T  # noqa: E402
 
 # IN-C order (Hendrycks & Dietterich, 2019), grouped as in LooC Table 3: noise, blur, weather, digital.
-CORRUPTIONS = ("gaussian_noise", "shot_noise", "impulse_noise", "defocus_blur", "glass_blur", "motion_blur", "zoom_blur",
-               "snow", "frost", "fog", "brightness", "contrast", "elastic_transform", "pixelate", "jpeg_compression")
+CORRUPTIONS = (
+    "gaussian_noise",
+    "shot_noise",
+    "impulse_noise",
+    "defocus_blur",
+    "glass_blur",
+    "motion_blur",
+    "zoom_blur",
+    "snow",
+    "frost",
+    "fog",
+    "brightness",
+    "contrast",
+    "elastic_transform",
+    "pixelate",
+    "jpeg_compression",
+)
 GROUP_ENDS = (3, 7, 11)  # a separator after the noise, blur and weather groups
 
 
@@ -46,7 +62,7 @@ def methods_series(records: list[dict], scale: str) -> dict[str, dict[str, list[
     ours: dict = {}
     paper: dict = {}
     for i, row in enumerate(t.spec.rows):
-        for j, (h, c) in enumerate(zip(t.headers, t.cells)):
+        for j, (_h, c) in enumerate(zip(t.headers, t.cells)):
             if c is None:
                 continue
             v = t.ours[i][j]
@@ -61,11 +77,15 @@ def methods_series(records: list[dict], scale: str) -> dict[str, dict[str, list[
 def plot_methods(records: list[dict], scale: str, out: Path) -> Path:
     s = methods_series(records, scale)
     if not s["ours"]:
-        raise UserError(f"no methods-table results at scale {scale}; run 'cssl-bench reproduce methods --scale {scale}' first")
+        raise UserError(
+            f"no methods-table results at scale {scale}; run 'cssl-bench reproduce methods --scale {scale}' first"
+        )
     fig = Figure(figsize=(10, 4))
     axes = fig.subplots(1, 2)
-    for ax, key, title, xlabel in ((axes[0], "ours", f"ours ({scale} scale)", "our pre-training epochs"),
-                                   (axes[1], "paper", "paper (SimSiam Table 4)", "paper pre-training epochs")):
+    for ax, key, title, xlabel in (
+        (axes[0], "ours", f"ours ({scale} scale)", "our pre-training epochs"),
+        (axes[1], "paper", "paper (SimSiam Table 4)", "paper pre-training epochs"),
+    ):
         for label, pts in s[key].items():
             pts = sorted(pts)
             ax.plot([x for x, _ in pts], [y for _, y in pts], marker="o", label=label)
@@ -81,7 +101,11 @@ def plot_methods(records: list[dict], scale: str, out: Path) -> Path:
 def corruption_bars(records: list[dict], scale: str) -> tuple[list[str], list[tuple[str, list[float | None]]]]:
     """Corruption names and, per row of LooC Table 3, top-1 per corruption (mean over the severities recorded)."""
     t = T.build("robustness", records, scale)
-    found = {m.split("/")[1] for m in (r.get("metric", "") for r in records) if m.startswith("corruption/") and m.count("/") == 2}
+    found = {
+        m.split("/")[1]
+        for m in (r.get("metric", "") for r in records)
+        if m.startswith("corruption/") and m.count("/") == 2
+    }
     names = [c for c in CORRUPTIONS if c in found] + sorted(found - set(CORRUPTIONS))
     out = []
     for i, row in enumerate(t.spec.rows):
@@ -101,7 +125,9 @@ def corruption_bars(records: list[dict], scale: str) -> tuple[list[str], list[tu
 def plot_robustness(records: list[dict], scale: str, out: Path) -> Path:
     names, rows = corruption_bars(records, scale)
     if not rows:
-        raise UserError(f"no per-corruption results at scale {scale}; run 'cssl-bench reproduce robustness --scale {scale}' first")
+        raise UserError(
+            f"no per-corruption results at scale {scale}; run 'cssl-bench reproduce robustness --scale {scale}' first"
+        )
     fig = Figure(figsize=(max(8, len(names) * 0.9), 4.5))
     ax = fig.subplots()
     width = 0.8 / len(rows)

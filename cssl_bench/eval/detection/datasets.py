@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from cssl_bench import UserError
-from cssl_bench.data.datasets import IMAGE_EXTENSIONS, read_image
+from cssl_bench.data.sources import IMAGE_EXTENSIONS, read_image
 
 VOC_CLASSES = (
     "aeroplane",

@@ -461,7 +461,7 @@ def evaluate(
     model: nn.Module, test: DetectionSet, p: DetectionProtocol, device: torch.device, gt=None
 ) -> dict[str, float]:
     """AP50/AP/AP75 (+ mask APs for Mask R-CNN) of ``model`` on ``test`` at the protocol's test size."""
-    from cssl_bench.train.distributed import is_dist, rank, world_size
+    from cssl_bench.nn.distributed import is_dist, rank, world_size
 
     inner = _unwrap(model)
     saved = inner.transform.min_size
@@ -501,7 +501,7 @@ def finetune(
 
     ``evaluate_at``: extra iterations (0 = before any step) at which to evaluate; the final
     evaluation (after ``p.iterations``) is always made and gives ``metrics``."""
-    from cssl_bench.train.distributed import rank, world_size
+    from cssl_bench.nn.distributed import rank, world_size
 
     if device is None:
         device = torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
@@ -621,7 +621,7 @@ def records_for_trials(run, dataset: str, p: DetectionProtocol, trials: list[Tri
 
 def scratch_backbone(run, seed: int) -> nn.Module:
     """The run's backbone architecture, freshly initialised (the paper's random-init row)."""
-    from cssl_bench.models.backbones import build_backbone
+    from cssl_bench.nn.backbones import build_backbone
 
     m = run.recipe.model
     torch.manual_seed(seed)

@@ -107,7 +107,7 @@ def build_detector(
 
     ``roi_size``: RoIAlign output of the C4 head (detectron2: 14, halved by res5's stride to 7) and of
     the FPN mask head; the FPN box head pools ``roi_size // 2`` (torchvision: 7)."""
-    from cssl_bench.export import is_resnet
+    from cssl_bench.nn.backbones import is_resnet
 
     if arch not in ARCHS:
         raise UserError(f"unknown --arch {arch!r}; choose from {', '.join(ARCHS)}", exit_code=2)
@@ -170,7 +170,8 @@ def build_detector(
 def use_sync_bn(model: nn.Module, device_type: str) -> nn.Module:
     """BatchNorm -> synchronised BatchNorm when several processes train (the paper's SyncBN):
     ``nn.SyncBatchNorm`` on GPUs, the project's ``GlobalBatchNorm`` on CPUs (gloo)."""
-    from cssl_bench.train.distributed import convert_sync_batchnorm, is_dist, world_size
+    from cssl_bench.nn.distributed import is_dist, world_size
+    from cssl_bench.nn.norm import convert_sync_batchnorm
 
     if is_dist() and world_size() > 1:
         return convert_sync_batchnorm(model, device_type)

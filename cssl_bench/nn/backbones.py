@@ -10,7 +10,8 @@ which carries ``out_dim``. Names:
 - ``timm:NAME`` or any other timm model name: ``timm.create_model(NAME, num_classes=0)``.
 
 The CIFAR stem (3x3 conv, stride 1, no max-pool) is used for inputs of 64 px and less unless
-``cifar_stem`` says otherwise (it applies to ResNets only).
+``cifar_stem`` says otherwise (it applies to ResNets only). ``is_resnet`` / ``uses_cifar_stem`` tell a
+built backbone's layout (export and detection transfer need torchvision's ResNet layout).
 """
 
 from __future__ import annotations
@@ -60,6 +61,16 @@ class ScaledResNet(ResNet):
                 nn.init.zeros_(m.bias)
         if zero_init_residual:
             _zero_init_residual(self)
+
+
+def is_resnet(backbone: nn.Module) -> bool:
+    """True for torchvision-style ResNets (torchvision's own and ``ScaledResNet``): conv1, bn1, layer1..4."""
+    return all(hasattr(backbone, n) for n in ("conv1", "bn1", "layer1", "layer2", "layer3", "layer4"))
+
+
+def uses_cifar_stem(backbone: nn.Module) -> bool:
+    """True for a torchvision-style ResNet built with the CIFAR stem (3x3 ``conv1``)."""
+    return is_resnet(backbone) and backbone.conv1.kernel_size == (3, 3)
 
 
 def _zero_init_residual(model: nn.Module) -> None:

@@ -6,9 +6,9 @@ both (with ``--linear`` also ``cssl-bench probe linear``, its default protocol, 
 pretraining throughput from ``OUT/NAME/log.csv``. Runs one training at a time (the CPU is shared).
 Prints a markdown table and writes ``OUT/summary.json`` (``--json`` also there).
 
-    python benchmarks/method_knn.py --out /tmp/mknn                    # every method at tiny scale
-    python benchmarks/method_knn.py --out /tmp/mknn moco-v2 simclr     # some methods
-    python benchmarks/method_knn.py --out /tmp/mknn moco-v2 -- --set augment.crop_scale=[0.5,1]
+    python benchmarks/diagnostics/method_knn.py --out /tmp/mknn                    # every method at tiny scale
+    python benchmarks/diagnostics/method_knn.py --out /tmp/mknn moco-v2 simclr     # some methods
+    python benchmarks/diagnostics/method_knn.py --out /tmp/mknn moco-v2 -- --set augment.crop_scale=[0.5,1]
 """
 
 from __future__ import annotations
@@ -115,7 +115,7 @@ def main() -> None:
             "scale": args.scale,
             "extra": extra,
             "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "command": "python benchmarks/method_knn.py " + " ".join(sys.argv[1:]),
+            "command": "python benchmarks/diagnostics/method_knn.py " + " ".join(sys.argv[1:]),
             "rows": rows,
         }
         atomic_write_text(args.json, json.dumps(info, indent=1) + "\n")

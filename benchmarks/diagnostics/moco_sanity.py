@@ -3,7 +3,7 @@ a one-pixel shift. Prints, every 10 steps, the loss, the positive-pair accuracy 
 cosine between different queries of the batch, and the fraction of the head's hidden units that are zero for
 every sample of the batch (dead ReLUs). Arguments are recipe overrides (section.key=value):
 
-    python benchmarks/moco_sanity.py params.temperature=0.07 params.head_bn=true
+    python benchmarks/diagnostics/moco_sanity.py params.temperature=0.07 params.head_bn=true
 
 A loss that settles at ln(queue + 1) means every logit is equal; a mean query cosine near 1 means the head
 outputs (almost) the same vector for every image: collapse.
@@ -16,13 +16,13 @@ import sys
 from pathlib import Path
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 import torch  # noqa: E402
 
 from cssl_bench.config import load_recipe  # noqa: E402
 from cssl_bench.data.datasets import get_source  # noqa: E402
-from cssl_bench.data.loaders import to_input  # noqa: E402
+from cssl_bench.data.loader_base import to_input  # noqa: E402
 from cssl_bench.eval.features import dataset_options  # noqa: E402
 from cssl_bench.methods import build_method  # noqa: E402
 from cssl_bench.methods.base import update_momentum_pairs  # noqa: E402
@@ -68,4 +68,8 @@ def main(overrides: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    import argparse
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("overrides", nargs="*", help="recipe overrides section.key=value (MoCo v2's tiny recipe)")
+    main(ap.parse_args().overrides)

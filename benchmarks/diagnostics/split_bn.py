@@ -7,8 +7,8 @@ group), ``view`` (per-group statistics on a view of the batch, no copy, no BN ca
 ordinary BN over the whole batch: the cost floor, other numerics). ``auto`` is what ``SplitBatchNorm2d.path``
 picks for that shape on that device. Channels-last, fp32 (``--dtype bf16`` on a GPU). Prints a table, writes JSON.
 
-    python benchmarks/split_bn.py                                  # CPU
-    python benchmarks/split_bn.py --device cuda --dtype bf16       # GPU
+    python benchmarks/diagnostics/split_bn.py                                  # CPU
+    python benchmarks/diagnostics/split_bn.py --device cuda --dtype bf16       # GPU
 """
 
 from __future__ import annotations
@@ -22,14 +22,14 @@ import time
 from pathlib import Path
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/: train_step.py
 
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from train_step import sync, write_json  # noqa: E402
 
-from cssl_bench.methods.base import SplitBatchNorm2d  # noqa: E402
+from cssl_bench.nn.norm import SplitBatchNorm2d  # noqa: E402
 
 # (label, N, C, H, W, groups)
 SHAPES = [
@@ -68,7 +68,7 @@ def main() -> int:
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     ap.add_argument("--dtype", default="fp32", choices=["fp32", "bf16"])
     ap.add_argument("--reps", type=int, default=None, help="calls per timing (default 5 CPU, 50 GPU); best of 3")
-    ap.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results")
+    ap.add_argument("--out", type=Path, default=Path(__file__).resolve().parents[1] / "results" / "diagnostics")
     a = ap.parse_args()
     device = torch.device(a.device)
     dtype = torch.bfloat16 if a.dtype == "bf16" else torch.float32
@@ -134,7 +134,7 @@ def main() -> int:
         },
         "dtype": a.dtype,
         "reps": reps,
-        "command": " ".join(["python", "benchmarks/split_bn.py", *sys.argv[1:]]),
+        "command": " ".join(["python", "benchmarks/diagnostics/split_bn.py", *sys.argv[1:]]),
         "rows": rows,
     }
     path = a.out / f"split_bn-{a.device}-{a.dtype}.json"

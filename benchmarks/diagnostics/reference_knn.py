@@ -14,10 +14,10 @@ If our implementation were wrong where lightly's is right, the two kNN columns w
 seed-to-seed spread; if both stay below random init, the recipe (not the implementation) is what does
 not learn at that scale. lightly is installed by ``make bench`` only.
 
-    python benchmarks/reference_knn.py --out /tmp/refknn                  # moco-v2, byol, simsiam, swav at tiny scale
-    python benchmarks/reference_knn.py --out /tmp/refknn moco-v2 --set train.epochs=8
+    python benchmarks/diagnostics/reference_knn.py --out /tmp/refknn                  # moco-v2, byol, simsiam, swav at tiny scale
+    python benchmarks/diagnostics/reference_knn.py --out /tmp/refknn moco-v2 --set train.epochs=8
 
-Prints a table and writes ``benchmarks/results/reference_knn-SCALE.json`` (``--json``) with every row and the
+Prints a table and writes ``benchmarks/results/diagnostics/reference_knn-SCALE.json`` (``--json``) with every row and the
 machine description.
 """
 
@@ -36,7 +36,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/: train_step.py
 
 import train_step
 
@@ -110,7 +110,9 @@ def main() -> None:
     ap.add_argument(
         "--set", action="append", default=[], help="recipe override (as cssl-bench pretrain --set), repeatable"
     )
-    ap.add_argument("--json", type=Path, default=None, help="default: benchmarks/results/reference_knn-SCALE.json")
+    ap.add_argument(
+        "--json", type=Path, default=None, help="default: benchmarks/results/diagnostics/reference_knn-SCALE.json"
+    )
     args = ap.parse_args()
     if not train_step.lightly_available():
         raise SystemExit("lightly is not installed: run 'make bench' (or pip install lightly)")
@@ -143,7 +145,10 @@ def main() -> None:
         print(
             f"| {r['method']} | {r['epochs']} x {r['batch']} | {r['knn_random_init']:.1f} | {r['knn_ours']:.1f} | {r['knn_lightly']:.1f} |"
         )
-    path = args.json or Path(__file__).resolve().parent / "results" / f"reference_knn-{args.scale}.json"
+    path = (
+        args.json
+        or Path(__file__).resolve().parents[1] / "results" / "diagnostics" / f"reference_knn-{args.scale}.json"
+    )
     info = {
         "date": datetime.date.today().isoformat(),
         "command": " ".join(sys.argv),

@@ -4,9 +4,9 @@ Each configuration pretrains one method (the tiny recipe plus overrides, batch 6
 checkpoint kept after every epoch (``--probe-every``)) through the library's training loop, then probes kNN top-1 on the
 embedded test split at every epoch. Configurations run in parallel processes (one thread each, one
 loader worker), so a machine with many cores (and a GPU, if there is one) runs a sweep in minutes.
-Results are appended as JSON lines; benchmarks/tiny_sweep.md reports the committed ones.
+Results are appended as JSON lines; benchmarks/diagnostics/tiny_sweep.md reports the committed ones.
 
-    python benchmarks/tiny_sweep.py --sweep 1 --parallel 12 --out benchmarks/results/tiny_sweep/sweep1.jsonl
+    python benchmarks/diagnostics/tiny_sweep.py --sweep 1 --parallel 12 --out benchmarks/results/diagnostics/tiny_sweep/sweep1.jsonl
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 H5 = "augment.color={brightness: 0.4, contrast: 0.4, saturation: 0.4, hue: 0.5, p: 0.8, p_gray: 0.2}"  # hue 0.5
 S1 = "augment.color={brightness: 0.8, contrast: 0.8, saturation: 0.8, hue: 0.5, p: 0.8, p_gray: 0.2}"  # strength 1, hue 0.5

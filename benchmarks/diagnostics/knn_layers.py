@@ -9,7 +9,7 @@ BN layer's running statistics are reset and re-estimated as a cumulative average
 output (``layer1`` ... ``layer4`` of the ResNet), global-average-pooled; kNN is the library's (k 200, T 0.1).
 Attribute kNN (embedded datasets): the same features against the images' colour and texture labels.
 
-    python benchmarks/knn_layers.py RUN [RUN ...] --out benchmarks/results/knn_layers.json
+    python benchmarks/diagnostics/knn_layers.py RUN [RUN ...] --out benchmarks/results/diagnostics/knn_layers.json
 
 A run of ``--epochs 0`` (``cssl-bench pretrain moco-v2 --epochs 0 --out RUN``) is the random-init baseline.
 """
@@ -23,14 +23,14 @@ import sys
 from pathlib import Path
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import torch.nn as nn  # noqa: E402
 
 from cssl_bench.data.datasets import get_source  # noqa: E402
-from cssl_bench.data.loaders import to_input  # noqa: E402
+from cssl_bench.data.loader_base import to_input  # noqa: E402
 from cssl_bench.eval.detection.finetune import precise_bn  # noqa: E402
 from cssl_bench.eval.features import dataset_options, load_run  # noqa: E402
 from cssl_bench.eval.knn import knn_eval  # noqa: E402
@@ -112,7 +112,7 @@ def main() -> int:
                 {
                     "benchmark": "knn_layers",
                     "rows": rows,
-                    "command": " ".join(["python", "benchmarks/knn_layers.py", *sys.argv[1:]]),
+                    "command": " ".join(["python", "benchmarks/diagnostics/knn_layers.py", *sys.argv[1:]]),
                 },
                 indent=1,
             )

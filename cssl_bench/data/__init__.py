@@ -1,0 +1,1 @@
+"""Data: image sources (embedded, folders, named data sets), view recipes, augmentations and loaders."""
