@@ -25,8 +25,16 @@ peak measured next to it (on a shared CPU both drift with the neighbours' load).
     python benchmarks/train_step.py --quick                       # CPU: r18-32 at a small batch, ~5 min
     python benchmarks/train_step.py --configs r18-32 --methods simclr,byol --batch 64
     python benchmarks/train_step.py --device cuda --precision bf16 --channels-last   # GPU: every config
+    python benchmarks/train_step.py --quick --channels-last --methods moco-v2,looc --bn-splits 1
 
-Prints a table and writes ``benchmarks/results/train_step-DEVICE-PRECISION[-cl][-compiled][-quick].json``
+``--bn-splits N`` compares at equal semantics: MoCo's and LooC's emulated shuffling BN (the recipe's
+``params.bn_splits`` groups) against lightly's plain BN. Ours runs with ``params.bn_splits=N`` (1: plain BN),
+and our step at the recipe's groups is timed in the same alternating rounds, so its cost (step time at the
+recipe's groups over step time at N) is reported on its own line. ``--precision auto`` resolves as the
+training loop does (``cssl_bench.train.precision``: bf16 only on a CPU with AMX-BF16 or AVX512-BF16); the
+record holds the resolved precision, why, and the CPU's flags.
+
+Prints a table and writes ``benchmarks/results/train_step-DEVICE-PRECISION[-cl][-compiled][-bnN][-quick].json``
 (``--out``) with the machine description, the matmul peaks and every row (step times of every round).
 """
 
@@ -54,8 +62,10 @@ import torch.nn.functional as F  # noqa: E402
 from cssl_bench.config import load_recipe  # noqa: E402
 from cssl_bench.data.views import build_view_recipe  # noqa: E402
 from cssl_bench.methods import build_method  # noqa: E402
-from cssl_bench.methods.base import SplitBatchNorm2d, update_momentum_pairs  # noqa: E402
-from cssl_bench.models.backbones import build_backbone  # noqa: E402
+from cssl_bench.methods.base import update_momentum_pairs  # noqa: E402
+from cssl_bench.nn.backbones import build_backbone  # noqa: E402
+from cssl_bench.nn.norm import SplitBatchNorm2d  # noqa: E402
+from cssl_bench.precision import explain_auto  # noqa: E402
 from cssl_bench.train.checkpoint import atomic_write_text  # noqa: E402
 from cssl_bench.train.loop import autocast  # noqa: E402
 from cssl_bench.train.optim import build_optimizer  # noqa: E402
@@ -81,6 +91,30 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+# the CPU instructions that decide fp32 against bf16 speed (cssl_bench.train.precision reads the first two)
+CPU_FLAGS = ("amx_bf16", "avx512_bf16", "amx_tile", "avx512f", "avx2")
+
+
+def cpu_flags() -> dict[str, bool]:
+    """Which of ``CPU_FLAGS`` the CPU has (``/proc/cpuinfo``; torch's capabilities elsewhere)."""
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("flags"):
+                have = set(line.split(":", 1)[1].split())
+                return {f: f in have for f in CPU_FLAGS}
+    except OSError:
+        pass
+    caps = torch.cpu.get_capabilities() if hasattr(torch.cpu, "get_capabilities") else {}
+    return {f: bool(caps.get(f)) for f in CPU_FLAGS}
+
+
+def explain_precision(requested: str, device_type: str) -> tuple[str, str]:
+    """(the precision ``requested`` stands for on ``device_type``, why): ``auto`` as the training loop resolves it."""
+    if requested != "auto":
+        return requested, "requested"
+    return explain_auto(device_type)
+
+
 def machine(device: torch.device) -> dict:
     d = {
         "cpu": cpu_model(),
@@ -91,6 +125,7 @@ def machine(device: torch.device) -> dict:
         "platform": platform.platform(),
         "device": "cpu" if device.type == "cpu" else torch.cuda.get_device_name(device),
     }
+    d["cpu_flags"] = cpu_flags()
     if hasattr(os, "getloadavg"):
         d["load_average_at_start"] = round(os.getloadavg()[0], 2)  # the CPU may be shared: a noise indicator
     if device.type == "cuda":
@@ -164,6 +199,38 @@ def synthetic_views(recipe, batch: int, device: torch.device, channels_last: boo
     return out
 
 
+def our_step(recipe, device: torch.device, views: dict[str, torch.Tensor], compile_: bool = False, epoch: int = 1):
+    """The loop's step of ``recipe``'s method on the fixed batch ``views`` ({name: normalised [B, 3, h, w]})."""
+    precision = recipe.train.precision
+    torch.manual_seed(0)
+    method = build_method(recipe).to(device)
+    if recipe.model.channels_last:
+        method = method.to(memory_format=torch.channels_last)
+    optimizer = build_optimizer(method, recipe)
+    scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
+    model = torch.compile(method) if compile_ else method
+    batch = next(iter(views.values())).shape[0]
+    labels = torch.zeros(batch, dtype=torch.long, device=device)
+    method.train()
+
+    def step():
+        with autocast(precision, device.type):
+            out = model(views, labels)
+        loss = out["loss"]
+        if not torch.isfinite(loss.detach()):  # the loop's guard (a device sync)
+            raise FloatingPointError(f"{recipe.method}: non-finite loss")
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        method.after_backward(epoch)
+        scaler.step(optimizer)
+        scaler.update()
+        pairs = method.momentum_pairs
+        if pairs:
+            update_momentum_pairs(pairs, method.momentum(0.5))
+
+    return step
+
+
 def ours(
     method_name: str,
     config: str,
@@ -176,34 +243,8 @@ def ours(
 ):
     """(step function, views) of our implementation: the loop's step on one batch."""
     recipe = recipe_for(method_name, config, batch, precision, channels_last, sets)
-    torch.manual_seed(0)
-    method = build_method(recipe).to(device)
-    if channels_last:
-        method = method.to(memory_format=torch.channels_last)
-    optimizer = build_optimizer(method, recipe)
-    scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
-    model = torch.compile(method) if compile_ else method
     views = synthetic_views(recipe, batch, device, channels_last)
-    labels = torch.zeros(batch, dtype=torch.long, device=device)
-    method.train()
-    epoch = 1
-
-    def step():
-        with autocast(precision, device.type):
-            out = model(views, labels)
-        loss = out["loss"]
-        if not torch.isfinite(loss.detach()):  # the loop's guard (a device sync)
-            raise FloatingPointError(f"{method_name}: non-finite loss")
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        method.after_backward(epoch)
-        scaler.step(optimizer)
-        scaler.update()
-        pairs = method.momentum_pairs
-        if pairs:
-            update_momentum_pairs(pairs, method.momentum(0.5))
-
-    return step, views
+    return our_step(recipe, device, views, compile_), views
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -250,7 +291,10 @@ def _lightly_model(method_name: str, recipe, backbone: nn.Module):
         def __init__(self):
             super().__init__()
             self.backbone = backbone
-            self.projection_head = MoCoProjectionHead(feat, p["mlp_hidden"], p["dim"])
+            # head_bn (the CPU recipes): lightly's batch_norm also normalises the output layer (MoCo v3's head)
+            self.projection_head = MoCoProjectionHead(
+                feat, p["mlp_hidden"], p["dim"], batch_norm=bool(p.get("head_bn", False))
+            )
             self.backbone_momentum = copy.deepcopy(self.backbone)
             self.projection_head_momentum = copy.deepcopy(self.projection_head)
             deactivate_requires_grad(self.backbone_momentum)
@@ -309,7 +353,10 @@ def _lightly_model(method_name: str, recipe, backbone: nn.Module):
             super().__init__()
             self.backbone = backbone
             self.projection_head = SwaVProjectionHead(feat, p["hidden"], p["dim"])
-            self.prototypes = SwaVPrototypes(p["dim"], n_prototypes=p["n_prototypes"])
+            self.prototypes = SwaVPrototypes(
+                p["dim"], n_prototypes=p["n_prototypes"], n_steps_frozen_prototypes=p["freeze_prototypes_epochs"]
+            )
+            self.epoch = 0  # frozen prototypes count epochs, as ours (set by the caller)
             self.criterion = SwaVLoss(
                 temperature=p["temperature"],
                 sinkhorn_iterations=p["sinkhorn_iterations"],
@@ -321,7 +368,7 @@ def _lightly_model(method_name: str, recipe, backbone: nn.Module):
             large = sorted((k for k in views if k.startswith("g")), key=lambda k: int(k[1:]))
             small = sorted((k for k in views if k.startswith("l")), key=lambda k: int(k[1:]))
             out = [
-                self.prototypes(F.normalize(self.projection_head(self.backbone(views[k])), dim=1))
+                self.prototypes(F.normalize(self.projection_head(self.backbone(views[k])), dim=1), step=self.epoch)
                 for k in large + small
             ]
             return self.criterion(out[: len(large)], out[len(large) :])
@@ -331,6 +378,31 @@ def _lightly_model(method_name: str, recipe, backbone: nn.Module):
 
     impl = implementation(recipe)
     return classes[impl]() if impl in classes else None
+
+
+def build_lightly(recipe, device: torch.device):
+    """(model, optimizer) of lightly's implementation of ``recipe`` around our backbone module (same widths,
+    loss, optimiser class, memory format), or None when lightly has no such method. ``model.training_loss(views,
+    progress)`` takes our view names ({v1, v2} or {g0.., l0..}) and the training progress in [0, 1]."""
+    from lightly.utils.lars import LARS
+
+    torch.manual_seed(0)
+    m = recipe.model
+    backbone = build_backbone(m.backbone, recipe.data.image_size, m.cifar_stem, m.zero_init_residual)
+    model = _lightly_model(recipe.method, recipe, backbone)
+    if model is None:
+        return None
+    model = model.to(device)
+    if m.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    o, params = recipe.optim, [q for q in model.parameters() if q.requires_grad]
+    if o.name == "lars":
+        optimizer = LARS(
+            params, lr=recipe.lr, momentum=o.momentum, weight_decay=o.weight_decay, trust_coefficient=o.lars_trust
+        )
+    else:
+        optimizer = torch.optim.SGD(params, lr=recipe.lr, momentum=o.momentum, weight_decay=o.weight_decay)
+    return model, optimizer
 
 
 def lightly_step(
@@ -344,25 +416,11 @@ def lightly_step(
     sets: tuple[str, ...] = (),
 ):
     """(step function, views) of lightly's implementation, or None when lightly has no such method."""
-    from lightly.utils.lars import LARS
-
     recipe = recipe_for(method_name, config, batch, precision, channels_last, sets)
-    torch.manual_seed(0)
-    m = recipe.model
-    backbone = build_backbone(m.backbone, recipe.data.image_size, m.cifar_stem, m.zero_init_residual)
-    model = _lightly_model(method_name, recipe, backbone)
-    if model is None:
+    built = build_lightly(recipe, device)
+    if built is None:
         return None
-    model = model.to(device)
-    if channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    o, params = recipe.optim, [q for q in model.parameters() if q.requires_grad]
-    if o.name == "lars":
-        optimizer = LARS(
-            params, lr=recipe.lr, momentum=o.momentum, weight_decay=o.weight_decay, trust_coefficient=o.lars_trust
-        )
-    else:
-        optimizer = torch.optim.SGD(params, lr=recipe.lr, momentum=o.momentum, weight_decay=o.weight_decay)
+    model, optimizer = built
     scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
     views = synthetic_views(recipe, batch, device, channels_last)
     loss_fn = torch.compile(model.training_loss) if compile_ else model.training_loss
@@ -418,9 +476,20 @@ def measure(method: str, config: str, args, device: torch.device, peaks: dict, u
         "channels_last": args.channels_last,
         "compile": args.compile,
     }
-    step, views = ours(
-        method, config, batch, args.precision, args.channels_last, device, args.compile, tuple(args.sets)
-    )
+    sets = tuple(args.sets)
+    recipe_step = None  # MoCo/LooC with --bn-splits: ours at the recipe's shuffling-BN groups, timed beside
+    if args.bn_splits is not None:
+        recipe_splits = recipe_for(method, config, batch, args.precision, args.channels_last, sets).params.get(
+            "bn_splits"
+        )
+        if recipe_splits is not None:
+            row["bn_splits"], row["recipe_bn_splits"] = args.bn_splits, recipe_splits
+            if recipe_splits != args.bn_splits:
+                recipe_step, _ = ours(
+                    method, config, batch, args.precision, args.channels_last, device, args.compile, sets
+                )
+            sets = (*sets, f"params.bn_splits={args.bn_splits}")
+    step, views = ours(method, config, batch, args.precision, args.channels_last, device, args.compile, sets)
     row["views"] = {k: list(v.shape[-2:]) for k, v in views.items()}
     other = None
     if use_lightly:
@@ -435,10 +504,12 @@ def measure(method: str, config: str, args, device: torch.device, peaks: dict, u
         step()
         if other:
             other()
+        if recipe_step:
+            recipe_step()
     row["flops_per_step"] = count_flops(step)
     if other:
         row["lightly_flops_per_step"] = count_flops(other)
-    ours_s, theirs_s, round_peaks = [], [], []
+    ours_s, theirs_s, recipe_s, round_peaks = [], [], [], []
     dtype = DTYPES[args.precision]
     for _ in range(args.rounds):  # alternate, so that a neighbour's load hits both sides alike
         # the peak is re-measured next to each timed round: on a shared CPU it drifts with the load
@@ -446,6 +517,8 @@ def measure(method: str, config: str, args, device: torch.device, peaks: dict, u
         ours_s.append(timed(step, args.steps, device))
         if other:
             theirs_s.append(timed(other, args.steps, device))
+        if recipe_step:
+            recipe_s.append(timed(recipe_step, args.steps, device))
     t = statistics.median(ours_s)
     peaks[args.precision] = max(peaks[args.precision], *round_peaks)
     row["step_s"] = [round(x, 5) for x in ours_s]
@@ -457,7 +530,13 @@ def measure(method: str, config: str, args, device: torch.device, peaks: dict, u
         row["lightly_step_s"] = [round(x, 5) for x in theirs_s]
         row["lightly_images_per_s"] = batch / statistics.median(theirs_s)
         row["ratio_ours_over_lightly"] = statistics.median([b / a for a, b in zip(ours_s, theirs_s)])
-    del step, other
+    if recipe_s:  # the emulated shuffling BN's cost: our step at the recipe's groups over ours at --bn-splits
+        row["recipe_bn_step_s"] = [round(x, 5) for x in recipe_s]
+        row["recipe_bn_images_per_s"] = batch / statistics.median(recipe_s)
+        row["shuffle_bn_cost"] = statistics.median([r / a for a, r in zip(ours_s, recipe_s)])
+        if theirs_s:
+            row["recipe_bn_ratio_ours_over_lightly"] = statistics.median([b / r for r, b in zip(recipe_s, theirs_s)])
+    del step, other, recipe_step
     if device.type == "cuda":
         torch.cuda.empty_cache()
     return row
@@ -478,7 +557,7 @@ def print_table(rows: list[dict], info: dict) -> None:
         lightly_ips = f"{r['lightly_images_per_s']:.1f}" if "lightly_images_per_s" in r else r["lightly"]
         ratio = f"{r['ratio_ours_over_lightly']:.2f}" if "ratio_ours_over_lightly" in r else "-"
         t.add_row(
-            r["method"],
+            r["method"] + (f" (bn_splits={r['bn_splits']})" if "bn_splits" in r else ""),
             r["config"],
             str(r["batch"]),
             f"{r['images_per_s']:.1f}",
@@ -489,10 +568,23 @@ def print_table(rows: list[dict], info: dict) -> None:
         )
     Console(width=max(120, Console().width)).print(t)
     peaks = ", ".join(f"{k} {v * 1e12 / scale:.3g}" for k, v in info["matmul_peak_tflops"].items())
-    Console(width=max(120, Console().width)).print(
+    console = Console(width=max(120, Console().width))
+    console.print(
         f"matmul peak ({unit}, best seen): {peaks}; 'of peak': the step's FLOP/s over the peak of its compute dtype "
         "measured next to each timed round (median over rounds)"
     )
+    for r in rows:
+        if "shuffle_bn_cost" in r:
+            vs = (
+                f"; ours/lightly with it {r['recipe_bn_ratio_ours_over_lightly']:.2f}"
+                if "recipe_bn_ratio_ours_over_lightly" in r
+                else ""
+            )
+            console.print(
+                f"{r['method']} {r['config']}: the emulated shuffling BN ({r['recipe_bn_splits']} groups, the recipe's) "
+                f"makes our step {r['shuffle_bn_cost']:.2f}x as long as with bn_splits={r['bn_splits']} "
+                f"({r['recipe_bn_images_per_s']:.1f} against {r['images_per_s']:.1f} img/s){vs}"
+            )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -500,7 +592,12 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
     )
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", choices=["cpu", "cuda"])
-    ap.add_argument("--precision", default="fp32", choices=list(DTYPES))
+    ap.add_argument(
+        "--precision",
+        default="fp32",
+        choices=[*DTYPES, "auto"],
+        help="autocast dtype; auto: bf16 where the device computes it fast (CPU: AMX-BF16/AVX512-BF16), else fp32",
+    )
     ap.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=False)
     ap.add_argument("--compile", action="store_true", help="torch.compile both steps (slow to start on CPUs)")
     ap.add_argument(
@@ -533,6 +630,14 @@ def main(argv: list[str] | None = None) -> int:
         "or statistics on a grouped view (SplitBatchNorm2d.PATH)",
     )
     ap.add_argument(
+        "--bn-splits",
+        type=int,
+        default=None,
+        metavar="N",
+        help="MoCo/LooC: ours with params.bn_splits=N (1: plain BN, lightly's semantics); the recipe's emulated "
+        "shuffling BN is timed beside it (alternating) and its cost printed on its own line",
+    )
+    ap.add_argument(
         "--set",
         dest="sets",
         action="append",
@@ -547,6 +652,11 @@ def main(argv: list[str] | None = None) -> int:
     if device.type == "cuda" and not torch.cuda.is_available():
         print("error: --device cuda but CUDA is not available", file=sys.stderr)
         return 2
+    if args.bn_splits is not None and args.bn_splits < 1:
+        print(f"error: --bn-splits must be >= 1, got {args.bn_splits}", file=sys.stderr)
+        return 2
+    precision_requested = args.precision
+    args.precision, precision_why = explain_precision(args.precision, device.type)
     gpu = device.type == "cuda"
     if gpu:
         torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN pick its fastest kernels (as the loop does)
@@ -577,9 +687,12 @@ def main(argv: list[str] | None = None) -> int:
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "machine": machine(device),
         "precision": args.precision,
+        "precision_requested": precision_requested,
+        "precision_why": precision_why,
         "channels_last": args.channels_last,
         "compile": args.compile,
         "split_bn": args.split_bn,
+        "bn_splits": args.bn_splits,
         "sets": args.sets,
         "matmul_peak_tflops": {k: v / 1e12 for k, v in peaks.items()},
         "steps_per_round": args.steps,
@@ -599,6 +712,7 @@ def main(argv: list[str] | None = None) -> int:
     name = (
         f"train_step-{'cuda' if gpu else 'cpu'}-{args.precision}{'-cl' if args.channels_last else ''}"
         f"{'-compiled' if args.compile else ''}{'' if args.split_bn == 'auto' else '-splitbn-' + args.split_bn}"
+        f"{'' if args.bn_splits is None else f'-bn{args.bn_splits}'}"
         f"{'-set' if args.sets else ''}{'-quick' if args.quick else ''}.json"
     )
     write_json(args.out / name, info)
