@@ -25,22 +25,10 @@ from pathlib import Path
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
+from cssl_bench.config import builtin_methods  # noqa: E402
 from cssl_bench.train.checkpoint import atomic_write_text  # noqa: E402
 
-METHODS = [
-    "simclr",
-    "moco-v1",
-    "moco-v2",
-    "moco-rot",
-    "moco-rot-same",
-    "byol",
-    "swav",
-    "simsiam",
-    "simsiam-optimal",
-    "looc",
-    "looc++",
-    "supervised",
-]
+METHODS = builtin_methods()
 
 
 def cli(*args: str) -> str:
