@@ -371,3 +371,10 @@ def test_changed_code_is_named():
     assert changed(f, {**f, "path": "/b.py"}) is None  # the same code moved: same sha256
     assert "(sha256 aaaaaaaaaaaa -> bbbbbbbbbbbb)" in changed(f, {**f, "sha256": "b" * 64})
     assert "now method file" in changed(ep, f)
+
+
+def test_methods_lists_a_package_init_file_under_its_folder_name():
+    """`methods --method-file PKG/__init__.py` names the method after the package folder (a file's stem otherwise)."""
+    p = run_cli("methods", "--method-file", MODULE, "--recipe", RECIPE)
+    assert p.returncode == 0, p.stderr
+    assert "cssl_bench_vicreg" in p.stdout and "__init__" not in p.stdout

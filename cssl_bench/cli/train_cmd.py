@@ -407,7 +407,9 @@ def methods(
         from cssl_bench.methods import plugins
 
         if method_file is not None:
-            stem = "".join(c if c.isalnum() or c in "._+-" else "-" for c in method_file.stem)
+            # a package's __init__.py is listed under its folder's name
+            base = method_file.parent.name if method_file.stem == "__init__" else method_file.stem
+            stem = "".join(c if c.isalnum() or c in "._+-" else "-" for c in base)
             plugins.use_method(stem, method_file, recipe_file)
         rows += plugins.listing()
     t = Table(title="methods")
