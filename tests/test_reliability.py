@@ -15,27 +15,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.conftest import run_cli
+from tests.conftest import FAST_CLI, run_cli
 
 # A very small but complete MoCo v2 run: queue, momentum encoder, shuffled BN (randperm) and
 # mid-epoch checkpoints every 2 steps, so a kill can land anywhere.
-FAST = [
-    "--set",
-    "data.embedded_train=256",
-    "--set",
-    "data.embedded_test=64",
-    "--set",
-    "data.workers=0",
-    "--batch-size",
-    "32",
-    "--backbone",
-    "resnet10-w0.125",
-    "--set",
-    "params.queue_size=128",
-    "--set",
-    "train.log_every=1",
-    "--quiet",
-]
+FAST = [*FAST_CLI, "--set", "params.queue_size=128", "--set", "train.log_every=1"]
 KILL_ARGS = ["pretrain", "moco-v2", "--epochs", "2", "--set", "train.checkpoint_every=2", *FAST]
 ENV = {"OMP_NUM_THREADS": "1"}  # bitwise equality needs the same reduction order in every run
 

@@ -32,7 +32,17 @@ from pathlib import Path
 
 import torch
 
-from cssl_bench import UserError
+from cssl_bench import UserError, __version__
+from cssl_bench.config import SCALES, Recipe, _load_yaml, _merge_layer, parse_override, validate
+from cssl_bench.data.datasets import check_dataset_name
+from cssl_bench.nn.backbones import _DEPTHS, build_backbone
+from cssl_bench.train.checkpoint import (
+    FORMAT,
+    atomic_write_text,
+    check_writable_dir,
+    save_checkpoint,
+    write_run_json,
+)
 
 FORMATS = ("auto", "moco", "simsiam", "swav", "byol", "dino", "torchvision", "timm", "lightly", "solo-learn")
 
@@ -461,7 +471,6 @@ def guess_resnet(sd: dict, prefix: str) -> str | None:
             return None
         blocks.append(max(idx) + 1)
     bottleneck = "layer1.0.conv3.weight" in ns
-    from cssl_bench.nn.backbones import _DEPTHS
 
     depth = next(
         (
@@ -481,12 +490,6 @@ def guess_resnet(sd: dict, prefix: str) -> str | None:
 # the run directory
 
 
-def _build_backbone(arch: str, image_size: int, cifar_stem: bool | None):
-    from cssl_bench.nn.backbones import build_backbone
-
-    return build_backbone(arch, image_size, cifar_stem)
-
-
 def imported_recipe(
     fmt: str,
     arch: str,
@@ -500,7 +503,6 @@ def imported_recipe(
     """The recipe of an imported run: ``scales.yaml[scale]`` (its dataset stand-ins, image size, workers), method
     ``imported:FORMAT``, ``model.backbone = arch``, ``model.cifar_stem`` from the weights, ``train.epochs`` =
     ``epochs`` (0 when unknown; the checkpoint says None), then ``--set`` overrides."""
-    from cssl_bench.config import SCALES, Recipe, _load_yaml, _merge_layer, parse_override, validate
 
     if scale not in SCALES:
         raise UserError(f"unknown scale {scale!r}; choose from {', '.join(SCALES)}", exit_code=2)
@@ -508,8 +510,6 @@ def imported_recipe(
     _merge_layer(r, _load_yaml("scales").get(scale, {}), f"scales.yaml:{scale}")
     layer: dict = {"model": {"backbone": arch, "cifar_stem": cifar_stem}, "train": {"epochs": epochs or 0}}
     if dataset is not None:
-        from cssl_bench.data.datasets import check_dataset_name
-
         check_dataset_name(dataset)
         layer.setdefault("data", {})["dataset"] = dataset
     if image_size is not None:
@@ -585,9 +585,6 @@ def import_checkpoint(
     sets: list[str] | None = None,
 ) -> Imported:
     """Import ``path`` as a run directory (see the module docstring); returns where and what was mapped."""
-    from cssl_bench import __version__
-    from cssl_bench.config import SCALES
-    from cssl_bench.train.checkpoint import FORMAT, check_writable_dir, save_checkpoint, write_run_json
 
     if fmt not in FORMATS:
         raise UserError(f"unknown --format {fmt!r}; choose from {', '.join(FORMATS)}", exit_code=2)
@@ -606,7 +603,7 @@ def import_checkpoint(
 
     # the backbone with the stem the weights have (a 3x3 conv1 is the CIFAR stem), at the scale's image size
     image = probe_recipe.data.image_size
-    plain = _build_backbone(arch, image, False)
+    plain = build_backbone(arch, image, False)
     plain_sd = plain.state_dict()
     resnet = "conv1.weight" in plain_sd and plain_sd["conv1.weight"].dim() == 4 and "layer1.0.conv1.weight" in plain_sd
     if fmt == "auto":
@@ -619,7 +616,7 @@ def import_checkpoint(
     if resnet:
         conv1 = _find_conv1(sd, layout.prefix)
         cifar_stem = conv1 is not None and conv1.dim() == 4 and tuple(conv1.shape[-2:]) == (3, 3)
-    backbone = _build_backbone(arch, image, True) if cifar_stem else plain
+    backbone = build_backbone(arch, image, True) if cifar_stem else plain
     target = dict(backbone.state_dict())
     try:
         m = map_state_dict(sd, layout, target, _classifier_names(backbone))
@@ -682,7 +679,6 @@ def import_checkpoint(
         out / "checkpoints" / "last.pt",
         keep_previous=False,
     )
-    from cssl_bench.train.checkpoint import atomic_write_text
 
     atomic_write_text(out / "config.yaml", recipe.dump())
     write_run_json(
