@@ -152,15 +152,22 @@ def torchvision_sd(bb):
     return m.state_dict()
 
 
-def lightly_model(bb):
-    from lightly.models.modules import BYOLPredictionHead, BYOLProjectionHead
+def lightly_head(d_in: int, hidden: int, d_out: int) -> nn.Module:
+    """The key layout of lightly's BYOL projection/prediction heads (``layers.0`` Linear without bias, ``layers.1``
+    BatchNorm1d, ``layers.3`` Linear), written here so the tests do not need lightly installed."""
+    layers = nn.Sequential(
+        nn.Linear(d_in, hidden, bias=False), nn.BatchNorm1d(hidden), nn.ReLU(), nn.Linear(hidden, d_out)
+    )
+    return Holder(layers=layers)
 
+
+def lightly_model(bb):
     backbone = nn.Sequential(*list(copy.deepcopy(bb).children())[:-1])  # lightly's examples
-    projection = BYOLProjectionHead(bb.out_dim, 64, 16)
+    projection = lightly_head(bb.out_dim, 64, 16)
     model = Holder(
         backbone=backbone,
         projection_head=projection,
-        prediction_head=BYOLPredictionHead(16, 64, 16),
+        prediction_head=lightly_head(16, 64, 16),
         backbone_momentum=copy.deepcopy(backbone),
         projection_head_momentum=copy.deepcopy(projection),
     )
@@ -347,14 +354,19 @@ def test_bad_files_give_one_line_and_a_nonzero_exit(tmp_path):
 
 
 def test_lightly_resnet_generator_layout_is_refused(tmp_path):
-    """lightly's ResNetGenerator as nn.Sequential has no stem ReLU in its forward: mapping it would change features."""
-    from lightly.models import ResNetGenerator
-
+    """lightly's ResNetGenerator as nn.Sequential has no stem ReLU in its forward: mapping it would change features.
+    Its key layout (``0`` conv1, ``1`` bn1, ``2``-``5`` the stages with ``shortcut`` where torchvision says
+    ``downsample``, no ``7``) is rebuilt here from a ResNet so the test does not need lightly installed."""
     from cssl_bench import UserError
 
-    r = ResNetGenerator("resnet-18", width=0.25)
-    backbone = nn.Sequential(*list(r.children())[:-1], nn.AdaptiveAvgPool2d(1))
-    torch.save(Holder(backbone=backbone, projection_head=mlp(128, 16)).state_dict(), tmp_path / "g.pth")
+    r = resnet()
+    parts = [r.conv1, r.bn1, r.layer1, r.layer2, r.layer3, r.layer4]
+    sd = nn.Sequential(*parts).state_dict()
+    backbone = {k.replace(".downsample.", ".shortcut."): v for k, v in sd.items()}
+    assert any(".shortcut." in k for k in backbone) and "2.0.conv1.weight" in backbone
+    state = {f"backbone.{k}": v for k, v in backbone.items()}
+    state.update({f"projection_head.{k}": v for k, v in mlp(128, 16).state_dict().items()})
+    torch.save(state, tmp_path / "g.pth")
     with pytest.raises(UserError, match="ResNetGenerator"):
         import_checkpoint(tmp_path / "g.pth", "auto", ARCH, tmp_path / "run", scale="tiny")
     assert not (tmp_path / "run").exists()

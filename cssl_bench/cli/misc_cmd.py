@@ -57,7 +57,7 @@ def demo(
     ),
     out: Path = typer.Option(Path("runs/demo"), help="folder for the demo's runs"),
     epochs: Optional[int] = typer.Option(
-        None, help="pretraining epochs per method (default: each tiny recipe's: SimCLR 4, MoCo v2 2)"
+        None, help="pretraining epochs per method (default: each tiny recipe's: 4 for SimCLR and MoCo v2)"
     ),
     seeds: int = typer.Option(
         1, help="pretrain every run (the baseline too) under seeds 0..N-1; the summary shows mean ± std over them"
