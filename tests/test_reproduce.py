@@ -32,7 +32,7 @@ def strip_status(lines):
 
 
 def test_plan_rotation_tiny_exact(tmp_path):
-    p = R.plan(["rotation"], "tiny", results=tmp_path / "res", runs_dir=tmp_path / "runs")
+    p = R.plan(["rotation"], "tiny", results=tmp_path / "res", runs_dir=tmp_path / "runs", baseline=True)
     expected = []
     for label, what in (
         ("supervised", "supervised 2 epochs, checkpoints at 0"),
@@ -46,12 +46,28 @@ def test_plan_rotation_tiny_exact(tmp_path):
             f"  probe rotation {label} seed 0 epoch 2 on embedded [backbone]",
             f"  probe linear (looc protocol) {label} seed 0 epoch 2 on embedded [backbone]",
         ]
+    # the random-init baselines: an epoch-0 run, each column's probe as initialised and with BN on the train images
+    init, data = ", BN as initialised", ", BN re-estimated on embedded train"
+    expected += [
+        "pretrain random-init seed 0: supervised 0 epochs",
+        f"  probe rotation random-init seed 0 epoch 0 on embedded [backbone]{init}",
+        f"  probe rotation random-init seed 0 epoch 0 on embedded [backbone]{data}",
+        f"  probe linear (looc protocol) random-init seed 0 epoch 0 on embedded [backbone]{init}",
+        f"  probe linear (looc protocol) random-init seed 0 epoch 0 on embedded [backbone]{data}",
+    ]
     assert strip_status(p.describe()) == expected
     have = set(available_methods())
     for r in p.runs:  # runnable where this version has the recipe; otherwise shown as unavailable
         assert r.status == ("run" if r.spec.method in have else "unavailable"), r.label
     assert all(q.tables == ["rotation"] for q in p.probes)
-    assert [q.protocol for q in p.probes if q.kind == "linear"] == ["looc"] * 5
+    assert [q.protocol for q in p.probes if q.kind == "linear"] == ["looc"] * 7
+    assert [q.bn for q in p.probes if q.run is p.runs[-1]] == ["init", "data"] * 2
+    assert all(q.bn is None for q in p.probes if q.run is not p.runs[-1])
+    base = p.runs[-1]
+    assert (base.spec.method, base.spec.epochs, base.spec.save_epochs) == ("supervised", 0, ())
+    assert base.run_dir.name.startswith("init-supervised-tiny-") and base.run_dir.name.endswith("-s0")
+    # no baseline (the library's default): exactly the rows' steps
+    assert strip_status(R.plan(["rotation"], "tiny", results=tmp_path).describe()) == expected[:15]
 
 
 def test_shared_runs_are_made_once(tmp_path):
@@ -92,13 +108,35 @@ def test_shared_runs_are_made_once(tmp_path):
 
 
 def test_small_plan_counts_and_budget():
-    p = R.plan(list(T.TABLES), "small", results=Path("/nonexistent-results"), runs_dir=Path("/nonexistent-runs"))
+    p = R.plan(
+        list(T.TABLES), "small", results=Path("/nonexistent-results"), runs_dir=Path("/nonexistent-runs"), baseline=True
+    )
     # probes: methods 5 runs x 4 budgets = 20; transfer 8 rows x 3 column groups (voc07, voc0712, coco) = 24;
     # rotation 5 x (rotation, linear) = 10; finegrained 13 (MoCo's and LooC-rotation's linear probes are
     # shared with rotation); robustness 15 (3 linear shared); heads 5 x (linear, fine-grained, few-shot,
-    # corruption) = 20 on concat features
-    assert len(p.runs) == 20 and len(p.probes) == 20 + 24 + 10 + 13 + 15 + 20
-    assert sorted(r.spec.epochs for r in p.runs) == [2] + [8] * 19
+    # corruption) = 20 on concat features. Random init (one epoch-0 run): 2 x (BN as initialised, on data) per
+    # distinct column probe: linear simsiam (methods); rotation, linear looc (rotation); fine-grained, few-shot
+    # (finegrained); objectnet, corruption (robustness); none new in heads, none in transfer (detection): 7 x 2
+    assert len(p.runs) == 21 and len(p.probes) == 20 + 24 + 10 + 13 + 15 + 20 + 14
+    assert sorted(r.spec.epochs for r in p.runs) == [0, 2] + [8] * 19
+    base = [q for q in p.probes if q.bn]
+    assert sorted((q.kind, q.dataset, q.protocol, q.bn) for q in base if q.bn == "data") == [
+        ("corruption", "embedded", None, "data"),
+        ("fewshot", "embedded-fine", None, "data"),
+        ("finegrained", "embedded-fine", None, "data"),
+        ("linear", "embedded", "looc", "data"),
+        ("linear", "embedded", "simsiam", "data"),
+        ("objectnet", "embedded-shift", None, "data"),
+        ("rotation", "embedded", None, "data"),
+    ]
+    assert {q.epoch for q in base} == {0} and {q.feature for q in base} == {"backbone"}
+    # one random-init run for the SimSiam and LooC tables alike (both pre-train on `embedded` at the CPU scales)
+    init = [r for r in p.runs if r.spec.epochs == 0]
+    assert (
+        len(init) == 1 and init[0].keys == ["random-init-in1k", "random-init"] and init[0].spec.method == "supervised"
+    )
+    linear_looc = next(q for q in base if (q.kind, q.protocol, q.bn) == ("linear", "looc", "init"))
+    assert linear_looc.tables == ["rotation", "finegrained", "robustness", "heads"]
     heads = [r for r in p.runs if r.spec.heads is not None]
     assert sorted(r.spec.heads for r in heads) == [(), ("color",), ("rotation",), ("texture",)]
     # the estimate is the measured cost model summed over the plan (the 3-hour budget is reported by
@@ -170,6 +208,43 @@ def test_skipping_by_config_hash(tmp_path):
     assert R.estimate_minutes(p3) == 0
 
 
+def test_skipping_random_init_baselines(tmp_path):
+    """A baseline probe is done by a record of its recipe at epoch 0 probed with the same BN statistics: as
+    initialised (no ``init_bn``) or re-estimated on the run's pre-training dataset (``init_bn: data``)."""
+    store = ResultsStore(tmp_path)
+    p = R.plan(["methods"], "tiny", results=tmp_path, rows=[2], baseline=True)
+    base = p.runs[1]
+    assert base.keys == ["random-init-in1k"] and [r.status for r in p.runs] == ["run", "run"]
+    init, data = (q for q in p.probes if q.run is base)
+    assert (init.bn, data.bn, init.protocol, init.epoch, init.checkpoint_epoch) == ("init", "data", "simsiam", 0, None)
+    assert init.command().endswith("--protocol simsiam") and data.command().endswith("--protocol simsiam --bn-data")
+    on_data = {"init_bn": "data", "bn_estimate": {"dataset": "embedded", "split": "train", "images": 9984}}
+    store.append([dict(x, **on_data) for x in _records_for(init)])  # BN on data: the other probe's, not this one's
+    assert [q.status for q in R.plan(["methods"], "tiny", results=tmp_path, rows=[2], baseline=True).probes[4:]] == [
+        "run",
+        "done",
+    ]
+    # BN estimated on another dataset is another measurement
+    store = ResultsStore(tmp_path / "b")
+    store.append([dict(x, init_bn="data", bn_estimate={"dataset": "embedded-fine"}) for x in _records_for(data)])
+    assert [
+        q.status for q in R.plan(["methods"], "tiny", results=tmp_path / "b", rows=[2], baseline=True).probes[4:]
+    ] == [
+        "run",
+        "run",
+    ]
+    store.append(_records_for(init))
+    p = R.plan(["methods"], "tiny", results=tmp_path / "b", rows=[2], baseline=True)
+    assert [q.status for q in p.probes[4:]] == ["done", "run"] and p.runs[1].status == "run"
+    store.append([dict(x, **on_data) for x in _records_for(data)])
+    p = R.plan(["methods"], "tiny", results=tmp_path / "b", rows=[2], baseline=True)
+    assert [q.status for q in p.probes[4:]] == ["done", "done"] and p.runs[1].status == "skip"
+    # the baseline of a table with only detection columns: none (its scratch row is the random init)
+    assert [r.keys for r in R.plan(["transfer"], "tiny", results=tmp_path, rows=[1, 2], baseline=True).runs] == [
+        ["supervised-in1k"]
+    ]
+
+
 def test_skipping_detection_by_column_group(tmp_path):
     """Scratch = the supervised run's epoch-0 checkpoint; the detection transfer records it as method 'scratch'."""
     p = R.plan(["transfer"], "tiny", rows=[1], results=tmp_path)
@@ -209,13 +284,25 @@ def test_skipping_detection_by_column_group(tmp_path):
 
 
 def test_seeds_rows_and_overrides(tmp_path):
-    p = R.plan(["rotation"], "tiny", seeds=2, rows=[2], results=tmp_path)
-    assert [r.seed for r in p.runs] == [0, 1] and len(p.probes) == 4
+    p = R.plan(["rotation"], "tiny", seeds=2, rows=[2], results=tmp_path, baseline=True)
+    # the row's run and the random-init run (whenever a row of the table is planned) under each seed; 2 probes
+    # of the row's run, 4 of the random-init run (rotation, linear: each as initialised and BN on data)
+    assert [(r.keys[0], r.seed) for r in p.runs] == [
+        ("moco-v2", 0),
+        ("moco-v2", 1),
+        ("random-init", 0),
+        ("random-init", 1),
+    ]
+    assert len(p.probes) == 2 * 2 + 2 * 4
     if p.runs[0].recipe is not None:
-        a, b = (r.recipe for r in p.runs)
+        a, b = (r.recipe for r in p.runs[:2])
         assert a.hash() != b.hash() and R.config_family(a) == R.config_family(b)
-    p = R.plan(["rotation"], "tiny", rows=[2, 3], results=tmp_path)
-    assert [r.keys for r in p.runs] == [["moco-v2"], ["moco-rot"]]
+    p = R.plan(["rotation"], "tiny", rows=[2, 3], results=tmp_path, baseline=True)
+    assert [r.keys for r in p.runs] == [["moco-v2"], ["moco-rot"], ["random-init"]]
+    # --set overrides change the random-init run too (its hash: the data it estimates BN statistics on)
+    assert "--set data.embedded_train=256" in R.plan(
+        ["rotation"], "tiny", rows=[2], results=tmp_path, sets=FAST, baseline=True
+    ).runs[1].command("tiny")
     p = R.plan(["methods"], "tiny", rows=[2], results=tmp_path, sets=FAST)
     r = p.runs[0]
     assert r.recipe.data.embedded_train == 256 and r.recipe.params["symmetric"] is True
@@ -328,6 +415,39 @@ def test_execute_methods_row_end_to_end(tmp_path):
     }
 
 
+def test_execute_random_init_baselines_end_to_end(tmp_path):
+    """The random-init run of LooC Table 1 (epoch 0, 256 images): rotation and linear probes, each as initialised
+    and with BN statistics re-estimated on the training images; the table's caption states the higher."""
+    res, runs = tmp_path / "res", tmp_path / "runs"
+    p = R.plan(["rotation"], "tiny", rows=[2], results=res, runs_dir=runs, sets=FAST, baseline=True)
+    base = p.runs[-1]
+    p.runs, p.probes = [base], [q for q in p.probes if q.run is base]  # only the baseline's steps
+    R.execute(p, show_progress=False)
+    records = ResultsStore(res).read()
+    got = sorted((r["metric"], r.get("init_bn", "-"), r["epochs"], r["feature"]) for r in records)
+    assert got == [
+        (m, bn, 0, "backbone") for m in ("linear/top1", "linear/top5", "rotation/acc") for bn in ("-", "data")
+    ]
+    assert all(r["method"] == "supervised" and r["config_hash"] == base.recipe.hash() for r in records)
+    on_data = [r for r in records if r.get("init_bn") == "data"]
+    assert {r["bn_estimate"]["dataset"] for r in on_data} == {"embedded"}
+    assert {r["bn_estimate"]["images"] for r in on_data} == {256}  # FAST: all 256 training images, one batch
+    assert next(r for r in on_data if r["metric"] == "linear/top1")["steps"][1].endswith("--bn-data")
+    assert (
+        "re-estimated on embedded's train split"
+        in next(r for r in on_data if r["metric"] == "rotation/acc")["steps"][1]
+    )
+    again = R.plan(["rotation"], "tiny", rows=[2], results=res, runs_dir=runs, sets=FAST, baseline=True)
+    assert [q.status for q in again.probes if q.run.spec.epochs == 0] == ["done"] * 4
+    t = T.build("rotation", records, "tiny")
+    assert set(t.baselines) == {"Rotation/Acc.", "IN-100/top-1", "IN-100/top-5"}
+    for h, metric in (("Rotation/Acc.", "rotation/acc"), ("IN-100/top-1", "linear/top1")):
+        values = {r.get("init_bn") or "init": r["value"] for r in records if r["metric"] == metric}
+        key, v = t.baselines[h]
+        assert v.mean == max(values.values()) and values[key] == v.mean
+    assert "Random init (epoch 0; the higher of as initialised / BN statistics on data): Rotation/Acc." in t.caption
+
+
 def test_regression_diff():
     def rec(method, metric, value, **kw):
         return {
@@ -374,7 +494,16 @@ def test_regression_diff():
 def test_cli_dry_run_and_errors(cli, tmp_path):
     r = cli("reproduce", "looc-t1", "--scale", "tiny", "--dry-run", "--results", tmp_path, env={"COLUMNS": "250"})
     assert r.returncode == 0, r.stderr
-    assert "pretrain looc[rotation] seed 0" in r.stdout and "5 pre-trainings" in r.stdout and "estimated" in r.stdout
+    assert "pretrain looc[rotation] seed 0" in r.stdout and "6 pre-trainings" in r.stdout and "estimated" in r.stdout
+    assert "pretrain random-init seed 0" in r.stdout and "BN re-estimated on embedded train" in r.stdout
+    r = cli("reproduce", "looc-t1", "--dry-run", "--no-baseline", "--results", tmp_path, env={"COLUMNS": "250"})
+    assert r.returncode == 0 and "5 pre-trainings" in r.stdout and "random-init" not in r.stdout
+    # --add alone runs only what the added row needs, unless --baseline asks for the baseline too
+    args = ("reproduce", "looc-t1", "--add", "simclr", "--dry-run", "--results", tmp_path)
+    r = cli(*args, env={"COLUMNS": "250"})
+    assert r.returncode == 0 and "1 pre-trainings" in r.stdout and "random-init" not in r.stdout
+    r = cli(*args, "--baseline", env={"COLUMNS": "250"})
+    assert r.returncode == 0 and "2 pre-trainings" in r.stdout and "pretrain random-init seed 0" in r.stdout
     r = cli("reproduce", "table9", "--dry-run")
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1
 
@@ -390,6 +519,7 @@ def test_ci_regression_tiny_table_against_committed_records(cli, tmp_path):
         "--rows",
         ",".join(map(str, REGRESSION_ROWS)),
         "--quiet",
+        "--no-baseline",  # the baseline's 4 probes would add about a minute (PROBE_MINUTES: 2 x (0.25 + 0.15))
         "--results",
         tmp_path / "res",
         "--runs",

@@ -619,10 +619,110 @@ def test_findings_hold_on_the_paper_numbers_and_are_checked_on_ours():
     t2 = T.build("rotation", flipped, "small")
     assert T.check_finding(T.FINDINGS[0], t2)["ours"] is False and T.check_finding(T.FINDINGS[0], t2)["margin"] == -18.1
     md = T.findings_markdown(RECORDS, "small", ["rotation"])
+    # 61.3 - 43.2; MoCo has two seeds, MoCo + Rotation one: its std is unknown, so the verdict is inconclusive
     assert (
-        "| rotation | Adding rotation to MoCo's augmentations lowers rotation accuracy | agrees | +18.1 |" in md
-    )  # 61.3 - 43.2
-    assert "Sharing the rotation between q and k does not restore it | agrees" in md
+        "| rotation | Adding rotation to MoCo's augmentations lowers rotation accuracy | inconclusive | +18.1 | n/a "
+        "| 2 vs 1 | MoCo Rotation/Acc.: 61.3 ± 1.8 (paper 61.1); MoCo + Rotation Rotation/Acc.: 43.2 (paper 43.3) |"
+        in md
+    )
+    # 61.3 - 45.5 (45.45 shown to one decimal)
+    assert "Sharing the rotation between q and k does not restore it | inconclusive | +15.8 | n/a | 2 vs 1 |" in md
+    assert md.endswith(T.FINDINGS_LEGEND + "\n")
+
+
+# --- verdicts with confidence: hand-computed on LooC Table 1's rotation column ------------------------------
+ROT = "Rotation/Acc."
+ADD_ROT, LOOC_ROT = T.FINDINGS[0], T.FINDINGS[2]  # MoCo > MoCo + Rotation; LooC + Rotation > both
+
+
+def _rotation_store(moco=(), moco_rot=(), looc=()) -> list[dict]:
+    """Rotation accuracies per seed of LooC Table 1's MoCo, MoCo + Rotation and LooC + Rotation rows."""
+    f = Fixture()
+    for method, values, kw in (
+        ("moco-v2", moco, {}),
+        ("moco-rot", moco_rot, {}),
+        ("looc", looc, {"augment": ["rotation"]}),
+    ):
+        for seed, v in enumerate(values):
+            f.add(method, {"rotation/acc": v}, protocol="rotation", seed=seed, **kw)
+    return f.records
+
+
+def _check(finding, **cells) -> dict:
+    return T.check_finding(finding, T.build("rotation", _rotation_store(**cells), "small"))
+
+
+def test_pooled_std_and_one_comparison():
+    a = T.seed_value(_rotation_store(moco=(60.0, 62.0, 64.0)))  # mean 62, std 2
+    b = T.seed_value(_rotation_store(moco=(50.0, 51.0, 52.0)))  # mean 51, std 1
+    assert T.pooled_std(a, b) == pytest.approx(2.5**0.5)  # sqrt((4 + 1) / 2) = 1.5811
+    assert T.compare_cells(a, b) == {
+        "margin": 11.0,
+        "std": pytest.approx(1.5811, abs=1e-4),
+        "seeds": (3, 3),
+        "status": "holds",
+    }
+    assert T.compare_cells(b, a)["status"] == "fails"
+    one = T.seed_value(_rotation_store(moco=(62.0,)))
+    assert T.pooled_std(one, b) is None and T.compare_cells(one, b)["status"] == "unknown"
+
+
+def test_verdict_agrees_beyond_two_pooled_stds():
+    # 62 (std 2) vs 51 (std 1): margin 11 > 2 x 1.5811 = 3.162
+    c = _check(ADD_ROT, moco=(60.0, 62.0, 64.0), moco_rot=(50.0, 51.0, 52.0))
+    assert (c["verdict"], c["ours"], c["margin"], c["seeds"]) == ("agrees", True, 11.0, (3, 3))
+    assert c["std"] == pytest.approx(1.5811, abs=1e-4)
+    assert (
+        c["numbers"]
+        == "MoCo Rotation/Acc.: 62.0 ± 2.0 (paper 61.1); MoCo + Rotation Rotation/Acc.: 51.0 ± 1.0 (paper 43.3)"
+    )
+
+
+def test_verdict_disagrees_beyond_minus_two_pooled_stds():
+    # 42 (std 2) vs 51 (std 1): margin -9 < -3.162
+    c = _check(ADD_ROT, moco=(40.0, 42.0, 44.0), moco_rot=(50.0, 51.0, 52.0))
+    assert (c["verdict"], c["ours"], c["margin"]) == ("disagrees", False, -9.0)
+
+
+def test_verdict_inconclusive_within_two_pooled_stds():
+    # 54 (std 2) vs 51 (std 1): margin 3.0 <= 3.162; the means alone say the inequality holds
+    c = _check(ADD_ROT, moco=(52.0, 54.0, 56.0), moco_rot=(50.0, 51.0, 52.0))
+    assert (c["verdict"], c["ours"], c["margin"]) == ("inconclusive", True, 3.0)
+    assert c["std"] == pytest.approx(1.5811, abs=1e-4)
+    # the same margin the other way round: inconclusive too, not disagrees
+    c = _check(ADD_ROT, moco=(46.0, 48.0, 50.0), moco_rot=(50.0, 51.0, 52.0))
+    assert (c["verdict"], c["ours"], c["margin"]) == ("inconclusive", False, -3.0)
+
+
+def test_verdict_of_a_single_seed_comparison_is_inconclusive_with_std_na():
+    # a margin of 11 points, but MoCo has one seed: its std, hence the pooled std, is unknown
+    c = _check(ADD_ROT, moco=(62.0,), moco_rot=(50.0, 51.0, 52.0))
+    assert (c["verdict"], c["ours"], c["margin"], c["std"], c["seeds"]) == ("inconclusive", True, 11.0, None, (1, 3))
+    md = T.findings_markdown(_rotation_store(moco=(62.0,), moco_rot=(50.0, 51.0, 52.0)), "small", ["rotation"])
+    assert "lowers rotation accuracy | inconclusive | +11.0 | n/a | 1 vs 3 | MoCo Rotation/Acc.: 62.0 (paper" in md
+
+
+def test_verdict_no_data_where_a_cell_is_missing():
+    c = _check(ADD_ROT, moco=(60.0, 62.0, 64.0))
+    assert (c["verdict"], c["ours"], c["margin"], c["std"], c["seeds"]) == ("no data", None, None, None, None)
+    assert "MoCo + Rotation Rotation/Acc.: – (paper 43.3)" in c["numbers"]
+    md = T.findings_markdown(_rotation_store(moco=(60.0, 62.0, 64.0)), "small", ["rotation"])
+    assert "lowers rotation accuracy | no data | – | – | – |" in md
+
+
+def test_verdict_of_several_inequalities_is_decided_by_the_weakest_established_one():
+    # LooC 71 (std 1) > MoCo 68 (std 0.1): margin 3.0, 2 x sqrt((1 + 0.01) / 2) = 1.421: holds;
+    # LooC 71 > MoCo + Rotation 64 (std 8): margin 7.0, 2 x sqrt((1 + 64) / 2) = 11.40: within -> inconclusive,
+    # decided by that inequality although its margin is the larger one
+    c = _check(LOOC_ROT, looc=(70.0, 71.0, 72.0), moco=(67.9, 68.0, 68.1), moco_rot=(56.0, 64.0, 72.0))
+    assert (c["verdict"], c["margin"], c["seeds"]) == ("inconclusive", 7.0, (3, 3))
+    assert c["std"] == pytest.approx(32.5**0.5)
+    # LooC 71 < MoCo 80.5 (std 0.5): margin -9.5 beyond 2 x sqrt((1 + 0.25) / 2) = 1.581: fails, whatever the other
+    c = _check(LOOC_ROT, looc=(70.0, 71.0, 72.0), moco=(80.0, 80.5, 81.0), moco_rot=(56.0, 64.0, 72.0))
+    assert (c["verdict"], c["margin"], c["std"]) == ("disagrees", -9.5, pytest.approx(0.625**0.5))
+    # both hold: the smaller margin decides
+    c = _check(LOOC_ROT, looc=(70.0, 71.0, 72.0), moco=(67.9, 68.0, 68.1), moco_rot=(50.0, 51.0, 52.0))
+    assert (c["verdict"], c["margin"], c["std"]) == ("agrees", 3.0, pytest.approx(0.505**0.5))
 
 
 def test_plots_write_pngs(tmp_path):
@@ -636,11 +736,11 @@ def test_plots_write_pngs(tmp_path):
     # mean over severities 1..5: 60 - 5 * 3 = 45 and 50 - 2 * 3 = 44; the supervised row lacks fog
     assert dict(rows)["MoCo (Rot. no, Tex. no)"] == [45.0, 44.0]
     assert dict(rows)["Supervised (Rot. no, Tex. no)"] == [25.0, None]
-    for name in ("methods", "robustness"):
+    for name in NAMES:  # every table has a figure (tests/test_plots.py checks what they draw)
         out = plots.plot(name, RECORDS, "small", tmp_path / f"{name}.png")
         assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     with pytest.raises(UserError):
-        plots.plot("rotation", RECORDS, "small", tmp_path / "x.png")
+        plots.plot("table9", RECORDS, "small", tmp_path / "x.png")
     with pytest.raises(UserError):
         plots.plot("methods", [], "small", tmp_path / "y.png")
 
@@ -827,3 +927,54 @@ def test_cli_table_seeds(tmp_path):
     for bad in ("0", "-2"):
         r = run_cli_here("table", "methods", "--results", tmp_path, "--seeds", bad)
         assert r.returncode == 2 and r.stderr.strip() == f"error: --seeds must be an integer >= 1, got {bad}"
+
+
+def test_caption_states_the_higher_random_init_baseline_per_column_with_mean_and_std():
+    """Epoch-0 records (as initialised, and BN on data) of a table's columns: the caption gives the higher of the two
+    per column, mean ± sample std over seeds; columns without such records are not named; cells are untouched."""
+
+    def base(metric, values, bn=None, protocol="looc", time="2025-01-01T00:00:00"):
+        return [
+            dict(_init(v, seed, bn, metric, time), id=f"{metric}-{bn}-{protocol}-{seed}", protocol={"name": protocol})
+            for seed, v in enumerate(values)
+        ]
+
+    trained = Fixture().add("moco-v2", {"rotation/acc": 60.0, **lin(50.0, 80.0)}, scale="tiny", epochs=2).records
+    recs = (
+        trained
+        + base("rotation/acc", (40.0, 42.0))  # as initialised: 41.0 ± 1.4
+        + base("rotation/acc", (45.0, 46.0), "data")  # BN on data: 45.5 ± 0.7, the higher
+        + base("linear/top1", (30.0, 32.0))  # 31.0 ± 1.4, the higher
+        + base("linear/top1", (20.0, 21.0), "data")  # 20.5 ± 0.7
+        + base("linear/top1", (99.0,), "data", protocol="moco", time="2026-01-01T00:00:00")  # not the column's protocol
+    )
+    t = T.build("rotation", recs, "tiny")
+    assert {h: (k, round(v.mean, 2), round(v.std, 3), v.n) for h, (k, v) in t.baselines.items()} == {
+        "Rotation/Acc.": ("data", 45.5, 0.707, 2),
+        "IN-100/top-1": ("init", 31.0, 1.414, 2),
+    }
+    assert t.caption.endswith(
+        " Random init (epoch 0; the higher of as initialised / BN statistics on data): "
+        "Rotation/Acc. 45.5 ± 0.7 (BN on data; seeds 0, 1); IN-100/top-1 31.0 ± 1.4 (as initialised; seeds 0, 1)."
+    )
+    assert t.ours[1][t.headers.index("IN-100/top-1")].mean == 50.0  # the MoCo row's cell: its trained record
+    assert t.caption in T.render(t, "md") and t.caption in T.render(t, "md", compare=True)
+    j = json.loads(T.render(t, "json"))
+    assert j["random_init"]["Rotation/Acc."] == {
+        "baseline": "data",
+        "label": "random init (BN on data)",
+        "mean": 45.5,
+        "std": 0.707,
+        "n": 2,
+        "text": "45.5 ± 0.7",
+    }
+    assert "IN-100/top-5" not in j["random_init"]
+    # --seeds 1: seed 0 only, one value, no ±; a tie goes to "as initialised"
+    t1 = T.build("rotation", recs, "tiny", seeds=1)
+    assert "Rotation/Acc. 45.0 (BN on data; seed 0); IN-100/top-1 30.0 (as initialised; seed 0)." in t1.caption
+    # SimSiam Table 4's epoch columns share one baseline (linear top-1, simsiam protocol): named together
+    t4 = T.build("methods", base("linear/top1", (35.0,), protocol="simsiam"), "tiny")
+    assert t4.caption.endswith("data): 100 ep, 200 ep, 400 ep, 800 ep 35.0 (as initialised; seed 0).")
+    # no epoch-0 records: no sentence, no JSON key
+    t0 = T.build("rotation", trained, "tiny")
+    assert t0.baselines == {} and "Random init" not in t0.caption and "random_init" not in T.render(t0, "json")

@@ -104,6 +104,13 @@ def reproduce(
         None, "--method-file", help="with one --add NAME: the Python file defining that method"
     ),
     recipe_file: Optional[Path] = typer.Option(None, "--recipe", help="with one --add NAME: its recipe YAML"),
+    baseline: Optional[bool] = typer.Option(
+        None,
+        "--baseline/--no-baseline",
+        help="also the random-init baselines (an epoch-0 run per seed, probed as initialised and with BN statistics "
+        "re-estimated on the training images) of the tables; default: yes, unless only --add rows are planned",
+        show_default=False,
+    ),
 ):
     """Run every pre-training and probe a table needs (skipping what the store holds), then print it."""
     from cssl_bench.pipeline import reproduce as R
@@ -116,7 +123,9 @@ def reproduce(
             row_list = [int(x) for x in rows.split(",") if x.strip()]
         except ValueError:
             raise UserError(f"--rows takes row numbers such as 1,3; got {rows!r}", exit_code=2) from None
-    plan = R.plan(names, scale, seeds, results, runs, row_list, sets, add, method_file, recipe_file)
+    if baseline is None:  # --add alone runs only what its rows need
+        baseline = not add or row_list is not None
+    plan = R.plan(names, scale, seeds, results, runs, row_list, sets, add, method_file, recipe_file, baseline)
     if dry_run:
         _show_plan(plan)
         return
@@ -178,16 +187,31 @@ def _show_plan(plan) -> None:
 
 @app.command()
 def plot(
-    name: str = typer.Argument(..., help="methods (accuracy vs epochs) or robustness (per-corruption bars)"),
+    name: str = typer.Argument(
+        ...,
+        help="table name or alias, or 'all' for the six tables: our cells with seed error bars and the higher "
+        "random-init baseline as a dashed line (methods: accuracy vs epochs; robustness: also per-corruption bars)",
+    ),
     results: Optional[Path] = ResultsOpt,
     scale: Optional[str] = ScaleOpt,
-    out: Optional[Path] = typer.Option(None, help="PNG file (default: RESULTS/plots/NAME.png)"),
+    out: Optional[Path] = typer.Option(
+        None, help="PNG file (default: RESULTS/plots/NAME.png); with 'all', the folder (default: RESULTS/plots)"
+    ),
 ):
-    """Draw a table's figure as a PNG; prints its path."""
+    """Draw a table's figure as a PNG (with 'all', every table's that has results); prints the paths."""
     from cssl_bench.results import plots, tables
 
     _check_scale(scale)
-    spec = tables.resolve(name)
     st = store(results)
+    if name == "all":
+        written, skipped = plots.plot_all(st.read(), scale, out or st.root / "plots")
+        for why in skipped:
+            err.print(f"[yellow]skipped:[/] {why}", highlight=False, soft_wrap=True)
+        if not written:
+            raise UserError("no table has results to plot" + (f" at scale {scale}" if scale else ""))
+        for path in written:
+            print(path)
+        return
+    spec = tables.resolve(name)
     path = plots.plot(spec.name, st.read(), scale, out or st.root / "plots" / f"{spec.name}.png")
     print(path)

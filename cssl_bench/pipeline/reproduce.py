@@ -16,6 +16,19 @@ are appended as soon as it finishes, so a killed ``reproduce`` continues where i
 Everything runs in-process through the library functions (``train.loop.pretrain``, the probes of
 ``eval.probes``, the detection transfer), never by shelling out.
 
+Random-init baselines (``plan(baseline=True)``; ``cssl-bench reproduce`` asks for them unless ``--no-baseline``
+or unless only ``--add`` rows are planned, which run only what their rows need, where ``--baseline`` asks): for
+every table with at least one planned row (all, those of ``--rows`` or of ``--add``) and a non-detection column,
+per seed, one epoch-0 run (catalogue key ``random-init``, or ``random-init-in1k`` for the SimSiam tables: the
+``supervised`` recipe at the scale with 0 epochs, nothing trained, on the table's pre-training dataset; one run at
+the CPU scales, where both roles are ``embedded``) and, for each distinct metric column that probes a frozen
+backbone (every probe but detection: SimSiam Table 5 has its scratch row), two probes of its backbone features:
+as initialised (``ProbeStep.bn`` ``"init"``) and with the backbone's BN statistics re-estimated on the train split
+of the run's pre-training dataset (``"data"``, ``eval.baseline.reestimate_bn``; records with ``init_bn: "data"``).
+Their records carry ``epochs: 0``, the keys ``tables.random_init_baselines`` selects on. A dedicated run rather than
+another run's epoch-0 checkpoint (SimSiam Table 5's scratch row is the supervised run's): it costs no training, and
+every table and ``--rows`` subset then shares one baseline configuration.
+
 ``--add METHOD`` (``plan(add=...)``) plans the row of a method of one's own (a plugin, or a built-in method in
 another table): the catalogue gives it the run a row of the table's own methods gets (``added[METHOD]``: as
 SimCLR in the SimSiam tables; ``added-looc[METHOD]``: as MoCo in the LooC tables) with the method's recipe at the
@@ -54,6 +67,10 @@ class RunSpec:
 
 
 SSL_METHODS = ("simclr", "byol", "swav", "simsiam")  # SimSiam Table 4 rows, pre-trained on ImageNet
+# The random-init baselines' run: this recipe's network at epoch 0 (the scratch row of SimSiam Table 5 is the
+# supervised run's epoch-0 checkpoint too); keys per pre-training role, as supervised / supervised-in1k.
+RANDOM_INIT_RECIPE = "supervised"
+RANDOM_INIT_KEYS = {"in100": "random-init", "in1k": "random-init-in1k"}
 
 
 def run_spec(key: str, scale: str) -> RunSpec:
@@ -85,6 +102,8 @@ def run_spec(key: str, scale: str) -> RunSpec:
         )
     if key in ("moco-v2", "moco-rot", "moco-rot-same"):
         return RunSpec(key, key, looc)
+    if key in RANDOM_INIT_KEYS.values():  # the random-init baselines: nothing trained (see the module docstring)
+        return RunSpec(key, RANDOM_INIT_RECIPE, 0, role=next(r for r, k in RANDOM_INIT_KEYS.items() if k == key))
     for prefix, looc_table in (("added[", False), ("added-looc[", True)):  # rows of one's own (tables.added_run_key)
         if key.startswith(prefix) and key.endswith("]") and len(key) > len(prefix) + 1:
             method = key[len(prefix) : -1]
@@ -258,17 +277,28 @@ class ProbeStep:
     protocol: str | None
     tables: list[str] = field(default_factory=list)
     status: str = "run"  # run | done | unavailable
+    # A random-init baseline's BN statistics: None (any other probe: the checkpoint's own), "init" (as
+    # initialised, the checkpoint's own too) or "data" (re-estimated on ``bn_dataset``'s train split).
+    bn: str | None = None
 
     @property
     def checkpoint_epoch(self) -> int | None:
         """None: the run's last checkpoint."""
         return None if self.epoch == self.run.spec.epochs else self.epoch
 
+    @property
+    def bn_dataset(self) -> str:
+        """Where ``bn == "data"`` re-estimates the BN statistics: the run's pre-training dataset (its train split)."""
+        if self.run.recipe is not None:
+            return self.run.recipe.data.dataset
+        return self.dataset
+
     def describe(self) -> str:
         proto = f" ({self.protocol} protocol)" if self.protocol else ""
         if self.kind == "detection":
             proto = f" (as {self.protocol})" if self.protocol and self.dataset == "embedded-det" else ""
-        return f"probe {self.kind}{proto} {self.run.label} epoch {self.epoch} on {self.dataset} [{self.feature}]"
+        bn = {None: "", "init": ", BN as initialised", "data": f", BN re-estimated on {self.bn_dataset} train"}[self.bn]
+        return f"probe {self.kind}{proto} {self.run.label} epoch {self.epoch} on {self.dataset} [{self.feature}]{bn}"
 
     def command(self) -> str:
         ep = [] if self.checkpoint_epoch is None else ["--epoch", str(self.epoch)]
@@ -296,7 +326,15 @@ class ProbeStep:
             PROBE_OPTIONS.get(self.run.recipe.scale if self.run.recipe else "paper", {}).get(self.kind, {}).items()
         ):
             parts += [f"--{k}", str(v)]
-        return shlex.join(parts)
+        if self.bn != "data":
+            return shlex.join(parts)
+        if self.kind in ("knn", "linear") and self.dataset == self.bn_dataset:  # --bn-data: on the probed dataset's
+            return shlex.join([*parts, "--bn-data"])
+        # no command-line equivalent: the command probes as initialised; the comment says what reproduce did
+        return (
+            shlex.join(parts)
+            + f"  # with BN statistics re-estimated on {self.bn_dataset}'s train split (eval.baseline.reestimate_bn)"
+        )
 
     def done_in(self, records: list[dict]) -> bool:
         r = self.run.recipe
@@ -309,7 +347,12 @@ class ProbeStep:
                 rec.get("config_hash") == h
                 and rec.get("epochs") == self.epoch
                 and rec.get("dataset") == self.dataset
-                and not T.bn_on_data(rec)  # a probe of the copy with re-estimated BN statistics is another measurement
+                # a probe of the copy with re-estimated BN statistics is another measurement
+                and T.bn_on_data(rec) == (self.bn == "data")
+                and (
+                    self.bn != "data"
+                    or (rec.get("bn_estimate") or {}).get("dataset", self.bn_dataset) == self.bn_dataset
+                )
                 and str(rec.get("metric", "")).startswith(prefixes)
                 and (self.kind == "detection" or rec.get("feature") == self.feature)
                 and (self.kind != "linear" or rec.get("protocol") == linear_protocol(self.protocol, r.scale).record())
@@ -391,11 +434,15 @@ def plan(
     add: list[str] | tuple[str, ...] = (),
     method_file: Path | None = None,
     recipe_file: Path | None = None,
+    baseline: bool = False,
 ) -> Plan:
     """The steps that reproduce tables ``names`` at ``scale`` (``rows``: 1-based rows of a single table;
     ``sets``: ``section.key=value`` overrides for every pre-training, e.g. ``data.workers=0``). ``add``: methods of
     one's own whose rows (``tables.method_row``) are planned instead of the paper's rows (with ``rows``: as well as
-    those); ``method_file`` / ``recipe_file``: the plugin file and recipe of the one method of ``add``."""
+    those); ``method_file`` / ``recipe_file``: the plugin file and recipe of the one method of ``add``.
+    ``baseline``: also the random-init baselines of every table with a planned row (``baseline_steps``), after
+    that table's rows' runs; per seed one epoch-0 run and two probes (BN as initialised, BN on data) per distinct
+    non-detection column probe."""
     from cssl_bench.results.store import ResultsStore
 
     if scale not in T.SCALES:
@@ -431,11 +478,21 @@ def plan(
                             cell.role
                         )  # voc07 | voc0712 | coco: on embedded-det, the column group it stands in for
                     feature = "backbone" if cell.probe == "detection" else row.feature
-                    key = (id(step), cell.probe, T.stand_in(cell.role, scale), feature, epoch, protocol)
+                    key = (id(step), cell.probe, T.stand_in(cell.role, scale), feature, epoch, protocol, None)
                     if key not in probes:
                         probes[key] = ProbeStep(
                             step, cell.probe, T.stand_in(cell.role, scale), feature, epoch, protocol
                         )
+                    if spec.name not in probes[key].tables:
+                        probes[key].tables.append(spec.name)
+        wanted = baseline_probes(spec, scale) if baseline and (planned or add) else []
+        for seed in range(seeds if wanted else 0):  # SimSiam Table 5 (detection only) has none
+            step = _run_step(baseline_run_key(spec, scale), scale, seed, runs_dir, by_id, tuple(sets or ()))
+            for kind, dataset, protocol in wanted:
+                for bn in ("init", "data"):
+                    key = (id(step), kind, dataset, "backbone", 0, protocol, bn)
+                    if key not in probes:
+                        probes[key] = ProbeStep(step, kind, dataset, "backbone", 0, protocol, bn=bn)
                     if spec.name not in probes[key].tables:
                         probes[key].tables.append(spec.name)
     run_steps = list(dict.fromkeys(by_id.values()))
@@ -448,6 +505,26 @@ def plan(
     for r in run_steps:
         _set_run_status(r, [p for p in probe_steps if p.run is r])
     return Plan([s.name for s in specs], scale, run_steps, probe_steps, store.root, runs_dir)
+
+
+def baseline_run_key(spec: T.TableSpec, scale: str) -> str:
+    """The catalogue key of table ``spec``'s random-init run: that of the pre-training dataset role of its
+    first row's run (``random-init-in1k`` for the SimSiam tables, ``random-init`` for LooC's)."""
+    return RANDOM_INIT_KEYS[run_spec(spec.rows[0].run, scale).role]
+
+
+def baseline_probes(spec: T.TableSpec, scale: str) -> list[tuple[str, str, str | None]]:
+    """(probe kind, dataset, linear protocol) of each distinct metric column of ``spec`` whose value is a probe of
+    a frozen backbone, in column order: every probe but detection (fine-tuned; SimSiam Table 5 has its scratch row)."""
+    out = []
+    for _h, cell in T.columns(spec):
+        if cell is None or cell.probe == "detection":
+            continue
+        protocol = dict(cell.where + cell.prefer).get("protocol.name") if cell.probe == "linear" else None
+        key = (cell.probe, T.stand_in(cell.role, scale), protocol)
+        if key not in out:
+            out.append(key)
+    return out
 
 
 def prepare_added(add: list[str], method_file: Path | None = None, recipe_file: Path | None = None) -> None:
@@ -504,6 +581,8 @@ def _run_step(key: str, scale: str, seed: int, runs_dir: Path, by_id: dict, sets
         return step
     # Named by recipe, not catalogue key: two keys with one recipe (supervised, supervised-in1k at the CPU scales) share a folder.
     what = spec.method + (f"[{','.join(spec.augment) or 'none'}]" if spec.augment is not None else "")
+    if spec.epochs == 0:  # a random-init run
+        what = f"init-{what}"
     if spec.heads is not None:
         what += f"-heads-{'-'.join(spec.heads) or 'none'}"
     name = f"{_slug(what)}-{scale}-{recipe.hash() if recipe else 'norecipe'}-s{seed}"
@@ -668,6 +747,7 @@ def execute(p: Plan, console=None, show_progress: bool = True) -> None:
     from rich.console import Console
     from rich.markup import escape
 
+    from cssl_bench.eval.baseline import reestimate_bn
     from cssl_bench.eval.features import load_run
     from cssl_bench.results.store import ResultsStore, current_command
     from cssl_bench.train.loop import pretrain, warn_if_collapsed
@@ -698,15 +778,19 @@ def execute(p: Plan, console=None, show_progress: bool = True) -> None:
             r.status = "reuse"
         warn_if_collapsed(r.run_dir, console)
         family = config_family(r.recipe)
-        loaded: dict = {}
+        loaded: dict = {}  # (checkpoint epoch, BN on data) -> the loaded run, of one checkpoint at a time
         for q in mine:
             n += 1
             t0 = time.time()
             console.print(f"[bold][{n}/{total}][/] {escape(q.describe())}")
-            if q.checkpoint_epoch not in loaded:
-                loaded = {q.checkpoint_epoch: load_run(r.run_dir, q.checkpoint_epoch)}
+            at = (q.checkpoint_epoch, q.bn == "data")
+            if at not in loaded:
+                if (q.checkpoint_epoch, not at[1]) not in loaded:
+                    loaded = {}
+                run = load_run(r.run_dir, q.checkpoint_epoch)
+                loaded[at] = reestimate_bn(run, q.bn_dataset) if at[1] else run
             log = (lambda s: console.print(s, markup=False, highlight=False)) if show_progress else None
-            recs = run_probe(q.kind, loaded[q.checkpoint_epoch], q.dataset, q.feature, q.protocol, p.scale, log)
+            recs = run_probe(q.kind, loaded[at], q.dataset, q.feature, q.protocol, p.scale, log)
             for rec in recs:
                 rec["config_family"] = family
                 rec["steps"] = [r.command(p.scale), q.command()]
@@ -764,8 +848,8 @@ def regression_diff(
 
 
 def write_outputs(names: list[str], scale: str, results: Path, add: list[str] | tuple[str, ...] = ()) -> list[Path]:
-    """Each table as markdown (ours; and paper | ours | delta) and CSV, the findings, and the plots, under ``results``;
-    ``add``: the methods whose rows of one's own the tables get (``tables.method_row``)."""
+    """Each table as markdown (ours; and paper | ours | delta) and CSV, the findings, and the plots (of the tables
+    with at least one cell of ours), under ``results``; ``add``: the methods whose rows of one's own the tables get (``tables.method_row``)."""
     from cssl_bench.results.store import ResultsStore
     from cssl_bench.train.checkpoint import atomic_write_text
 
@@ -791,7 +875,6 @@ def write_outputs(names: list[str], scale: str, results: Path, add: list[str] | 
         if name in plots.PLOTS:
             try:
                 out.append(plots.plot(name, records, scale, Path(results) / "plots" / f"{name}.png"))
-            except UserError:  # the plots draw the paper's rows: none may have results when only --add rows ran
-                if not add:
-                    raise
+            except UserError:  # a table none of whose cells has results yet (or only --add rows ran): no figure
+                continue
     return out

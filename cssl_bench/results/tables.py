@@ -25,7 +25,11 @@ embedded dataset, those of another generator version than ``EMBEDDED_VERSION`` (
 Records of a probe on a copy with BN statistics re-estimated on data (``init_bn: "data"``,
 ``eval.baseline``) are another family, and fill no cell unless asked for: ``random_init_baselines``
 gives the two random-init baselines (epoch 0: as initialised, and with BN on data), ``higher_baseline``
-the one to compare against, ``baseline_summary`` the demo's summary rows.
+the one to compare against, ``baseline_summary`` the demo's summary rows. ``build`` states, for each metric
+column with such records (``column_baselines``: the column's metric, dataset, filters and preferred protocol; not
+the detection columns, fine-tuned, whose random init is SimSiam Table 5's scratch row), the higher of the two in
+the caption (``baseline_caption``; ``Rendered.baselines``; JSON ``random_init``); no row is added, so the layouts
+stay the papers' (and CSV, which has no caption, does not show it).
 
 Rows of one's own (``cssl-bench table NAME --add METHOD_OR_RUN``, ``reproduce NAME --add METHOD``): ``build(...,
 add=[...])`` appends a row per ``added_row`` (a method: its records as a row of the table's own methods are drawn,
@@ -43,7 +47,7 @@ import json
 import math
 import statistics
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
@@ -592,13 +596,31 @@ BASELINE_LABELS = {"init": "random init (as initialised)", "data": "random init 
 
 
 def random_init_baselines(
-    records: list[dict], metric: str, dataset: str, scale: str | None = None, seeds: int | None = None
+    records: list[dict],
+    metric: str,
+    dataset: str,
+    scale: str | None = None,
+    seeds: int | None = None,
+    where: dict | None = None,
+    prefer: dict | None = None,
 ) -> dict[str, Value | None]:
     """The two random-init baselines of ``metric`` on ``dataset``: epoch-0 records probed with the BN statistics
     of initialisation (``"init"``) and with BN statistics re-estimated on data (``"data"``, ``init_bn``), each
-    chosen as a table cell is (``select``); None where the records have none."""
-    q = {"metric": metric, "dataset": dataset, "epochs": 0, **({"scale": scale} if scale else {})}
-    return {"init": select(records, q, seeds=seeds), "data": select(records, {**q, "init_bn": "data"}, seeds=seeds)}
+    chosen as a table cell is (``select``, with a column's hard filters ``where`` and preferred ``prefer``);
+    None where the records have none."""
+    q = {**(where or {}), "metric": metric, "dataset": dataset, "epochs": 0, **({"scale": scale} if scale else {})}
+    return {
+        "init": select(records, q, prefer, seeds),
+        "data": select(records, {**q, "init_bn": "data"}, prefer, seeds),
+    }
+
+
+def column_baselines(records: list[dict], cell: Cell, scale: str, seeds: int | None = None) -> dict[str, Value | None]:
+    """``random_init_baselines`` of a metric column: its metric on its dataset at ``scale``, with its filters and
+    preferred protocol (a linear column's baseline is probed with the column's protocol)."""
+    return random_init_baselines(
+        records, cell.metric, stand_in(cell.role, scale), scale, seeds, dict(cell.where), dict(cell.prefer)
+    )
 
 
 def higher_baseline(baselines: dict[str, Value | None]) -> tuple[str, Value] | None:
@@ -677,6 +699,9 @@ class Rendered:
     spec: TableSpec
     scale: str
     added: int = 0  # the last ``added`` rows are rows of one's own (``build(add=...)``), not the paper's
+    # header -> (key of BASELINE_LABELS, Value): the higher random-init baseline of each metric column that has one
+    # (probes of a frozen backbone; not detection)
+    baselines: dict = field(default_factory=dict)
 
 
 def build(
@@ -717,6 +742,14 @@ def build(
         paper_rows.append([label if j == 0 else ("" if c is None else best[j]) for j, c in enumerate(cells)])
         ours.append([label if j == 0 else ("" if c is None else v) for j, (c, v) in enumerate(zip(cells, vals))])
     t = Rendered(headers, cells, paper_rows, ours, caption(spec, scale, cells, used), spec, scale, len(add))
+    for h, c in zip(headers, cells):  # not detection: fine-tuned, its random init is SimSiam Table 5's scratch row
+        top = (
+            None if c is None or c.probe == "detection" else higher_baseline(column_baselines(records, c, scale, seeds))
+        )
+        if top is not None:
+            t.baselines[h] = top
+    if t.baselines:
+        t.caption += " " + baseline_caption(t)
     if add:
         t.caption += (
             f" Rows marked [added] are not in the paper: {', '.join(r.label for r in add)} (seeds in the label); "
@@ -725,6 +758,24 @@ def build(
     if seeds is not None:
         t.caption += " " + seeds_caption(t, seeds)
     return t
+
+
+def baseline_caption(t: Rendered) -> str:
+    """The caption sentence of ``t.baselines``: per group of columns with the same baseline (same records), the
+    higher random-init baseline as ``mean`` (one seed) or ``mean ± std`` (several) and which one it is; '' when none.
+    E.g. "Random init (epoch 0; the higher of as initialised / BN on data): Rotation/Acc. 27.1 (BN on data);
+    IN-100/top-1 30.2 ± 0.8 (as initialised)."."""
+    groups: dict[tuple, list[str]] = {}
+    for h, (key, v) in t.baselines.items():
+        groups.setdefault((key, tuple(r.get("id") or id(r) for r in v.records)), []).append(h)
+    parts = []
+    for (key, _ids), hs in groups.items():
+        v = t.baselines[hs[0]][1]
+        kind = "as initialised" if key == "init" else "BN on data"
+        parts.append(f"{', '.join(hs)} {fmt_mean_std(v)} ({kind}; {_seeds_text(v.records)})")
+    if not parts:
+        return ""
+    return "Random init (epoch 0; the higher of as initialised / BN statistics on data): " + "; ".join(parts) + "."
 
 
 def _seeds_text(records: list[dict]) -> str:
@@ -1073,6 +1124,23 @@ def render_json(t: Rendered, provenance: bool = False) -> str:
                 "headers": t.headers,
                 "rows": rows,
                 **({"added_rows": added} if added else {}),
+                **(
+                    {
+                        "random_init": {
+                            h: {
+                                "baseline": key,
+                                "label": BASELINE_LABELS[key],
+                                "mean": round(v.mean, 2),
+                                "std": None if v.std is None else round(v.std, 3),
+                                "n": v.n,
+                                "text": fmt_mean_std(v),
+                            }
+                            for h, (key, v) in t.baselines.items()
+                        }
+                    }
+                    if t.baselines
+                    else {}
+                ),
             },
             indent=2,
             ensure_ascii=False,
@@ -1085,7 +1153,7 @@ def render_json(t: Rendered, provenance: bool = False) -> str:
 @dataclass(frozen=True)
 class Finding:
     """A claim of a paper as inequalities between cells: each ``(a, b)`` says cell a > cell b, a cell
-    being (row index, header). ``agrees`` when every inequality holds on our numbers."""
+    being (row index, header). ``check_finding`` judges it on our numbers, with the seeds' spread."""
 
     table: str
     text: str
@@ -1169,46 +1237,140 @@ FINDINGS = (
 )
 
 
+# How many pooled seed stds a margin must exceed for a verdict (the issue's "two pooled seed stds").
+CONFIDENCE_STDS = 2.0
+VERDICTS = ("agrees", "disagrees", "inconclusive", "no data")
+
+
+def pooled_std(a: Value, b: Value) -> float | None:
+    """The pooled seed std of two cells, ``sqrt((s_a^2 + s_b^2) / 2)`` of their sample stds across seeds (ddof 1);
+    None where either cell has fewer than two seeds (its std is unknown)."""
+    if a.n < 2 or b.n < 2 or a.std is None or b.std is None:
+        return None
+    return math.sqrt((a.std**2 + b.std**2) / 2)
+
+
+def compare_cells(a: Value, b: Value) -> dict:
+    """One inequality ``a > b`` on our numbers: ``margin`` (a - b of the one-decimal means the tables show, rounded
+    to 0.1), ``std`` (``pooled_std``; None: unknown), ``seeds`` ((n_a, n_b)) and ``status``: ``"holds"`` when the
+    margin exceeds ``CONFIDENCE_STDS`` pooled stds, ``"fails"`` when it is below minus that, ``"within"`` when it
+    lies in between (bounds included), ``"unknown"`` when the std is unknown (a cell of one seed)."""
+    margin = round(round(a.mean, 1) - round(b.mean, 1), 1)
+    std = pooled_std(a, b)
+    if std is None:
+        status = "unknown"
+    elif margin > CONFIDENCE_STDS * std:
+        status = "holds"
+    elif margin < -CONFIDENCE_STDS * std:
+        status = "fails"
+    else:
+        status = "within"
+    return {"margin": margin, "std": std, "seeds": (a.n, b.n), "status": status}
+
+
+def _verdict(comparisons: list[dict]) -> tuple[str, dict]:
+    """The verdict of a finding from its inequalities (``compare_cells``) and the deciding one (see
+    ``check_finding``)."""
+    fails = [c for c in comparisons if c["status"] == "fails"]
+    if fails:
+        return "disagrees", min(fails, key=lambda c: c["margin"])
+    unsure = [c for c in comparisons if c["status"] in ("within", "unknown")]
+    if unsure:
+        return "inconclusive", min(unsure, key=lambda c: c["margin"])
+    return "agrees", min(comparisons, key=lambda c: c["margin"])
+
+
 def check_finding(f: Finding, t: Rendered) -> dict:
-    """``{"paper": True|False, "ours": True|False|None, "numbers": ...}``; ours is None where a cell is missing."""
+    """A finding checked on table ``t``: ``{"table", "finding", "paper", "ours", "verdict", "margin", "std",
+    "seeds", "numbers"}``.
+
+    ``paper``: every inequality holds on the paper's numbers. ``ours``: every inequality holds on our means (None
+    where a cell is missing). Each inequality a > b is judged on its margin (a - b of the one-decimal means)
+    against ``CONFIDENCE_STDS`` (2) pooled seed stds of its two cells (``compare_cells``). ``verdict``:
+
+    - ``"disagrees"`` when some inequality fails beyond two pooled stds (deciding: the most negative such margin);
+    - else ``"inconclusive"`` when some inequality's margin lies within two pooled stds, or its std is unknown
+      because a cell has one seed only: a single-seed comparison is never conclusive, whatever its margin
+      (deciding: the smallest such margin; ``std`` None, shown "n/a");
+    - else ``"agrees"``: every inequality holds beyond two pooled stds (deciding: the smallest margin);
+    - ``"no data"`` where a cell is missing (``margin``, ``std`` and ``seeds`` None).
+
+    ``margin``, ``std`` and ``seeds`` ((n_a, n_b)) are the deciding inequality's; ``numbers``: each cell of the
+    finding as ``row header: mean[ ± std] (paper x)``."""
     col = {h: j for j, h in enumerate(t.headers)}
 
     def paper(c):
         return parse_paper(t.paper[c[0]][col[c[1]]])
 
-    def ours(c):
+    def value(c) -> Value | None:
         v = t.ours[c[0]][col[c[1]]]
-        return round(v.mean, 1) if isinstance(v, Value) else None
+        return v if isinstance(v, Value) else None
 
     def label(c):
         return f"{row_name(t, c[0])} {c[1]}"
 
     pv = all(paper(a) > paper(b) for a, b in f.greater)
-    vals = [(ours(a), ours(b)) for a, b in f.greater]
-    ov = None if any(x is None or y is None for x, y in vals) else all(x > y for x, y in vals)
-    margin = None if ov is None else round(min(x - y for x, y in vals), 1)
+    pairs = [(value(a), value(b)) for a, b in f.greater]
     cells = list(dict.fromkeys(c for pair in f.greater for c in pair))
-    numbers = "; ".join(f"{label(c)}: {ours(c) if ours(c) is not None else MISSING} (paper {paper(c)})" for c in cells)
-    return {"table": f.table, "finding": f.text, "paper": pv, "ours": ov, "margin": margin, "numbers": numbers}
+    numbers = "; ".join(f"{label(c)}: {fmt_mean_std(value(c))} (paper {paper(c)})" for c in cells)
+    out = {"table": f.table, "finding": f.text, "paper": pv, "numbers": numbers}
+    if any(a is None or b is None for a, b in pairs):
+        return {**out, "ours": None, "verdict": "no data", "margin": None, "std": None, "seeds": None}
+    comparisons = [compare_cells(a, b) for a, b in pairs]
+    verdict, deciding = _verdict(comparisons)
+    return {
+        **out,
+        "ours": all(round(a.mean, 1) > round(b.mean, 1) for a, b in pairs),
+        "verdict": verdict,
+        "margin": deciding["margin"],
+        "std": deciding["std"],
+        "seeds": deciding["seeds"],
+    }
+
+
+def _fmt_std(c: dict) -> str:
+    if c["seeds"] is None:
+        return MISSING
+    return "n/a" if c["std"] is None else f"{c['std']:.2f}"
+
+
+FINDINGS_LEGEND = (
+    "Verdict: each finding is a set of inequalities between cells (a > b). An inequality's margin is a − b of the "
+    "means shown (points); it holds when the margin exceeds two pooled seed stds, sqrt((s_a² + s_b²)/2) of the two "
+    "cells' sample stds across seeds, and fails when it is below minus that. **agrees**: every inequality holds; "
+    "**disagrees**: some inequality fails; **inconclusive**: neither (a margin within two pooled stds, or a cell of "
+    "one seed, whose std is unknown: pooled std n/a); **no data**: a cell is missing. Margin, pooled std and seeds "
+    "are the deciding inequality's: the most negative failing one, else the smallest inconclusive one, else the "
+    "smallest. Numbers: mean ± sample std across seeds (mean alone for one seed)."
+)
 
 
 def findings_markdown(records: list[dict], scale: str, tables: list[str] | None = None) -> str:
-    """A markdown table: each finding, whether our numbers at ``scale`` agree, by how much (the smallest
-    difference of the inequalities that state it, in points: negative where it fails), and the numbers."""
+    """A markdown table of the findings checked on our numbers at ``scale`` (``check_finding``): per finding its
+    verdict (agrees / disagrees / inconclusive / no data), the deciding margin (points, negative where the
+    inequality fails), the pooled seed std it was judged against ("n/a" where a cell has one seed), the seeds of
+    the deciding cells, and the numbers; then ``FINDINGS_LEGEND``. ``tables``: only these tables' findings."""
     names = tables or list(TABLES)
     built = {n: build(n, records, scale) for n in names}
     lines = [
-        f"| table | finding | ours at {scale} scale | margin | numbers: ours (paper) |",
-        "|:---|:---|:---|---:|:---|",
+        f"| table | finding | ours at {scale} scale | margin | pooled std | seeds | numbers: ours (paper) |",
+        "|:---|:---|:---|---:|---:|---:|:---|",
     ]
     for f in FINDINGS:
         if f.table not in built:
             continue
         c = check_finding(f, built[f.table])
-        verdict = {True: "agrees", False: "disagrees", None: "no data"}[c["ours"]]
         lines.append(
             _md_line(
-                [f.table, f.text, verdict, MISSING if c["margin"] is None else f"{c['margin']:+.1f}", c["numbers"]]
+                [
+                    f.table,
+                    f.text,
+                    c["verdict"],
+                    MISSING if c["margin"] is None else f"{c['margin']:+.1f}",
+                    _fmt_std(c),
+                    MISSING if c["seeds"] is None else f"{c['seeds'][0]} vs {c['seeds'][1]}",
+                    c["numbers"],
+                ]
             )
         )
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines) + "\n\n" + FINDINGS_LEGEND + "\n"
