@@ -7,6 +7,8 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export OMP_WAIT_POLICY := PASSIVE
 export PYTHONDONTWRITEBYTECODE := 1
+# pytest-xdist workers for the suite; each test file runs whole on one worker (its module fixtures are built once)
+TEST_WORKERS ?= 2
 
 .PHONY: install lint demo test test-all ffcv bench reproduce-small clean help
 
@@ -37,10 +39,10 @@ lint: $(STAMP)
 	$(BIN)/lint-imports
 
 test: $(STAMP) lint
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile
 
 test-all: $(STAMP)
-	$(BIN)/python -m pytest -m ''
+	$(BIN)/python -m pytest -m '' -n $(TEST_WORKERS) --dist loadfile
 
 ffcv: $(STAMP)
 	bash scripts/install_ffcv.sh $(BIN)
