@@ -36,6 +36,7 @@ from cssl_bench.eval.features import load_run  # noqa: E402
 from cssl_bench.eval.linear import get_protocol  # noqa: E402
 from cssl_bench.eval.probes import probe_knn, probe_linear  # noqa: E402
 from cssl_bench.pipeline.reproduce import run_spec  # noqa: E402
+from cssl_bench.results.store import code_version  # noqa: E402
 from cssl_bench.train.checkpoint import run_complete  # noqa: E402
 from cssl_bench.train.loop import pretrain  # noqa: E402
 
@@ -178,6 +179,9 @@ def main(argv: list[str] | None = None) -> dict:
             "platform": platform.platform(),
             "threads": torch.get_num_threads(),
         },
+        "command": "python benchmarks/learning.py " + " ".join(sys.argv[1:] if argv is None else argv),
+        "code_version": code_version(),
+        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "baselines": {},
         "methods": {},
     }
@@ -248,6 +252,12 @@ def _fmt(s: dict | None) -> str:
     return f"{s['mean']:.1f}" + (f" ± {s['std']:.1f}" if s.get("std") is not None else "")
 
 
+def _margin(stats: dict) -> str:
+    """The margin against the higher random-init baseline, "-" where no baseline was measured (--no-baseline)."""
+    m = stats.get("margin_vs_best_init")
+    return "-" if m is None else f"{m:+.1f}"
+
+
 def _print(result: dict) -> None:
     print(f"\nlearning at scale {result['scale']}, seeds {result['seeds']}")
     b = result["baselines"]
@@ -258,8 +268,8 @@ def _print(result: dict) -> None:
     for k, e in result["methods"].items():
         ips = [x for x in e["images_per_s"] if x]
         print(
-            f"{k:18s} {_fmt(e['knn']):>12s} {e['knn'].get('margin_vs_best_init', float('nan')):>+7.1f} "
-            f"{_fmt(e['linear']):>12s} {e['linear'].get('margin_vs_best_init', float('nan')):>+7.1f} "
+            f"{k:18s} {_fmt(e['knn']):>12s} {_margin(e['knn']):>7s} "
+            f"{_fmt(e['linear']):>12s} {_margin(e['linear']):>7s} "
             f"{statistics.fmean(ips) if ips else 0:>7.0f} {statistics.fmean(e['minutes']):>5.1f}"
         )
 
