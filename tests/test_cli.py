@@ -282,3 +282,13 @@ def test_demo_with_two_seeds(cli, tmp_path):
     assert sorted(bn_data) == sorted(["knn/top1", "knn/top5", "linear/top1", "linear/top5"] * 2)
     assert "Random init (epoch 0" in out  # the methods table's caption: the higher linear baseline
     assert "Seeds 0-1 only (--seeds 2)." in out
+
+
+def test_records_table_says_unknown_epochs_not_none(capsys):
+    """An imported checkpoint without --epochs has no epoch count: the results table says so in words."""
+    from cssl_bench.cli.app import print_records
+
+    rec = {"method": "imported:timm", "dataset": "embedded", "epochs": None, "metric": "knn/top1", "value": 50.0}
+    print_records([rec, {**rec, "epochs": 8}], as_json=False)
+    out = capsys.readouterr().out
+    assert "unknown" in out and "None" not in out and " 8 " in out

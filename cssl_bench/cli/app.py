@@ -82,7 +82,7 @@ def print_records(records: list[dict], as_json: bool, title: str = "results") ->
         t.add_row(
             r["method"],
             r["dataset"],
-            str(r["epochs"]),
+            "unknown" if r.get("epochs") is None else str(r["epochs"]),  # an imported checkpoint without --epochs
             str(r.get("feature", "")),
             r["metric"],
             f"{r['value']:.2f}" + (f" (±{r['ci95']:.2f})" if r.get("ci95") is not None else ""),
