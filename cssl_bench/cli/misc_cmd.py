@@ -104,6 +104,7 @@ def demo(
             ov = {"train": {"epochs": n, "save_epochs": budgets, "seed": seed}}
             runs.append((spec.method, load_recipe(spec.method, "tiny", ov, list(spec.sets) + list(sets))))
     made: list[dict] = []  # this demo's kNN records: the summary's rows
+    protocol = get_protocol("moco").with_overrides(augment=False)  # every linear probe of the demo
     for label, recipe in runs:
         run_dir = out / f"{recipe.method}-e{recipe.train.epochs}-{recipe.hash()}"
         if not run_complete(run_dir, recipe):
@@ -111,7 +112,6 @@ def demo(
             pretrain(recipe, run_dir, resume=(run_dir / "config.yaml").exists(), console=err)
         warn_if_collapsed(run_dir, err)
         if not recipe.train.epochs:  # the random-init baselines: as initialised, and with BN statistics of the data
-            protocol = get_protocol("moco").with_overrides(augment=False)
             knn, lin = [], []
             run = load_run(run_dir)
             for r in (run, reestimate_bn(run, "embedded")):
@@ -123,7 +123,7 @@ def demo(
         for e in sorted(set(recipe.train.save_epochs) | {recipe.train.epochs}):  # the budgets kept above, and the last
             run = load_run(run_dir, e if e != recipe.train.epochs else None)
             knn = probe_knn(run, "embedded")
-            lin, _ = probe_linear(run, "embedded", get_protocol("moco").with_overrides(augment=False))
+            lin, _ = probe_linear(run, "embedded", protocol)
             made += knn
             st.append(knn + lin)
     rows, caption = tables.baseline_summary(made, "knn/top1", "embedded")

@@ -518,7 +518,7 @@ def baseline_probes(spec: T.TableSpec, scale: str) -> list[tuple[str, str, str |
     a frozen backbone, in column order: every probe but detection (fine-tuned; SimSiam Table 5 has its scratch row)."""
     out = []
     for _h, cell in T.columns(spec):
-        if cell is None or cell.probe == "detection":
+        if not T.has_random_init_baseline(cell):
             continue
         protocol = dict(cell.where + cell.prefer).get("protocol.name") if cell.probe == "linear" else None
         key = (cell.probe, T.stand_in(cell.role, scale), protocol)
@@ -785,10 +785,11 @@ def execute(p: Plan, console=None, show_progress: bool = True) -> None:
             console.print(f"[bold][{n}/{total}][/] {escape(q.describe())}")
             at = (q.checkpoint_epoch, q.bn == "data")
             if at not in loaded:
-                if (q.checkpoint_epoch, not at[1]) not in loaded:
-                    loaded = {}
-                run = load_run(r.run_dir, q.checkpoint_epoch)
-                loaded[at] = reestimate_bn(run, q.bn_dataset) if at[1] else run
+                plain = (q.checkpoint_epoch, False)
+                if plain not in loaded:  # another checkpoint: drop the previous one's
+                    loaded = {plain: load_run(r.run_dir, q.checkpoint_epoch)}
+                if at[1]:  # a copy of the loaded checkpoint (reestimate_bn leaves its input as it is)
+                    loaded[at] = reestimate_bn(loaded[plain], q.bn_dataset)
             log = (lambda s: console.print(s, markup=False, highlight=False)) if show_progress else None
             recs = run_probe(q.kind, loaded[at], q.dataset, q.feature, q.protocol, p.scale, log)
             for rec in recs:
@@ -849,7 +850,8 @@ def regression_diff(
 
 def write_outputs(names: list[str], scale: str, results: Path, add: list[str] | tuple[str, ...] = ()) -> list[Path]:
     """Each table as markdown (ours; and paper | ours | delta) and CSV, the findings, and the plots (of the tables
-    with at least one cell of ours), under ``results``; ``add``: the methods whose rows of one's own the tables get (``tables.method_row``)."""
+    with at least one cell of ours), under ``results``; ``add``: the methods whose rows of one's own the tables get
+    (``tables.method_row``)."""
     from cssl_bench.results.store import ResultsStore
     from cssl_bench.train.checkpoint import atomic_write_text
 
@@ -871,10 +873,9 @@ def write_outputs(names: list[str], scale: str, results: Path, add: list[str] | 
     out.append(path)
     from cssl_bench.results import plots
 
-    for name in names:
-        if name in plots.PLOTS:
-            try:
-                out.append(plots.plot(name, records, scale, Path(results) / "plots" / f"{name}.png"))
-            except UserError:  # a table none of whose cells has results yet (or only --add rows ran): no figure
-                continue
+    for name in names:  # every table has a figure (plots.PLOTS)
+        try:
+            out.append(plots.plot(name, records, scale, Path(results) / "plots" / f"{name}.png"))
+        except UserError:  # a table none of whose cells has results yet (or only --add rows ran): no figure
+            continue
     return out

@@ -26,6 +26,7 @@ import os
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import matplotlib
@@ -72,24 +73,6 @@ def _save(fig: Figure, out: Path) -> Path:
         if os.path.exists(tmp):
             os.unlink(tmp)
     return out
-
-
-def methods_series(records: list[dict], scale: str) -> dict[str, dict[str, list[tuple[int, float]]]]:
-    """``{"ours": {row: [(our epochs, top-1)]}, "paper": {row: [(paper epochs, top-1)]}}``."""
-    t = T.build("methods", records, scale)
-    ours: dict = {}
-    paper: dict = {}
-    for i, row in enumerate(t.spec.rows):
-        for j, (_h, c) in enumerate(zip(t.headers, t.cells)):
-            if c is None:
-                continue
-            v = t.ours[i][j]
-            if isinstance(v, T.Value):
-                ours.setdefault(row.label, []).append((T.our_epochs(c.budget, scale), v.mean))
-            pv = T.parse_paper(t.paper[i][j])
-            if pv is not None:
-                paper.setdefault(row.label, []).append((c.budget, pv))
-    return {"ours": ours, "paper": paper}
 
 
 @dataclass
@@ -155,6 +138,24 @@ def table_figure(name: str, records: list[dict], scale: str | None) -> TableFigu
             )
         )
     return TableFigure(t.spec.name, t.scale, panels)
+
+
+def methods_series(records: list[dict], scale: str) -> dict[str, dict[str, list[tuple[int, float]]]]:
+    """``{"ours": {row: [(our epochs, top-1)]}, "paper": {row: [(paper epochs, top-1)]}}`` of SimSiam Table 4."""
+    return _series(table_figure("methods", records, scale))
+
+
+def _series(tf: TableFigure) -> dict[str, dict[str, list[tuple[int, float]]]]:
+    """The methods figure's points from its panels (one per epoch column), per row in the table's order."""
+    ours: dict = {}
+    paper: dict = {}
+    for i, label in enumerate(r.label for r in T.TABLES["methods"].rows):
+        for p in tf.panels:
+            if p.means[i] is not None:
+                ours.setdefault(label, []).append((T.our_epochs(p.cell.budget, tf.scale), p.means[i]))
+            if p.paper[i] is not None:
+                paper.setdefault(label, []).append((p.cell.budget, p.paper[i]))
+    return {"ours": ours, "paper": paper}
 
 
 def _no_results(name: str, scale: str) -> UserError:
@@ -254,7 +255,6 @@ def plot_table(name: str, records: list[dict], scale: str, out: Path) -> TableFi
 def plot_methods(records: list[dict], scale: str, out: Path) -> TableFigure:
     """Linear top-1 against pre-training epochs: ours (seed error bars, the baseline line) beside the paper's."""
     tf = table_figure("methods", records, scale)
-    s = methods_series(records, scale)
     if not tf.has_ours():
         raise _no_results("methods", tf.scale)
     fig = Figure(figsize=(10, 4.5))
@@ -284,7 +284,7 @@ def plot_methods(records: list[dict], scale: str, out: Path) -> TableFigure:
             )
     for b in sorted({p.baseline for p in tf.panels if p.baseline is not None}):
         axes[0].axhline(b, ls="--", color="black", lw=1.2)
-    for label, pts in s["paper"].items():
+    for label, pts in _series(tf)["paper"].items():
         pts = sorted(pts)
         axes[1].plot([x for x, _ in pts], [y for _, y in pts], marker="o", label=label)
     for ax, title, xlabel in (
@@ -355,15 +355,9 @@ def plot_robustness(records: list[dict], scale: str, out: Path) -> TableFigure:
     return tf
 
 
-def _plot_bars(name: str) -> Callable[[list[dict], str, Path], TableFigure]:
-    def draw(records: list[dict], scale: str, out: Path) -> TableFigure:
-        return plot_table(name, records, scale, out)
-
-    return draw
-
-
 PLOTS: dict[str, Callable[[list[dict], str, Path], TableFigure]] = {
-    name: {"methods": plot_methods, "robustness": plot_robustness}.get(name) or _plot_bars(name) for name in T.TABLES
+    name: {"methods": plot_methods, "robustness": plot_robustness}.get(name) or partial(plot_table, name)
+    for name in T.TABLES
 }
 
 

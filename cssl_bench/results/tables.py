@@ -615,6 +615,13 @@ def random_init_baselines(
     }
 
 
+def has_random_init_baseline(cell: Cell | None) -> bool:
+    """Whether a column (``None``: a descriptive one) has random-init baselines: its value probes a frozen backbone,
+    every probe but detection (fine-tuned; its random init is SimSiam Table 5's scratch row). ``build`` states them,
+    ``reproduce`` plans their records."""
+    return cell is not None and cell.probe != "detection"
+
+
 def column_baselines(records: list[dict], cell: Cell, scale: str, seeds: int | None = None) -> dict[str, Value | None]:
     """``random_init_baselines`` of a metric column: its metric on its dataset at ``scale``, with its filters and
     preferred protocol (a linear column's baseline is probed with the column's protocol)."""
@@ -742,10 +749,8 @@ def build(
         paper_rows.append([label if j == 0 else ("" if c is None else best[j]) for j, c in enumerate(cells)])
         ours.append([label if j == 0 else ("" if c is None else v) for j, (c, v) in enumerate(zip(cells, vals))])
     t = Rendered(headers, cells, paper_rows, ours, caption(spec, scale, cells, used), spec, scale, len(add))
-    for h, c in zip(headers, cells):  # not detection: fine-tuned, its random init is SimSiam Table 5's scratch row
-        top = (
-            None if c is None or c.probe == "detection" else higher_baseline(column_baselines(records, c, scale, seeds))
-        )
+    for h, c in zip(headers, cells):
+        top = higher_baseline(column_baselines(records, c, scale, seeds)) if has_random_init_baseline(c) else None
         if top is not None:
             t.baselines[h] = top
     if t.baselines:
@@ -1239,7 +1244,6 @@ FINDINGS = (
 
 # How many pooled seed stds a margin must exceed for a verdict (the issue's "two pooled seed stds").
 CONFIDENCE_STDS = 2.0
-VERDICTS = ("agrees", "disagrees", "inconclusive", "no data")
 
 
 def pooled_std(a: Value, b: Value) -> float | None:
