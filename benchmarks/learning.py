@@ -106,14 +106,21 @@ def nuisance_knn(run, dataset: str = "embedded") -> dict[str, float]:
     return out
 
 
-def _probe(run_dir: Path, dataset: str, bn_data: bool = False, nuisance: bool = False) -> dict[str, float]:
+# LooC++ is the LooC model read out through the concatenation of its heads (LooC sec. 3): its rows probe the
+# `looc` run's concat feature, as the tables do, instead of pretraining the same model again.
+SAME_RUN_AS = {"looc++": ("looc", "concat")}
+
+
+def _probe(
+    run_dir: Path, dataset: str, bn_data: bool = False, nuisance: bool = False, feature: str | None = None
+) -> dict[str, float]:
     run = load_run(run_dir)
     if bn_data:
         from cssl_bench.eval.baseline import reestimate_bn
 
         run = reestimate_bn(run, dataset)
-    knn = next(r["value"] for r in probe_knn(run, dataset) if r["metric"] == "knn/top1")
-    lin, _ = probe_linear(run, dataset, get_protocol("moco").with_overrides(augment=False))
+    knn = next(r["value"] for r in probe_knn(run, dataset, feature=feature) if r["metric"] == "knn/top1")
+    lin, _ = probe_linear(run, dataset, get_protocol("moco").with_overrides(augment=False), feature=feature)
     out = {"knn": knn, "linear": next(r["value"] for r in lin if r["metric"] == "linear/top1")}
     if nuisance and dataset == "embedded" and not bn_data:
         out.update({f"nuisance/{k}": v for k, v in nuisance_knn(run, dataset).items()})
@@ -209,10 +216,11 @@ def main(argv: list[str] | None = None) -> dict:
         per = {}
         info = []
         for seed in range(a.seeds):
-            r = _recipe(key, a.scale, seed, a.epochs, a.sets, a.dataset)
-            rd = a.runs / f"{key}-{r.hash()}"
-            info.append(_pretrain(r, rd))
-            m = _probe(rd, dataset_of(r), nuisance=a.nuisance)
+            run_key, feature = SAME_RUN_AS.get(key, (key, None))
+            r = _recipe(run_key, a.scale, seed, a.epochs, a.sets, a.dataset)
+            rd = a.runs / f"{run_key}-{r.hash()}"
+            info.append({**_pretrain(r, rd), "run": rd.name})
+            m = _probe(rd, dataset_of(r), nuisance=a.nuisance and feature is None, feature=feature)
             for k, v in m.items():
                 per.setdefault(k, []).append(v)
             print(
@@ -226,7 +234,8 @@ def main(argv: list[str] | None = None) -> dict:
                 "images_per_s": [i["images_per_s"] for i in info],
                 "precision": info[0]["precision"],
                 "z_std_x_sqrt_dim": [i["z_std_x_sqrt_dim"] for i in info],
-                "recipe_hash_seed0": None,
+                "runs": [i["run"] for i in info],
+                "feature": feature or "default",
             }
         )
         for metric in ("knn", "linear"):
