@@ -52,7 +52,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/train_step.py --quick
 
 reproduce-small: $(STAMP)
-	$(BIN)/cssl-bench reproduce all --scale small --results results/
+	$(BIN)/cssl-bench reproduce all --scale small --seeds 3 --results results/ --runs runs/
 
 clean:
 	rm -rf runs .pytest_cache
