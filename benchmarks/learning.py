@@ -215,8 +215,8 @@ def main(argv: list[str] | None = None) -> dict:
     for key in [] if a.baseline_only else methods:
         per = {}
         info = []
+        run_key, feature = SAME_RUN_AS.get(key, (key, None))
         for seed in range(a.seeds):
-            run_key, feature = SAME_RUN_AS.get(key, (key, None))
             r = _recipe(run_key, a.scale, seed, a.epochs, a.sets, a.dataset)
             rd = a.runs / f"{run_key}-{r.hash()}"
             info.append({**_pretrain(r, rd), "run": rd.name})
