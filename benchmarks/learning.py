@@ -284,4 +284,8 @@ def _print(result: dict) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    try:
+        main(sys.argv[1:])
+    except UserError as e:  # a bad option or recipe key: one line, a non-zero exit (runs already made stay)
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(e.exit_code)

@@ -89,3 +89,39 @@ def test_a_plain_method_pretrains_its_own_recipe_and_probes_its_default_feature(
     assert seen[0][0] == "looc" and seen[0][1].startswith("looc-") and seen[1] is None
     assert result["methods"]["looc"]["feature"] == "default" and result["methods"]["looc"]["precision"] == "bf16"
     assert "margin_vs_best_init" not in result["methods"]["looc"]["knn"]
+
+
+def test_a_bad_recipe_key_is_one_line_and_a_nonzero_exit(tmp_path):
+    """A mistyped --set (here a key inside a dict-valued section) reaches the user as one line, not a traceback."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    p = subprocess.run(
+        [
+            sys.executable,
+            str(root / "benchmarks" / "learning.py"),
+            "--scale",
+            "tiny",
+            "--methods",
+            "swav",
+            "--set",
+            "augment.color.p=0",
+            "--no-baseline",
+            "--runs",
+            str(tmp_path / "runs"),
+            "--json",
+            str(tmp_path / "out.json"),
+        ],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(root)},
+        cwd=tmp_path,
+        timeout=300,
+    )
+    assert p.returncode == 2
+    lines = p.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: unknown recipe key augment.color.p"), p.stderr[-2000:]
+    assert "Traceback" not in p.stderr and not (tmp_path / "out.json").exists()

@@ -481,6 +481,13 @@ def test_swav_span_statistics_on_hand_made_embeddings(cli, tmp_path, small_args)
     outside = diagnostics.prototype_span_stats(torch.tensor([[0.0, 0, 0, 0, 1, 0], [0, 0, 0, 0, 0, 1]]), protos)
     assert outside["norm_in_span"] == pytest.approx(0.0, abs=1e-6) and outside["abs_score"] == 0.0
     assert outside["score_std"] == 0.0
+    # prototypes in the x-y plane leave z's third axis: embeddings on +-e3 sit on that weakest direction, along one line
+    plane = F.normalize(torch.tensor([[1.0, 0, 0], [0, 1, 0], [-1, 0, 0], [0, -1, 0], [1, 1, 0]]), dim=1)
+    hidden = diagnostics.prototype_span_stats(torch.tensor([[0.0, 0, 1], [0, 0, -1], [0, 0, 1], [0, 0, -1]]), plane)
+    assert hidden["weak_sv"] == pytest.approx(0.0, abs=1e-6) and hidden["median_sv"] > 1.0
+    assert hidden["energy_on_weakest"] == pytest.approx(1.0) and hidden["top_direction_share"] == pytest.approx(1.0)
+    spread = diagnostics.prototype_span_stats(torch.eye(3), plane)  # one embedding per axis: 1/3 on each
+    assert spread["energy_on_weakest"] == pytest.approx(1 / 3) and spread["top_direction_share"] == pytest.approx(0.5)
     out = tmp_path / "swav"
     p = cli("pretrain", "swav", "--epochs", "0", "--out", out, "--quiet", *small_args)
     assert p.returncode == 0, p.stderr[-2000:]
@@ -588,6 +595,38 @@ def test_swav_prototypes_normalised_and_frozen_in_the_first_epoch():
             assert torch.equal(m.prototypes.weight, before)  # frozen
         else:
             assert not torch.equal(m.prototypes.weight, before)
+
+
+def test_swav_orthogonal_prototypes_give_every_unit_embedding_the_same_score_energy():
+    # stacked orthonormal bases: C^T C = (K / dim) I, so sum_k (z.c_k)^2 = K / dim for any unit z (no direction in
+    # which SwAV's predictions can become uniform); unit rows, so the per-step normalisation keeps them
+    torch.manual_seed(0)
+    recipe, m = swav(["params.n_prototypes=384", "params.prototypes_init=orthogonal"])
+    c = m.prototypes.weight.detach()
+    assert torch.allclose(c.T @ c, 3 * torch.eye(128), atol=1e-4)
+    assert torch.allclose(c.norm(dim=1), torch.ones(384), atol=1e-5)
+    z = F.normalize(torch.randn(50, 128), dim=1)
+    assert torch.allclose(((z @ c.T) ** 2).sum(1), torch.full((50,), 3.0), atol=1e-4)
+    _, r = swav()  # the default stays nn.Linear's: not orthogonal
+    w = F.normalize(r.prototypes.weight.detach(), dim=1)
+    assert not torch.allclose(w.T @ w, (w.shape[0] / 128) * torch.eye(128), atol=0.1)
+    with pytest.raises(UserError, match="multiple of dim"):
+        swav(["params.n_prototypes=300", "params.prototypes_init=orthogonal"])
+    with pytest.raises(UserError, match="random or orthogonal"):
+        swav(["params.prototypes_init=spread"])
+
+
+def test_swav_out_bn_standardises_the_projection_before_the_normalisation():
+    torch.manual_seed(0)
+    recipe, m = swav(["params.out_bn=true"])
+    bn = m.projector[-1]
+    assert isinstance(bn, torch.nn.BatchNorm1d) and not bn.affine
+    m.train()
+    y = m.projector(torch.randn(64, m.feat_dim) * 5 + 2)
+    assert torch.allclose(y.mean(0), torch.zeros(y.shape[1]), atol=1e-4)
+    assert torch.allclose(y.var(0, unbiased=False), torch.ones(y.shape[1]), atol=1e-2)
+    _, plain = swav()
+    assert isinstance(plain.projector[-1], torch.nn.Linear)
 
 
 def test_swav_codes_from_the_large_crops_only(monkeypatch):

@@ -86,12 +86,23 @@ def prototype_span_stats(z: torch.Tensor, prototypes: torch.Tensor) -> dict[str,
     |score| z.c (``abs_score``), the mean over embeddings of the scores' std over the prototypes (``score_std``;
     0 = uniform predictions), the mean fraction of an embedding's norm inside the prototypes' span
     (``norm_in_span``; below 1 only when K < D or the prototypes are dependent) and the mean cosine between two
-    different prototypes (``prototype_cos``)."""
+    different prototypes (``prototype_cos``). Two more locate a collapse that K > D allows: ``weak_sv`` and
+    ``median_sv``, the smallest and the median singular value of the prototype matrix (a direction the prototypes
+    have left has a small one), ``energy_on_weakest``, the mean fraction of z's squared norm along the right
+    singular vector of the smallest singular value (1/D for isotropic z), and ``top_direction_share``, the share
+    of the batch-centred embeddings' variance along their first principal direction (1: z varies along one line)."""
     s = z @ prototypes.t()
     basis, _ = torch.linalg.qr(prototypes.t())  # orthonormal basis of the prototypes' span, [D, min(K, D)]
     k = prototypes.shape[0]
     cos = prototypes @ prototypes.t()
+    _, sv, vh = torch.linalg.svd(prototypes, full_matrices=False)  # sv descending; vh: [min(K, D), D]
+    weakest = vh[-1]
+    centred_sv = torch.linalg.svdvals(z - z.mean(0))
     return {
+        "weak_sv": sv[-1].item(),
+        "median_sv": sv.median().item(),
+        "energy_on_weakest": (z @ weakest).pow(2).mean().item(),
+        "top_direction_share": (centred_sv[0] ** 2 / centred_sv.pow(2).sum().clamp_min(1e-12)).item(),
         "n_prototypes": k,
         "dim": prototypes.shape[1],
         "abs_score": s.abs().mean().item(),

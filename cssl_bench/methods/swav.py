@@ -32,6 +32,13 @@ class SwAVParams:
     freeze_prototypes_epochs: int = 1
     queue_length: int = 0  # 0 = no queue; the paper uses 3840 at batch 256
     queue_start: int = 15
+    # a BatchNorm (no affine) on the projection before its L2 normalisation; not in SwAV (an option of the CPU
+    # recipes): it centres and standardises every output coordinate over the batch
+    out_bn: bool = False
+    # "random": nn.Linear's initialisation (SwAV). "orthogonal": the rows are stacked random orthonormal bases of
+    # the projection space (n_prototypes a multiple of dim), so sum_k (z.c_k)^2 = n_prototypes / dim for every
+    # unit z: no direction has uniform scores (an option of the CPU recipes)
+    prototypes_init: str = "random"
 
 
 def _crop_order(names) -> tuple[list[str], list[str]]:
@@ -48,8 +55,22 @@ class SwAV(Method):
     def __init__(self, recipe):
         super().__init__(recipe)
         self.p = p = parse_params(SwAVParams, recipe.params, recipe.method)
-        self.projector = mlp([self.feat_dim, p.hidden, p.dim])
+        self.projector = mlp([self.feat_dim, p.hidden, p.dim], last_bn=p.out_bn, last_bn_affine=False)
         self.prototypes = nn.Linear(p.dim, p.n_prototypes, bias=False)
+        if p.prototypes_init == "orthogonal":
+            if p.n_prototypes % p.dim:
+                raise UserError(
+                    f"params.prototypes_init orthogonal needs n_prototypes a multiple of dim ({p.dim}), "
+                    f"got {p.n_prototypes}",
+                    exit_code=2,
+                )
+            with torch.no_grad():
+                for i in range(0, p.n_prototypes, p.dim):
+                    nn.init.orthogonal_(self.prototypes.weight[i : i + p.dim])
+        elif p.prototypes_init != "random":
+            raise UserError(
+                f"params.prototypes_init must be random or orthogonal, got {p.prototypes_init!r}", exit_code=2
+            )
         self.n_code_crops = recipe.augment.n_large if recipe.augment.views == "multicrop" else 2
         # queue[i]: past projections [L, D] of code crop i, newest first; all-zero rows are unfilled. As
         # main_swav.py: queue_length (global) is rounded down to a multiple of the global batch and each of the
