@@ -568,7 +568,8 @@ def test_byol_target_does_not_get_gradients():
 
 
 def swav(sets=()):
-    recipe = load_recipe("swav", "tiny", sets=SMALL + list(sets))
+    # multi-crop, the paper's views (the budget recipe trains on two views; docs/protocols.md, section 6)
+    recipe = load_recipe("swav", "tiny", sets=SMALL + ["augment.views=multicrop"] + list(sets))
     return recipe, build_method(recipe)
 
 
@@ -801,6 +802,8 @@ def _documented_embedding(name, m, views):
     if name == "swav":
         from cssl_bench.methods.swav import _crop_order
 
+        if "v1" in views:  # the budget recipes' two views
+            return m._embed([views["v1"], views["v2"]])[0]
         large, small = _crop_order(views)
         return m._embed([views[k] for k in large + small])[0]
     if name.startswith("looc"):
