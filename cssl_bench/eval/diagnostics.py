@@ -92,22 +92,21 @@ def prototype_span_stats(z: torch.Tensor, prototypes: torch.Tensor) -> dict[str,
     singular vector of the smallest singular value (1/D for isotropic z), and ``top_direction_share``, the share
     of the batch-centred embeddings' variance along their first principal direction (1: z varies along one line)."""
     s = z @ prototypes.t()
-    basis, _ = torch.linalg.qr(prototypes.t())  # orthonormal basis of the prototypes' span, [D, min(K, D)]
     k = prototypes.shape[0]
     cos = prototypes @ prototypes.t()
-    _, sv, vh = torch.linalg.svd(prototypes, full_matrices=False)  # sv descending; vh: [min(K, D), D]
-    weakest = vh[-1]
+    # one SVD: sv descending; the rows of vh [min(K, D), D] are an orthonormal basis of the prototypes' span
+    _, sv, vh = torch.linalg.svd(prototypes, full_matrices=False)
     centred_sv = torch.linalg.svdvals(z - z.mean(0))
     return {
-        "weak_sv": sv[-1].item(),
-        "median_sv": sv.median().item(),
-        "energy_on_weakest": (z @ weakest).pow(2).mean().item(),
-        "top_direction_share": (centred_sv[0] ** 2 / centred_sv.pow(2).sum().clamp_min(1e-12)).item(),
         "n_prototypes": k,
         "dim": prototypes.shape[1],
         "abs_score": s.abs().mean().item(),
         "score_std": s.std(1).mean().item(),
-        "norm_in_span": (z @ basis).norm(dim=1).mean().item(),
+        "norm_in_span": (z @ vh.t()).norm(dim=1).mean().item(),
+        "weak_sv": sv[-1].item(),
+        "median_sv": sv.median().item(),
+        "energy_on_weakest": (z @ vh[-1]).pow(2).mean().item(),
+        "top_direction_share": (centred_sv[0] ** 2 / centred_sv.pow(2).sum().clamp_min(1e-12)).item(),
         "prototype_cos": ((cos.sum() - cos.diagonal().sum()) / (k * k - k)).item(),
     }
 
