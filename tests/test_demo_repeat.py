@@ -46,6 +46,12 @@ def test_summarise_takes_the_last_checkpoint_and_both_baselines(tmp_path):
     assert s["values"]["random init (BN on data)"] == {"knn/top1": 38.8}
     assert s["epochs"] == {"simclr": 4}
     assert s["demo_seconds"] == 600.0
+    assert s["cache_sha256"] is None
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    (cache / "data.npz").write_bytes(b"abc")
+    digests = dr.summarise(tmp_path / "a", threads=1, cache=cache)["cache_sha256"]
+    assert digests == {"data.npz": "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"}
 
 
 def test_seed_stds_from_a_demo_store_and_the_comparison(tmp_path):
