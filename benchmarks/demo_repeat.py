@@ -32,17 +32,41 @@ import time
 from datetime import datetime
 from pathlib import Path
 
+from cssl_bench.results.store import FILENAME, ResultsStore
+
 REPO = Path(__file__).resolve().parents[1]
 # the demo's method names -> the keys of the same tiny recipes in learning_tiny.json
 LEARNING_KEYS = {"simclr": "simclr", "moco-v2": "moco-v2-sym"}
 METRICS = ("knn/top1", "linear/top1")
 
 
-def _records(clone: Path) -> list[dict]:
-    path = clone / "runs" / "demo" / "results" / "records.jsonl"
-    if not path.exists():
-        sys.exit(f"error: {path} not found: did `make demo` finish in {clone}?")
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+def _records(store: Path, what: str) -> list[dict]:
+    """The records of a results folder (``ResultsStore``: torn or foreign lines are skipped with a warning)."""
+    if not (store / FILENAME).exists():
+        sys.exit(f"error: {store / FILENAME} not found ({what})")
+    return ResultsStore(store).read()
+
+
+def final_values(recs: list[dict]) -> tuple[dict[tuple[str, int], dict[str, float]], dict[str, int]]:
+    """(row, seed) -> {metric: value} of the compared metrics at each method's last checkpoint (the epoch-0
+    random-init run gives two rows, as initialised and with BN statistics re-estimated on data), and each
+    method's last checkpoint epoch."""
+    last: dict[str, int] = {}
+    for r in recs:
+        if r["metric"] in METRICS and r["epochs"] > 0:
+            last[r["method"]] = max(last.get(r["method"], 0), r["epochs"])
+    out: dict[tuple[str, int], dict[str, float]] = {}
+    for r in recs:
+        if r["metric"] not in METRICS:
+            continue
+        if r["epochs"] == 0:
+            name = "random init (BN on data)" if r.get("bn_estimate") else "random init (as initialised)"
+        elif r["epochs"] == last[r["method"]]:
+            name = r["method"]
+        else:
+            continue
+        out.setdefault((name, r["seed"]), {})[r["metric"]] = r["value"]
+    return out, last
 
 
 def _digests(cache: Path | None) -> dict | None:
@@ -58,22 +82,9 @@ def _digests(cache: Path | None) -> dict | None:
 
 def summarise(clone: Path, threads: int, wall_s: float | None = None, cache: Path | None = None) -> dict:
     """Final-checkpoint kNN / linear top-1 per method, the baselines, and the demo's times of one clone."""
-    recs = _records(clone)
-    final: dict[str, dict] = {}
-    last_epoch: dict[str, int] = {}
-    for r in recs:
-        if r["metric"] not in METRICS:
-            continue
-        if r["epochs"] == 0:  # the random-init run, probed as initialised and with BN statistics on data
-            name = "random init (BN on data)" if r.get("bn_estimate") else "random init (as initialised)"
-        else:
-            name = r["method"]
-            if r["epochs"] < last_epoch.get(name, 0):
-                continue
-            if r["epochs"] > last_epoch.get(name, 0):
-                final.pop(name, None)
-                last_epoch[name] = r["epochs"]
-        final.setdefault(name, {})[r["metric"]] = r["value"]
+    recs = _records(clone / "runs" / "demo" / "results", f"did `make demo` finish in {clone}?")
+    values, last_epoch = final_values(recs)
+    final = {name: v for (name, _seed), v in values.items()}
     stamp = clone / ".venv" / ".installed"
     times = sorted(datetime.fromisoformat(r["time"].replace("+0000", "+00:00")).timestamp() for r in recs)
     demo_s = round(times[-1] - stamp.stat().st_mtime, 1) if stamp.exists() else None
@@ -119,18 +130,11 @@ def seed_stds(store: Path | None) -> tuple[dict, str]:
             if k in learning
         }
         return stds, "benchmarks/results/learning_tiny.json (seeds 0-2 of the same tiny recipes)"
-    path = store / "records.jsonl"
-    if not path.exists():
-        sys.exit(f"error: {path} not found (--seeds-store takes a demo's results folder)")
-    recs = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    last = {}
-    for r in recs:
-        if r["metric"] in METRICS and r["epochs"] > 0:
-            last[r["method"]] = max(last.get(r["method"], 0), r["epochs"])
     per_seed: dict = {}
-    for r in recs:
-        if r["metric"] in METRICS and r["epochs"] > 0 and r["epochs"] == last[r["method"]]:
-            per_seed.setdefault((r["method"], r["metric"]), {})[r["seed"]] = r["value"]
+    for (name, seed), values in final_values(_records(store, "--seeds-store takes a demo's results folder"))[0].items():
+        if not name.startswith("random init"):
+            for metric, v in values.items():
+                per_seed.setdefault((name, metric), {})[seed] = v
     stds = {k: round(statistics.stdev(v.values()), 2) for k, v in per_seed.items() if len(v) > 1}
     seeds = sorted({s for v in per_seed.values() for s in v})
     values = ", ".join(f"{m} {metric} {list(v.values())}" for (m, metric), v in sorted(per_seed.items()))
@@ -143,20 +147,11 @@ def compare(clones: list[dict], stds: dict) -> list[dict]:
         for metric in METRICS:
             vals = [c["values"].get(method, {}).get(metric) for c in clones]
             std = stds.get((method, metric))
-            if None in vals or std is None:
-                rows.append({"method": method, "metric": metric, "values": vals, "seed_std": std, "holds": None})
-                continue
-            diff = round(max(vals) - min(vals), 2)
-            rows.append(
-                {
-                    "method": method,
-                    "metric": metric,
-                    "values": vals,
-                    "max_diff": diff,
-                    "seed_std": std,
-                    "holds": diff <= std,
-                }
-            )
+            row = {"method": method, "metric": metric, "values": vals, "seed_std": std, "holds": None}
+            if None not in vals and std is not None:
+                row["max_diff"] = round(max(vals) - min(vals), 2)
+                row["holds"] = row["max_diff"] <= std
+            rows.append(row)
     return rows
 
 
