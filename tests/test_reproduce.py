@@ -506,6 +506,8 @@ def test_cli_dry_run_and_errors(cli, tmp_path):
     assert r.returncode == 0 and "2 pre-trainings" in r.stdout and "pretrain random-init seed 0" in r.stdout
     r = cli("reproduce", "table9", "--dry-run")
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1
+    r = cli("reproduce", "looc-t1", "--jobs", "0", "--results", tmp_path)
+    assert r.returncode == 2 and r.stderr.strip() == "error: --jobs must be at least 1, got 0", r.stderr
 
 
 @pytest.mark.skipif(not COMMITTED_TINY.exists(), reason="no committed tiny records yet")
@@ -552,3 +554,46 @@ def test_reproduce_rotation_tiny_from_empty_results(cli, tmp_path):
     t = T.build("rotation", ResultsStore(tmp_path / "res").read(), "tiny")
     assert all(isinstance(v, T.Value) for row in t.ours for v in row[1:])
     assert "| MoCo + Rotation |" in r.stdout and (tmp_path / "res" / "tables" / "rotation.csv").exists()
+
+
+def _numbers(records: list[dict]) -> list[tuple]:
+    return sorted((r["config_hash"], r["epochs"], r["metric"], r.get("init_bn", "-"), r["value"]) for r in records)
+
+
+def test_execute_jobs_gives_the_sequential_numbers(tmp_path, monkeypatch):
+    """``--jobs 2``: two runs in two spawned processes store the records a sequential reproduce stores at the
+    same thread count (one thread here, whatever the machine's cores), and leave nothing to do."""
+    import torch
+
+    rows = dict(rows=[1, 2], sets=FAST)
+    seq = R.plan(["rotation"], "tiny", results=tmp_path / "a", runs_dir=tmp_path / "runs-a", **rows)
+    assert len([r for r in seq.runs if r.status == "run"]) == 2
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        R.execute(seq, show_progress=False)
+    finally:
+        torch.set_num_threads(threads)
+    monkeypatch.setattr(R, "parallel_threads", lambda jobs: 1)
+    par = R.plan(["rotation"], "tiny", results=tmp_path / "b", runs_dir=tmp_path / "runs-b", **rows)
+    R.execute(par, show_progress=False, jobs=2)
+    a, b = ResultsStore(tmp_path / "a").read(), ResultsStore(tmp_path / "b").read()
+    assert len(a) == 6 and _numbers(a) == _numbers(b)
+    assert {r["pretrain_threads"] for r in a + b} == {1}  # the workers ran with the threads they were given
+    assert {r["command"] for r in b} == {r["command"] for r in a}
+    assert all(r.status == "reuse" for r in par.runs) and all(q.status == "done" for q in par.probes)
+    again = R.plan(["rotation"], "tiny", results=tmp_path / "b", runs_dir=tmp_path / "runs-b", **rows)
+    assert again.todo_runs == [] and again.todo_probes == []
+
+
+def test_execute_jobs_reports_a_failed_run_and_keeps_the_others(tmp_path, monkeypatch):
+    """A run that fails in its worker does not stop the other; the error names it, the other's records are stored."""
+    monkeypatch.setattr(R, "parallel_threads", lambda jobs: 1)
+    p = R.plan(["rotation"], "tiny", rows=[1, 2], results=tmp_path / "res", runs_dir=tmp_path / "runs", sets=FAST)
+    bad = p.runs[0]
+    (tmp_path / "runs").mkdir()
+    bad.run_dir.write_text("a file where the run directory goes")
+    with pytest.raises(UserError, match=rf"1 of 2 runs failed .*{bad.label}"):
+        R.execute(p, show_progress=False, jobs=2)
+    stored = ResultsStore(tmp_path / "res").read()
+    assert stored and {r["config_hash"] for r in stored} == {p.runs[1].recipe.hash()}

@@ -94,6 +94,13 @@ def reproduce(
         [], "--set", help="recipe override for every pre-training, section.key=value (changes the runs' hashes)"
     ),
     quiet: bool = typer.Option(False, help="no training progress bars"),
+    jobs: int = typer.Option(
+        1,
+        "--jobs",
+        "-j",
+        help="runs (a pre-training, then its probes) at once, each in its own process with cores/JOBS torch "
+        "threads, longest first; progress bars are off when JOBS > 1. A run's numbers depend on its thread count",
+    ),
     add: list[str] = typer.Option(
         [],
         "--add",
@@ -125,11 +132,13 @@ def reproduce(
             raise UserError(f"--rows takes row numbers such as 1,3; got {rows!r}", exit_code=2) from None
     if baseline is None:  # --add alone runs only what its rows need
         baseline = not add or row_list is not None
+    if jobs < 1:
+        raise UserError(f"--jobs must be at least 1, got {jobs}", exit_code=2)
     plan = R.plan(names, scale, seeds, results, runs, row_list, sets, add, method_file, recipe_file, baseline)
     if dry_run:
         _show_plan(plan)
         return
-    R.execute(plan, err, show_progress=not quiet)
+    R.execute(plan, err, show_progress=not quiet, jobs=jobs)
     written = R.write_outputs(names, scale, plan.results, add)
     records = store(plan.results).read()
     for n in names:

@@ -58,6 +58,13 @@ def pretrain_loader(run: LoadedRun) -> dict:
     return {"pretrain_loader": used} if used else {}
 
 
+def pretrain_threads(run: LoadedRun) -> dict:
+    """``{"pretrain_threads": n}``: the torch CPU threads the probed run was pre-trained with (run.json
+    ``torch_threads``; a resumed run: its last part); empty for runs from before it was kept."""
+    n = run.info.get("torch_threads")
+    return {"pretrain_threads": n} if n else {}
+
+
 def imported_source(run: LoadedRun) -> dict:
     """``{"source": {"file", "sha256", "format"}}`` for a run written by ``cssl-bench import`` (its run.json), the
     checkpoint the probed backbone came from; {} for a run pretrained here."""
@@ -93,6 +100,7 @@ def records_for(
         **data_options_record(r),
         **pretrain_z_std(run),
         **pretrain_loader(run),
+        **pretrain_threads(run),
         **imported_source(run),
         **plugin_provenance(r),
         **(extra or {}),

@@ -13,8 +13,9 @@ A probe is skipped when the store already holds its records (same config hash, c
 dataset, feature, metric prefix and protocol); a pre-training is skipped when none of its probes is
 left, reused when its run directory is complete, and resumed when it is partial. Each probe's records
 are appended as soon as it finishes, so a killed ``reproduce`` continues where it stopped.
-Everything runs in-process through the library functions (``train.loop.pretrain``, the probes of
-``eval.probes``, the detection transfer), never by shelling out.
+Everything runs through the library functions (``train.loop.pretrain``, the probes of ``eval.probes``, the
+detection transfer), never by shelling out: in this process, or with ``execute(jobs=N)`` (``--jobs``) N runs at
+once, each with its probes in a spawned worker process of ``cores / N`` torch threads.
 
 Random-init baselines (``plan(baseline=True)``; ``cssl-bench reproduce`` asks for them unless ``--no-baseline``
 or unless only ``--add`` rows are planned, which run only what their rows need, where ``--baseline`` asks): for
@@ -41,6 +42,7 @@ import hashlib
 import importlib
 import inspect
 import json
+import os
 import shlex
 import time
 from dataclasses import dataclass, field
@@ -379,6 +381,7 @@ class Plan:
     probes: list[ProbeStep]
     results: Path
     runs_dir: Path
+    added: tuple = ()  # (add, method_file, recipe_file) of plan(): what a --jobs worker registers again
 
     def describe(self) -> list[str]:
         """One line per step, in execution order: pre-trainings, each followed by its probes."""
@@ -504,7 +507,8 @@ def plan(
             p.status = "done"
     for r in run_steps:
         _set_run_status(r, [p for p in probe_steps if p.run is r])
-    return Plan([s.name for s in specs], scale, run_steps, probe_steps, store.root, runs_dir)
+    added = (list(add), method_file, recipe_file) if add else ()
+    return Plan([s.name for s in specs], scale, run_steps, probe_steps, store.root, runs_dir, added)
 
 
 def baseline_run_key(spec: T.TableSpec, scale: str) -> str:
@@ -742,16 +746,30 @@ def check_datasets(p: Plan) -> None:
 # --- running -------------------------------------------------------------------------------------------
 
 
-def execute(p: Plan, console=None, show_progress: bool = True) -> None:
-    """Run the plan's pre-trainings and probes; each probe's records go to the store as it finishes."""
+def parallel_threads(jobs: int) -> int:
+    """Torch threads of each of ``jobs`` concurrent pre-trainings: the cores this process may use, shared out."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count() or 1
+    return max(1, cores // jobs)
+
+
+def execute(p: Plan, console=None, show_progress: bool = True, jobs: int = 1) -> None:
+    """Run the plan's pre-trainings and probes; each probe's records go to the store as it finishes.
+
+    ``jobs``: how many runs (a pre-training and then its probes) go at once, each in a process of its own
+    (``spawn``) with ``parallel_threads(jobs)`` torch threads; runs start longest first. One run with
+    ``jobs > 1`` gives the numbers a sequential ``reproduce`` gives at that thread count (the thread count
+    changes floating-point reduction order, hence a run's numbers: docs/protocols.md). A failed run does
+    not stop the others; the failures are reported together at the end (their work so far is kept)."""
     from rich.console import Console
     from rich.markup import escape
 
-    from cssl_bench.eval.baseline import reestimate_bn
-    from cssl_bench.eval.features import load_run
-    from cssl_bench.results.store import ResultsStore, current_command
-    from cssl_bench.train.loop import pretrain, warn_if_collapsed
+    from cssl_bench.results.store import current_command
 
+    if jobs < 1:
+        raise UserError(f"--jobs must be at least 1, got {jobs}", exit_code=2)
     console = console or Console(stderr=True)
     skipped = unavailable_runs(p)
     for label, why in skipped:
@@ -760,50 +778,170 @@ def execute(p: Plan, console=None, show_progress: bool = True) -> None:
     if missing:
         raise UserError("cannot reproduce yet: " + "; ".join(missing.values()))
     check_datasets(p)
-    store = ResultsStore(p.results)
-    total = sum(r.status in ("run", "resume") for r in p.runs) + sum(q.status == "run" for q in p.probes)
-    n = 0
+    units = [(r, mine) for r in p.runs if (mine := [q for q in p.probes if q.run is r and q.status == "run"])]
     t_start = time.time()
     invocation = current_command()
-    for r in p.runs:
-        mine = [q for q in p.probes if q.run is r and q.status == "run"]
-        if not mine:
-            continue
-        if r.status in ("run", "resume"):
-            n += 1
-            console.rule(
-                escape(f"[{n}/{total}] pretrain {r.label}: {r.spec.method}, {r.spec.epochs} epochs -> {r.run_dir}")
-            )
-            pretrain(r.recipe, r.run_dir, resume=r.status == "resume", show_progress=show_progress, console=console)
-            r.status = "reuse"
-        warn_if_collapsed(r.run_dir, console)
-        family = config_family(r.recipe)
-        loaded: dict = {}  # (checkpoint epoch, BN on data) -> the loaded run, of one checkpoint at a time
-        for q in mine:
-            n += 1
-            t0 = time.time()
-            console.print(f"[bold][{n}/{total}][/] {escape(q.describe())}")
-            at = (q.checkpoint_epoch, q.bn == "data")
-            if at not in loaded:
-                plain = (q.checkpoint_epoch, False)
-                if plain not in loaded:  # another checkpoint: drop the previous one's
-                    loaded = {plain: load_run(r.run_dir, q.checkpoint_epoch)}
-                if at[1]:  # a copy of the loaded checkpoint (reestimate_bn leaves its input as it is)
-                    loaded[at] = reestimate_bn(loaded[plain], q.bn_dataset)
-            log = (lambda s: console.print(s, markup=False, highlight=False)) if show_progress else None
-            recs = run_probe(q.kind, loaded[at], q.dataset, q.feature, q.protocol, p.scale, log)
-            for rec in recs:
-                rec["config_family"] = family
-                rec["steps"] = [r.command(p.scale), q.command()]
-                rec["command"] = invocation
-            store.append(recs)
-            q.status = "done"
-            shown = ", ".join(f"{x['metric']} {x['value']:.1f}" for x in recs[:4]) + (" ..." if len(recs) > 4 else "")
-            console.print(f"      {escape(shown)}  [dim]({time.time() - t0:.0f} s)[/]")
-    console.print(f"[green]reproduce done[/] in {(time.time() - t_start) / 60:.1f} min; records in {store.path}")
+    if jobs == 1 or len(units) <= 1:
+        total = sum(r.status in ("run", "resume") for r, _ in units) + sum(len(m) for _, m in units)
+        n = [0]
+
+        def step() -> str:
+            n[0] += 1
+            return f"[{n[0]}/{total}]"
+
+        for r, mine in units:
+            _execute_run(r, mine, p.scale, p.results, invocation, console, show_progress, step)
+    else:
+        _execute_parallel(p, units, jobs, invocation, console)
+    console.print(f"[green]reproduce done[/] in {(time.time() - t_start) / 60:.1f} min; records in {p.results}")
     if skipped:
         console.print(
             f"[yellow]not reproduced[/] (this version cannot build them): {escape(', '.join(label for label, _ in skipped))}"
+        )
+
+
+def _execute_run(
+    r: RunStep, mine: list[ProbeStep], scale: str, results: Path, invocation, console, show_progress, step
+):
+    """Pre-train ``r`` unless its run directory is complete, then run its probes ``mine``, appending each one's
+    records to the store at ``results``; ``step()`` gives the progress prefix of each printed step."""
+    from rich.markup import escape
+
+    from cssl_bench.eval.baseline import reestimate_bn
+    from cssl_bench.eval.features import load_run
+    from cssl_bench.results.store import ResultsStore
+    from cssl_bench.train.loop import pretrain, warn_if_collapsed
+
+    store = ResultsStore(results)
+    if r.status in ("run", "resume"):
+        console.rule(escape(f"{step()} pretrain {r.label}: {r.spec.method}, {r.spec.epochs} epochs -> {r.run_dir}"))
+        pretrain(r.recipe, r.run_dir, resume=r.status == "resume", show_progress=show_progress, console=console)
+        r.status = "reuse"
+    warn_if_collapsed(r.run_dir, console)
+    family = config_family(r.recipe)
+    loaded: dict = {}  # (checkpoint epoch, BN on data) -> the loaded run, of one checkpoint at a time
+    for q in mine:
+        t0 = time.time()
+        console.print(f"[bold]{escape(step())}[/] {escape(q.describe())}")
+        at = (q.checkpoint_epoch, q.bn == "data")
+        if at not in loaded:
+            plain = (q.checkpoint_epoch, False)
+            if plain not in loaded:  # another checkpoint: drop the previous one's
+                loaded = {plain: load_run(r.run_dir, q.checkpoint_epoch)}
+            if at[1]:  # a copy of the loaded checkpoint (reestimate_bn leaves its input as it is)
+                loaded[at] = reestimate_bn(loaded[plain], q.bn_dataset)
+        log = (lambda s: console.print(s, markup=False, highlight=False)) if show_progress else None
+        recs = run_probe(q.kind, loaded[at], q.dataset, q.feature, q.protocol, scale, log)
+        for rec in recs:
+            rec["config_family"] = family
+            rec["steps"] = [r.command(scale), q.command()]
+            rec["command"] = invocation
+        store.append(recs)
+        q.status = "done"
+        shown = ", ".join(f"{x['metric']} {x['value']:.1f}" for x in recs[:4]) + (" ..." if len(recs) > 4 else "")
+        console.print(f"      {escape(shown)}  [dim]({time.time() - t0:.0f} s)[/]")
+
+
+def _die_with_parent() -> None:
+    """Linux: this process gets SIGTERM when its parent dies (a killed ``reproduce --jobs`` leaves no worker running)."""
+    import ctypes
+    import signal
+
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG = 1
+    except (OSError, AttributeError):  # another OS: workers finish their run, then exit with the pool
+        pass
+
+
+def _worker_init(threads: int, added: tuple) -> None:
+    """A ``--jobs`` worker: its torch threads, and the methods of ``--add`` registered as in the parent."""
+    import torch
+
+    _die_with_parent()
+    torch.set_num_threads(threads)
+    if added:
+        prepare_added(*added)
+
+
+def _worker_run(r: RunStep, mine: list[ProbeStep], scale: str, results: Path, invocation) -> float:
+    """One run of ``execute(jobs > 1)`` in its worker process, its printed steps prefixed by its label;
+    returns its minutes."""
+    from rich.console import Console
+
+    t0 = time.time()
+    k = [0]
+    n = len(mine) + (r.status in ("run", "resume"))
+
+    def step() -> str:
+        k[0] += 1
+        return f"[{r.label} {k[0]}/{n}]"
+
+    _execute_run(r, mine, scale, results, invocation, Console(stderr=True), False, step)
+    return (time.time() - t0) / 60
+
+
+def _execute_parallel(p: Plan, units: list, jobs: int, invocation, console) -> None:
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    from rich.markup import escape
+
+    threads = parallel_threads(jobs)
+    workers = min(jobs, len(units))
+    # longest first (pre-training estimate plus probes), so the last to start are the short ones
+    units = sorted(
+        units,
+        key=lambda u: (
+            -(
+                run_minutes(u[0], p.scale) * (u[0].status in ("run", "resume"))
+                + sum(probe_minutes(q, p.scale) for q in u[1])
+            )
+        ),
+    )
+    console.print(
+        f"{len(units)} runs, {workers} at a time, {threads} torch thread{'s' * (threads > 1)} each "
+        "(one process per run; progress bars off)"
+    )
+    failed: list[str] = []
+    saved = os.environ.get("OMP_NUM_THREADS")
+    os.environ["OMP_NUM_THREADS"] = str(threads)  # the spawned workers' OpenMP pools, before they import torch
+    try:
+        pool = ProcessPoolExecutor(
+            workers,
+            mp_context=multiprocessing.get_context("spawn"),
+            initializer=_worker_init,
+            initargs=(threads, p.added),
+        )
+        try:
+            futures = {pool.submit(_worker_run, r, mine, p.scale, p.results, invocation): r for r, mine in units}
+            done = 0
+            for f in as_completed(futures):
+                r = futures[f]
+                done += 1
+                try:
+                    minutes = f.result()
+                except Exception as e:  # noqa: BLE001 - reported with the others at the end
+                    failed.append(f"{r.label}: {str(e).splitlines()[0] if str(e) else type(e).__name__}")
+                    console.print(f"[red]failed[/] {escape(r.label)} ({done}/{len(units)}): {escape(failed[-1])}")
+                    continue
+                for q in (q for q in p.probes if q.run is r and q.status == "run"):
+                    q.status = "done"
+                r.status = "reuse"
+                console.print(f"[green]done[/] {escape(r.label)} ({done}/{len(units)}) in {minutes:.1f} min")
+        except BaseException:  # interrupted: stop the workers too (their runs resume from their last checkpoints)
+            for proc in list((getattr(pool, "_processes", None) or {}).values()):
+                proc.terminate()
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
+        pool.shutdown()
+    finally:
+        if saved is None:
+            os.environ.pop("OMP_NUM_THREADS", None)
+        else:
+            os.environ["OMP_NUM_THREADS"] = saved
+    if failed:
+        raise UserError(
+            f"{len(failed)} of {len(units)} runs failed (the others' records are stored): " + "; ".join(failed)
         )
 
 

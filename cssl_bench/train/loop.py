@@ -322,6 +322,9 @@ def _write_run_info(run: _Run, status: str) -> None:
             "seed": recipe.train.seed,
             "batch_size": recipe.train.batch_size,
             "processes": run.world,
+            # CPU threads of the process that wrote this (a resumed run: its last part); on the CPU a run's
+            # numbers depend on it (reduction order), so records carry it as pretrain_threads
+            "torch_threads": torch.get_num_threads(),
             "precision": recipe.train.precision,
             **(
                 {"precision_requested": run.precision_requested}
