@@ -132,8 +132,7 @@ def reproduce(
             raise UserError(f"--rows takes row numbers such as 1,3; got {rows!r}", exit_code=2) from None
     if baseline is None:  # --add alone runs only what its rows need
         baseline = not add or row_list is not None
-    if jobs < 1:
-        raise UserError(f"--jobs must be at least 1, got {jobs}", exit_code=2)
+    R.check_jobs(jobs)  # before planning, which builds every model once
     plan = R.plan(names, scale, seeds, results, runs, row_list, sets, add, method_file, recipe_file, baseline)
     if dry_run:
         _show_plan(plan)

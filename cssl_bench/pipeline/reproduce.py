@@ -746,6 +746,12 @@ def check_datasets(p: Plan) -> None:
 # --- running -------------------------------------------------------------------------------------------
 
 
+def check_jobs(jobs: int) -> None:
+    """``--jobs`` is a positive count (exit 2 otherwise)."""
+    if jobs < 1:
+        raise UserError(f"--jobs must be at least 1, got {jobs}", exit_code=2)
+
+
 def parallel_threads(jobs: int) -> int:
     """Torch threads of each of ``jobs`` concurrent pre-trainings: the cores this process may use, shared out."""
     try:
@@ -768,8 +774,7 @@ def execute(p: Plan, console=None, show_progress: bool = True, jobs: int = 1) ->
 
     from cssl_bench.results.store import current_command
 
-    if jobs < 1:
-        raise UserError(f"--jobs must be at least 1, got {jobs}", exit_code=2)
+    check_jobs(jobs)
     console = console or Console(stderr=True)
     skipped = unavailable_runs(p)
     for label, why in skipped:
