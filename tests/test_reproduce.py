@@ -597,3 +597,42 @@ def test_execute_jobs_reports_a_failed_run_and_keeps_the_others(tmp_path, monkey
         R.execute(p, show_progress=False, jobs=2)
     stored = ResultsStore(tmp_path / "res").read()
     assert stored and {r["config_hash"] for r in stored} == {p.runs[1].recipe.hash()}
+
+
+@pytest.mark.skipif(not Path("/proc/self").exists(), reason="parent-death signal: Linux only")
+def test_jobs_worker_dies_with_its_parent(tmp_path):
+    """A --jobs worker (``_die_with_parent``) is ended when the reproduce process that spawned it is killed."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    pid_file = tmp_path / "child.pid"
+    child = (
+        "import os, sys, time; from cssl_bench.pipeline.reproduce import _die_with_parent; _die_with_parent(); "
+        f"open({str(pid_file)!r}, 'w').write(str(os.getpid())); time.sleep(120)"
+    )
+    parent = f"import subprocess, sys, time; subprocess.Popen([sys.executable, '-c', {child!r}]); time.sleep(120)"
+    p = subprocess.Popen([sys.executable, "-c", parent])
+    try:
+        for _ in range(600):
+            if pid_file.exists() and pid_file.read_text():
+                break
+            time.sleep(0.1)
+        pid = int(pid_file.read_text())
+        p.send_signal(signal.SIGKILL)
+        p.wait(timeout=10)
+        for _ in range(100):
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                break
+            if Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z":  # ended, not yet reaped
+                break
+            time.sleep(0.1)
+        else:
+            os.kill(pid, signal.SIGKILL)
+            pytest.fail("the worker outlived its parent")
+    finally:
+        p.kill()
