@@ -225,23 +225,27 @@ def test_reproduce_add_runs_only_the_added_row(in_process, tmp_path):
 
 def test_reproduce_add_with_a_method_file_end_to_end(tmp_path):
     """reproduce methods --add NAME --method-file F: the added row's pretraining (checkpoints at every epoch budget)
-    and linear probes run, and the table printed and rendered afterwards holds their values."""
+    and linear probes run, and the table printed and rendered afterwards holds their values. Two seeds with
+    ``--jobs 2``: each run in a spawned worker, which registers the plugin file again."""
     sets = ["data.embedded_train=256", "data.embedded_test=64", "data.workers=0", "model.backbone=resnet10-w0.125",
             "train.batch_size=32"]  # fmt: skip
     args = ["reproduce", "methods", "--add", "fv", "--method-file", MODULE, "--recipe", RECIPE, "--quiet"]
+    args += ["--seeds", "2", "--jobs", "2"]
     args += ["--results", tmp_path / "res", "--runs", tmp_path / "runs"] + [x for s in sets for x in ("--set", s)]
     p = run_cli(*args)
     assert p.returncode == 0, p.stderr
-    assert "| fv [added; seed 0] |" in p.stdout  # the table printed with its row
+    assert "| fv [added; seeds 0, 1] |" in p.stdout  # the table printed with its row
+    assert "2 runs, 2 at a time" in p.stderr
     recs = [json.loads(ln) for ln in (tmp_path / "res" / "records.jsonl").read_text().splitlines()]
     assert {r["epochs"] for r in recs} == {1, 2, 3, 4} and all(r["plugin"]["kind"] == "file" for r in recs)
+    assert sorted({r["seed"] for r in recs}) == [0, 1]
     t = json.loads(
         run_cli_here("table", "methods", "--results", tmp_path / "res", "--add", "fv", "--format", "json").stdout
     )
     row = t["rows"][-1]
     for col, e in (("100 ep", 1), ("800 ep", 4)):
-        want = next(r["value"] for r in recs if r["epochs"] == e and r["metric"] == "linear/top1")
-        assert row[col]["ours"] == pytest.approx(want, abs=0.01)
+        want = [r["value"] for r in recs if r["epochs"] == e and r["metric"] == "linear/top1"]
+        assert len(want) == 2 and row[col]["ours"] == pytest.approx(sum(want) / 2, abs=0.01)
 
 
 # --- rows of one's own, from records (no training) ------------------------------------------------------------

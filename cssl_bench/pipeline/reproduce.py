@@ -381,7 +381,6 @@ class Plan:
     probes: list[ProbeStep]
     results: Path
     runs_dir: Path
-    added: tuple = ()  # (add, method_file, recipe_file) of plan(): what a --jobs worker registers again
 
     def describe(self) -> list[str]:
         """One line per step, in execution order: pre-trainings, each followed by its probes."""
@@ -507,8 +506,7 @@ def plan(
             p.status = "done"
     for r in run_steps:
         _set_run_status(r, [p for p in probe_steps if p.run is r])
-    added = (list(add), method_file, recipe_file) if add else ()
-    return Plan([s.name for s in specs], scale, run_steps, probe_steps, store.root, runs_dir, added)
+    return Plan([s.name for s in specs], scale, run_steps, probe_steps, store.root, runs_dir)
 
 
 def baseline_run_key(spec: T.TableSpec, scale: str) -> str:
@@ -858,14 +856,13 @@ def _die_with_parent() -> None:
         pass
 
 
-def _worker_init(threads: int, added: tuple) -> None:
-    """A ``--jobs`` worker: its torch threads, and the methods of ``--add`` registered as in the parent."""
+def _worker_init(threads: int) -> None:
+    """A ``--jobs`` worker: its torch threads. (A plugin method needs no registration here: its recipe names the
+    file or entry point, and ``methods.build_method`` loads it from there.)"""
     import torch
 
     _die_with_parent()
     torch.set_num_threads(threads)
-    if added:
-        prepare_added(*added)
 
 
 def _worker_run(r: RunStep, mine: list[ProbeStep], scale: str, results: Path, invocation) -> float:
@@ -915,7 +912,7 @@ def _execute_parallel(p: Plan, units: list, jobs: int, invocation, console) -> N
             workers,
             mp_context=multiprocessing.get_context("spawn"),
             initializer=_worker_init,
-            initargs=(threads, p.added),
+            initargs=(threads,),
         )
         try:
             futures = {pool.submit(_worker_run, r, mine, p.scale, p.results, invocation): r for r, mine in units}
