@@ -882,7 +882,16 @@ def _worker_run(r: RunStep, mine: list[ProbeStep], scale: str, results: Path, in
     return (time.time() - t0) / 60
 
 
+def _unit_minutes(unit: tuple[RunStep, list[ProbeStep]], scale: str) -> float:
+    """Estimated minutes of a run still to train (0 when reused) plus its probes still to run."""
+    r, mine = unit
+    return run_minutes(r, scale) * (r.status in ("run", "resume")) + sum(probe_minutes(q, scale) for q in mine)
+
+
 def _execute_parallel(p: Plan, units: list, jobs: int, invocation, console) -> None:
+    """``execute(jobs > 1)``: ``units`` ((run, its probes to run)) on a pool of ``min(jobs, len(units))`` spawned
+    processes of ``parallel_threads(jobs)`` torch threads; marks each finished unit done in ``p``; raises one
+    ``UserError`` naming every failed run once all have ended."""
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor, as_completed
 
@@ -890,16 +899,7 @@ def _execute_parallel(p: Plan, units: list, jobs: int, invocation, console) -> N
 
     threads = parallel_threads(jobs)
     workers = min(jobs, len(units))
-    # longest first (pre-training estimate plus probes), so the last to start are the short ones
-    units = sorted(
-        units,
-        key=lambda u: (
-            -(
-                run_minutes(u[0], p.scale) * (u[0].status in ("run", "resume"))
-                + sum(probe_minutes(q, p.scale) for q in u[1])
-            )
-        ),
-    )
+    units = sorted(units, key=lambda u: -_unit_minutes(u, p.scale))  # longest first: the short ones fill in last
     console.print(
         f"{len(units)} runs, {workers} at a time, {threads} torch thread{'s' * (threads > 1)} each "
         "(one process per run; progress bars off)"
