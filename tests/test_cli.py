@@ -292,3 +292,18 @@ def test_records_table_says_unknown_epochs_not_none(capsys):
     print_records([rec, {**rec, "epochs": 8}], as_json=False)
     out = capsys.readouterr().out
     assert "unknown" in out and "None" not in out and " 8 " in out
+
+
+def test_ctrl_c_says_interrupted_and_exits_130(monkeypatch, capsys):
+    """Ctrl-C in a command (typer turns the KeyboardInterrupt into Exit(130)) prints one line and exits 130."""
+    import torch
+
+    from cssl_bench.cli import main
+
+    def interrupt():
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(torch, "get_num_threads", interrupt)  # called by `info`
+    with pytest.raises(SystemExit) as e:
+        main(["info"])
+    assert e.value.code == 130 and capsys.readouterr().err.strip().splitlines()[-1] == "interrupted"

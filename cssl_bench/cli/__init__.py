@@ -85,4 +85,6 @@ def main(argv: list[str] | None = None) -> None:
         print(f"error: {name or type(e).__name__}: {first} (run with --debug for the traceback)", file=sys.stderr)
         sys.exit(1)
     if isinstance(rv, int) and rv:
+        if rv == 130:  # typer (standalone_mode=False) returns Ctrl-C as exit code 130, silently
+            print("interrupted", file=sys.stderr)
         sys.exit(rv)
