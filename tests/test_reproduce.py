@@ -14,6 +14,7 @@ from cssl_bench.config import available_methods
 from cssl_bench.pipeline import reproduce as R
 from cssl_bench.results import tables as T
 from cssl_bench.results.store import ResultsStore, make_record
+from cssl_bench.train import distributed
 
 REPO = Path(__file__).resolve().parents[1]
 COMMITTED_TINY = REPO / "results" / "tiny" / "records.jsonl"
@@ -574,7 +575,7 @@ def test_execute_jobs_gives_the_sequential_numbers(tmp_path, monkeypatch):
         R.execute(seq, show_progress=False)
     finally:
         torch.set_num_threads(threads)
-    monkeypatch.setattr(R, "parallel_threads", lambda jobs: 1)
+    monkeypatch.setattr(distributed, "threads_per_process", lambda processes: 1)
     par = R.plan(["rotation"], "tiny", results=tmp_path / "b", runs_dir=tmp_path / "runs-b", **rows)
     R.execute(par, show_progress=False, jobs=2)
     a, b = ResultsStore(tmp_path / "a").read(), ResultsStore(tmp_path / "b").read()
@@ -588,7 +589,7 @@ def test_execute_jobs_gives_the_sequential_numbers(tmp_path, monkeypatch):
 
 def test_execute_jobs_reports_a_failed_run_and_keeps_the_others(tmp_path, monkeypatch):
     """A run that fails in its worker does not stop the other; the error names it, the other's records are stored."""
-    monkeypatch.setattr(R, "parallel_threads", lambda jobs: 1)
+    monkeypatch.setattr(distributed, "threads_per_process", lambda processes: 1)
     p = R.plan(["rotation"], "tiny", rows=[1, 2], results=tmp_path / "res", runs_dir=tmp_path / "runs", sets=FAST)
     bad = p.runs[0]
     (tmp_path / "runs").mkdir()

@@ -207,8 +207,10 @@ def _launch(
     if "OMP_NUM_THREADS" not in env:
         import torch
 
+        from cssl_bench.train.distributed import threads_per_process
+
         # torchrun would set 1 thread per process; on CPUs the cores are better shared out between the processes
-        env["OMP_NUM_THREADS"] = "1" if torch.cuda.is_available() else str(max(1, (os.cpu_count() or 1) // nproc))
+        env["OMP_NUM_THREADS"] = "1" if torch.cuda.is_available() else str(threads_per_process(nproc))
     rc = subprocess.call(cmd, env=env)
     if rc:
         raise typer.Exit(rc)

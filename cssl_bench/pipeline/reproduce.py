@@ -41,6 +41,7 @@ from __future__ import annotations
 import hashlib
 import importlib
 import inspect
+import itertools
 import json
 import os
 import shlex
@@ -750,20 +751,11 @@ def check_jobs(jobs: int) -> None:
         raise UserError(f"--jobs must be at least 1, got {jobs}", exit_code=2)
 
 
-def parallel_threads(jobs: int) -> int:
-    """Torch threads of each of ``jobs`` concurrent pre-trainings: the cores this process may use, shared out."""
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        cores = os.cpu_count() or 1
-    return max(1, cores // jobs)
-
-
 def execute(p: Plan, console=None, show_progress: bool = True, jobs: int = 1) -> None:
     """Run the plan's pre-trainings and probes; each probe's records go to the store as it finishes.
 
     ``jobs``: how many runs (a pre-training and then its probes) go at once, each in a process of its own
-    (``spawn``) with ``parallel_threads(jobs)`` torch threads; runs start longest first. One run with
+    (``spawn``) with ``train.distributed.threads_per_process(jobs)`` torch threads; runs start longest first. One run with
     ``jobs > 1`` gives the numbers a sequential ``reproduce`` gives at that thread count (the thread count
     changes floating-point reduction order, hence a run's numbers: docs/protocols.md). A failed run does
     not stop the others; the failures are reported together at the end (their work so far is kept)."""
@@ -785,13 +777,7 @@ def execute(p: Plan, console=None, show_progress: bool = True, jobs: int = 1) ->
     t_start = time.time()
     invocation = current_command()
     if jobs == 1 or len(units) <= 1:
-        total = sum(r.status in ("run", "resume") for r, _ in units) + sum(len(m) for _, m in units)
-        n = [0]
-
-        def step() -> str:
-            n[0] += 1
-            return f"[{n[0]}/{total}]"
-
+        step = _step_prefixes(sum(_unit_steps(u) for u in units))
         for r, mine in units:
             _execute_run(r, mine, p.scale, p.results, invocation, console, show_progress, step)
     else:
@@ -801,6 +787,18 @@ def execute(p: Plan, console=None, show_progress: bool = True, jobs: int = 1) ->
         console.print(
             f"[yellow]not reproduced[/] (this version cannot build them): {escape(', '.join(label for label, _ in skipped))}"
         )
+
+
+def _unit_steps(unit: tuple[RunStep, list[ProbeStep]]) -> int:
+    """Printed steps of a run: its pretraining (unless reused) and its probes still to run."""
+    r, mine = unit
+    return (r.status in ("run", "resume")) + len(mine)
+
+
+def _step_prefixes(total: int, label: str = ""):
+    """A function giving the progress prefix of each next step: ``[LABEL1/TOTAL]``, ``[LABEL2/TOTAL]``, ..."""
+    n = itertools.count(1)
+    return lambda: f"[{label}{next(n)}/{total}]"
 
 
 def _execute_run(
@@ -871,13 +869,7 @@ def _worker_run(r: RunStep, mine: list[ProbeStep], scale: str, results: Path, in
     from rich.console import Console
 
     t0 = time.time()
-    k = [0]
-    n = len(mine) + (r.status in ("run", "resume"))
-
-    def step() -> str:
-        k[0] += 1
-        return f"[{r.label} {k[0]}/{n}]"
-
+    step = _step_prefixes(_unit_steps((r, mine)), f"{r.label} ")
     _execute_run(r, mine, scale, results, invocation, Console(stderr=True), False, step)
     return (time.time() - t0) / 60
 
@@ -890,14 +882,16 @@ def _unit_minutes(unit: tuple[RunStep, list[ProbeStep]], scale: str) -> float:
 
 def _execute_parallel(p: Plan, units: list, jobs: int, invocation, console) -> None:
     """``execute(jobs > 1)``: ``units`` ((run, its probes to run)) on a pool of ``min(jobs, len(units))`` spawned
-    processes of ``parallel_threads(jobs)`` torch threads; marks each finished unit done in ``p``; raises one
+    processes of ``threads_per_process(jobs)`` torch threads; marks each finished unit done in ``p``; raises one
     ``UserError`` naming every failed run once all have ended."""
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor, as_completed
 
     from rich.markup import escape
 
-    threads = parallel_threads(jobs)
+    from cssl_bench.train.distributed import threads_per_process
+
+    threads = threads_per_process(jobs)
     workers = min(jobs, len(units))
     units = sorted(units, key=lambda u: -_unit_minutes(u, p.scale))  # longest first: the short ones fill in last
     console.print(
@@ -915,10 +909,12 @@ def _execute_parallel(p: Plan, units: list, jobs: int, invocation, console) -> N
             initargs=(threads,),
         )
         try:
-            futures = {pool.submit(_worker_run, r, mine, p.scale, p.results, invocation): r for r, mine in units}
+            futures = {
+                pool.submit(_worker_run, r, mine, p.scale, p.results, invocation): (r, mine) for r, mine in units
+            }
             done = 0
             for f in as_completed(futures):
-                r = futures[f]
+                r, mine = futures[f]
                 done += 1
                 try:
                     minutes = f.result()
@@ -926,7 +922,7 @@ def _execute_parallel(p: Plan, units: list, jobs: int, invocation, console) -> N
                     failed.append(f"{r.label}: {str(e).splitlines()[0] if str(e) else type(e).__name__}")
                     console.print(f"[red]failed[/] {escape(r.label)} ({done}/{len(units)}): {escape(failed[-1])}")
                     continue
-                for q in (q for q in p.probes if q.run is r and q.status == "run"):
+                for q in mine:
                     q.status = "done"
                 r.status = "reuse"
                 console.print(f"[green]done[/] {escape(r.label)} ({done}/{len(units)}) in {minutes:.1f} min")

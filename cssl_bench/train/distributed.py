@@ -33,6 +33,16 @@ from cssl_bench.nn.distributed import all_reduce_mean, barrier, is_dist, is_main
 from cssl_bench.nn.norm import convert_sync_batchnorm, divide_split_batchnorm
 
 
+def threads_per_process(processes: int) -> int:
+    """CPU threads for each of ``processes`` processes that share this machine: the cores this process may run
+    on (its affinity where the OS reports one), divided among them, at least 1."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # no sched_getaffinity (not Linux)
+        cores = os.cpu_count() or 1
+    return max(1, cores // processes)
+
+
 def launched_by_torchrun() -> bool:
     """True in a process started by torchrun (``torch.distributed.run``) with more than one process in all."""
     return int(os.environ.get("WORLD_SIZE", "1")) > 1 and "RANK" in os.environ
