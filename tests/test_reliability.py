@@ -121,3 +121,37 @@ def test_non_finite_loss_stops_with_one_line_and_resumes(reference, tmp_path):
     p = run_cli(*KILL_ARGS, "--out", out, "--resume", env=ENV)
     assert p.returncode == 0, p.stderr
     _assert_bitwise_equal(reference, _weights(out))
+
+
+def test_a_run_directory_in_training_refuses_a_second_process(reference, tmp_path):
+    from cssl_bench.train.checkpoint import run_lock
+
+    out = tmp_path / "busy"
+    with run_lock(out):  # what a running pretrain holds
+        p = run_cli(*KILL_ARGS, "--out", out, env=ENV)
+        assert p.returncode == 1 and "is being trained by another process" in p.stderr, p.stderr
+        assert len(p.stderr.strip().splitlines()) == 1
+        assert not (out / "checkpoints").exists() and not (out / "config.yaml").exists()  # it wrote nothing
+    p = run_cli(*KILL_ARGS, "--out", out, env=ENV)  # released: the same command trains, to the reference
+    assert p.returncode == 0, p.stderr
+    _assert_bitwise_equal(reference, _weights(out))
+
+
+def test_a_killed_trainer_releases_its_run_directory(tmp_path):
+    from cssl_bench import UserError
+    from cssl_bench.train.checkpoint import run_lock
+
+    out = tmp_path / "run"
+    code = "import sys, time\nfrom cssl_bench.train.checkpoint import run_lock\nwith run_lock(sys.argv[1]):\n"
+    code += "    print('held', flush=True)\n    time.sleep(120)\n"
+    holder = subprocess.Popen([sys.executable, "-c", code, str(out)], stdout=subprocess.PIPE)
+    try:
+        assert holder.stdout.readline().strip() == b"held"
+        with pytest.raises(UserError, match="being trained by another process"):
+            with run_lock(out):
+                pass
+    finally:
+        holder.kill()
+        holder.wait()
+    with run_lock(out):  # the OS dropped the dead process's lock: no stale file to clean up
+        pass

@@ -8,6 +8,7 @@ loadable checkpoint. They are loaded with ``weights_only=True``: a pickle that w
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import io
 import json
@@ -16,11 +17,13 @@ import pickle
 import signal
 import tempfile
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import torch
 import yaml
+from filelock import FileLock, Timeout
 
 from cssl_bench import UserError, __version__
 from cssl_bench.config import check_recipe_dict
@@ -175,6 +178,31 @@ def run_complete(run_dir: Path, recipe) -> bool:
     except (OSError, ValueError):
         return False
     return info.get("status") == "complete" and info.get("config_hash") == recipe.hash()
+
+
+LOCK_NAME = ".lock"
+
+
+@contextlib.contextmanager
+def run_lock(run_dir: Path) -> Iterator[None]:
+    """Hold ``RUN_DIR/.lock`` while a process trains into ``run_dir``; a second process that tries to train
+    into the same directory (two ``reproduce`` commands sharing a runs folder, a ``pretrain --resume`` beside a
+    running one) gets a one-line error instead of interleaving its checkpoints with the first's. The lock is
+    an OS file lock (``filelock``): a killed process releases it, so a killed run resumes without clean-up."""
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(run_dir / LOCK_NAME), timeout=0)
+    try:
+        lock.acquire()
+    except Timeout:
+        raise UserError(
+            f"{run_dir} is being trained by another process (it holds {run_dir / LOCK_NAME}); "
+            "wait for it to finish or use another --out"
+        ) from None
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 def read_run(run_dir: Path) -> tuple[dict, dict]:

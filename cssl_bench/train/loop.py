@@ -4,6 +4,7 @@ steps the optimiser, updates the momentum pairs, logs, and checkpoints atomicall
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import csv
 import dataclasses
@@ -35,6 +36,7 @@ from cssl_bench.train.checkpoint import (
     find_resume_checkpoint,
     load_checkpoint,
     read_run,
+    run_lock,
     save_checkpoint,
     write_run_json,
 )
@@ -502,9 +504,24 @@ def pretrain(
 
     Steps: resolve ``auto`` precision for this device; check the run directory and read the resume state
     (``_resume_state``); build the run (``_build_run``); restore the checkpoint (``_restore``); open the run
-    directory (``_open_run_dir``); train epoch by epoch (``_train_epoch``); finish (``_finish``)."""
+    directory (``_open_run_dir``); train epoch by epoch (``_train_epoch``); finish (``_finish``). The run directory
+    is locked throughout (``checkpoint.run_lock``): a second process training into it fails with a one-line error."""
     console = console or Console(stderr=True)
     out_dir = Path(out_dir)
+    # rank 0 holds the run directory's lock for the whole run (the other ranks of a torchrun job share it)
+    with run_lock(out_dir) if D.rank() == 0 else contextlib.nullcontext():
+        return _pretrain(recipe, out_dir, resume, show_progress, console, stop_after_steps)
+
+
+def _pretrain(
+    recipe: Recipe,
+    out_dir: Path,
+    resume: bool,
+    show_progress: bool,
+    console: Console,
+    stop_after_steps: int | None,
+) -> Path:
+    """``pretrain``'s steps, with the run directory locked."""
     if recipe.train.precision == "auto":  # a recipe not from load_recipe: resolved here, for this run's device
         recipe = copy.deepcopy(recipe)
         resolve_auto_precision(recipe, _device().type)
