@@ -637,3 +637,51 @@ def test_jobs_worker_dies_with_its_parent(tmp_path):
             pytest.fail("the worker outlived its parent")
     finally:
         p.kill()
+
+
+def test_a_run_another_process_is_training_is_waited_for_not_trained_twice(tmp_path):
+    """Two ``reproduce`` commands sharing a runs folder: the one that finds a run's directory locked by the
+    other's trainer waits, then takes the finished run (no second pretraining) and runs its own probes."""
+    import subprocess
+    import sys
+    import threading
+    import time
+
+    from rich.console import Console
+
+    from cssl_bench.train.loop import pretrain
+
+    p = R.plan(["rotation"], "tiny", rows=[1], results=tmp_path / "res", runs_dir=tmp_path / "runs", sets=FAST)
+    r = p.runs[0]
+    assert r.status == "run"
+    pretrain(r.recipe, r.run_dir, show_progress=False)  # the other process's work, done after this plan was made
+    log_before = (r.run_dir / "log.csv").read_text()
+    code = "import sys, time\nfrom cssl_bench.train.checkpoint import run_lock\nwith run_lock(sys.argv[1]):\n"
+    code += "    print('held', flush=True)\n    sys.stdin.readline()\n"  # holds until told to finish
+    holder = subprocess.Popen(
+        [sys.executable, "-c", code, str(r.run_dir)], stdin=subprocess.PIPE, stdout=subprocess.PIPE
+    )
+    console = Console(record=True, width=200)
+
+    def release_once_waiting():  # the holder finishes only after execute has said it waits
+        deadline = time.time() + 300
+        while "waiting:" not in console.export_text(clear=False) and time.time() < deadline:
+            time.sleep(0.1)
+        holder.stdin.write(b"done\n")
+        holder.stdin.flush()
+
+    try:
+        assert holder.stdout.readline().strip() == b"held"
+        releaser = threading.Thread(target=release_once_waiting, daemon=True)
+        releaser.start()
+        R.execute(p, console=console, show_progress=False)
+        releaser.join(timeout=10)
+    finally:
+        holder.kill()
+        holder.wait()
+    out = console.export_text()
+    assert f"waiting: another process is training {r.run_dir}" in out and "finished by the other process" in out
+    assert (r.run_dir / "log.csv").read_text() == log_before  # not trained again
+    stored = ResultsStore(tmp_path / "res").read()
+    assert stored and {x["config_hash"] for x in stored} == {r.recipe.hash()}
+    assert r.status == "reuse" and all(q.status == "done" for q in p.probes)

@@ -811,9 +811,19 @@ def _execute_run(
     from cssl_bench.eval.baseline import reestimate_bn
     from cssl_bench.eval.features import load_run
     from cssl_bench.results.store import ResultsStore
+    from cssl_bench.train.checkpoint import run_complete, wait_until_free
     from cssl_bench.train.loop import pretrain, warn_if_collapsed
 
     store = ResultsStore(results)
+    # another process (a second reproduce on the same runs folder) may be training this run: wait for it, then
+    # take what it left (complete: reuse; killed midway: resume)
+    if wait_until_free(r.run_dir, lambda: console.print(escape(f"waiting: another process is training {r.run_dir}"))):
+        if run_complete(r.run_dir, r.recipe):
+            if r.status in ("run", "resume"):  # the planned pretrain step, done by the other process
+                console.print(escape(f"{step()} pretrain {r.label}: finished by the other process"))
+            r.status = "reuse"
+        elif r.status == "run" and (r.run_dir / "config.yaml").exists():
+            r.status = "resume"
     if r.status in ("run", "resume"):
         console.rule(escape(f"{step()} pretrain {r.label}: {r.spec.method}, {r.spec.epochs} epochs -> {r.run_dir}"))
         pretrain(r.recipe, r.run_dir, resume=r.status == "resume", show_progress=show_progress, console=console)

@@ -17,7 +17,7 @@ import pickle
 import signal
 import tempfile
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -203,6 +203,23 @@ def run_lock(run_dir: Path) -> Iterator[None]:
         yield
     finally:
         lock.release()
+
+
+def wait_until_free(run_dir: Path, on_wait: Callable[[], None] | None = None) -> bool:
+    """Return once no process holds ``run_dir``'s lock (``run_lock``), calling ``on_wait`` first if one does;
+    True when it had to wait. Creates nothing where no lock file exists."""
+    path = Path(run_dir) / LOCK_NAME
+    if not path.exists():
+        return False
+    try:
+        with FileLock(str(path), timeout=0):
+            return False
+    except Timeout:
+        pass
+    if on_wait is not None:
+        on_wait()
+    with FileLock(str(path)):  # blocks until the trainer exits (or is killed)
+        return True
 
 
 def read_run(run_dir: Path) -> tuple[dict, dict]:
