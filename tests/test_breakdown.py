@@ -40,3 +40,20 @@ def test_no_rows_without_an_all_value():
     f = Fixture()
     f.add("looc", {"corruption/brightness/s1": 40.0}, protocol="corruption", augment=["texture"])
     assert corruption_breakdown(f.records, "small") == []
+
+
+def test_breakdown_of_a_heads_row_reads_its_concat_probe():
+    """LooC Table 5 (``table="heads"``): the row of the colour head, read from its concat-feature probe; the same
+    run's backbone-feature corruption records are another probe and stay out."""
+    f = Fixture()
+    all3 = ["color", "rotation", "texture"]
+    for feature, level in (("concat", 60.0), ("backbone", 10.0)):
+        metrics = {"corruption/all": level, "corruption/fog/s1": level - 10, "corruption/fog/s2": level + 10}
+        f.add("looc", metrics, protocol="corruption", augment=all3, heads=["color"], feature=feature, run="r")
+    f.add("looc", lin(80.0), augment=all3, heads=["color"], feature="concat", run="r")
+    (row,) = corruption_breakdown(f.records, "small", table="heads")
+    assert "Col. yes" in row["row"] and "Rot. no" in row["row"]
+    assert row["all"]["values"] == [60.0] and row["clean"]["values"] == [80.0]
+    assert row["corruptions"] == {"fog": {"values": [60.0], "mean": 60.0, "std": None}}
+    with pytest.raises(ValueError, match="no IN-C-100 All column"):
+        corruption_breakdown(f.records, "small", table="methods")

@@ -1,4 +1,5 @@
-"""Per-corruption accuracy behind the rows of LooC Table 3 (``robustness``): which corruptions separate two rows.
+"""Per-corruption accuracy behind the rows of LooC Table 3 (``robustness``) or Table 5 (``heads``): which corruptions
+separate two rows.
 
 A row's ``IN-C-100 All`` cell is one number over 15 corruptions x 5 severities; the probes that made it also
 stored every ``corruption/<name>/s<k>`` record. ``corruption_breakdown`` takes the records the table itself
@@ -29,12 +30,18 @@ def mean_std(values: list[float]) -> dict:
     }
 
 
-def corruption_breakdown(records: list[dict], scale: str) -> list[dict]:
-    """One dict per robustness row with an All value: ``row`` (its name), ``seeds``, ``clean`` (the row's IN-100
-    top-1 cell, or None), ``all`` (its All cell) and ``corruptions``: corruption name -> ``mean_std`` of the
-    per-seed means over severities, in the order the records name them."""
-    t = T.build("robustness", records, scale)
-    all_col = next(j for j, h in enumerate(t.headers) if h.endswith("/All"))
+# the tables with an IN-C-100 All column, and that column's header
+ALL_COLUMNS = {"robustness": "IN-C-100 (top-1)/All", "heads": "IN-C-100/all top-1"}
+
+
+def corruption_breakdown(records: list[dict], scale: str, table: str = "robustness") -> list[dict]:
+    """One dict per row of ``table`` (``ALL_COLUMNS``) with an All value: ``row`` (its name, with its check marks),
+    ``seeds``, ``clean`` (the row's IN-100 top-1 cell, or None), ``all`` (its All cell) and ``corruptions``:
+    corruption name -> ``mean_std`` of the per-seed means over severities, in the order the records name them."""
+    if table not in ALL_COLUMNS:
+        raise ValueError(f"no IN-C-100 All column in table {table!r}; tables: {', '.join(ALL_COLUMNS)}")
+    t = T.build(table, records, scale)
+    all_col = t.headers.index(ALL_COLUMNS[table])
     clean_col = next(j for j, h in enumerate(t.headers) if h == "IN-100/top-1")
     by_probe: dict[tuple, list[dict]] = defaultdict(list)
     for r in records:
