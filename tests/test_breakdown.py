@@ -57,3 +57,20 @@ def test_breakdown_of_a_heads_row_reads_its_concat_probe():
     assert row["corruptions"] == {"fog": {"values": [60.0], "mean": 60.0, "std": None}}
     with pytest.raises(ValueError, match="no IN-C-100 All column"):
         corruption_breakdown(f.records, "small", table="methods")
+
+
+def test_breakdown_by_configuration_pools_seeds_and_separates_configurations():
+    from cssl_bench.results.breakdown import corruption_by_config
+
+    f = Fixture()
+    for seed, (a, fog) in enumerate([(50.0, (10.0, 30.0)), (60.0, (30.0, 30.0))]):
+        metrics = {"corruption/all": a, "corruption/fog/s1": fog[0], "corruption/fog/s2": fog[1]}
+        f.add("looc", metrics, protocol="corruption", augment=["color"], heads=["color"], seed=seed, run=f"c{seed}")
+    f.add("looc", {"corruption/all": 40.0}, protocol="corruption", augment=["rotation"], run="r0")
+    f.add("looc", lin(70.0), augment=["color"], heads=["color"], run="c0")  # not a corruption probe
+    rows = {r["config"]: r for r in corruption_by_config(f.records)}
+    assert set(rows) == {"looc[color] backbone", "looc[rotation] backbone"}
+    colour = rows["looc[color] backbone"]
+    assert colour["seeds"] == [0, 1] and colour["all"]["mean"] == 55.0
+    assert colour["corruptions"]["fog"]["values"] == [20.0, 30.0]  # per seed the mean over its severities
+    assert rows["looc[rotation] backbone"]["all"] == {"values": [40.0], "mean": 40.0, "std": None}

@@ -10,6 +10,10 @@ everywhere (its clean accuracy) or on some corruptions. Reads a results store; t
     python benchmarks/diagnostics/corruption_breakdown.py --results results --scale small --table heads \\
         --json benchmarks/results/diagnostics/corruption_breakdown-heads-small.json
 
+``--by-config`` groups every corruption probe of the store by run configuration instead (method, augmentations,
+heads, feature; seeds pooled), for probes that fill no table cell, such as a diagnostics store made with
+``cssl-bench probe corruption RUN --limit 1000 --results STORE`` on LooC Table 2's runs.
+
 Prints a markdown table (one line per row: clean top-1, then each corruption in group order) and writes the
 numbers as JSON with the command and the date.
 """
@@ -25,7 +29,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository root: cssl_bench without installing
 
 from cssl_bench.data.corruptions import GROUPS  # noqa: E402
-from cssl_bench.results.breakdown import ALL_COLUMNS, corruption_breakdown  # noqa: E402
+from cssl_bench.results.breakdown import ALL_COLUMNS, corruption_breakdown, corruption_by_config  # noqa: E402
 from cssl_bench.results.store import ResultsStore  # noqa: E402
 from cssl_bench.train.checkpoint import atomic_write_text  # noqa: E402
 
@@ -35,9 +39,14 @@ def main(argv=None) -> int:
     ap.add_argument("--results", type=Path, default=Path("results"), help="the results store (default: results)")
     ap.add_argument("--scale", default="small")
     ap.add_argument("--table", default="robustness", choices=sorted(ALL_COLUMNS), help="default: robustness")
+    ap.add_argument("--by-config", action="store_true", help="group by run configuration, not by table row")
     ap.add_argument("--json", type=Path, help="write the rows here")
     a = ap.parse_args(argv)
-    rows = corruption_breakdown(ResultsStore(a.results).read(), a.scale, a.table)
+    records = ResultsStore(a.results).read()
+    if a.by_config:
+        rows = [{"row": r["config"], "clean": None, **r} for r in corruption_by_config(records)]
+    else:
+        rows = corruption_breakdown(records, a.scale, a.table)
     if not rows:
         print(f"no {a.table} row has an All value at {a.scale} scale in {a.results}", file=sys.stderr)
         return 1
@@ -57,7 +66,8 @@ def main(argv=None) -> int:
             "command": "python " + " ".join([sys.argv[0], *(argv if argv is not None else sys.argv[1:])]),
             "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
             "scale": a.scale,
-            "table": a.table,
+            "table": None if a.by_config else a.table,
+            "by_config": a.by_config,
             "results": str(a.results),
             "groups": GROUPS,
             "rows": rows,

@@ -72,3 +72,47 @@ def corruption_breakdown(records: list[dict], scale: str, table: str = "robustne
             }
         )
     return out
+
+
+def _config_label(rec: dict) -> str:
+    """``method[augment;heads=...] feature`` of a record (its run's configuration without the seed)."""
+    aug = ",".join(rec.get("augment") or [])
+    heads = rec.get("variance_heads")
+    inner = aug + (f";heads={','.join(heads) or 'none'}" if heads is not None and heads != rec.get("augment") else "")
+    return f"{rec['method']}{f'[{inner}]' if inner else ''} {rec['feature']}"
+
+
+def corruption_by_config(records: list[dict]) -> list[dict]:
+    """The corruption probes of any store grouped by configuration (method, augmentations, variance heads,
+    feature, checkpoint epoch, probe protocol; seeds pooled): one dict per configuration with ``config`` (a
+    label), ``seeds``, ``all`` (``mean_std`` of the ``corruption/all`` records) and ``corruptions`` as in
+    ``corruption_breakdown``. For runs that no table row probes for corruption (e.g. LooC Table 2's runs)."""
+    by_probe: dict[tuple, list[dict]] = defaultdict(list)
+    alls: dict[tuple, dict] = {}
+    for r in records:
+        if r["metric"] == "corruption/all":
+            alls[_probe_key(r)] = r
+        elif r["metric"].startswith("corruption/") and r["metric"].count("/") == 2:
+            by_probe[_probe_key(r)].append(r)
+    groups: dict[tuple, list[tuple]] = defaultdict(list)
+    for key, rec in alls.items():
+        groups[(_config_label(rec), rec["epochs"], json.dumps(rec.get("protocol"), sort_keys=True))].append(key)
+    out = []
+    for (label, _, _), keys in groups.items():
+        keys.sort(key=lambda k: alls[k]["seed"])
+        per_seed: dict[str, list[float]] = {}
+        for k in keys:
+            severities: dict[str, list[float]] = defaultdict(list)
+            for x in by_probe[k]:
+                severities[x["metric"].split("/")[1]].append(x["value"])
+            for name, vals in severities.items():
+                per_seed.setdefault(name, []).append(statistics.fmean(vals))
+        out.append(
+            {
+                "config": label,
+                "seeds": [alls[k]["seed"] for k in keys],
+                "all": mean_std([alls[k]["value"] for k in keys]),
+                "corruptions": {name: mean_std(vals) for name, vals in per_seed.items()},
+            }
+        )
+    return out
