@@ -78,9 +78,9 @@ NUISANCE = ("cx", "cy", "scale", "tilt", "light_angle", "bg_level", "context", "
 NUISANCE_BINS = 5
 
 
-def nuisance_knn(run, dataset: str = "embedded") -> dict[str, float]:
-    """kNN top-1 (k 200, t 0.1) of the run's backbone features on each nuisance attribute of the embedded
-    images (train split -> test split), binned; with chance (the most frequent bin's share) beside each."""
+def nuisance_knn(run, dataset: str = "embedded", feature: str = "backbone") -> dict[str, float]:
+    """kNN top-1 (k 200, t 0.1) of the run's ``feature`` (default its backbone's) on each nuisance attribute of the
+    embedded images (train split -> test split), binned; with chance (the most frequent bin's share) beside each."""
     import numpy as np
 
     from cssl_bench.data.datasets import get_source
@@ -90,7 +90,7 @@ def nuisance_knn(run, dataset: str = "embedded") -> dict[str, float]:
 
     opts = dataset_options(run.recipe)
     src = {s: get_source(dataset, s, opts) for s in ("train", "test")}
-    f = {s: features(run, dataset, s, "backbone")[0] for s in ("train", "test")}
+    f = {s: features(run, dataset, s, feature)[0] for s in ("train", "test")}
     out = {}
     for attr in NUISANCE:
         if attr not in src["train"].attributes:
